@@ -1,0 +1,5 @@
+"""``python -m flask_stack``: the same as the ``flask-stack`` command."""
+
+from .cli import main
+
+main()

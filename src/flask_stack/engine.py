@@ -1,0 +1,84 @@
+"""The engine interface: where ``run``, ``debug``, ``test``, ``stop`` and ``build`` execute.
+
+Two kinds implement it: the local engine (``flask_stack.local.LocalEngine``: a virtual environment
+on this machine) and the container engine (``flask_stack.container.ContainerEngine``: docker or
+podman running the stack's development image). ``select_engine`` picks one for ``--engine``.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class RunOptions:
+    """What ``run``/``debug`` need.
+
+    Attributes:
+        project (Path): the directory holding the user's ``__init__.py``.
+        port (int): the host TCP port the app is served on (default 8080).
+        debug (bool): debug mode (Flask debugger plus debugpy).
+        debug_port (int): the host TCP port of the DAP debugger (default 5678).
+        debug_wait (bool): wait for the debugger client before serving.
+        production (bool): serve with gunicorn and the production config instead of the dev loop.
+        env (dict[str, str]): extra environment variables for the served app.
+    """
+
+    project: Path
+    port: int = 8080
+    debug: bool = False
+    debug_port: int = 5678
+    debug_wait: bool = False
+    production: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+
+
+class Engine(abc.ABC):
+    """Runs the stack's commands for one project. Every method raises ``StackError`` on failure."""
+
+    name: str = "engine"
+
+    @abc.abstractmethod
+    def run(self, opts: RunOptions) -> int:
+        """Serve the project in the foreground until Ctrl-C/SIGTERM; return the exit status."""
+
+    @abc.abstractmethod
+    def test(self, project: Path, junitxml: Path | None = None) -> int:
+        """Run the stack's checks and the project's tests once; return pytest's exit status."""
+
+    def stop(self, project: Path) -> int:
+        """Stop the project's running server/container; return 0 when something was stopped or nothing ran."""
+        return 0
+
+    def build(self, project: Path, tag: str, base_image: str | None = None) -> int:
+        """Build the deployable image; only container engines can."""
+        from .errors import StackError
+
+        raise StackError(f"`build` needs a container engine (docker or podman); the {self.name} engine cannot build images")
+
+
+def select_engine(name: str = "auto", *, quiet: bool = False) -> Engine:
+    """Return the engine for ``--engine NAME``: ``auto`` (docker if its daemon answers, else podman if it runs,
+    else local), ``local``, ``docker`` or ``podman``.
+
+    Raises:
+        StackError: an explicitly named container engine is not installed or not working.
+    """
+    from .local import LocalEngine
+
+    if name == "local":
+        return LocalEngine()
+    try:
+        from .container import ContainerEngine, detect_container_engine
+    except ImportError:  # container support not present in this build
+        if name in ("docker", "podman"):
+            from .errors import StackError
+
+            raise StackError(f"--engine {name}: container support is not available in this flask-stack")
+        return LocalEngine()
+    if name == "auto":
+        binary = detect_container_engine()
+        return ContainerEngine(binary) if binary else LocalEngine()
+    return ContainerEngine(detect_container_engine(required=name))
