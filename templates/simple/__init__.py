@@ -23,7 +23,7 @@ blueprint = Blueprint("userapp", __name__)
 def hello():
     """Say hello.
 
-    Everything after the ``---`` line is OpenAPI (Swagger 2.0) YAML that flasgger shows at /apidocs/.
+    The YAML below the three dashes is the OpenAPI (Swagger 2.0) description shown at /apidocs/.
     ---
     tags:
       - hello
