@@ -1,0 +1,200 @@
+"""The ``flask-stack`` command (click): init, run, debug, test, stop, build, deploy.
+
+Every expected failure is a ``StackError`` caught once, in :func:`main`, and printed as one line
+``flask-stack: <message>`` on stderr with a non-zero exit status; usage errors (unknown option, bad
+``--engine``) are shown the same way with status 2; Ctrl-C while preparing exits 130 quietly.
+Progress and status lines go to stderr; the served app's own log goes to stdout.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .engine import Engine, RunOptions, select_engine
+from .errors import StackError
+from .project import find_project, project_name
+
+ENGINES = ["auto", "local", "docker", "podman"]
+
+
+def say(message: str) -> None:
+    """Print a status line ``flask-stack: <message>`` to stderr."""
+    click.echo(f"flask-stack: {message}", err=True)
+
+
+def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
+    """Return ``-e KEY=VALUE`` options as a dict; raise StackError for one without ``=``."""
+    result = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise StackError(f"--env {pair!r}: expected KEY=VALUE")
+        result[key] = value
+    return result
+
+
+def _engine(name: str) -> Engine:
+    """Return the engine for ``--engine NAME`` and say which one is used."""
+    engine = select_engine(name)
+    binary = getattr(engine, "binary", None)
+    say(f"engine: {engine.name}" + (f" ({binary})" if binary and binary != engine.name else ""))
+    return engine
+
+
+def _announce(port: int, debug_port: int | None = None) -> None:
+    """Say where the app, its health, metrics and API docs (and the debugger) will answer."""
+    base = f"http://127.0.0.1:{port}"
+    say(f"app       {base}/")
+    say(f"health    {base}/health  (/health/live, /health/ready, /health/started)")
+    say(f"metrics   {base}/metrics")
+    say(f"API docs  {base}/apidocs/")
+    if debug_port is not None:
+        say(f"debugger  127.0.0.1:{debug_port}  (DAP: VS Code \"Attach\")")
+
+
+engine_option = click.option(
+    "--engine", type=click.Choice(ENGINES), default="auto", envvar="STACK_ENGINE", show_default=True,
+    help="Where to run: a container engine if one works (auto), this machine's Python (local), docker or podman.")
+project_option = click.option(
+    "--project", "project_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+    help="The project directory (holds __init__.py). Default: the current directory.")
+port_option = click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
+                           help="Host TCP port the app is served on.")
+env_option = click.option("-e", "--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
+                          help="An environment variable for the app (repeatable).")
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="flask-stack")
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """python-flask stack: write a Flask Blueprint, get health, metrics, API docs, reload, debugging,
+    tests, a production image and Kubernetes manifests."""
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@cli.command()
+@click.argument("directory", type=click.Path(path_type=Path), default=".", required=False)
+@click.option("--template", default=None, help="Template name (default: the stack's default-template).")
+@click.option("--overwrite", is_flag=True, help="Write into a non-empty directory, replacing same-named files.")
+def init(directory: Path, template: str | None, overwrite: bool) -> int:
+    """Make a new project in DIRECTORY (default: the current one) from a template."""
+    from .scaffold import init_project
+
+    target = Path(directory)
+    written = init_project(target, template, overwrite, echo=click.echo)
+    say(f"project ready in {target.resolve()} ({len(written)} files); next: cd there and `flask-stack run`")
+    return 0
+
+
+@cli.command()
+@project_option
+@port_option
+@engine_option
+@click.option("--production", is_flag=True, help="Serve with gunicorn and the production config (no reload).")
+@env_option
+def run(project_dir: Path | None, port: int, engine: str, production: bool, env_pairs: tuple[str, ...]) -> int:
+    """Serve the project with hot reload until Ctrl-C."""
+    project = find_project(project_dir)
+    opts = RunOptions(project=project, port=port, production=production, env=_env_pairs(env_pairs))
+    chosen = _engine(engine)
+    _announce(port)
+    return chosen.run(opts)
+
+
+@cli.command()
+@project_option
+@port_option
+@engine_option
+@click.option("--debug-port", type=click.IntRange(1, 65535), default=5678, show_default=True,
+              help="Host TCP port of the debugger (DAP, debugpy).")
+@click.option("--wait", is_flag=True, help="Wait for a debugger to attach before serving.")
+@env_option
+def debug(project_dir: Path | None, port: int, engine: str, debug_port: int, wait: bool,
+          env_pairs: tuple[str, ...]) -> int:
+    """Serve the project in debug mode: Flask debugger, and debugpy for VS Code to attach."""
+    project = find_project(project_dir)
+    opts = RunOptions(project=project, port=port, debug=True, debug_port=debug_port, debug_wait=wait,
+                      env=_env_pairs(env_pairs))
+    chosen = _engine(engine)
+    _announce(port, debug_port)
+    return chosen.run(opts)
+
+
+@cli.command()
+@project_option
+@engine_option
+@click.option("--junitxml", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write a JUnit XML report to PATH.")
+def test(project_dir: Path | None, engine: str, junitxml: Path | None) -> int:
+    """Run the stack's checks and the project's tests once; exit with pytest's status."""
+    project = find_project(project_dir)
+    return _engine(engine).test(project, junitxml)
+
+
+@cli.command()
+@project_option
+@engine_option
+def stop(project_dir: Path | None, engine: str) -> int:
+    """Stop the project's server started by `run` or `debug`."""
+    project = find_project(project_dir)
+    return _engine(engine).stop(project)
+
+
+@cli.command()
+@project_option
+@engine_option
+@click.option("-t", "--tag", default=None, help="Image tag (default: <project-name>:latest).")
+@click.option("--base-image", default=None, help="Base image for the build (default: $STACK_BASE_IMAGE or the stack's).")
+def build(project_dir: Path | None, engine: str, tag: str | None, base_image: str | None) -> int:
+    """Build the project's deployable image (needs docker or podman)."""
+    project = find_project(project_dir)
+    return _engine(engine).build(project, tag or f"{project_name(project)}:latest", base_image)
+
+
+@cli.command()
+@project_option
+@click.option("--generate-only", is_flag=True, help="Only write the manifests; do not apply them.")
+@click.option("--output", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Directory for the manifests (default: <project>/deploy).")
+@click.option("--image", default=None, help="Image the Deployment runs (default: <project-name>:latest).")
+def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, image: str | None) -> int:
+    """Write Kubernetes manifests (Deployment, Service) for the project, and apply them unless --generate-only."""
+    project = find_project(project_dir)
+    try:
+        from . import deploy as deployer
+    except ImportError:
+        raise StackError("deploy is not available in this flask-stack (flask_stack.deploy is missing)") from None
+    paths = deployer.generate(project, output or project / "deploy", image or f"{project_name(project)}:latest")
+    for path in paths:
+        say(f"wrote {path}")
+    if not generate_only:
+        deployer.apply(paths)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``flask-stack``: run the command, turn expected failures into one line; never returns."""
+    try:
+        status = cli.main(args=argv, prog_name="flask-stack", standalone_mode=False)
+    except StackError as exc:
+        say(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
+        say(f"{exc.format_message()}{where}")
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        say(exc.format_message())
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
+        sys.exit(130)
+    except OSError as exc:  # e.g. the cache directory is not writable
+        say(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        sys.exit(1)
+    sys.exit(status if isinstance(status, int) else 0)

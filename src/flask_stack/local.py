@@ -1,0 +1,134 @@
+"""The local engine: run, debug, test and stop a project with no container, in a virtual environment.
+
+The environment (see ``flask_stack.localenv``) holds the stack's locked runtime and dev packages; the
+dev loop (package ``devloop`` in the stack's ``image/``) runs in it as
+
+    <venv>/bin/python -m devloop {run|debug|test} --project DIR [--port N --host 127.0.0.1] [--junitxml P]
+
+with ``PYTHONPATH=<stack>/image/project:<stack>/image`` and ``STACK_USERAPP_DIR=DIR`` (plus
+``STACK_DEBUG_PORT``/``STACK_DEBUG_WAIT`` for debug); the dev loop installs the project's own Pipfile
+packages into the same venv. ``--production`` runs gunicorn with ``image/project/gunicorn.conf.py`` on
+``server:app`` instead, bound to 127.0.0.1, with a fresh ``PROMETHEUS_MULTIPROC_DIR``.
+Servers bind 127.0.0.1 only: the local engine is for the developer's own machine.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+from .engine import Engine, RunOptions
+from .errors import StackError
+from .localenv import ensure_env, env_dir, env_python
+from .paths import devloop_parent, runtime_dir
+from .procs import read_pidfile, require_free_port, run_foreground, stop_pid
+
+PIDFILE = "server.pid"
+HOST = "127.0.0.1"
+
+
+def _echo(line: str) -> None:
+    """Print a progress line of the engine to stderr."""
+    click.echo(f"flask-stack: {line}", err=True)
+
+
+class LocalEngine(Engine):
+    """Runs the dev loop (or gunicorn) in a per-project virtual environment on this machine."""
+
+    name = "local"
+
+    def run(self, opts: RunOptions) -> int:
+        """Serve ``opts.project`` on 127.0.0.1 in the foreground; return the server's exit status.
+
+        Raises:
+            StackError: a port is in use, the venv cannot be made, or the stack's dev loop or production
+                config is missing.
+        """
+        require_free_port(opts.port)
+        if opts.debug:
+            if opts.production:
+                raise StackError("--production cannot be combined with debug mode")
+            require_free_port(opts.debug_port, "--debug-port")
+            if opts.debug_port == opts.port:
+                raise StackError("--debug-port must differ from --port")
+        if opts.production:
+            return self._run_production(opts)
+        self._require_devloop()
+        venv = ensure_env(opts.project, _echo)
+        mode = "debug" if opts.debug else "run"
+        argv = [str(env_python(venv)), "-m", "devloop", mode, "--project", str(opts.project),
+                "--port", str(opts.port), "--host", HOST]
+        env = self._env(opts.project, opts.env)
+        if opts.debug:
+            env.update(STACK_DEBUG="1", STACK_DEBUG_PORT=str(opts.debug_port),
+                       STACK_DEBUG_WAIT="1" if opts.debug_wait else "0")
+        return run_foreground(argv, env, opts.project, venv / PIDFILE)
+
+    def test(self, project: Path, junitxml: Path | None = None) -> int:
+        """Run the stack's checks and the project's tests once; return pytest's exit status.
+
+        Raises:
+            StackError: the venv cannot be made or the dev loop is missing.
+        """
+        self._require_devloop()
+        venv = ensure_env(project, _echo)
+        argv = [str(env_python(venv)), "-m", "devloop", "test", "--project", str(project)]
+        if junitxml is not None:
+            argv += ["--junitxml", str(junitxml.expanduser().absolute())]
+        return run_foreground(argv, self._env(project, {}), project)
+
+    def stop(self, project: Path) -> int:
+        """Stop the project's server started by ``flask-stack run``/``debug`` with this engine (SIGTERM).
+
+        Returns 0 whether a server was stopped or none ran (a line says which).
+
+        Raises:
+            StackError: the server did not stop.
+        """
+        pidfile = env_dir(project) / PIDFILE
+        pid = read_pidfile(pidfile)
+        if pid is not None and stop_pid(pid, must_contain=str(env_dir(project))):
+            _echo(f"stopped the local server of {project} (pid {pid})")
+        else:
+            _echo(f"no local server of {project} is running")
+        pidfile.unlink(missing_ok=True)
+        return 0
+
+    def _run_production(self, opts: RunOptions) -> int:
+        """Serve with gunicorn and the stack's production config, bound to 127.0.0.1:PORT."""
+        conf = runtime_dir() / "gunicorn.conf.py"
+        if not conf.is_file():
+            raise StackError(f"--production needs the stack's gunicorn config {conf}, which is missing")
+        venv = ensure_env(opts.project, _echo)
+        metrics_dir = Path(tempfile.mkdtemp(prefix="flask-stack-metrics-"))
+        argv = [str(env_python(venv)), "-m", "gunicorn", "-c", str(conf), "--bind", f"{HOST}:{opts.port}",
+                "--chdir", str(runtime_dir()), "server:app"]
+        env = self._env(opts.project, opts.env)
+        env.update(PORT=str(opts.port), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), STACK_DEBUG="0")
+        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        try:
+            return run_foreground(argv, env, opts.project, venv / PIDFILE)
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    @staticmethod
+    def _require_devloop() -> None:
+        """Raise StackError when the stack's dev loop package is not present."""
+        if not (devloop_parent() / "devloop" / "__main__.py").is_file():
+            raise StackError(f"the stack's dev loop is missing ({devloop_parent() / 'devloop'}); reinstall flask-stack")
+
+    @staticmethod
+    def _env(project: Path, extra: dict[str, str]) -> dict[str, str]:
+        """Return the environment of the dev loop: ours plus the stack's PYTHONPATH and STACK_USERAPP_DIR."""
+        env = dict(os.environ)
+        env.pop("VIRTUAL_ENV", None)
+        env.pop("PYTHONHOME", None)
+        env.update(extra)
+        env["PYTHONPATH"] = os.pathsep.join([str(runtime_dir()), str(devloop_parent())])
+        env["STACK_USERAPP_DIR"] = str(project)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
