@@ -39,12 +39,24 @@ import os
 import signal
 import sys
 
+from gunicorn import glogging
+
 # --- environment parsing --------------------------------------------------------------------------------------
+
+
+def _remove_temp_metrics_dir() -> None:
+    """Remove PROMETHEUS_MULTIPROC_DIR when STACK_METRICS_DIR_TEMP=1 (set by ``serve`` for the dir it made)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory and os.environ.get("STACK_METRICS_DIR_TEMP") == "1":
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def _fail(message: str) -> None:
     """Write one line to stderr and stop the server with exit status 1 (gunicorn reports no traceback)."""
     sys.stderr.write(f"gunicorn.conf.py: {message}\n")
+    _remove_temp_metrics_dir()
     raise SystemExit(1)
 
 
@@ -167,7 +179,11 @@ def _log_format() -> str:
 
 
 # gunicorn's own messages (boot, worker exits) in the runtime's line format: ``YYYY-MM-DD HH:MM:SS [LEVEL] msg``,
-# or one JSON object per line when LOG_FORMAT=json.
+# or one JSON object per line when LOG_FORMAT=json. A logger class rather than ``logconfig_dict``: that one would
+# also switch gunicorn's access logging on (formatted, then dropped, on every request) and reconfigure the root logger.
+_json_logs = _log_format() == "json"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time`` (``YYYY-MM-DDTHH:MM:SS``), ``level``, ``logger``, ``message``."""
 
@@ -185,28 +201,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
-_formatter = (
-    {"()": JsonFormatter}
-    if _log_format() == "json"
-    else {"format": "%(asctime)s [%(levelname)s] %(message)s", "datefmt": "%Y-%m-%d %H:%M:%S"}
-)
-logconfig_dict = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"stack": _formatter},
-    "handlers": {
-        "error_console": {"class": "logging.StreamHandler", "formatter": "stack", "stream": "ext://sys.stderr"},
-    },
-    "loggers": {
-        "gunicorn.error": {"level": loglevel.upper(), "handlers": ["error_console"], "propagate": False},
-        "gunicorn.access": {"level": "CRITICAL", "handlers": [], "propagate": False},
-    },
-}
+class StackLogger(glogging.Logger):
+    """gunicorn's logger with the stack's error-log line format; access logging stays off (``accesslog = None``)."""
+
+    error_fmt = "%(asctime)s [%(levelname)s] %(message)s"
+    datefmt = "%Y-%m-%d %H:%M:%S"
+
+    def setup(self, cfg) -> None:
+        super().setup(cfg)
+        if _json_logs:
+            for handler in self.error_log.handlers:
+                handler.setFormatter(JsonFormatter())
+
+
+logger_class = StackLogger
 
 # --- server hooks -------------------------------------------------------------------------------------------
-
-_log = logging.getLogger("gunicorn.error")
-
 
 def when_ready(server) -> None:
     """Log once, in the master, what is being served and how."""
@@ -268,12 +278,3 @@ def child_exit(server, worker) -> None:
 def on_exit(server) -> None:
     """In the master, at exit: remove the metrics dir when ``serve`` made it as a temporary one."""
     _remove_temp_metrics_dir()
-
-
-def _remove_temp_metrics_dir() -> None:
-    """Remove PROMETHEUS_MULTIPROC_DIR when STACK_METRICS_DIR_TEMP=1 (set by ``serve`` for the dir it made)."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if directory and os.environ.get("STACK_METRICS_DIR_TEMP") == "1":
-        import shutil
-
-        shutil.rmtree(directory, ignore_errors=True)
