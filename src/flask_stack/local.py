@@ -7,8 +7,9 @@ dev loop (package ``devloop`` in the stack's ``image/``) runs in it as
 
 with ``PYTHONPATH=<stack>/image/project:<stack>/image`` and ``STACK_USERAPP_DIR=DIR`` (plus
 ``STACK_DEBUG_PORT``/``STACK_DEBUG_WAIT`` for debug); the dev loop installs the project's own Pipfile
-packages into the same venv. ``--production`` runs gunicorn with ``image/project/gunicorn.conf.py`` on
-``server:app`` instead, bound to 127.0.0.1, with a fresh ``PROMETHEUS_MULTIPROC_DIR``.
+packages into the same venv. ``--production`` runs the stack's production entry ``image/project/serve``
+instead (gunicorn with ``image/project/gunicorn.conf.py`` on ``server:app``, a fresh
+``PROMETHEUS_MULTIPROC_DIR``), with the venv first on PATH, ``STACK_HOST=127.0.0.1`` and ``PORT``.
 Servers bind 127.0.0.1 only: the local engine is for the developer's own machine.
 """
 
@@ -99,17 +100,22 @@ class LocalEngine(Engine):
         return 0
 
     def _run_production(self, opts: RunOptions) -> int:
-        """Serve with gunicorn and the stack's production config, bound to 127.0.0.1:PORT."""
+        """Serve with the stack's production entry ``image/project/serve`` (gunicorn + gunicorn.conf.py)
+        bound to 127.0.0.1:PORT; without that script, run gunicorn with the config directly."""
+        serve = runtime_dir() / "serve"
         conf = runtime_dir() / "gunicorn.conf.py"
         if not conf.is_file():
             raise StackError(f"--production needs the stack's gunicorn config {conf}, which is missing")
         venv = ensure_env(opts.project, _echo)
+        env = self._env(opts.project, opts.env)
+        env.update(PORT=str(opts.port), STACK_HOST=HOST, STACK_DEBUG="0")
+        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        if serve.is_file():
+            return run_foreground(["/bin/sh", str(serve)], env, opts.project, venv / PIDFILE)
         metrics_dir = Path(tempfile.mkdtemp(prefix="flask-stack-metrics-"))
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         argv = [str(env_python(venv)), "-m", "gunicorn", "-c", str(conf), "--bind", f"{HOST}:{opts.port}",
                 "--chdir", str(runtime_dir()), "server:app"]
-        env = self._env(opts.project, opts.env)
-        env.update(PORT=str(opts.port), PROMETHEUS_MULTIPROC_DIR=str(metrics_dir), STACK_DEBUG="0")
-        env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         try:
             return run_foreground(argv, env, opts.project, venv / PIDFILE)
         finally:

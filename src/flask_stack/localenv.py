@@ -189,10 +189,10 @@ def _pip_install(venv: Path, requirements: Path, echo: Echo) -> None:
                 echo(f"  collecting {current}")
             elif line.startswith("Installing collected packages"):
                 echo(f"  installing {len(line.split(':', 1)[1].split(','))} packages")
+            elif "DO NOT MATCH THE HASHES" in line:
+                errors.append("a downloaded file does not match its hash in the lock")
             elif _ERROR_LINE.match(line):
                 errors.append(_ERROR_LINE.match(line).group(2))
-            elif "DO NOT MATCH THE HASHES" in line:
-                errors.append("a downloaded file does not match the hash in the lock")
             elif re.match(r"^\s+\S+==\S+ from ", line) and errors:
                 current = line.split()[0]
         status = proc.wait()
@@ -201,7 +201,8 @@ def _pip_install(venv: Path, requirements: Path, echo: Echo) -> None:
             proc.kill()
             proc.wait()
     if status != 0:
-        where = f" at {current}" if current else ""
+        named = re.search(r"requirement (\S+)", errors[0]) if errors else None
+        where = f" at {current or named.group(1)}" if current or named else ""
         detail = errors[0] if errors else f"pip exited with status {status}"
         raise StackError(f"installing the stack's runtime packages failed{where}: {detail}")
 

@@ -62,7 +62,7 @@ def init_project(target: Path, template: str | None = None, overwrite: bool = Fa
     try:
         new = staging / "new"
         try:
-            shutil.copytree(templates_dir() / name, new, ignore=IGNORED, symlinks=True)
+            shutil.copytree(templates_dir() / name, new, ignore=IGNORED, symlinks=True, copy_function=_copy_file)
             config = f"project-name: {sanitise_name(previous_name or target.name)}\nstack: {stack_id()}\n"
             (new / CONFIG_FILE).write_text(config, encoding="utf-8")
         except (OSError, shutil.Error) as exc:
@@ -80,6 +80,11 @@ def init_project(target: Path, template: str | None = None, overwrite: bool = Fa
     for rel in written:
         echo(f"  {rel}")
     return written
+
+
+def _copy_file(src: str, dst: str) -> str:
+    """Copy one template file with its permission bits (``shutil.copy2``); returns ``dst``."""
+    return shutil.copy2(src, dst)
 
 
 def _files(root: Path) -> list[Path]:

@@ -1,0 +1,1 @@
+"""Tests of the flask-stack CLI (init, errors, packaging)."""

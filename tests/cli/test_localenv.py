@@ -1,0 +1,107 @@
+"""The local engine's venv: requirements from the lock, and failed installs removed with a one-line reason."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from flask_stack import localenv
+from flask_stack.errors import StackError
+from flask_stack.lockfile import requirements_from_lock
+from flask_stack.paths import runtime_dir
+
+LOCK = runtime_dir() / "Pipfile.lock"
+
+
+def test_requirements_cover_both_lock_sections_with_hashes():
+    data = json.loads(LOCK.read_text())
+    text = requirements_from_lock(LOCK)
+    lines = text.splitlines()
+    names = {line.split("==")[0].split("[")[0] for line in lines}
+    assert names == set(data["default"]) | set(data["develop"])
+    assert {"flask", "gunicorn", "debugpy", "watchfiles", "pipenv", "pytest"} <= names
+    for line in lines:
+        name = line.split("==")[0]
+        section = data["default"].get(name) or data["develop"][name]
+        assert line.startswith(f"{name}{section['version']}")
+        assert line.count("--hash=sha256:") == len(section["hashes"])
+
+
+def test_lock_problems_are_one_line(tmp_path):
+    bad = tmp_path / "Pipfile.lock"
+    bad.write_text("{not json")
+    with pytest.raises(StackError, match=r"is not valid JSON .*regenerate it with `pipenv lock`$"):
+        requirements_from_lock(bad)
+    bad.write_text(json.dumps({"default": {"x": {"git": "https://example.invalid/x.git"}}, "develop": {}}))
+    with pytest.raises(StackError, match="x has no pinned version with hashes"):
+        requirements_from_lock(bad)
+    bad.write_text(json.dumps({"default": {}}))
+    with pytest.raises(StackError, match=r"has no \[develop\] section"):
+        requirements_from_lock(bad)
+
+
+def test_env_dir_is_per_project_under_the_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "c"))
+    one, two = tmp_path / "a" / "My App", tmp_path / "b" / "My App"
+    assert localenv.env_dir(one).parent == tmp_path / "c" / "envs"
+    assert localenv.env_dir(one).name.startswith("my-app-")
+    assert localenv.env_dir(one) != localenv.env_dir(two)
+    monkeypatch.delenv("STACK_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert localenv.env_dir(one).parent == tmp_path / "xdg" / "flask-stack" / "envs"
+
+
+def test_failed_venv_creation_names_the_step_and_leaves_nothing(tmp_path, monkeypatch):
+    fake = tmp_path / "python3"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = "-m" ]; then mkdir -p "$3/bin"; echo "Error: Command \'ensurepip\' returned 1" >&2; exit 1; fi\n'
+        'echo "3.11.0 /fake"\n'
+    )
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("STACK_PYTHON", str(fake))
+    with pytest.raises(StackError) as info:
+        localenv.ensure_env(tmp_path, lambda _line: None)
+    message = str(info.value)
+    assert message.startswith(f"creating the virtual environment with {fake} failed: Error: Command 'ensurepip'")
+    assert message.endswith("(on Debian/Ubuntu: apt-get install python3-venv)")
+    assert "\n" not in message
+    assert not localenv.env_dir(tmp_path).exists()
+
+
+def _lock_with(tmp_path: Path, name: str, version: str, digest: str) -> Path:
+    """A stack runtime dir whose Pipfile.lock holds one package (with the given hash) and nothing else."""
+    runtime = tmp_path / "runtime"
+    runtime.mkdir()
+    entry = {"version": f"=={version}", "hashes": [f"sha256:{digest}"]}
+    (runtime / "Pipfile.lock").write_text(json.dumps({"default": {name: entry}, "develop": {}}))
+    return runtime
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "version", "expected"),
+    [
+        ("six", "1.17.0", "failed at six==1.17.0: a downloaded file does not match its hash in the lock"),
+        ("flask-stack-no-such-package-zz", "1.0", "failed at flask-stack-no-such-package-zz==1.0: "),
+    ],
+)
+def test_failed_install_names_the_package_and_leaves_nothing(tmp_path, monkeypatch, name, version, expected):
+    runtime = _lock_with(tmp_path, name, version, "0" * 64)
+    monkeypatch.setattr(localenv, "runtime_dir", lambda: runtime)
+    monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("STACK_PYTHON", raising=False)
+    progress: list[str] = []
+    with pytest.raises(StackError) as info:
+        localenv.ensure_env(tmp_path, progress.append)
+    message = str(info.value)
+    assert message.startswith("installing the stack's runtime packages " + expected), message
+    assert "\n" not in message
+    assert progress[0].startswith("creating the local engine's virtual environment")
+    if name == "six":  # downloaded before its hash was checked
+        assert "  collecting six==1.17.0" in progress
+    assert not localenv.env_dir(tmp_path).exists()
