@@ -1,0 +1,56 @@
+"""The python-flask stack's runtime: ``create_app`` builds a Flask app around the user's package ``userapp``.
+
+``server.app`` is the WSGI app for ``gunicorn server:app`` and ``flask --app server run``: created by
+``create_app()`` on first access (PEP 562 module ``__getattr__``) and cached; ``import server`` alone imports no
+user code. While ``create_app`` imports the user's package, ``server.app`` is the app under construction, so
+Appsody-style code (``from server import app`` then ``@app.route``) works unchanged. If the user's package fails
+to load when ``server.app`` is first accessed, one line is logged (no traceback) and ``SystemExit(4)`` is raised:
+gunicorn's APP_LOAD_ERROR, which stops its arbiter instead of re-spawning workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+__version__ = "0.3.0"
+
+from .factory import app_under_construction, create_app  # noqa: E402
+
+__all__ = ["__version__", "app", "create_app"]
+
+APP_LOAD_ERROR = 4
+_lock = threading.RLock()
+_app: Any = None
+
+
+def _load_app() -> Any:
+    global _app
+    building = app_under_construction()
+    if building is not None:
+        return building
+    with _lock:
+        if _app is None:
+            from .errors import UserAppImportError
+            from .settings import SettingsError
+
+            try:
+                _app = create_app()
+            except (UserAppImportError, SettingsError) as exc:
+                from .logs import configure_logging
+
+                configure_logging()
+                logging.getLogger("server").error("%s", exc)
+                raise SystemExit(APP_LOAD_ERROR) from None
+        return _app
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return _load_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | {"app"})

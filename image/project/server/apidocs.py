@@ -1,0 +1,84 @@
+"""API docs with flasgger: Swagger UI at ``/apidocs/``, the spec at ``/apispec_1.json``.
+
+The spec lists every route whose view docstring has flasgger YAML after a ``---`` line (the user's and the
+stack's ``/health*`` and ``/metrics``). Its base template (``swagger: "2.0"``, ``info`` with the package name and
+STACK_APP_VERSION, a ``stack`` tag) is deep-merged with the user's ``swagger_template`` dict: the user's values win,
+nested dicts merge, ``tags`` lists are combined. A user template with ``openapi: 3.x`` switches the spec to
+OpenAPI 3.
+
+If the user's code already set up flasgger (``Swagger(app)``, which sets ``app.swag``), the stack leaves it alone.
+
+The UI works offline: its JavaScript and CSS come from flasgger's bundled static files, and the stack's templates
+``server/templates/flasgger/head.html`` and ``footer.html`` replace flasgger's, which load Google Fonts and link
+to GitHub. They are found through a loader that the app's own (user's) template folder precedes.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from typing import Any, Mapping
+
+from flasgger import Swagger
+from flask import Flask
+from jinja2 import ChoiceLoader, FileSystemLoader
+
+STACK_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+SPEC_URL = "/apispec_1.json"
+UI_URL = "/apidocs/"
+
+
+def merge_template(base: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Deep-merge ``extra`` into a copy of ``base``: ``extra`` wins, dicts merge recursively, ``tags`` lists are
+    combined (by tag ``name``, ``extra``'s entry wins). Neither argument is modified."""
+    merged = copy.deepcopy(dict(base))
+    for key, value in (extra or {}).items():
+        old = merged.get(key)
+        if isinstance(old, dict) and isinstance(value, Mapping):
+            merged[key] = merge_template(old, value)
+        elif key == "tags" and isinstance(old, list) and isinstance(value, list):
+            names = {t.get("name") for t in value if isinstance(t, Mapping)}
+            merged[key] = [t for t in old if not (isinstance(t, Mapping) and t.get("name") in names)]
+            merged[key] += copy.deepcopy(value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    if "openapi" in (extra or {}):
+        merged.pop("swagger", None)
+    return merged
+
+
+def base_template(title: str, version: str | None) -> dict[str, Any]:
+    """The stack's default template: Swagger 2.0 with ``info`` and the ``stack`` tag."""
+    return {
+        "swagger": "2.0",
+        "info": {
+            "title": title,
+            "version": version or "0.0.0",
+            "description": "Served by the python-flask stack.",
+        },
+        "tags": [{"name": "stack", "description": "Health probes and metrics added by the python-flask stack."}],
+    }
+
+
+def install_template_loader(app: Flask) -> None:
+    """Make the app's templates come from its own folder first, then the stack's (offline flasgger UI parts)."""
+    loaders = []
+    if app.template_folder:
+        loaders.append(FileSystemLoader(os.path.join(app.root_path, app.template_folder)))
+    loaders.append(FileSystemLoader(STACK_TEMPLATES))
+    app.jinja_loader = ChoiceLoader(loaders)  # type: ignore[assignment,misc] # replaces Flask's cached property
+
+
+def setup_apidocs(app: Flask, title: str, version: str | None, user_template: Mapping[str, Any] | None) -> None:
+    """Set up flasgger on ``app`` unless the user's code did already.
+
+    Raises:
+        TypeError: ``user_template`` is not a dict.
+    """
+    if user_template is not None and not isinstance(user_template, Mapping):
+        raise TypeError(f"swagger_template must be a dict, not {type(user_template).__name__}")
+    if getattr(app, "swag", None) is not None:
+        return
+    template = merge_template(base_template(title, version), user_template)
+    config = {"title": f"{title} API", "specs_route": UI_URL, "hide_top_bar": False}
+    Swagger(app, template=template, config=config, merge=True)

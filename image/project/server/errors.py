@@ -1,0 +1,148 @@
+"""Errors of the stack runtime, and the HTTP error responses it serves.
+
+Exceptions:
+    UserAppImportError: the user's package could not be loaded (import, ``init_app``, blueprint registration or
+        a reserved route); one line naming file and line.
+    RouteConflictError: the user's package defines a route the stack reserves (``/metrics``, ``/health...``).
+    DebuggerError: the remote debugger could not be started.
+
+HTTP error bodies (4xx/5xx raised as ``werkzeug.exceptions.HTTPException``, including unhandled exceptions, which
+Flask turns into ``InternalServerError`` after logging the traceback): a client that asks for JSON (the request
+body is JSON, or ``Accept`` prefers ``application/json`` over ``text/html``) gets::
+
+    {"error": {"status": 404, "title": "Not Found", "detail": "The requested URL was not found ...",
+               "request_id": "..."}}
+
+with ``Content-Type: application/json``; everyone else gets a small HTML page. The detail is the exception's
+description (werkzeug's standard text or the one passed to ``abort``), never a traceback. In debug or testing mode
+Flask propagates unhandled exceptions instead (Werkzeug debugger, pytest tracebacks).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import traceback
+from types import TracebackType
+
+from flask import Flask, Response, g, request
+from werkzeug.exceptions import HTTPException
+
+
+class UserAppImportError(Exception):
+    """The user's package failed to load.
+
+    ``str(err)`` is ``summary``, one line such as
+    ``userapp failed to import: /p/__init__.py:7: SyntaxError: invalid syntax``.
+
+    Attributes:
+        summary (str): the one-line message.
+        filename (str | None): the file at fault (absolute path) when known.
+        lineno (int | None): the line in ``filename`` (1-based) when known.
+    """
+
+    def __init__(self, summary: str, filename: str | None = None, lineno: int | None = None):
+        super().__init__(summary)
+        self.summary = summary
+        self.filename = filename
+        self.lineno = lineno
+
+    @classmethod
+    def from_exception(
+        cls, what: str, exc: BaseException, user_dir: str | None, module_name: str = "userapp"
+    ) -> "UserAppImportError":
+        """Build the one-line error for exception ``exc`` raised while ``what`` ran (e.g. "userapp failed to import").
+
+        The location is the SyntaxError's own file/line, else the innermost traceback frame inside ``user_dir``,
+        else the innermost frame.
+        """
+        filename, lineno = _locate(exc, user_dir)
+        if isinstance(exc, SyntaxError):
+            message = exc.msg or "invalid syntax"
+        else:
+            lines = str(exc).strip().splitlines()
+            message = lines[0] if lines else ""
+        if len(message) > 300:
+            message = message[:297] + "..."
+        hint = ""
+        if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] != module_name:
+            hint = " (add the package to your project's Pipfile)"
+        where = f"{filename}:{lineno}: " if filename else ""
+        kind = type(exc).__name__
+        text = f"{what}: {where}{kind}: {message}{hint}" if message else f"{what}: {where}{kind}{hint}"
+        return cls(text, filename, lineno)
+
+
+class RouteConflictError(UserAppImportError):
+    """The user's package registered a URL the stack reserves (``/metrics``, ``/health``, ``/health/*``)."""
+
+
+class DebuggerError(RuntimeError):
+    """The remote debugger could not start (not installed, unknown kind, or the port is taken)."""
+
+
+def _is_under(path: str, directory: str) -> bool:
+    try:
+        return os.path.commonpath([os.path.abspath(path), os.path.abspath(directory)]) == os.path.abspath(directory)
+    except ValueError:
+        return False
+
+
+def _locate(exc: BaseException, user_dir: str | None) -> tuple[str | None, int | None]:
+    if isinstance(exc, SyntaxError) and exc.filename and not exc.filename.startswith("<"):
+        return os.path.abspath(exc.filename), exc.lineno
+    tb: TracebackType | None = exc.__traceback__
+    frames = [f for f in traceback.extract_tb(tb) if not f.filename.startswith("<frozen")] if tb else []
+    if user_dir:
+        mine = [f for f in frames if _is_under(f.filename, user_dir)]
+        if mine:
+            return os.path.abspath(mine[-1].filename), mine[-1].lineno
+    if frames:
+        return os.path.abspath(frames[-1].filename), frames[-1].lineno
+    return None, None
+
+
+def wants_json() -> bool:
+    """True when the current request's client asks for JSON (JSON body, or Accept prefers application/json)."""
+    if request.is_json:
+        return True
+    accept = request.accept_mimetypes
+    return accept.best_match(("text/html", "application/json"), default="text/html") == "application/json"
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{code} {title}</title></head>
+<body><h1>{code} {title}</h1><p>{detail}</p></body></html>
+"""
+
+
+def error_response(exc: HTTPException) -> Response | HTTPException:
+    """Flask error handler for every ``HTTPException``: JSON or HTML body as described in the module docstring.
+
+    Redirects, exceptions without a status and exceptions carrying their own response are returned unchanged.
+    """
+    if exc.code is None or exc.code < 400 or exc.response is not None:
+        return exc
+    response = exc.get_response()  # keeps headers such as Allow and WWW-Authenticate
+    title = exc.name
+    detail = exc.description or title
+    request_id = g.get("request_id")
+    if wants_json():
+        body = {"error": {"status": exc.code, "title": title, "detail": detail}}
+        if request_id:
+            body["error"]["request_id"] = request_id
+        response.set_data(json.dumps(body) + "\n")
+        response.mimetype = "application/json"
+    else:
+        response.set_data(_PAGE.format(code=exc.code, title=html.escape(title), detail=html.escape(detail)))
+        response.mimetype = "text/html"
+    return response
+
+
+def register_error_handlers(app: Flask) -> None:
+    """Install ``error_response`` for all HTTP errors of ``app``.
+
+    Called before the user's package loads, so the user's own ``@app.errorhandler`` / blueprint handlers replace it.
+    """
+    app.register_error_handler(HTTPException, error_response)

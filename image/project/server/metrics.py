@@ -1,0 +1,162 @@
+"""Prometheus metrics of one app (own ``CollectorRegistry``; no global registry), single- or multi-process.
+
+Series (names follow Prometheus conventions; the exposition format comes from prometheus_client):
+
+* ``http_requests_total{method, endpoint, status}`` counter and
+  ``http_request_duration_seconds{method, endpoint}`` histogram (seconds) for every request to every route.
+  ``endpoint`` is the matched URL rule (``/users/<int:id>``), never the raw path; requests matching no rule
+  (404, 405) all use ``endpoint="<unmatched>"``; methods outside the standard HTTP set become ``method="OTHER"``.
+  So URL scans and odd methods add no series.
+* ``flask_stack_info{stack_version, app_version, python_version, flask_version}`` = 1.
+* Single process: ``process_*`` (CPU seconds, memory bytes, fds, start time), ``python_info``, ``python_gc_*``.
+* Multiprocess (PROMETHEUS_MULTIPROC_DIR set in the environment before prometheus_client is imported, as its
+  docs require): values live in mmap files in that directory; each scrape builds a fresh registry with
+  ``MultiProcessCollector``, so counters and histograms are exact totals over all workers. ``process_*`` cannot
+  work there, so each worker exports ``flask_stack_worker_*{pid}`` gauges (mode ``liveall``): resident and virtual
+  memory (bytes), CPU time (seconds), open fds, start time (unix seconds); refreshed when that worker serves a
+  scrape and at most every ``WORKER_REFRESH_SECONDS`` on requests. Call ``mark_process_dead(pid)`` from gunicorn's
+  ``child_exit`` hook so dead workers' gauges disappear.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import threading
+import time
+from typing import Iterable
+
+from prometheus_client import values
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+UNMATCHED = "<unmatched>"
+OTHER_METHOD = "OTHER"
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
+WORKER_REFRESH_SECONDS = 5.0
+
+
+def multiprocess_enabled() -> bool:
+    """True when prometheus_client runs in multiprocess mode (PROMETHEUS_MULTIPROC_DIR was set at its import)."""
+    return values.ValueClass is not values.MutexValue
+
+
+def mark_process_dead(pid: int, path: str | None = None) -> None:
+    """Remove the live-gauge files of a dead worker ``pid`` (gunicorn ``child_exit`` hook). No-op when not in
+    multiprocess mode. ``path`` defaults to PROMETHEUS_MULTIPROC_DIR."""
+    path = path or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    if path:
+        multiprocess.mark_process_dead(pid, path)
+
+
+class InfoCollector:
+    """Yields ``flask_stack_info`` (constant 1) with the stack, app, Python and Flask versions as labels."""
+
+    def __init__(self, stack_version: str, app_version: str | None):
+        self._labels = {
+            "stack_version": stack_version,
+            "app_version": app_version or "",
+            "python_version": platform.python_version(),
+            "flask_version": _dist_version("flask"),
+        }
+
+    def collect(self) -> Iterable[Metric]:
+        """Return the info family (prometheus_client collector protocol)."""
+        family = GaugeMetricFamily("flask_stack_info", "python-flask stack and app versions", labels=list(self._labels))
+        family.add_metric(list(self._labels.values()), 1)
+        return [family]
+
+
+def _dist_version(name: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return ""
+
+
+class HttpMetrics:
+    """The metrics of one app. ``observe`` records a request; ``render`` produces a scrape.
+
+    Args:
+        stack_version: ``server.__version__``.
+        app_version: the user's app version (STACK_APP_VERSION) or None.
+    """
+
+    def __init__(self, stack_version: str, app_version: str | None = None):
+        self.multiprocess = multiprocess_enabled()
+        self.registry = CollectorRegistry()
+        self.info = InfoCollector(stack_version, app_version)
+        self.requests = Counter(
+            "http_requests", "HTTP requests served, by method, matched URL rule and status code.",
+            ["method", "endpoint", "status"], registry=self.registry,
+        )
+        self.duration = Histogram(
+            "http_request_duration_seconds", "Time to produce the HTTP response, in seconds, by method and URL rule.",
+            ["method", "endpoint"], registry=self.registry,
+        )
+        self._lock = threading.Lock()
+        self._last_refresh = 0.0
+        if self.multiprocess:
+            self._process = ProcessCollector(registry=None)
+            self._platform = PlatformCollector(registry=None)
+            self._worker = {
+                name: Gauge(f"flask_stack_worker_{name}", text, registry=self.registry, multiprocess_mode="liveall")
+                for name, text in (
+                    ("resident_memory_bytes", "Resident memory of this worker process, in bytes."),
+                    ("virtual_memory_bytes", "Virtual memory of this worker process, in bytes."),
+                    ("cpu_seconds", "CPU time (user + system) used by this worker process, in seconds."),
+                    ("open_fds", "Open file descriptors of this worker process."),
+                    ("start_time_seconds", "Start time of this worker process, in seconds since the epoch."),
+                )
+            }
+        else:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            GCCollector(registry=self.registry)
+            self.registry.register(self.info)
+
+    def observe(self, method: str, endpoint: str | None, status: int, seconds: float) -> None:
+        """Record one request: ``endpoint`` is the URL rule or None (unmatched); ``seconds`` its duration."""
+        method = method if method in KNOWN_METHODS else OTHER_METHOD
+        endpoint = endpoint if endpoint is not None else UNMATCHED
+        self.requests.labels(method, endpoint, str(status)).inc()
+        self.duration.labels(method, endpoint).observe(seconds)
+        if self.multiprocess and time.monotonic() - self._last_refresh >= WORKER_REFRESH_SECONDS:
+            self.refresh_worker()
+
+    def refresh_worker(self) -> None:
+        """Update this worker's ``flask_stack_worker_*`` gauges from /proc (multiprocess mode only)."""
+        if not self.multiprocess:
+            return
+        with self._lock:
+            self._last_refresh = time.monotonic()
+            names = {
+                "process_resident_memory_bytes": "resident_memory_bytes",
+                "process_virtual_memory_bytes": "virtual_memory_bytes",
+                "process_cpu_seconds": "cpu_seconds",
+                "process_open_fds": "open_fds",
+                "process_start_time_seconds": "start_time_seconds",
+            }
+            for family in self._process.collect():
+                target = names.get(family.name)
+                if target and family.samples:
+                    self._worker[target].set(family.samples[0].value)
+
+    def render(self, accept: str | None = None) -> tuple[bytes, str]:
+        """Produce a scrape for an ``Accept`` header: (body, content type). Prometheus text format by default,
+        OpenMetrics when asked for it."""
+        encoder, content_type = choose_encoder(accept or "")
+        if not self.multiprocess:
+            return encoder(self.registry), content_type
+        self.refresh_worker()
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        registry.register(self._platform)
+        registry.register(self.info)
+        return encoder(registry), content_type

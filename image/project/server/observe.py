@@ -1,0 +1,49 @@
+"""Per-request observation: request id, timing, Prometheus metrics and the access log line.
+
+Hooks are installed before the user's package loads, so the stack's ``before_request`` runs first and its
+``after_request`` last (Flask runs ``after_request`` functions in reverse order), seeing the final status.
+A request whose exception escapes Flask's error handling (debug/testing mode propagation) is recorded from
+``teardown_request`` with status 500.
+"""
+
+from __future__ import annotations
+
+import time
+
+from flask import Flask, Response, g, request
+
+from .logs import REQUEST_ID_HEADER, log_access, request_id_from
+from .metrics import HttpMetrics
+
+
+def _record(metrics: HttpMetrics, status: int) -> None:
+    if g.get("_stack_recorded"):
+        return
+    g._stack_recorded = True
+    start = g.get("_stack_start")
+    seconds = time.perf_counter() - start if start is not None else 0.0
+    rule = request.url_rule.rule if request.url_rule is not None else None
+    metrics.observe(request.method, rule, status, seconds)
+    log_access(request.method, request.path, status, seconds * 1000.0, g.get("request_id") or "-")
+
+
+def install_request_hooks(app: Flask, metrics: HttpMetrics) -> None:
+    """Register the request-id, metrics and access-log hooks on ``app``."""
+
+    @app.before_request
+    def _stack_start() -> None:
+        g._stack_start = time.perf_counter()
+        g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+
+    @app.after_request
+    def _stack_finish(response: Response) -> Response:
+        if "request_id" not in g:  # a before_request of an earlier-registered extension answered first
+            g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        response.headers[REQUEST_ID_HEADER] = g.request_id
+        _record(metrics, response.status_code)
+        return response
+
+    @app.teardown_request
+    def _stack_teardown(exc: BaseException | None) -> None:
+        if exc is not None:
+            _record(metrics, 500)
