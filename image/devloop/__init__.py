@@ -1,0 +1,35 @@
+"""devloop: the python-flask stack's development loop (install, run, watch, reload, debug, test).
+
+The development image's entrypoint and the ``flask-stack`` CLI's local engine both run it, with
+the stack's ``image/project`` (runtime package ``server``) and ``image`` (this package) on
+``PYTHONPATH``, in the environment holding the runtime's packages::
+
+    python -m devloop run   [--project DIR] [--host H] [--port N] [--deps-dir DIR] [--no-watch]
+    python -m devloop debug [same options]
+    python -m devloop test  [--project DIR] [--deps-dir DIR] [--junitxml PATH] [--watch] [-- PYTEST_ARGS]
+
+Options and their environment defaults:
+
+* ``--project DIR``: the user's project (holds ``__init__.py``, loaded as package ``userapp``).
+  Default ``STACK_USERAPP_DIR``, else ``$APPSODY_PROJECT_DIR/userapp``, else the current directory.
+  The loop sets ``STACK_USERAPP_DIR`` to it for the runtime.
+* ``--host H``: default ``STACK_HOST``, else ``0.0.0.0`` in a container, ``127.0.0.1`` elsewhere.
+* ``--port N``: default ``PORT``, else 8080. In use: one line, exit 1.
+* ``--deps-dir DIR``: default ``APPSODY_DEPS``. The Pipfile's ``[packages]`` are installed there
+  (``pip install --target``) and put first on ``sys.path``; without it they are installed into the
+  running interpreter's environment. See :mod:`devloop.deps`.
+* ``--no-watch``: serve without reloading.
+* debug: ``STACK_DEBUG_PORT`` (5678), ``STACK_DEBUG_WAIT`` (0; 1 = wait for the client before
+  serving), ``STACK_DEBUGGER`` (debugpy).
+
+``run`` serves the app with Werkzeug's threaded server from a process forked per save off a warm
+loop that keeps the listening socket (:mod:`devloop.server`, :mod:`devloop.child`); a save that breaks
+the import serves a one-line 500 (and ``/health`` 503 DOWN) until the next save
+(:mod:`devloop.errorapp`). ``debug`` is ``run`` with ``STACK_DEBUG=1``: Flask debug mode, the Werkzeug
+debugger, and ``server.debug.start_debugger`` in each app process. ``test`` runs pytest once with the
+stack's checks and the project's ``tests/`` and exits with pytest's status (:mod:`devloop.testcmd`).
+SIGINT or SIGTERM stops the app process and exits 0. Messages go to stderr as ``[devloop] ...``.
+"""
+
+__all__ = ["__version__"]
+__version__ = "0.3.0"

@@ -1,0 +1,182 @@
+"""Command line of the dev loop: ``python -m devloop {run,debug,test}``; see :mod:`devloop`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import DevloopError, StopRequested
+from .logs import get_logger
+
+log = get_logger()
+
+
+def _in_container() -> bool:
+    return bool(os.environ.get("APPSODY_PROJECT_DIR") or os.environ.get("container")
+                or os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"))
+
+
+def default_project() -> str:
+    """STACK_USERAPP_DIR, else $APPSODY_PROJECT_DIR/userapp, else the current directory."""
+    if os.environ.get("STACK_USERAPP_DIR"):
+        return os.environ["STACK_USERAPP_DIR"]
+    if os.environ.get("APPSODY_PROJECT_DIR"):
+        return os.path.join(os.environ["APPSODY_PROJECT_DIR"], "userapp")
+    return "."
+
+
+def default_host() -> str:
+    """STACK_HOST, else 0.0.0.0 inside a container and 127.0.0.1 elsewhere."""
+    return os.environ.get("STACK_HOST") or ("0.0.0.0" if _in_container() else "127.0.0.1")
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "")
+    try:
+        return int(value) if value.strip() else default
+    except ValueError:
+        raise DevloopError(f"{name}={value!r} is not a number; set it to a port number like {default}") from None
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _project(path: str) -> Path:
+    project = Path(path).expanduser().resolve()
+    if not project.is_dir():
+        raise DevloopError(f"project directory {project} does not exist; pass --project DIR")
+    if not (project / "__init__.py").is_file():
+        raise DevloopError(f"{project} has no __init__.py; pass --project DIR of a stack project "
+                           f"(create one with `flask-stack init`)")
+    return project
+
+
+def _prepare(project_arg: str, deps_dir_arg: str | None):
+    """Common start: resolve the project, export STACK_USERAPP_DIR, install deps, activate them."""
+    from . import deps
+
+    project = _project(project_arg)
+    os.environ["STACK_USERAPP_DIR"] = str(project)
+    # `python -m` put the current directory first on sys.path; the project is loaded by path instead.
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+    deps_dir = Path(deps_dir_arg).expanduser().resolve() if deps_dir_arg else None
+    state = deps.ensure_deps(project, deps_dir)
+    deps.activate(state)
+    return project, deps_dir, state
+
+
+def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, deps_dir: str | None,
+           no_watch: bool) -> int:
+    from . import server
+    from .child import ChildSpec
+
+    host = host or default_host()
+    port = port if port is not None else _env_int("PORT", 8080)
+    sock = server.listening_socket(host, port)
+    project, deps_path, state = _prepare(project_arg, deps_dir)
+    if debug:
+        os.environ["STACK_DEBUG"] = "1"
+        os.environ.setdefault("FLASK_DEBUG", "1")
+    server.warm_imports()
+    spec = ChildSpec(sock_fd=sock.fileno(), host=host, port=sock.getsockname()[1], project=project, debug=debug,
+                     debug_port=_env_int("STACK_DEBUG_PORT", 5678), debug_wait=_env_flag("STACK_DEBUG_WAIT"),
+                     debugger=os.environ.get("STACK_DEBUGGER", "debugpy"))
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    base = f"http://{'[' + shown + ']' if ':' in shown else shown}:{spec.port}"
+    log.info("serving %s on %s:%d%s", project, host, spec.port, "" if no_watch else " (reloads on save)")
+    log.info("app %s/  health %s/health  metrics %s/metrics  API docs %s/apidocs/", base, base, base, base)
+    if debug:
+        log.info("debug mode: attach a DAP client (VS Code) to port %d", spec.debug_port)
+    loop = server.Loop(sock, spec, deps_dir=deps_path, deps_key=state.key, watch_enabled=not no_watch)
+    return loop.run()
+
+
+_project_opt = click.option("--project", "project", default=default_project, show_default="STACK_USERAPP_DIR, "
+                            "$APPSODY_PROJECT_DIR/userapp, or .", help="The user's project (holds __init__.py).")
+_deps_opt = click.option("--deps-dir", "deps_dir", default=lambda: os.environ.get("APPSODY_DEPS") or None,
+                         show_default="APPSODY_DEPS", help="Install the Pipfile's packages here (pip --target) "
+                         "instead of into this Python environment.")
+_serve_opts = [
+    click.option("--host", default=None, help="Address to listen on [STACK_HOST; 0.0.0.0 in a container, else 127.0.0.1]."),
+    click.option("--port", type=click.IntRange(0, 65535), default=None, help="TCP port [PORT; 8080]."),
+    click.option("--no-watch", is_flag=True, help="Do not reload on save."),
+]
+
+
+def _with(opts):
+    def deco(f):
+        for opt in reversed(opts):
+            f = opt(f)
+        return f
+    return deco
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """The python-flask stack's dev loop."""
+
+
+@cli.command()
+@_with([_project_opt, *_serve_opts, _deps_opt])
+def run(project, host, port, no_watch, deps_dir):
+    """Serve the project and reload it on save."""
+    sys.exit(_serve(False, project, host, port, deps_dir, no_watch))
+
+
+@cli.command()
+@_with([_project_opt, *_serve_opts, _deps_opt])
+def debug(project, host, port, no_watch, deps_dir):
+    """As run, with Flask debug mode and a DAP debugger on STACK_DEBUG_PORT (5678)."""
+    sys.exit(_serve(True, project, host, port, deps_dir, no_watch))
+
+
+@cli.command()
+@_project_opt
+@_deps_opt
+@click.option("--junitxml", type=click.Path(dir_okay=False), default=None, help="Write a JUnit XML report here.")
+@click.option("--watch", is_flag=True, help="Run again on every save until interrupted.")
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
+def test(project, deps_dir, junitxml, watch, pytest_args):
+    """Run the stack's checks and the project's tests (pytest); exit with pytest's status."""
+    from . import testcmd
+
+    project_path, deps_path, state = _prepare(project, deps_dir)
+    sys.exit(testcmd.run_tests(project_path, deps_path, state, junitxml=junitxml, watch=watch,
+                               extra=list(pytest_args)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; expected failures print one ``[devloop] error: ...`` line and exit non-zero."""
+
+    def stop(signum, frame):  # until the loop installs its own handlers: abandon startup, exit 0
+        raise StopRequested()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        cli.main(args=argv, prog_name="python -m devloop", standalone_mode=False)
+    except DevloopError as exc:
+        log.error("error: %s", exc)
+        return exc.exit_code
+    except StopRequested:
+        return 0
+    except KeyboardInterrupt:
+        return 0
+    except click.exceptions.Abort:
+        return 0
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

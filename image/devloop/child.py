@@ -1,0 +1,237 @@
+"""The app process: forked from the warm dev loop, builds the app and serves it on the shared socket.
+
+Runs in its own process group (so a stop also ends helpers it started, like debugpy's adapter)
+and dies with the loop (Linux ``PR_SET_PDEATHSIG``). It never returns into the loop's code: every
+path ends in ``os._exit``. Sequence: reset signals, start the debugger (debug mode), call
+``server.create_app()``; when the user's code fails to import, log the one-line reason and serve
+:mod:`devloop.errorapp` instead; then serve with Werkzeug's threaded server on the inherited
+listening socket (``make_server(fd=...)``). SIGTERM stops accepting, lets requests in flight finish
+(at most ``DRAIN_SECONDS``), and exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errorapp import make_error_app
+from .logs import get_logger
+
+#: Seconds a stopping app process waits for requests in flight.
+DRAIN_SECONDS = 1.5
+PR_SET_PDEATHSIG = 1
+
+log = get_logger()
+
+
+@dataclass
+class ChildSpec:
+    """What one app process needs (copied into it by fork).
+
+    Attributes:
+        sock_fd (int): the listening socket's file descriptor.
+        host (str), port (int): where it listens (for messages only).
+        project (Path): the user's project directory.
+        debug (bool): Flask debug mode, the Werkzeug debugger and the DAP debugger.
+        debug_port (int), debug_wait (bool), debugger (str): for ``server.debug.start_debugger``.
+        failure (str | None): serve the error app with this message instead of the user's app.
+        started (float): ``time.monotonic()`` when the (re)start was triggered, for the ready message.
+        close_fds (list[int]): the loop's own descriptors to close in the app process.
+    """
+
+    sock_fd: int
+    host: str
+    port: int
+    project: Path
+    debug: bool = False
+    debug_port: int = 5678
+    debug_wait: bool = False
+    debugger: str = "debugpy"
+    failure: str | None = None
+    started: float = 0.0
+    close_fds: list[int] = field(default_factory=list)
+
+
+class _Stop(BaseException):
+    """Raised by the app process's SIGTERM handler to leave ``serve_forever``."""
+
+
+class _InFlight:
+    """WSGI middleware counting requests whose response has not been closed yet."""
+
+    def __init__(self, app):
+        self.app = app
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        with self.lock:
+            self.count += 1
+        try:
+            result = self.app(environ, start_response)
+        except BaseException:
+            self._done()
+            raise
+        return _Closing(result, self._done)
+
+    def _done(self):
+        with self.lock:
+            self.count -= 1
+
+
+class _Closing:
+    """Iterates a WSGI response and calls ``done`` once when it is closed."""
+
+    def __init__(self, result, done):
+        self.result, self.done, self.closed = result, done, False
+
+    def __iter__(self):
+        return iter(self.result)
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            if hasattr(self.result, "close"):
+                self.result.close()
+        finally:
+            self.done()
+
+
+def _set_pdeathsig() -> None:
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def describe_exception(exc: BaseException, project: Path) -> str:
+    """Return one line for an exception raised while building the app: type, message, and the
+    innermost traceback location inside ``project`` (``file.py:LINE``) when there is one."""
+    summary = getattr(exc, "summary", None)
+    if summary:
+        text = str(summary)
+        filename, lineno = getattr(exc, "filename", None), getattr(exc, "lineno", None)
+        if filename and lineno and f"{lineno}" not in text:
+            text += f" ({Path(filename).name}:{lineno})"
+        return " ".join(text.split())
+    where = ""
+    root = str(project.resolve())
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        if frame.filename.startswith(root):
+            where = f" ({os.path.relpath(frame.filename, root)}:{frame.lineno})"
+            break
+    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return " ".join(f"{type(exc).__name__}: {message}{where}".split())
+
+
+def _build_app(spec: ChildSpec):
+    """Return (wsgi app, failure message or None)."""
+    if spec.failure:
+        return make_error_app(spec.failure), spec.failure
+    try:
+        import server
+        from server.errors import UserAppImportError
+    except ImportError as exc:
+        return make_error_app(f"the stack's runtime cannot be imported: {exc}"), str(exc)
+    try:
+        app = server.create_app()
+    except UserAppImportError as exc:
+        message = describe_exception(exc, spec.project)
+    except Exception as exc:  # any failure building the user's app must keep the loop serving
+        message = describe_exception(exc, spec.project)
+    else:
+        if spec.debug:
+            app.debug = True
+            from werkzeug.debug import DebuggedApplication
+
+            debugged = DebuggedApplication(app, evalex=True)
+            log.info("Werkzeug debugger active; its PIN is %s", debugged.pin)
+            return debugged, None
+        return app, None
+    log.error("your app failed to load: %s", message)
+    return make_error_app(message), message
+
+
+def _start_debugger(spec: ChildSpec) -> None:
+    try:
+        from server.debug import start_debugger
+
+        start_debugger(spec.debug_port, wait=spec.debug_wait, kind=spec.debugger)
+    except Exception as exc:  # the app still serves without a debugger
+        log.error("debugger not started on port %d: %s", spec.debug_port,
+                  " ".join(f"{type(exc).__name__}: {exc}".split()))
+        return
+    log.info("debugger (%s) listening on port %d%s", spec.debugger, spec.debug_port,
+             "; waiting for a client to attach" if spec.debug_wait else "")
+
+
+def _serve(spec: ChildSpec, app) -> None:
+    from werkzeug.serving import make_server
+
+    counted = _InFlight(app)
+    srv = make_server(spec.host, spec.port, counted, threaded=True, fd=spec.sock_fd)
+    try:
+        srv.serve_forever(poll_interval=0.5)
+    except _Stop:
+        pass
+    finally:
+        srv.socket.close()
+    deadline = time.monotonic() + DRAIN_SECONDS
+    while counted.count > 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def child_main(spec: ChildSpec) -> None:
+    """Body of the forked app process; never returns (``os._exit``)."""
+    status = 0
+    try:
+        os.setpgid(0, 0)
+    except OSError:
+        pass
+    try:
+        _set_pdeathsig()
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGINT, signal.SIGCHLD, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_DFL)
+
+        def on_term(signum, frame):
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            raise _Stop()
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.pthread_sigmask(signal.SIG_SETMASK, set())
+        for fd in spec.close_fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        if spec.debug and not spec.failure:
+            _start_debugger(spec)
+        app, failure = _build_app(spec)
+        if not failure and spec.started:
+            log.info("app ready in %.2f s", time.monotonic() - spec.started)
+        _serve(spec, app)
+    except _Stop:
+        pass
+    except BaseException:  # an unexpected bug here: say where, never fall back into the loop's code
+        log.error("app process failed:\n%s", traceback.format_exc().rstrip())
+        status = 70
+    finally:
+        try:
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(status)

@@ -1,0 +1,389 @@
+"""Install the user's project dependencies from its Pipfile (``[packages]`` only).
+
+Steps, each skipped when not needed:
+
+1. No ``Pipfile`` in the project: nothing to install.
+2. A stamp (JSON: sha256 of the Pipfile and Pipfile.lock bytes, and the install key) says both
+   files are unchanged since the last successful install: nothing to do, no pipenv call (~1 ms).
+3. ``pipenv verify`` (is ``_meta.hash.sha256`` of Pipfile.lock the Pipfile's hash?); when the lock
+   is missing or stale, ``pipenv lock`` rewrites it. pipenv runs with ``VIRTUAL_ENV`` set to the
+   running interpreter's environment so it never creates a virtualenv of its own.
+4. ``pipenv requirements`` exports the lock's default packages; the packages the stack itself pins
+   (image/project/Pipfile.lock, found next to the ``server`` package) are left out, with one warning
+   line when the user's lock pins another version of one of them (the stack's version is used).
+5. ``pip install --no-deps`` of the rest (the lock is complete, so no resolution happens here):
+   with a deps dir (``--deps-dir``/``APPSODY_DEPS``) into ``DEPS/site-<key>`` via ``--target``
+   (a fresh directory, so the app keeps running on the previous one until the loop restarts);
+   without one, into the running interpreter's environment.
+
+The install key is the sha256 of the lock's ``default`` section plus the Python ABI tag, so editing
+a comment in Pipfile re-verifies but does not reinstall. Failures raise :class:`DevloopError` with
+one line naming the package (from pip's/pipenv's ``ERROR:`` lines).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .errors import DevloopError
+from .logs import get_logger
+
+PIPFILE = "Pipfile"
+LOCKFILE = "Pipfile.lock"
+#: Upper bound, in seconds, of one pipenv or pip command.
+COMMAND_TIMEOUT = 900.0
+# Used when the stack's own Pipfile.lock cannot be found: the runtime's direct packages.
+_FALLBACK_PROTECTED = ("flask", "werkzeug", "jinja2", "markupsafe", "itsdangerous", "click", "blinker",
+                       "flasgger", "prometheus-client", "gunicorn", "debugpy", "watchfiles", "pipenv", "pytest")
+_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(\[[^\]]*\])?\s*==\s*([^\s;]+)")
+
+log = get_logger()
+
+
+@dataclass
+class DepsState:
+    """The result of :func:`ensure_deps`.
+
+    Attributes:
+        key (str | None): the install key (hex) of the installed set; None when there is no Pipfile.
+        site_dir (Path | None): the directory to put on ``sys.path`` (deps-dir mode only).
+        installed (bool): True when this call ran pip.
+    """
+
+    key: str | None
+    site_dir: Path | None
+    installed: bool = False
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _normalize(name: str) -> str:
+    """PEP 503 name normalization (``Prometheus_Client`` -> ``prometheus-client``)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _stamp_path(project: Path, deps_dir: Path | None) -> Path:
+    if deps_dir is not None:
+        return deps_dir / "stamp.json"
+    tag = _sha(str(project.resolve()).encode())[:16]
+    return Path(sys.prefix) / "flask-stack-deps" / f"{tag}.json"
+
+
+def _read_stamp(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_stamp(path: Path, stamp: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".stamp-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(stamp, f)
+    os.replace(tmp, path)
+
+
+def site_dir_for(deps_dir: Path, key: str) -> Path:
+    """Return the ``--target`` directory of install key ``key`` inside ``deps_dir``."""
+    return deps_dir / f"site-{key}"
+
+
+def current_state(project: Path, deps_dir: Path | None) -> DepsState | None:
+    """Return the installed state when the stamp matches the project's Pipfile and lock, else None.
+
+    Never runs a command; used at startup and to decide whether a file event needs any work.
+    """
+    pipfile, lockfile = project / PIPFILE, project / LOCKFILE
+    if not pipfile.is_file():
+        return DepsState(None, None)
+    try:
+        files = {"pipfile": _sha(pipfile.read_bytes()), "lock": _sha(lockfile.read_bytes())}
+    except OSError:
+        return None
+    stamp = _read_stamp(_stamp_path(project, deps_dir))
+    if stamp.get("pipfile") != files["pipfile"] or stamp.get("lock") != files["lock"] or not stamp.get("key"):
+        return None
+    key = stamp["key"]
+    if deps_dir is None:
+        return DepsState(key, None)
+    site = site_dir_for(deps_dir, key)
+    return DepsState(key, site) if (site / ".complete").is_file() else None
+
+
+def run_command(argv: list[str], *, env: dict[str, str] | None = None, on_line: Callable[[str], None] | None = None,
+                timeout: float = COMMAND_TIMEOUT) -> tuple[int, list[str]]:
+    """Run ``argv``, merging stderr into stdout; return (exit status, output lines).
+
+    Each line is passed to ``on_line`` as it arrives (progress). The process is killed after
+    ``timeout`` seconds (status then -9) and whenever this call is interrupted (``StopRequested``).
+    """
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, text=True, errors="replace", bufsize=1)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.daemon = True
+    timer.start()
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.rstrip()
+            lines.append(line)
+            if on_line and line.strip():
+                on_line(line)
+        return proc.wait(), lines
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def _pipenv_env(project: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PIPENV_IGNORE_VIRTUALENVS", None)
+    env.pop("PYTHONPATH", None)
+    env.update({
+        "VIRTUAL_ENV": sys.prefix,  # use this environment, never create a virtualenv
+        "PIPENV_PIPFILE": str(project / PIPFILE),
+        "PIPENV_VERBOSITY": "-1",
+        "PIPENV_NOSPIN": "1",
+        "PIPENV_YES": "1",
+        "PIPENV_HIDE_EMOJIS": "1",
+        "COLUMNS": "1000",  # keep pip's messages on one line each
+    })
+    return env
+
+
+def summarize_failure(lines: list[str]) -> str:
+    """Return one line saying why pipenv/pip failed, from its output ``lines``."""
+    text = "\n".join(lines)
+    match = re.search(r"No matching distribution found for ([^\s]+)", text)
+    if match:
+        return f"no version of '{match.group(1)}' is available from the package index"
+    match = re.search(r"Could not find a version that satisfies the requirement ([^\s]+)", text)
+    if match:
+        return f"no version of '{match.group(1)}' is available from the package index"
+    if "ResolutionImpossible" in text or "conflict is caused by" in text:
+        causes: list[str] = []
+        for i, line in enumerate(lines):
+            if "conflict is caused by" in line:
+                for nxt in lines[i + 1:]:
+                    if not nxt.startswith(" ") or not nxt.strip():
+                        break
+                    causes.append(nxt.strip())
+                break
+        detail = "; ".join(dict.fromkeys(causes)) or "see `pipenv lock` for details"
+        return f"conflicting requirements ({detail})"
+    errors = [ln.strip() for ln in lines if ln.strip().startswith("ERROR:")]
+    if errors:
+        return re.sub(r"^(ERROR:\s*)+", "", errors[-1])
+    tail = [ln.strip() for ln in lines if ln.strip()]
+    return tail[-1] if tail else "no output"
+
+
+def _pipenv(project: Path, *args: str) -> tuple[int, list[str]]:
+    if importlib.util.find_spec("pipenv") is None:
+        raise DevloopError(f"pipenv is not installed in {sys.prefix}; install it there (pip install pipenv) "
+                           f"or remove {project / PIPFILE}")
+    return run_command([sys.executable, "-m", "pipenv", *args], env=_pipenv_env(project))
+
+
+def _ensure_lock(project: Path) -> None:
+    if (project / LOCKFILE).is_file():
+        status, _ = _pipenv(project, "verify")
+        if status == 0:
+            return
+        log.info("Pipfile.lock is out of date; locking (pipenv lock)...")
+    else:
+        log.info("no Pipfile.lock; locking (pipenv lock)...")
+    status, lines = _pipenv(project, "lock")
+    if status != 0:
+        raise DevloopError(f"Pipfile does not resolve: {summarize_failure(lines)}; fix [packages] in "
+                           f"{project / PIPFILE}")
+    log.info("locked: Pipfile.lock written")
+
+
+def protected_versions() -> dict[str, str]:
+    """Return {normalized name: version} of the packages the stack itself provides.
+
+    Read from ``Pipfile.lock`` next to the ``server`` package (default and develop sections); when
+    that file is absent, the stack's direct packages as installed here.
+    """
+    spec = importlib.util.find_spec("server")
+    if spec and spec.origin:
+        lock = Path(spec.origin).resolve().parent.parent / LOCKFILE
+        try:
+            data = json.loads(lock.read_text())
+            pins = {}
+            for section in ("develop", "default"):
+                for name, entry in data.get(section, {}).items():
+                    pins[_normalize(name)] = str(entry.get("version", "")).lstrip("=")
+            return pins
+        except (OSError, ValueError, AttributeError):
+            pass
+    pins = {}
+    for name in _FALLBACK_PROTECTED:
+        try:
+            pins[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return pins
+
+
+def filter_requirements(lines: list[str], protected: dict[str, str]) -> tuple[list[str], int]:
+    """Drop the stack's own packages from exported requirement ``lines``.
+
+    Returns (lines to pass to ``pip install -r``, number of packages in them). Logs one warning per
+    package whose pinned version differs from the stack's.
+    """
+    kept, count = [], 0
+    for line in lines:
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        match = _PIN.match(stripped)
+        if match:
+            name, version = _normalize(match.group(1)), match.group(3)
+            if name in protected:
+                if protected[name] and protected[name] != version:
+                    log.warning("Pipfile.lock pins %s==%s but the stack provides %s==%s; the stack's version is used",
+                                name, version, name, protected[name])
+                continue
+        if not stripped.startswith("-"):
+            count += 1
+        kept.append(stripped)
+    return kept, count
+
+
+def _install_key(project: Path) -> str:
+    try:
+        lock = json.loads((project / LOCKFILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise DevloopError(f"cannot read {project / LOCKFILE} ({exc}); delete it to have it locked again") from None
+    default = json.dumps(lock.get("default", {}), sort_keys=True, separators=(",", ":"))
+    tag = f"{sys.implementation.cache_tag}-{sys.platform}-{os.uname().machine}"
+    return _sha(f"{default}\n{tag}".encode())[:16]
+
+
+def _pip_install(project: Path, requirements: list[str], target: Path | None) -> None:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="devloop-req-", delete=False) as f:
+        f.write("\n".join(requirements) + "\n")
+        req_file = f.name
+    argv = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "--no-input",
+            "--progress-bar", "off", "--no-warn-script-location", "-r", req_file]
+    if target is not None:
+        argv += ["--target", str(target)]
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    env["COLUMNS"] = "1000"
+    try:
+        status, lines = run_command(argv, env=env, on_line=lambda line: log.info("pip: %s", line.strip()))
+    finally:
+        os.unlink(req_file)
+    if status != 0:
+        raise DevloopError(f"installing the Pipfile's packages failed: {summarize_failure(lines)}; "
+                           f"fix [packages] in {project / PIPFILE}")
+
+
+def ensure_deps(project: Path, deps_dir: Path | None, *, cleanup: bool = True) -> DepsState:
+    """Make the project's ``[packages]`` importable; see the module docstring for the steps.
+
+    Args:
+        project: the directory holding the user's Pipfile.
+        deps_dir: where to install (``--target`` mode), or None for the running environment.
+        cleanup: remove other ``site-*`` directories of ``deps_dir`` (only safe when no app process
+            is using them).
+
+    Raises:
+        DevloopError: the Pipfile does not resolve, pipenv is missing, or pip fails.
+        StopRequested: SIGINT/SIGTERM arrived; the running command was killed.
+    """
+    state = current_state(project, deps_dir)
+    if state is None:
+        state = _install(project, deps_dir)
+    if cleanup and deps_dir is not None and deps_dir.is_dir():
+        for child in deps_dir.iterdir():
+            if child.name.startswith("site-") and child != state.site_dir:
+                shutil.rmtree(child, ignore_errors=True)
+    return state
+
+
+def _install(project: Path, deps_dir: Path | None) -> DepsState:
+    _ensure_lock(project)
+    key = _install_key(project)
+    stamp_path = _stamp_path(project, deps_dir)
+    previous = _read_stamp(stamp_path)
+    site = site_dir_for(deps_dir, key) if deps_dir is not None else None
+    installed = False
+    if previous.get("key") != key or (site is not None and not (site / ".complete").is_file()):
+        lock = json.loads((project / LOCKFILE).read_text())
+        requirements: list[str] = []
+        count = 0
+        if lock.get("default"):
+            status, lines = _pipenv(project, "requirements")
+            if status != 0:
+                raise DevloopError(f"cannot export Pipfile.lock: {summarize_failure(lines)}")
+            requirements, count = filter_requirements(lines, protected_versions())
+        staging = None
+        if site is not None:
+            staging = site.with_name(site.name + ".tmp")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+        try:
+            if count:
+                where = str(site) if site is not None else sys.prefix
+                log.info("installing %d package%s from Pipfile.lock into %s...", count, "" if count == 1 else "s", where)
+                _pip_install(project, requirements, staging)
+                installed = True
+            if staging is not None:
+                (staging / ".complete").write_text(key)
+                shutil.rmtree(site, ignore_errors=True)
+                staging.rename(site)
+        finally:
+            if staging is not None and staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        if installed:
+            log.info("dependencies installed")
+    files = {"pipfile": _sha((project / PIPFILE).read_bytes()), "lock": _sha((project / LOCKFILE).read_bytes())}
+    _write_stamp(stamp_path, {**files, "key": key})
+    return DepsState(key, site, installed)
+
+
+def activate(state: DepsState) -> None:
+    """Put ``state.site_dir`` first on ``sys.path``, processing its .pth files.
+
+    The user's packages then win over anything else installed in the environment except the
+    stack's own packages, which are never installed there.
+    """
+    if state.site_dir is None:
+        return
+    import site
+
+    before = list(sys.path)
+    site.addsitedir(str(state.site_dir))
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = added + before
+
+
+def pythonpath(state: DepsState) -> str:
+    """Return the PYTHONPATH value for a subprocess that must see the project's packages first."""
+    parts = [str(state.site_dir)] if state.site_dir is not None else []
+    if os.environ.get("PYTHONPATH"):
+        parts.append(os.environ["PYTHONPATH"])
+    return os.pathsep.join(parts)

@@ -1,0 +1,297 @@
+"""The warm dev loop: one listening socket, one forked app process per (re)start.
+
+The loop process imports the stack (``server``, Flask, flasgger, prometheus_client, Werkzeug) once
+but never the user's package, binds the socket once (or inherits it across a re-exec through
+``STACK_DEVLOOP_FD``), and forks :func:`devloop.child.child_main` for every start. While an app
+process restarts, new connections wait in the socket's backlog instead of being refused.
+
+Events (signals, watcher batches) arrive through pipes the main thread ``select``s on:
+
+* ``*.py`` saved: log one line naming the files, SIGTERM the app process group (SIGKILL after
+  ``STOP_SECONDS``), fork a new one.
+* ``Pipfile``/``Pipfile.lock`` saved: install (:mod:`devloop.deps`) while the old app keeps serving,
+  then stop it and ``os.execv`` the loop so the new packages load; a failed install is logged and
+  the previous version keeps serving.
+* the app process exits by itself: log its status and serve the error page until the next save.
+* SIGINT/SIGTERM: stop the app process, exit 0. Orphans re-parented to the loop (PID 1 in a
+  container, or a child sub-reaper elsewhere) are reaped.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from . import deps, watch
+from .child import ChildSpec, child_main
+from .errors import DevloopError, StopRequested
+from .logs import get_logger
+
+FD_ENV = "STACK_DEVLOOP_FD"
+#: Seconds an app process gets to exit after SIGTERM before SIGKILL.
+STOP_SECONDS = 3.0
+PR_SET_CHILD_SUBREAPER = 36
+_WARM_MODULES = ("flask", "werkzeug.serving", "werkzeug.debug", "flasgger", "prometheus_client", "server")
+
+log = get_logger()
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """Return the loop's listening socket: inherited from ``STACK_DEVLOOP_FD`` after a re-exec,
+    else bound to (host, port) with a backlog of 128.
+
+    Raises:
+        DevloopError: the port is in use (exit 1), or the address cannot be bound.
+    """
+    inherited = os.environ.pop(FD_ENV, None)
+    if inherited:
+        sock = socket.socket(fileno=int(inherited))
+        os.set_inheritable(sock.fileno(), False)
+        return sock
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise DevloopError(f"port {port} is in use; stop the other server or pass --port N") from None
+        raise DevloopError(f"cannot listen on {host}:{port}: {exc.strerror}; pass --host/--port") from None
+    sock.listen(128)
+    return sock
+
+
+def warm_imports() -> None:
+    """Import the stack's modules once in the loop so every app process starts with them loaded.
+
+    Raises:
+        DevloopError: the runtime package ``server`` is not importable (wrong PYTHONPATH).
+    """
+    import importlib
+    import pkgutil
+
+    for name in _WARM_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError as exc:
+            raise DevloopError(f"cannot import {name} ({exc}); run the dev loop with the stack's image/project "
+                               f"on PYTHONPATH, inside the stack's environment") from None
+    import server
+
+    # Submodules that only define things; never one that builds an app (or imports user code) on import.
+    for info in pkgutil.iter_modules(server.__path__):
+        if info.name in ("app", "factory", "health", "metrics", "logs", "debug", "errors", "apidocs", "openapi",
+                         "config", "loader", "userapp", "probes", "settings"):
+            try:
+                importlib.import_module(f"server.{info.name}")
+            except Exception as exc:  # the app process will report it properly
+                log.warning("could not preload server.%s: %s", info.name, exc)
+
+
+def _set_subreaper() -> None:
+    if os.getpid() == 1:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+class Loop:
+    """The supervisor; see the module docstring. ``run()`` returns the exit status."""
+
+    def __init__(self, sock: socket.socket, spec: ChildSpec, *, deps_dir: Path | None, deps_key: str | None,
+                 watch_enabled: bool = True, argv: list[str] | None = None):
+        self.sock = sock
+        self.spec = spec
+        self.project = spec.project
+        self.deps_dir = deps_dir
+        self.deps_key = deps_key
+        self.watch_enabled = watch_enabled
+        self.argv = argv if argv is not None else sys.argv[1:]
+        self.child: int | None = None
+        self.child_is_error = False
+        self.stopping = False
+        self.interruptible = False
+        self.watcher: watch.Watcher | None = None
+        self._sig_r, self._sig_w = os.pipe()
+
+    # --- signals -------------------------------------------------------------------------------
+    def _on_stop(self, signum, frame):
+        self.stopping = True
+        if self.interruptible:
+            self.interruptible = False
+            raise StopRequested()
+
+    def _install_signals(self) -> None:
+        os.set_blocking(self._sig_w, False)
+        os.set_blocking(self._sig_r, False)
+        signal.set_wakeup_fd(self._sig_w, warn_on_full_buffer=False)
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGCHLD, lambda s, f: None)  # wakes select through the wakeup fd
+        _set_subreaper()
+
+    # --- app processes -------------------------------------------------------------------------
+    def start_child(self, *, failure: str | None = None, started: float | None = None) -> None:
+        """Fork an app process (the user's app, or the error app with ``failure``)."""
+        self.spec.failure = failure
+        self.spec.started = started if started is not None else time.monotonic()
+        self.spec.close_fds = [self._sig_r, self._sig_w] + (list(self.watcher.fds()) if self.watcher else [])
+        blocked = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
+        old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                child_main(self.spec)  # never returns
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        try:
+            os.setpgid(pid, pid)
+        except OSError:
+            pass
+        self.child, self.child_is_error = pid, failure is not None
+
+    def stop_child(self) -> None:
+        """SIGTERM the app process group, SIGKILL it after ``STOP_SECONDS``, and reap it."""
+        pid = self.child
+        if pid is None:
+            return
+        self.child = None
+        self._signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_SECONDS
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() > deadline:
+                log.warning("app process %d did not stop within %.0f s; killing it", pid, STOP_SECONDS)
+                self._signal_group(pid, signal.SIGKILL)
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+                break
+            time.sleep(0.005)
+        self._signal_group(pid, signal.SIGKILL)  # helpers it left behind (debug adapter, user subprocesses)
+
+    @staticmethod
+    def _signal_group(pid: int, sig: int) -> None:
+        try:
+            os.killpg(pid, sig)
+        except (ProcessLookupError, PermissionError):
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+    def reap(self) -> None:
+        """Collect every exited child; react when it is the current app process."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.child:
+                self.child = None
+                self._signal_group(pid, signal.SIGKILL)
+                code = os.waitstatus_to_exitcode(status)
+                if self.stopping:
+                    continue
+                reason = f"the app process exited with status {code}"
+                if self.child_is_error:
+                    log.error("%s; save a file to restart it", reason)
+                else:
+                    log.error("%s; serving an error page until the next save", reason)
+                    self.start_child(failure=reason)
+
+    # --- main loop -----------------------------------------------------------------------------
+    def run(self) -> int:
+        """Serve until SIGINT/SIGTERM; returns 0. Re-execs itself after a dependency change."""
+        self._install_signals()
+        if self.watch_enabled:
+            ignore = [self.deps_dir] if self.deps_dir is not None else []
+            self.watcher = watch.Watcher(self.project, ignore).start()
+        try:
+            self.start_child()
+            while not self.stopping:
+                fds = [self._sig_r] + ([self.watcher.fileno()] if self.watcher else [])
+                try:
+                    select.select(fds, [], [], 1.0)
+                except InterruptedError:
+                    pass
+                try:
+                    while os.read(self._sig_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                if self.stopping:
+                    break
+                self.reap()
+                if self.watcher:
+                    if self.watcher.error is not None:
+                        log.error("watching %s stopped (%s); restart the dev loop to get reloads back",
+                                  self.project, self.watcher.error)
+                        self.watcher = None
+                        continue
+                    changed = self.watcher.take()
+                    if changed:
+                        self.on_change(changed)
+        except StopRequested:
+            pass
+        finally:
+            self.stop_child()
+            if self.watcher:
+                self.watcher.stop()
+        log.info("stopped")
+        return 0
+
+    def on_change(self, changed: list[str]) -> None:
+        """React to one batch of saved files (absolute paths)."""
+        started = time.monotonic()
+        names = watch.describe(changed, self.project)
+        code_changed = any(p.endswith(".py") for p in changed)
+        if watch.touches_deps(changed, self.project):
+            state = None
+            self.interruptible = True
+            try:
+                state = deps.ensure_deps(self.project, self.deps_dir, cleanup=False)
+            except DevloopError as exc:
+                log.error("%s; still serving the previous version", exc)
+            finally:
+                self.interruptible = False
+            if state is not None and (state.key != self.deps_key or state.installed):
+                log.info("dependencies changed (%s); restarting the dev loop", names)
+                self.reexec()
+            if not code_changed:
+                return
+        log.info("reloading: %s changed", names)
+        self.stop_child()
+        self.start_child(started=started)
+
+    def reexec(self) -> None:
+        """Stop the app process and replace this process with a fresh loop on the same socket."""
+        self.stop_child()
+        if self.watcher:
+            self.watcher.stop()
+        signal.set_wakeup_fd(-1)
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, signal.SIG_DFL)
+        os.set_inheritable(self.sock.fileno(), True)
+        os.environ[FD_ENV] = str(self.sock.fileno())
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "devloop", *self.argv])
