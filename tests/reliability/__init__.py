@@ -1,0 +1,1 @@
+"""Reliability tests: the real production server (``image/project/serve``) under load, crashes and bad input."""

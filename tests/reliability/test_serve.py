@@ -1,0 +1,127 @@
+"""The ``serve`` entry script and gunicorn.conf.py: metrics dir handling, one-line errors, forced-off debug, logs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import uuid
+
+import pytest
+
+from .harness import SERVE, VENV_BIN, get, sample_value, scrape
+
+pytestmark = pytest.mark.slow
+
+SERVERS = ["gunicorn", "granian"]
+
+
+def _run_serve(env_extra: dict, tmp_path, timeout: float = 30) -> subprocess.CompletedProcess:
+    """Run ``serve`` expecting it to fail fast; return the finished process (stdout+stderr in .stdout)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STACK_", "PROMETHEUS_"))}
+    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}", STACK_HOST="127.0.0.1", PORT="1")
+    env.update(env_extra)
+    return subprocess.run(
+        [str(SERVE)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({"STACK_SERVER": "uwsgi"}, "STACK_SERVER=uwsgi is not gunicorn or granian"),
+        ({"PORT": "eighty"}, "PORT='eighty' is not a whole number"),
+        ({"PORT": "70000"}, "PORT=70000 is not a TCP port"),
+        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY='0' must be at least 1"),
+        ({"STACK_GRACEFUL_TIMEOUT": "5", "STACK_SHUTDOWN_DELAY": "9"}, "must be below STACK_GRACEFUL_TIMEOUT"),
+        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not text or json"),
+        ({"PROMETHEUS_MULTIPROC_DIR": "/proc/no/such/dir"}, "cannot create PROMETHEUS_MULTIPROC_DIR"),
+        ({"STACK_SERVER": "granian", "PORT": "eighty"}, "PORT='eighty' is not a whole number"),
+    ],
+)
+def test_bad_settings_fail_with_one_line(env, expected, tmp_path):
+    done = _run_serve(env, tmp_path)
+    assert done.returncode == 1, done.stdout
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], done.stdout
+    assert "Traceback" not in done.stdout
+    assert not list(tmp_path.glob("flask-stack-metrics.*")), "temporary metrics dir left behind"
+
+
+def test_stale_metric_files_are_wiped_before_start(start_server, tmp_path):
+    """A previous run's counter files in PROMETHEUS_MULTIPROC_DIR must not leak into the new run's totals."""
+    metrics_dir = tmp_path / "stale-metrics"
+    metrics_dir.mkdir()
+    writer = (
+        "from prometheus_client import Counter\n"
+        "c = Counter('http_requests_total', 'x', ['method', 'endpoint', 'status'])\n"
+        "c.labels('GET', '/hello', '200').inc(1000)\n"
+    )
+    subprocess.run(
+        [str(VENV_BIN / "python"), "-c", writer], env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}, check=True,
+        timeout=60,
+    )
+    stale = list(metrics_dir.glob("counter_*.db"))
+    assert stale, "the stale counter file was not written"
+    keep = metrics_dir / "README.txt"
+    keep.write_text("not a metric file")
+
+    srv = start_server(env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    assert get(srv.port, "/hello")[0] == 200
+    assert sample_value(scrape(srv.port), "http_requests_total", endpoint="/hello") == 1
+    assert not any(path.exists() for path in stale)
+    assert keep.read_text() == "not a metric file"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_temporary_metrics_dir_made_and_removed(server, start_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    srv = start_server(server=server, env={"PROMETHEUS_MULTIPROC_DIR": None, "TMPDIR": str(tmp_path)})
+    assert get(srv.port, "/hello")[0] == 200
+    made = list(tmp_path.glob("flask-stack-metrics.*"))
+    assert len(made) == 1 and list(made[0].glob("*.db")), "serve did not make a metrics dir used by the workers"
+    assert sample_value(scrape(srv.port), "http_requests_total", endpoint="/hello") == 1
+    assert srv.stop() == 0
+    assert not made[0].exists(), "the temporary metrics dir outlived the server"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_debug_is_forced_off(server, start_server):
+    srv = start_server(server=server, env={"STACK_DEBUG": "1", "FLASK_DEBUG": "1"})
+    status, headers, body = get(srv.port, "/boom", headers={"Accept": "text/html"})
+    assert status == 500
+    assert b"Traceback" not in body and b"reliability test failure on purpose" not in body
+    assert b"Werkzeug Debugger" not in body
+    assert "STACK_DEBUG is ignored in production" in srv.log_text()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_one_access_line_per_request(server, start_server):
+    """gunicorn's (and granian's) own access log is off: the runtime's line is the only one."""
+    srv = start_server(server=server)
+    request_id = uuid.uuid4().hex
+    assert get(srv.port, "/hello", headers={"X-Request-ID": request_id})[0] == 200
+    srv.stop()
+    lines = [line for line in srv.log_text().splitlines() if request_id in line]
+    assert len(lines) == 1, lines
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_json_logs_are_json_lines(server, start_server):
+    srv = start_server(server=server, env={"LOG_FORMAT": "json"})
+    assert get(srv.port, "/hello")[0] == 200
+    srv.stop()
+    lines = [line for line in srv.log_text().splitlines() if line.strip()]
+    assert len(lines) >= 3
+    for line in lines:
+        entry = json.loads(line)  # fails the test on any non-JSON line (the server's own included)
+        assert {"level", "message"} <= set(entry), line
+
+
+def test_gunicorn_log_lines_use_the_stack_format(start_server):
+    srv = start_server()
+    srv.stop()
+    booted = [line for line in srv.log_text().splitlines() if "Booting worker" in line]
+    assert booted and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[INFO\] Booting worker", l) for l in booted)
