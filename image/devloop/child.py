@@ -160,7 +160,7 @@ def _build_app(spec: ChildSpec):
             log.info("Werkzeug debugger active; its PIN is %s", debugged.pin)
             return debugged, None
         return app, None
-    log.error("your app failed to load: %s", message)
+    log.error("%s; answering 500 with it until the next save", message)
     return make_error_app(message), message
 
 
@@ -168,13 +168,14 @@ def _start_debugger(spec: ChildSpec) -> None:
     try:
         from server.debug import start_debugger
 
-        start_debugger(spec.debug_port, wait=spec.debug_wait, kind=spec.debugger)
+        try:
+            start_debugger(spec.debug_port, wait=spec.debug_wait, kind=spec.debugger, host=spec.host)
+        except TypeError:  # a runtime whose start_debugger has no host parameter
+            start_debugger(spec.debug_port, wait=spec.debug_wait, kind=spec.debugger)
     except Exception as exc:  # the app still serves without a debugger
         log.error("debugger not started on port %d: %s", spec.debug_port,
                   " ".join(f"{type(exc).__name__}: {exc}".split()))
         return
-    log.info("debugger (%s) listening on port %d%s", spec.debugger, spec.debug_port,
-             "; waiting for a client to attach" if spec.debug_wait else "")
 
 
 def _serve(spec: ChildSpec, app) -> None:

@@ -87,8 +87,8 @@ def warm_imports() -> None:
 
     # Submodules that only define things; never one that builds an app (or imports user code) on import.
     for info in pkgutil.iter_modules(server.__path__):
-        if info.name in ("app", "factory", "health", "metrics", "logs", "debug", "errors", "apidocs", "openapi",
-                         "config", "loader", "userapp", "probes", "settings"):
+        if info.name in ("factory", "health", "metrics", "logs", "debug", "errors", "apidocs", "loader", "settings",
+                         "observe", "routes"):
             try:
                 importlib.import_module(f"server.{info.name}")
             except Exception as exc:  # the app process will report it properly

@@ -1,0 +1,199 @@
+"""Fixtures for the dev loop's tests: real ``python -m devloop`` processes on free 127.0.0.1 ports.
+
+Every process started here is stopped in a ``finally`` (SIGTERM, then SIGKILL of it and of every
+descendant it had), and every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+TEMPLATE = REPO / "templates" / "simple"
+START_TIMEOUT = 60.0  # seconds until a fresh loop answers (no network install involved)
+INSTALL_TIMEOUT = 240.0  # seconds when the loop must lock and install from the package index
+HELLO = "Hello from Appsody!"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def children_of(pid: int) -> list[int]:
+    """Pids of the live descendants of ``pid`` (from /proc; zombies left out)."""
+    table: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                table[int(entry)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in table.items():
+            if ppid == parent and child not in found:
+                found.append(child)
+                frontier.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def loop_env(**extra: str) -> dict[str, str]:
+    """Environment for a dev loop process: the stack's runtime and devloop importable."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("STACK_", "APPSODY_")) and k not in ("PORT", "VIRTUAL_ENV", "PYTHONPATH")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "image" / "project"), str(REPO / "image")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra)
+    return env
+
+
+class DevLoop:
+    """One ``python -m devloop`` process; output goes to ``log_path``."""
+
+    def __init__(self, mode: str, project: Path, log_path: Path, *args: str, port: int | None = None,
+                 env: dict[str, str] | None = None):
+        self.project = project
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        argv = [sys.executable, "-m", "devloop", mode, "--project", str(project)]
+        if mode != "test":
+            argv += ["--host", "127.0.0.1", "--port", str(self.port)]
+        self.proc = subprocess.Popen(argv + list(args), env=loop_env(**(env or {})), stdout=self._log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.seen: set[int] = set()
+
+    def output(self) -> str:
+        """Everything the loop printed so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def remember_children(self) -> list[int]:
+        """Record (for cleanup) and return the loop's live descendants."""
+        kids = children_of(self.proc.pid)
+        self.seen.update(kids)
+        return kids
+
+    def get(self, path: str, timeout: float = 5.0, **kw) -> requests.Response:
+        """One GET on a fresh connection."""
+        return requests.get(self.url + path, timeout=timeout, **kw)
+
+    def wait_for(self, predicate: Callable[[requests.Response], bool], path: str = "/hello",
+                 timeout: float = START_TIMEOUT, interval: float = 0.005) -> requests.Response:
+        """Poll ``path`` until ``predicate(response)``; fail with the loop's output after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"dev loop exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                response = self.get(path, timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+                if predicate(response):
+                    self.remember_children()
+                    return response
+                last = (response.status_code, response.text[:300])
+            except requests.RequestException as exc:
+                last = exc
+            time.sleep(interval)
+        pytest.fail(f"no matching answer from {self.url}{path} within {timeout} s (last: {last}):\n{self.output()}")
+
+    def wait_text(self, text: str, path: str = "/hello", timeout: float = START_TIMEOUT) -> requests.Response:
+        """Poll until ``path`` answers 200 with body ``text``."""
+        return self.wait_for(lambda r: r.status_code == 200 and r.text == text, path, timeout)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        """Wait for the loop to exit; return its status (fails after ``timeout`` s)."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"dev loop still running after {timeout} s:\n{self.output()}")
+
+    def wait_log(self, text: str, timeout: float = START_TIMEOUT) -> None:
+        """Wait until the loop has printed ``text``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        pytest.fail(f"dev loop did not print {text!r} within {timeout} s:\n{self.output()}")
+
+    def close(self) -> None:
+        """Stop the loop and anything it started (always called by the fixture)."""
+        try:
+            if self.proc.poll() is None:
+                self.remember_children()
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait(10)
+        finally:
+            for pid in self.seen:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            self._log.close()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh copy of templates/simple."""
+    dest = tmp_path / "proj"
+    shutil.copytree(TEMPLATE, dest)
+    return dest
+
+
+@pytest.fixture
+def devloop(tmp_path: Path) -> Iterator[Callable[..., DevLoop]]:
+    """Factory ``devloop(mode, project, *args, port=None, env=None) -> DevLoop``; all are closed at teardown."""
+    started: list[DevLoop] = []
+
+    def start(mode: str, project: Path, *args: str, port: int | None = None,
+              env: dict[str, str] | None = None) -> DevLoop:
+        loop = DevLoop(mode, project, tmp_path / f"devloop-{len(started)}.log", *args, port=port, env=env)
+        started.append(loop)
+        return loop
+
+    try:
+        yield start
+    finally:
+        for loop in started:
+            loop.close()
+
+
+def write_source(path: Path, text: str) -> None:
+    """Write a file the way an editor saves it (new content, then rename over the old file)."""
+    tmp = path.with_name(f".{path.name}.saving")
+    tmp.write_text(text)
+    os.replace(tmp, path)

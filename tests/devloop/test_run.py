@@ -1,0 +1,156 @@
+"""``python -m devloop run``: serving, hot reload, broken code, signals, port in use."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import statistics
+import time
+
+import pytest
+import requests
+
+from .conftest import HELLO, alive, children_of, write_source
+
+
+def test_serves_template_and_prints_urls(devloop, project):
+    loop = devloop("run", project)
+    response = loop.wait_text(HELLO)
+    assert response.headers["Content-Type"].startswith("text/plain")
+    assert loop.get("/health").json()["status"] == "UP"
+    assert "# TYPE" in loop.get("/metrics").text
+    assert loop.get("/apidocs/").status_code == 200
+    out = loop.output()
+    for where in ("/health", "/metrics", "/apidocs/"):
+        assert f"{loop.url}{where}" in out
+
+
+def test_reload_on_save_is_fast(devloop, project, record_property):
+    loop = devloop("run", project)
+    loop.wait_text(HELLO)
+    source = (project / "__init__.py").read_text()
+    times = []
+    for i in range(10):
+        text = f"Hello number {i}"
+        started = time.monotonic()
+        (project / "__init__.py").write_text(source.replace(HELLO, text))
+        loop.wait_text(text, timeout=20)
+        times.append(time.monotonic() - started)
+    p50 = statistics.median(times)
+    record_property("reload_p50_seconds", round(p50, 3))
+    print(f"\nreload save->new response: p50 {p50:.3f} s, max {max(times):.3f} s, all {[round(t, 3) for t in times]}")
+    assert loop.output().count("reloading: __init__.py changed") >= 10
+
+
+def test_new_module_in_package_reloads(devloop, project):
+    loop = devloop("run", project)
+    loop.wait_text(HELLO)
+    (project / "words.py").write_text("WORD = 'first'\n")
+    source = (project / "__init__.py").read_text()
+    write_source(project / "__init__.py", source.replace(f'return "{HELLO}"', "from .words import WORD\n    return WORD"))
+    loop.wait_text("first", timeout=20)
+    write_source(project / "words.py", "WORD = 'second'\n")
+    loop.wait_text("second", timeout=20)
+
+
+def test_syntax_error_keeps_loop_alive_and_fix_recovers(devloop, project):
+    loop = devloop("run", project)
+    loop.wait_text(HELLO)
+    init = project / "__init__.py"
+    good = init.read_text()
+    init.write_text(good + "\ndef broken(:\n")
+    response = loop.wait_for(lambda r: r.status_code == 500, timeout=20)
+    body = response.text.strip()
+    assert "\n" not in body
+    assert "SyntaxError" in body and "__init__.py" in body
+    assert "Traceback" not in body
+    as_json = loop.get("/hello", headers={"Accept": "application/json"})
+    assert as_json.status_code == 500 and "SyntaxError" in as_json.json()["error"]
+    health = loop.get("/health")
+    assert health.status_code == 503 and health.json()["status"] == "DOWN"
+    assert loop.proc.poll() is None
+    assert "SyntaxError" in loop.output()
+    init.write_text(good.replace(HELLO, "fixed"))
+    loop.wait_text("fixed", timeout=20)
+    assert loop.get("/health").status_code == 200
+
+
+def test_import_error_names_the_missing_package(devloop, project):
+    loop = devloop("run", project)
+    loop.wait_text(HELLO)
+    init = project / "__init__.py"
+    init.write_text("import no_such_module_for_devloop_tests\n" + init.read_text())
+    response = loop.wait_for(lambda r: r.status_code == 500, timeout=20)
+    assert "no_such_module_for_devloop_tests" in response.text
+
+
+def test_app_process_that_dies_is_reported_and_replaced(devloop, project):
+    loop = devloop("run", project)
+    loop.wait_text(HELLO)
+    init = project / "__init__.py"
+    init.write_text(init.read_text() + "\n\n@blueprint.get('/die')\ndef die():\n    import os\n    os._exit(3)\n\n\n"
+                    "@blueprint.get('/alive')\ndef alive():\n    return 'v2'\n")
+    loop.wait_text("v2", path="/alive", timeout=20)
+    with pytest.raises(requests.RequestException):
+        loop.get("/die", timeout=5)
+    response = loop.wait_for(lambda r: r.status_code == 500, timeout=20)
+    assert "exited with status 3" in response.text
+    assert loop.proc.poll() is None
+    init.write_text(init.read_text().replace(HELLO, "back"))
+    loop.wait_text("back", timeout=20)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_stops_loop_and_app_process(devloop, project, sig):
+    loop = devloop("run", project)
+    loop.wait_text(HELLO)
+    kids = children_of(loop.proc.pid)
+    assert kids, "the loop should have an app process"
+    loop.proc.send_signal(sig)
+    assert loop.wait_exit(20) == 0
+    deadline = time.monotonic() + 10
+    while any(alive(pid) for pid in kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in kids if alive(pid)], loop.output()
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        assert probe.connect_ex(("127.0.0.1", loop.port)) != 0
+
+
+def test_port_in_use_is_one_line_exit_1(devloop, project):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        loop = devloop("run", project, port=port)
+        assert loop.wait_exit(30) == 1
+    lines = [line for line in loop.output().splitlines() if line.strip()]
+    assert lines == [f"[devloop] error: port {port} is in use; stop the other server or pass --port N"]
+
+
+def test_missing_project_is_one_line(devloop, tmp_path):
+    loop = devloop("run", tmp_path / "nowhere")
+    assert loop.wait_exit(30) == 1
+    lines = [line for line in loop.output().splitlines() if line.strip()]
+    assert len(lines) == 1 and "does not exist" in lines[0] and "Traceback" not in lines[0]
+
+
+def test_requests_during_reload_are_not_refused(devloop, project):
+    loop = devloop("run", project)
+    loop.wait_text(HELLO)
+    source = (project / "__init__.py").read_text()
+    (project / "__init__.py").write_text(source.replace(HELLO, "during"))
+    refused = 0
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            sock.settimeout(5)
+            if sock.connect_ex(("127.0.0.1", loop.port)) != 0:
+                refused += 1
+        try:
+            if loop.get("/hello").text == "during":
+                break
+        except Exception:
+            pass
+    assert refused == 0
+    loop.wait_text("during", timeout=5)
