@@ -1,0 +1,1 @@
+"""End-to-end tests of flask-stack with the local engine (real processes, real HTTP)."""

@@ -1,0 +1,189 @@
+"""Fixtures for end-to-end tests of ``flask-stack`` with the local engine: real processes, real HTTP.
+
+One project path is used for the whole session so that ONE local-engine venv (made by the session
+fixture ``local_env`` under a temporary cache dir) serves every test; the ``project`` fixture lays a
+fresh ``flask-stack init`` project at that path before each test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT = 90.0  # seconds for a server to answer after `flask-stack run` (venv already made)
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_table() -> dict[int, tuple[int, str]]:
+    """Map every live pid to (parent pid, start time) from /proc; zombies are left out."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            table[int(entry)] = (int(fields[1]), fields[19])
+    return table
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Return {pid: start time} of every live descendant of ``pid``."""
+    table = process_table()
+    found: dict[int, str] = {}
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, start) in table.items():
+            if ppid == parent and child not in found:
+                found[child] = start
+                frontier.append(child)
+    return found
+
+
+def still_running(processes: dict[int, str]) -> list[int]:
+    """Return those of ``processes`` (pid -> start time) that are still alive (same pid AND start time)."""
+    table = process_table()
+    return [pid for pid, start in processes.items() if pid in table and table[pid][1] == start]
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment of every flask-stack process here: the source tree importable, the cache under tmp."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "STACK_ENGINE", "PORT")}
+    env["STACK_CACHE_DIR"] = str(tmp_path_factory.mktemp("flask-stack-cache"))
+    env["PYTHONPATH"] = str(REPO / "src")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def flask_stack_cmd(*args: str) -> list[str]:
+    """The argv of ``flask-stack ARGS`` run from this checkout."""
+    return [sys.executable, "-m", "flask_stack", *args]
+
+
+@pytest.fixture(scope="session")
+def project_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one project path of the session (its venv is made once)."""
+    return tmp_path_factory.mktemp("projects") / "hello-app"
+
+
+@pytest.fixture(scope="session")
+def local_env(cli_env, project_path) -> dict[str, float]:
+    """Make the local engine's venv for ``project_path`` once; return {'venv_seconds': time it took}."""
+    project_path.mkdir(parents=True, exist_ok=True)
+    (project_path / "__init__.py").touch()
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys, pathlib; from flask_stack.localenv import ensure_env; "
+                               "ensure_env(pathlib.Path(sys.argv[1]), print)", str(project_path)],
+        env=cli_env, capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    seconds = time.monotonic() - started
+    sys.stderr.write(f"\n[integration] local engine venv made in {seconds:.1f} s\n")
+    return {"venv_seconds": seconds}
+
+
+@pytest.fixture
+def project(local_env, cli_env, project_path) -> Path:
+    """A fresh ``flask-stack init`` project at the session's project path (its venv already made)."""
+    for child in project_path.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    result = subprocess.run(flask_stack_cmd("init", str(project_path)), env=cli_env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return project_path
+
+
+class Served:
+    """A running ``flask-stack run|debug`` process: its port, log and pid, with HTTP helpers."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, log: Path):
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.base = f"http://127.0.0.1:{port}"
+
+    def output(self) -> str:
+        """Everything the process wrote so far (stdout and stderr)."""
+        return self.log.read_text(errors="replace")
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        """GET ``path`` with a 10 s timeout."""
+        kwargs.setdefault("timeout", 10)
+        return requests.get(self.base + path, **kwargs)
+
+    def wait_for(self, path: str, predicate, timeout: float = 30.0) -> requests.Response:
+        """Poll ``path`` until ``predicate(response)`` holds; fail with the log after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"flask-stack exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
+            try:
+                response = self.get(path, timeout=5)
+                if predicate(response):
+                    return response
+                last = (response.status_code, response.text[:300])
+            except requests.RequestException as exc:
+                last = exc
+            time.sleep(0.1)
+        pytest.fail(f"{path} never matched within {timeout} s (last: {last!r}):\n{self.output()[-4000:]}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        """Send ``sig`` to flask-stack, wait (bounded) for it to exit and return its status."""
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=timeout)
+
+
+@contextlib.contextmanager
+def serve(cli_env, project: Path, tmp_path: Path, command: str = "run", *extra: str) -> Iterator[Served]:
+    """Start ``flask-stack COMMAND --engine local --port <free> --project PROJECT EXTRA`` and wait until
+    /health answers; always kill it (and its process group) afterwards."""
+    port = free_port()
+    log = tmp_path / f"flask-stack-{command}-{port}.log"
+    with open(log, "wb") as sink:
+        proc = subprocess.Popen(
+            flask_stack_cmd(command, "--engine", "local", "--port", str(port), "--project", str(project), *extra),
+            env=cli_env, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    served = Served(proc, port, log)
+    started = time.monotonic()
+    try:
+        served.wait_for("/health", lambda r: r.status_code in (200, 503), timeout=START_TIMEOUT)
+        served.start_seconds = time.monotonic() - started
+        yield served
+    finally:
+        if proc.poll() is None:
+            leftovers = descendants(proc.pid)
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+            for pid in still_running(leftovers):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)

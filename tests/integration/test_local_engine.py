@@ -1,0 +1,186 @@
+"""``flask-stack run|debug|test|stop --engine local`` end to end on a project made by ``flask-stack init``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from .conftest import descendants, flask_stack_cmd, serve, still_running
+
+pytestmark = pytest.mark.slow
+
+
+def test_run_serves_every_stack_endpoint(cli_env, project, tmp_path):
+    with serve(cli_env, project, tmp_path) as app:
+        sys.stderr.write(f"\n[integration] first start (venv ready) -> /health in {app.start_seconds:.2f} s\n")
+        root = app.get("/", allow_redirects=False)
+        assert root.status_code in (301, 302, 303, 307, 308)
+        assert root.headers["Location"].endswith("/apidocs/")
+
+        hello = app.get("/hello")
+        assert (hello.status_code, hello.text) == (200, "Hello from Appsody!")
+
+        for path in ("/health", "/health/live", "/health/ready"):
+            health = app.wait_for(path, lambda r: r.status_code == 200, timeout=15)
+            assert health.json()["status"] == "UP", path
+
+        metrics = app.get("/metrics")
+        assert metrics.status_code == 200
+        assert metrics.headers["Content-Type"].startswith("text/plain")
+        hello_series = [line for line in metrics.text.splitlines()
+                        if line.startswith("http_requests_total{") and '"/hello"' in line]
+        assert hello_series and float(hello_series[0].rsplit(" ", 1)[1]) >= 1.0
+
+        docs = app.get("/apidocs/")
+        assert docs.status_code == 200 and "swagger" in docs.text.lower()
+        spec = app.get("/apispec_1.json").json()
+        assert "/hello" in spec["paths"] and "get" in spec["paths"]["/hello"]
+
+        out = app.output()
+        assert "flask-stack: engine: local" in out
+        for url in (f"{app.base}/health", f"{app.base}/metrics", f"{app.base}/apidocs/"):
+            assert url in out
+
+
+def test_edits_reload_and_a_syntax_error_is_survived(cli_env, project, tmp_path):
+    source = project / "__init__.py"
+    original = source.read_text()
+    with serve(cli_env, project, tmp_path) as app:
+        app.wait_for("/hello", lambda r: r.status_code == 200)
+        source.write_text(original.replace("Hello from Appsody!", "Hello again!"))
+        app.wait_for("/hello", lambda r: r.status_code == 200 and r.text == "Hello again!")
+
+        source.write_text(original + "\ndef broken(:\n")
+        broken = app.wait_for("/hello", lambda r: r.status_code == 500)
+        assert "SyntaxError" in broken.text and "__init__.py" in broken.text
+        assert "Traceback" not in broken.text
+        assert app.proc.poll() is None  # the loop survives
+
+        source.write_text(original.replace("Hello from Appsody!", "Fixed!"))
+        app.wait_for("/hello", lambda r: r.status_code == 200 and r.text == "Fixed!")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_stops_everything(cli_env, project, tmp_path, sig):
+    with serve(cli_env, project, tmp_path) as app:
+        app.wait_for("/hello", lambda r: r.status_code == 200)
+        family = descendants(app.proc.pid)
+        assert len(family) >= 2  # the dev loop and the app process it forked
+        status = app.stop(sig)
+        assert status == 0, app.output()[-3000:]
+        deadline = time.monotonic() + 10
+        while still_running(family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert still_running(family) == []
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", app.port), timeout=2).close()
+
+
+def test_stop_command_stops_the_running_server(cli_env, project, tmp_path):
+    with serve(cli_env, project, tmp_path) as app:
+        family = descendants(app.proc.pid)
+        result = subprocess.run(flask_stack_cmd("stop", "--engine", "local", "--project", str(project)),
+                                env=cli_env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "stopped the local server" in result.stderr
+        assert app.proc.wait(timeout=30) == 0
+        assert still_running(family) == []
+
+
+def test_second_run_on_the_same_port_is_refused(cli_env, project, tmp_path):
+    with serve(cli_env, project, tmp_path) as app:
+        result = subprocess.run(
+            flask_stack_cmd("run", "--engine", "local", "--port", str(app.port), "--project", str(project)),
+            env=cli_env, capture_output=True, text=True, timeout=60,
+        )
+        assert result.returncode == 1
+        assert result.stderr.splitlines()[-1] == (
+            f"flask-stack: port {app.port} is in use; stop the other server or pass --port N")
+        assert app.get("/hello").status_code == 200  # the first server is untouched
+
+
+def dap_initialize(port: int, timeout: float = 30.0) -> dict:
+    """Send a DAP ``initialize`` request (Content-Length framed JSON) to ``port``; return the response."""
+    request = {"seq": 1, "type": "request", "command": "initialize",
+               "arguments": {"clientID": "flask-stack-tests", "adapterID": "debugpy", "pathFormat": "path",
+                             "linesStartAt1": True, "columnsStartAt1": True}}
+    body = json.dumps(request).encode()
+    deadline = time.monotonic() + timeout
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        buffer = b""
+        while time.monotonic() < deadline:
+            while b"\r\n\r\n" in buffer:
+                header, rest = buffer.split(b"\r\n\r\n", 1)
+                length = int(next(line.split(b":")[1] for line in header.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                if len(rest) < length:
+                    break
+                message, buffer = json.loads(rest[:length]), rest[length:]
+                if message.get("type") == "response" and message.get("request_seq") == 1:
+                    return message
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            buffer += chunk
+    raise AssertionError("no DAP initialize response")
+
+
+def test_debug_accepts_a_dap_client(cli_env, project, tmp_path):
+    from .conftest import free_port
+
+    debug_port = free_port()
+    with serve(cli_env, project, tmp_path, "debug", "--debug-port", str(debug_port)) as app:
+        app.wait_for("/hello", lambda r: r.status_code == 200)
+        # debugpy serves one client: no probe connection first, only the real handshake (retried while refused)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = dap_initialize(debug_port)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() < deadline, app.output()[-3000:]
+                time.sleep(0.2)
+        assert response["command"] == "initialize" and response["success"] is True
+        assert response["body"].get("supportsConfigurationDoneRequest") is True
+        assert f"debugger  127.0.0.1:{debug_port}" in app.output()
+
+
+def test_test_command_reports_pytest_status(cli_env, project, tmp_path):
+    report = tmp_path / "junit.xml"
+    command = flask_stack_cmd("test", "--engine", "local", "--project", str(project), "--junitxml", str(report))
+    passed = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr[-3000:]
+    assert "test_hello_says_hello" in report.read_text()
+
+    (project / "tests" / "test_broken.py").write_text(
+        "def test_hello_says_goodbye(client):\n    assert client.get('/hello').text == 'Goodbye'\n")
+    failed = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=300)
+    assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
+    assert "test_hello_says_goodbye" in failed.stdout + failed.stderr
+    assert 'failures="1"' in report.read_text() or 'failures="1"' in report.read_text().replace("'", '"')
+
+
+def test_production_serves_with_gunicorn(cli_env, project, tmp_path):
+    with serve(cli_env, project, tmp_path, "run", "--production", "-e", "WEB_CONCURRENCY=2") as app:
+        assert app.wait_for("/hello", lambda r: r.status_code == 200).text == "Hello from Appsody!"
+        assert app.wait_for("/health/ready", lambda r: r.status_code == 200).json()["status"] == "UP"
+        for _ in range(6):
+            app.get("/hello")
+        totals = [float(line.rsplit(" ", 1)[1]) for line in app.get("/metrics").text.splitlines()
+                  if line.startswith("http_requests_total{") and '"/hello"' in line]
+        assert sum(totals) >= 7
+        family = descendants(app.proc.pid)
+        assert any("gunicorn" in open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
+                   for pid in family)
+        assert app.stop() == 0, app.output()[-3000:]
+        deadline = time.monotonic() + 10
+        while still_running(family) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert still_running(family) == []
