@@ -1,0 +1,37 @@
+"""Sustained load on the production server serving the `simple` template: no failed request, no memory growth."""
+
+from __future__ import annotations
+
+import pytest
+
+from .harness import TEMPLATE, run_wrk
+
+pytestmark = pytest.mark.slow
+
+WARMUP_SECONDS = 5
+LOAD_SECONDS = 30
+CONNECTIONS = 32
+MAX_RSS_GROWTH = 0.10  # fraction of the workers' summed RSS after warm-up
+
+
+def test_sustained_load_has_no_errors_and_no_memory_growth(start_server):
+    srv = start_server(source=TEMPLATE, workers=2)
+    workers = srv.worker_pids()
+
+    warmup = run_wrk(srv.port, "/hello", WARMUP_SECONDS, CONNECTIONS)
+    assert warmup.errors == 0, warmup.output
+    rss_after_warmup = srv.worker_rss()
+
+    load = run_wrk(srv.port, "/hello", LOAD_SECONDS, CONNECTIONS)
+    rss_after_load = srv.worker_rss()
+
+    assert load.requests > LOAD_SECONDS * 100, load.output  # it really was load, not a stalled server
+    assert load.non_2xx == 0, load.output
+    assert sum(load.socket_errors.values()) == 0, load.output
+    # A restarted worker would reset its RSS and hide a leak; none may have crashed or been recycled.
+    assert srv.worker_pids() == workers, srv.log_tail()
+    growth = (rss_after_load - rss_after_warmup) / rss_after_warmup
+    assert growth < MAX_RSS_GROWTH, (
+        f"workers' RSS grew {growth:.1%} ({rss_after_warmup} -> {rss_after_load} bytes) over "
+        f"{load.requests} requests"
+    )

@@ -1,0 +1,136 @@
+"""/metrics with several workers: exact totals, bounded cardinality, and a real Prometheus scraping it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .harness import free_port, get, require_tool, run_wrk, sample_value, scrape, series_keys
+
+pytestmark = pytest.mark.slow
+
+RANDOM_PATHS_LUA = """
+-- every request: an unknown path, and now and then an unknown method
+math.randomseed(os.time())
+request = function()
+  local path = "/no/such/" .. math.random(1, 1000000000) .. "/" .. math.random(1, 1000000000)
+  local method = "GET"
+  if math.random(1, 10) == 1 then method = "M" .. math.random(1, 1000000) end
+  return wrk.format(method, path)
+end
+"""
+
+
+def test_request_totals_are_exact_over_all_workers(start_server):
+    srv = start_server(workers=3)
+    total = 300
+    with ThreadPoolExecutor(max_workers=12) as pool:  # fresh connection per request: spread over the workers
+        answers = list(pool.map(lambda _: get(srv.port, "/whoami"), range(total)))
+    assert all(status == 200 for status, _, _ in answers)
+    pids = {json.loads(body)["pid"] for _, _, body in answers}
+    assert len(pids) >= 2, f"all {total} requests went to one worker; the test would prove nothing"
+
+    for _ in range(20):
+        samples = scrape(srv.port)
+        assert sample_value(samples, "http_requests_total", endpoint="/whoami") == total
+        assert sample_value(samples, "http_requests_total", endpoint="/whoami", method="GET", status="200") == total
+        assert sample_value(samples, "http_request_duration_seconds_count", endpoint="/whoami") == total
+
+
+def test_random_unknown_paths_add_no_series(start_server, tmp_path):
+    srv = start_server(workers=2)
+    script = tmp_path / "random_paths.lua"
+    script.write_text(RANDOM_PATHS_LUA)
+    # Warm up: the shared "unmatched" series exist, every worker has written its files.
+    run_wrk(srv.port, "/", 2, connections=8, script=script)
+    for path in ("/hello", "/metrics"):
+        get(srv.port, path)
+    before = series_keys(scrape(srv.port))
+
+    sent = 0
+    for _ in range(12):  # bounded: at most 12 x 4 s
+        sent += run_wrk(srv.port, "/", 4, connections=16, script=script).requests
+        if sent >= 10_000:
+            break
+    assert sent >= 10_000, f"only {sent} requests were sent"
+    samples = scrape(srv.port)
+    added = series_keys(samples) - before
+    assert not added, f"{len(added)} new series after {sent} unknown paths, e.g. {sorted(added)[:5]}"
+    unmatched = sum(
+        s.value for s in samples if s.name == "http_requests_total" and s.labels.get("status") in ("404", "405")
+    )
+    assert unmatched >= sent, "the unknown-path requests were not counted"
+
+
+def _prometheus_query(api_port: int, query: str) -> list:
+    url = f"http://127.0.0.1:{api_port}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        payload = json.load(resp)
+    assert payload["status"] == "success", payload
+    return payload["data"]["result"]
+
+
+def test_real_prometheus_scrapes_the_app(start_server, tmp_path):
+    prometheus = require_tool("prometheus")
+    srv = start_server(workers=2)
+    count = 37
+    for _ in range(count):
+        assert get(srv.port, "/hello")[0] == 200
+
+    api_port = free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n"
+        "scrape_configs:\n"
+        "  - job_name: flask-stack\n"
+        f"    static_configs:\n      - targets: ['127.0.0.1:{srv.port}']\n"
+    )
+    log = open(tmp_path / "prometheus.log", "wb")
+    proc = subprocess.Popen(
+        [
+            prometheus,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{api_port}",
+            f"--web.console.templates={tmp_path}",
+            f"--web.console.libraries={tmp_path}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    query = 'http_requests_total{job="flask-stack",endpoint="/hello"}'
+    try:
+        result, deadline = [], time.monotonic() + 40
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+            try:
+                result = _prometheus_query(api_port, query)
+            except OSError:
+                result = []
+            if result and float(result[0]["value"][1]) == count:
+                break
+            time.sleep(0.5)
+        assert len(result) == 1, f"{query} -> {result}\n" + (tmp_path / "prometheus.log").read_text()[-2000:]
+        series = result[0]
+        assert float(series["value"][1]) == count
+        assert series["metric"]["method"] == "GET" and series["metric"]["status"] == "200"
+        assert series["metric"]["instance"] == f"127.0.0.1:{srv.port}"
+        up = _prometheus_query(api_port, 'up{job="flask-stack"}')
+        assert up and up[0]["value"][1] == "1"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        shutil.rmtree(tmp_path / "tsdb", ignore_errors=True)
