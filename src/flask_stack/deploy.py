@@ -1,0 +1,139 @@
+"""Kubernetes manifests for a project: write a plain Deployment + Service, and apply them with kubectl.
+
+The manifests are the stack's templates ``image/config/deployment.yaml`` and ``service.yaml`` with the
+Appsody placeholders replaced (the same names ``image/config/app-deploy.yaml`` uses for the Appsody
+operator): ``APPSODY_PROJECT_NAME`` (a DNS-1123 label), ``APPSODY_DOCKER_IMAGE``, ``APPSODY_STACK``
+and ``APPSODY_PORT`` (the container port, 8080). They run the deployable image as uid 1001 with a
+read-only root filesystem, an emptyDir at /tmp, startup/liveness/readiness probes on
+``/health/started``, ``/health/live``, ``/health/ready`` and Prometheus scrape annotations.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .errors import StackError
+from .paths import stack_root
+from .project import project_name, sanitise_name, stack_id
+
+#: Template files under ``image/config/``, in the order ``kubectl apply`` should see them.
+TEMPLATES = ("deployment.yaml", "service.yaml")
+#: The port the deployable image listens on (its ``PORT``), unless ``generate(port=...)`` says otherwise.
+DEFAULT_PORT = 8080
+# An image reference: [registry[:port]/]path[:tag][@digest]; no whitespace, quotes or YAML specials.
+_IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*(@sha256:[0-9a-f]{64})?$", re.IGNORECASE)
+#: Seconds ``kubectl`` gets to answer ``config current-context``.
+KUBECTL_PROBE_TIMEOUT = 10.0
+
+
+def render(template: str, values: dict[str, str]) -> str:
+    """Return ``template`` with every placeholder in ``values`` (e.g. ``APPSODY_PORT``) replaced.
+
+    Longer placeholder names are replaced first so that one name that prefixes another cannot clash.
+    """
+    for key in sorted(values, key=len, reverse=True):
+        template = template.replace(key, values[key])
+    return template
+
+
+def generate(project: Path, output: Path, image: str, *, name: str | None = None,
+             port: int = DEFAULT_PORT) -> list[Path]:
+    """Write the project's Kubernetes manifests into ``output`` and return their paths.
+
+    Args:
+        project (Path): the project directory (its name comes from .appsody-config.yaml or the dir name).
+        output (Path): directory to write ``deployment.yaml`` and ``service.yaml`` into (created if needed;
+            same-named files are replaced, each atomically).
+        image (str): the image reference the Deployment runs, e.g. ``registry.example.com/app:1.0``.
+        name (str | None): the Kubernetes name; default the project's name (sanitised to DNS-1123).
+        port (int): the container port (the image's ``PORT``), default 8080.
+
+    Returns:
+        list[Path]: the written files, Deployment first.
+
+    Raises:
+        StackError: the image reference or port is invalid, a template is missing, or ``output`` cannot be
+            written (nothing is left half-written: each file is written to a temp file, then renamed).
+    """
+    if not image or not _IMAGE_RE.match(image):
+        raise StackError(f"--image {image!r} is not an image reference like registry.example.com/app:1.0")
+    if not 1 <= port <= 65535:
+        raise StackError(f"port {port} is not a TCP port (1-65535)")
+    values = {
+        "APPSODY_PROJECT_NAME": sanitise_name(name) if name else project_name(project),
+        "APPSODY_DOCKER_IMAGE": image,
+        "APPSODY_STACK": stack_id(),
+        "APPSODY_PORT": str(port),
+    }
+    config = stack_root() / "image" / "config"
+    texts = []
+    for filename in TEMPLATES:
+        try:
+            texts.append((filename, render((config / filename).read_text(encoding="utf-8"), values)))
+        except OSError as exc:
+            raise StackError(f"cannot read the stack's manifest template {config / filename}: {exc.strerror}") from None
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StackError(f"cannot create {output}: {exc.strerror}") from None
+    written = []
+    for filename, text in texts:
+        written.append(_write_atomic(output / filename, text))
+    return written
+
+
+def _write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temp file in the same directory and a rename; return ``path``.
+
+    Raises:
+        StackError: the directory is not writable.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        raise StackError(f"cannot write {path}: {exc.strerror}") from None
+    return path
+
+
+def apply(paths: list[Path], kubectl: str = "kubectl") -> int:
+    """Apply the manifests with ``kubectl apply -f`` against kubectl's current context; return 0.
+
+    kubectl's output (which objects were created/configured) goes to the terminal.
+
+    Raises:
+        StackError: kubectl is not installed, has no current context (no cluster configured), or the
+            apply fails; each message says how to apply the written files by hand instead.
+    """
+    where = " ".join(f"-f {p}" for p in paths)
+    binary = shutil.which(kubectl)
+    if binary is None:
+        raise StackError(f"kubectl is not installed; install it, or apply the manifests yourself: kubectl apply {where}")
+    try:
+        probe = subprocess.run([binary, "config", "current-context"], capture_output=True, text=True,
+                               timeout=KUBECTL_PROBE_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise StackError("kubectl did not answer `config current-context` within "
+                         f"{KUBECTL_PROBE_TIMEOUT:.0f} s; check your kubeconfig") from None
+    if probe.returncode != 0 or not probe.stdout.strip():
+        raise StackError("kubectl has no current context (no cluster configured); select one with "
+                         f"`kubectl config use-context NAME`, or use --generate-only and run kubectl apply {where}")
+    argv = [binary, "apply"]
+    for path in paths:
+        argv += ["-f", str(path)]
+    status = subprocess.run(argv, check=False).returncode
+    if status != 0:
+        raise StackError(f"kubectl apply failed (exit {status}) in context {probe.stdout.strip()}; see its output above")
+    return 0
