@@ -105,3 +105,37 @@ def test_failed_install_names_the_package_and_leaves_nothing(tmp_path, monkeypat
     if name == "six":  # downloaded before its hash was checked
         assert "  collecting six==1.17.0" in progress
     assert not localenv.env_dir(tmp_path).exists()
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_the_install_exits_130_and_removes_the_venv(tmp_path, cli_env):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "__init__.py").write_text("")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flask_stack", "test", "--engine", "local", "--project", str(tmp_path / "p")],
+        env=cli_env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True,
+    )
+    try:
+        seen = []
+        deadline = time.monotonic() + 120
+        for line in proc.stderr:  # wait until pip is busy installing
+            seen.append(line)
+            if "collecting" in line or time.monotonic() > deadline:
+                break
+        assert any("collecting" in line for line in seen), seen
+        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        rest = proc.stderr.read()
+        assert proc.wait(timeout=60) == 130
+        assert "Traceback" not in rest and "KeyboardInterrupt" not in rest
+        cache = Path(cli_env["STACK_CACHE_DIR"]) / "envs"
+        assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
