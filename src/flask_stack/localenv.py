@@ -129,7 +129,7 @@ def _build(venv: Path, lock_path: Path, stamp: dict[str, str], echo: Echo) -> No
     """Make ``venv`` from scratch and install the lock into it; remove it on any failure or interrupt."""
     started = time.monotonic()
     if venv.exists():
-        echo(f"the stack's runtime changed: remaking the virtual environment {venv}")
+        echo(f"the virtual environment {venv} is out of date or incomplete: remaking it")
         shutil.rmtree(venv)
     try:
         echo(f"creating the local engine's virtual environment {venv} (once per project)")

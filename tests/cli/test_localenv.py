@@ -139,3 +139,49 @@ def test_ctrl_c_during_the_install_exits_130_and_removes_the_venv(tmp_path, cli_
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def _runtime_with(tmp_path: Path, names: list[str]) -> Path:
+    """A stack runtime dir whose lock holds ``names`` with their real entries from the stack's lock."""
+    real = json.loads(LOCK.read_text())
+    runtime = tmp_path / "runtime"
+    runtime.mkdir(exist_ok=True)
+    default = {name: real["default"][name] for name in names}
+    (runtime / "Pipfile.lock").write_text(json.dumps({"default": default, "develop": {}}))
+    return runtime
+
+
+@pytest.mark.slow
+def test_venv_is_reused_and_remade_when_the_lock_changes(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("STACK_PYTHON", raising=False)
+    runtime = _runtime_with(tmp_path, ["six"])
+    monkeypatch.setattr(localenv, "runtime_dir", lambda: runtime)
+    project = tmp_path / "p"
+    project.mkdir()
+
+    first: list[str] = []
+    venv = localenv.ensure_env(project, first.append)
+    assert first[0].startswith("creating the local engine's virtual environment")
+    stamp = (venv / localenv.STAMP).stat().st_mtime_ns
+
+    again: list[str] = []
+    assert localenv.ensure_env(project, again.append) == venv
+    assert again == [] and (venv / localenv.STAMP).stat().st_mtime_ns == stamp
+
+    def importable(module: str) -> bool:
+        return subprocess.run([str(localenv.env_python(venv)), "-c", f"import {module}"], timeout=60).returncode == 0
+
+    assert importable("six") and not importable("typing_extensions")
+    _runtime_with(tmp_path, ["six", "typing-extensions"])  # the stack's lock changed
+    changed: list[str] = []
+    assert localenv.ensure_env(project, changed.append) == venv
+    assert changed[0].startswith(f"the virtual environment {venv} is out of date or incomplete: remaking it")
+    assert importable("typing_extensions")
+
+    (venv / localenv.STAMP).unlink()  # as if an install had been interrupted
+    remade: list[str] = []
+    localenv.ensure_env(project, remade.append)
+    assert remade[0].startswith(f"the virtual environment {venv} is out of date or incomplete: remaking it") and (venv / localenv.STAMP).is_file()
