@@ -8,7 +8,7 @@ STACK_SHUTDOWN_DELAY, LOG_LEVEL, LOG_FORMAT). Imported as a module (what each gr
 
 * SIGTERM turns readiness DOWN at once (``server.health.begin_shutdown()``), the worker keeps serving for
   ``STACK_SHUTDOWN_DELAY`` seconds, then granian's own graceful stop runs. granian has no hook for this, so its
-  worker signal setup (``granian._signals.set_sync_signals``, granian 2.x) is wrapped; ``serve`` pins granian.
+  worker signal setup (``granian._signals.set_sync_signals``, granian 2.x) is wrapped; pin granian's version.
 * Crashed workers are respawned (``respawn_failed_workers``), and a watcher thread in the main process calls
   ``server.metrics.mark_process_dead(pid)`` for every worker pid in PROMETHEUS_MULTIPROC_DIR that is gone, the
   job gunicorn's ``child_exit`` hook does (granian has no such hook either).
@@ -52,25 +52,56 @@ def _shutdown_delay() -> float:
 
 
 def _chain_sigterm() -> None:
-    """Replace the SIGTERM handler granian just set in this worker by one that first turns readiness DOWN."""
+    """Take over the SIGTERM/SIGINT handling granian just set up in this worker.
+
+    Python runs signal handlers in the main thread only, and a granian worker's main thread sleeps on a lock
+    while Rust threads serve; a signal the kernel hands to one of those threads would wait (a second or more)
+    for the main thread to wake. So the C-level handler's wakeup fd (``signal.set_wakeup_fd``) is read by a
+    daemon thread instead, which acts at once: SIGTERM -> readiness DOWN, then granian's graceful stop after
+    ``STACK_SHUTDOWN_DELAY`` seconds (at once on a second SIGTERM); SIGINT -> granian's stop at once.
+    """
     granian_stop = signal.getsignal(signal.SIGTERM)
-    delay = _shutdown_delay()
-    state = {"draining": False}
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    if signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False) != -1:
+        raise RuntimeError("granian_app: a signal wakeup fd is already set in this worker; cannot chain SIGTERM")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)  # the watcher thread does the work
+    threading.Thread(
+        target=_watch_signals, args=(read_fd, granian_stop, _shutdown_delay()), name="sigterm-watcher", daemon=True
+    ).start()
 
-    def on_sigterm(signum, frame):
-        from server import health
 
-        health.begin_shutdown()
-        if state["draining"] or delay <= 0:
-            granian_stop(signum, frame)
+def _watch_signals(read_fd: int, granian_stop, delay: float) -> None:
+    """Thread body: act on each signal number written to ``read_fd`` by the C-level signal handler."""
+    draining = False
+    while True:
+        try:
+            data = os.read(read_fd, 64)
+        except InterruptedError:
+            continue
+        if not data:
             return
-        state["draining"] = True
-        logging.getLogger("_granian").info("worker %s: readiness DOWN; stops accepting in %gs", os.getpid(), delay)
-        timer = threading.Timer(delay, os.kill, args=(os.getpid(), signal.SIGTERM))
-        timer.daemon = True
-        timer.start()
+        for signum in data:
+            if signum == signal.SIGINT or (signum == signal.SIGTERM and (draining or delay <= 0)):
+                _begin_shutdown()
+                granian_stop(signum, None)
+            elif signum == signal.SIGTERM:
+                draining = True
+                _begin_shutdown()
+                logging.getLogger("_granian").info(
+                    "worker %s: readiness DOWN; stops accepting in %gs", os.getpid(), delay
+                )
+                timer = threading.Timer(delay, granian_stop, args=(signal.SIGTERM, None))
+                timer.daemon = True
+                timer.start()
 
-    signal.signal(signal.SIGTERM, on_sigterm)
+
+def _begin_shutdown() -> None:
+    """Readiness DOWN in this worker (``server.health.begin_shutdown``)."""
+    from server import health
+
+    health.begin_shutdown()
 
 
 def _patch_worker_signals() -> None:

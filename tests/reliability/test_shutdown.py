@@ -1,0 +1,128 @@
+"""Graceful shutdown under load: SIGTERM with slow requests in flight, readiness DOWN while draining."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from .harness import get
+
+pytestmark = pytest.mark.slow
+
+SERVERS = ["gunicorn", "granian"]
+DELAY = 2.0  # STACK_SHUTDOWN_DELAY: seconds of serving with readiness DOWN after SIGTERM
+GRACEFUL = 12  # STACK_GRACEFUL_TIMEOUT
+SLOW = 4.0  # seconds each in-flight request takes
+
+
+def _wait_in_flight(srv, count: int, timeout: float = 5.0) -> None:
+    """Wait until ``count`` /slow requests are being served (their access lines are written only at the end, so
+    look at the sockets instead: established connections to the server's port)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if _established(srv.port) >= count:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{count} requests never got in flight")
+
+
+def _established(port: int) -> int:
+    """Number of established TCP connections whose local port is ``port`` (from /proc/net/tcp)."""
+    hex_port = f":{port:04X}"
+    with open("/proc/net/tcp", encoding="ascii") as fh:
+        next(fh)
+        return sum(1 for line in fh if line.split()[1].endswith(hex_port) and line.split()[3] == "01")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_drains_in_flight_requests_with_readiness_down(server, start_server):
+    srv = start_server(
+        server=server,
+        workers=2,
+        # 8 threads per worker: even if every slow request lands on one worker, it has threads left for probes
+        env={"STACK_SHUTDOWN_DELAY": str(DELAY), "STACK_GRACEFUL_TIMEOUT": str(GRACEFUL), "STACK_THREADS": "8"},
+    )
+    in_flight = 4
+    pool = ThreadPoolExecutor(max_workers=in_flight)
+    try:
+        slow = [pool.submit(get, srv.port, f"/slow?seconds={SLOW}", 20.0) for _ in range(in_flight)]
+        _wait_in_flight(srv, in_flight)
+
+        sigterm_at = time.monotonic()
+        srv.terminate()
+        # Within moments readiness turns DOWN (the master relays SIGTERM to every worker) ...
+        first_down = None
+        while time.monotonic() - sigterm_at < 1.0:
+            if get(srv.port, "/health/ready", timeout=3)[0] == 503:
+                first_down = time.monotonic() - sigterm_at
+                break
+            time.sleep(0.02)
+        assert first_down is not None, "readiness still UP 1s after SIGTERM"
+        # ... and stays DOWN while the server keeps serving everyone until the delay is over.
+        probes, served = [], []
+        while time.monotonic() - sigterm_at < DELAY - 0.5:
+            probes.append(get(srv.port, "/health/ready", timeout=3))
+            served.append(get(srv.port, "/hello", timeout=3)[0])
+            time.sleep(0.05)
+        assert probes, "no readiness probe got in during the drain"
+        for status, _, body in probes:
+            assert status == 503, body
+            assert json.loads(body)["status"] == "DOWN"
+        assert set(served) == {200}, served
+
+        # Every request in flight at SIGTERM completes.
+        results = [future.result(timeout=GRACEFUL + 5) for future in slow]
+        assert [status for status, _, _ in results] == [200] * in_flight, results
+        srv.proc.wait(timeout=GRACEFUL + 5)
+        elapsed = time.monotonic() - sigterm_at
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    assert srv.proc.returncode == 0, srv.log_tail()
+    assert elapsed < GRACEFUL, f"server took {elapsed:.1f}s to stop (graceful timeout {GRACEFUL}s)"
+    assert elapsed >= SLOW - 1, "server stopped before its requests in flight could finish"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigterm_without_delay_finishes_requests_in_flight(server, start_server):
+    """STACK_SHUTDOWN_DELAY=0 (the default outside Kubernetes): stop accepting at once, still finish in flight."""
+    srv = start_server(server=server, workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_GRACEFUL_TIMEOUT": "10"})
+    results: list = []
+
+    def call():
+        try:
+            results.append(get(srv.port, "/slow?seconds=2", timeout=15)[0])
+        except OSError as exc:
+            results.append(repr(exc))
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    _wait_in_flight(srv, 4)
+    sigterm_at = time.monotonic()
+    srv.terminate()
+    for thread in threads:
+        thread.join(15)
+    srv.proc.wait(timeout=15)
+    assert results == [200] * 4
+    assert srv.proc.returncode == 0, srv.log_tail()
+    assert time.monotonic() - sigterm_at < 10
+
+
+def test_graceful_timeout_bounds_a_request_that_never_ends(start_server):
+    """A request longer than STACK_GRACEFUL_TIMEOUT cannot hold the shutdown: workers are killed at the limit."""
+    srv = start_server(workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_GRACEFUL_TIMEOUT": "3"})
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        pool.submit(get, srv.port, "/slow?seconds=30", 40.0)
+        _wait_in_flight(srv, 1)
+        sigterm_at = time.monotonic()
+        srv.terminate()
+        srv.proc.wait(timeout=15)
+        elapsed = time.monotonic() - sigterm_at
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    assert 2.5 <= elapsed < 8, f"stopped after {elapsed:.1f}s with a 3s graceful timeout"
