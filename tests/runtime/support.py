@@ -28,3 +28,14 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     env["STACK_COMMIT_FILE"] = "/nonexistent/.commit"
     env.update(extra)
     return env
+
+
+def write_userapp(directory: Path, source: str, **files: str) -> Path:
+    """Write a user package (``__init__.py`` = ``source``, plus ``files`` by relative name) into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "__init__.py").write_text(source)
+    for name, text in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return directory

@@ -20,8 +20,10 @@ import os
 from typing import Any, Mapping
 
 from flasgger import Swagger
-from flask import Flask
+from flask import Flask, jsonify
 from jinja2 import ChoiceLoader, FileSystemLoader
+
+from .routes.health import HEALTH_SCHEMA
 
 STACK_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 SPEC_URL = "/apispec_1.json"
@@ -80,5 +82,43 @@ def setup_apidocs(app: Flask, title: str, version: str | None, user_template: Ma
     if getattr(app, "swag", None) is not None:
         return
     template = merge_template(base_template(title, version), user_template)
-    config = {"title": f"{title} API", "specs_route": UI_URL, "hide_top_bar": False}
-    Swagger(app, template=template, config=config, merge=True)
+    config: dict[str, Any] = {"title": f"{title} API", "specs_route": UI_URL, "hide_top_bar": False}
+    if "openapi" in template:  # flasgger reads the OpenAPI version from its config, not from the template
+        config["openapi"] = template["openapi"]
+    swagger = Swagger(app, template=template, config=config, merge=True)
+    if str(template.get("openapi", "")).startswith("3"):
+        endpoint = config.get("specs", Swagger.DEFAULT_CONFIG["specs"])[0]["endpoint"]
+
+        def openapi3_spec() -> Any:
+            spec = swagger2_responses_to_openapi3(swagger.get_apispecs(endpoint))
+            spec.setdefault("components", {}).setdefault("schemas", {}).setdefault("Health", HEALTH_SCHEMA)
+            return jsonify(spec)
+
+        app.view_functions[f"flasgger.{endpoint}"] = openapi3_spec
+
+
+def swagger2_responses_to_openapi3(spec: dict[str, Any]) -> dict[str, Any]:
+    """Rewrite Swagger-2-style operations (``produces``, response ``schema``, ``#/definitions/`` refs) in an
+    OpenAPI 3 spec into OpenAPI 3 form (``content`` by media type, ``#/components/schemas/``), in place.
+
+    The stack's own endpoints are documented Swagger-2-style; this keeps an OpenAPI 3 spec valid with them.
+    """
+
+    def fix_refs(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {k: (v.replace("#/definitions/", "#/components/schemas/") if k == "$ref" and isinstance(v, str)
+                        else fix_refs(v)) for k, v in node.items()}
+        if isinstance(node, list):
+            return [fix_refs(v) for v in node]
+        return node
+
+    for item in (spec.get("paths") or {}).values():
+        for operation in item.values():
+            if not isinstance(operation, dict):
+                continue
+            media = operation.pop("produces", None) or ["application/json"]
+            for response in (operation.get("responses") or {}).values():
+                if isinstance(response, dict) and "schema" in response:
+                    schema = fix_refs(response.pop("schema"))
+                    response["content"] = {m: {"schema": schema} for m in media}
+    return spec

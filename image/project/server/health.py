@@ -76,21 +76,27 @@ def install_sigterm_handler(drain_seconds: float = 0.0) -> Any:
     action (terminate) or ignore is restored and the signal re-sent to this process.
     """
     previous = signal.getsignal(signal.SIGTERM)
+    draining = threading.Event()
 
-    def chain() -> None:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+    def hand_over(signum: int, frame: Any) -> None:  # in the main thread
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def after_drain() -> None:  # timer thread: re-send; the main thread's handler then hands over
         os.kill(os.getpid(), signal.SIGTERM)
 
     def on_sigterm(signum: int, frame: Any) -> None:
         begin_shutdown()
-        if drain_seconds > 0:
-            timer = threading.Timer(drain_seconds, chain)
+        if drain_seconds > 0 and not draining.is_set():  # a second SIGTERM hands over at once
+            draining.set()
+            timer = threading.Timer(drain_seconds, after_drain)
             timer.daemon = True
             timer.start()
-        elif callable(previous):
-            previous(signum, frame)
         else:
-            chain()
+            hand_over(signum, frame)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     return previous

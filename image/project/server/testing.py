@@ -6,7 +6,7 @@ Fixtures:
     runner: ``app.test_cli_runner()``.
 
 The package is found as ``create_app`` finds it (STACK_USERAPP_DIR, else ``userapp`` on sys.path); when neither
-works and pytest's rootdir holds an ``__init__.py``, the rootdir is used, so ``pytest -p server.testing`` run in
+works and pytest's rootdir (or else the directory pytest was started in) holds an ``__init__.py``, that is used, so ``pytest -p server.testing`` run in
 the project directory just works. Override ``app_config`` (a fixture returning a dict) to pass more config.
 
 pytest is a dev-package of the stack: present in the development image and the local engine, not in production.
@@ -27,7 +27,7 @@ from . import create_app
 from .errors import UserAppImportError
 
 
-def _default_userapp_dir(rootpath: Path) -> str | None:
+def _default_userapp_dir(*candidates: Path) -> str | None:
     if os.environ.get("STACK_USERAPP_DIR"):
         return None
     name = os.environ.get("STACK_USERAPP", "userapp")
@@ -36,7 +36,10 @@ def _default_userapp_dir(rootpath: Path) -> str | None:
             return None
     except (ImportError, ValueError):
         pass
-    return str(rootpath) if (rootpath / "__init__.py").is_file() else None
+    for directory in candidates:
+        if (directory / "__init__.py").is_file():
+            return str(directory)
+    return None
 
 
 @pytest.fixture
@@ -49,7 +52,7 @@ def app_config() -> dict[str, Any]:
 def app(request: pytest.FixtureRequest, app_config: dict[str, Any]) -> Iterator[Flask]:
     """The user's app built by the stack's ``create_app`` with ``TESTING=True``."""
     config: dict[str, Any] = {"TESTING": True}
-    directory = _default_userapp_dir(Path(str(request.config.rootpath)))
+    directory = _default_userapp_dir(Path(str(request.config.rootpath)), Path(request.config.invocation_params.dir))
     if directory:
         config["USERAPP_DIR"] = directory
     config.update(app_config)

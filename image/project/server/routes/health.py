@@ -6,6 +6,8 @@ HTTP 200 when UP, 503 when DOWN; never cached. ``/health`` runs every check; the
 
 from __future__ import annotations
 
+import json
+
 from flask import Blueprint, Response, current_app, jsonify
 
 from ..health import GROUPS, LIVENESS, READINESS, STARTUP
@@ -35,7 +37,26 @@ def _answer(groups: tuple[str, ...]) -> Response:
     return response
 
 
+#: JSON schema of the health body (the ``Health`` definition in the API spec).
+HEALTH_SCHEMA = {
+    "type": "object",
+    "required": ["status", "checks"],
+    "properties": {
+        "status": {"type": "string", "enum": ["UP", "DOWN"]},
+        "commit": {"type": "string", "description": "git commit of the running code, null when unknown"},
+        "checks": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {"status": {"type": "string", "enum": ["UP", "DOWN"]}, "detail": {}},
+            },
+        },
+    },
+}
+
+
 def _doc(summary: str) -> str:
+    # flasgger YAML; JSON is valid YAML, so the schema is embedded as a flow mapping
     return f"""{summary}
     ---
     tags:
@@ -43,25 +64,7 @@ def _doc(summary: str) -> str:
     produces:
       - application/json
     definitions:
-      Health:
-        type: object
-        required: [status, checks]
-        properties:
-          status:
-            type: string
-            enum: [UP, DOWN]
-          commit:
-            type: string
-            description: git commit of the running code, null when unknown
-          checks:
-            type: object
-            additionalProperties:
-              type: object
-              properties:
-                status:
-                  type: string
-                  enum: [UP, DOWN]
-                detail: {{}}
+      Health: {json.dumps(HEALTH_SCHEMA)}
 {_SCHEMA}"""
 
 

@@ -1,0 +1,130 @@
+"""Logging: the text and JSON line formats, one access line per request, the request id, werkzeug silenced."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import urllib.request
+
+import pytest
+from werkzeug.serving import make_server
+
+TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] .+$")
+
+
+@pytest.fixture(autouse=True)
+def restore_logging():
+    """create_app configures the root logger; put the level back afterwards."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)
+
+
+def access_lines(out: str, path: str) -> list[str]:
+    return [line for line in out.splitlines() if f" {path} " in line or f'"path": "{path}"' in line]
+
+
+def test_text_access_line(make_app, capsys):
+    client = make_app("basic").test_client()
+    capsys.readouterr()
+    response = client.get("/hello", headers={"X-Request-ID": "req-42"})
+    out = capsys.readouterr().out
+    lines = access_lines(out, "/hello")
+    assert len(lines) == 1
+    line = lines[0]
+    assert TEXT_LINE.match(line), line
+    assert re.search(r"\[INFO\] GET /hello 200 \d+\.\dms id=req-42$", line), line
+    assert response.headers["X-Request-ID"] == "req-42"
+
+
+def test_json_lines(make_app, capsys):
+    client = make_app("basic", LOG_FORMAT="json").test_client()
+    capsys.readouterr()
+    client.get("/users/9?secret=1", headers={"X-Request-ID": "abc"})
+    logging.getLogger("userapp").warning("custom %s", "event", extra={"order_id": 17})
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]  # every line is JSON
+    access = [r for r in records if r["logger"] == "server.access"]
+    assert len(access) == 1
+    rec = access[0]
+    assert rec["level"] == "INFO"
+    assert rec["method"] == "GET" and rec["path"] == "/users/9" and rec["status"] == 200
+    assert rec["request_id"] == "abc"
+    assert isinstance(rec["duration_ms"], float)
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$", rec["time"])
+    assert "secret" not in rec["message"]  # the query string is not logged
+    custom = [r for r in records if r["logger"] == "userapp"][0]
+    assert custom["message"] == "custom event" and custom["order_id"] == 17 and custom["level"] == "WARNING"
+
+
+def test_json_traceback_field(make_app, capsys):
+    make_app(None, LOG_FORMAT="json")
+    capsys.readouterr()
+    try:
+        raise KeyError("k")
+    except KeyError:
+        logging.getLogger("x").exception("failed")
+    record = json.loads(capsys.readouterr().out.strip())
+    assert record["message"] == "failed"
+    assert "KeyError" in record["traceback"]
+
+
+def test_log_level(make_app, capsys):
+    client = make_app("basic", LOG_LEVEL="WARNING").test_client()
+    capsys.readouterr()
+    client.get("/hello")
+    assert access_lines(capsys.readouterr().out, "/hello") == []
+
+
+@pytest.mark.parametrize(
+    "incoming, expected",
+    [
+        ("abc-123", "abc-123"),
+        ("a b;c<script>\"", "abcscript"),
+        ("x" * 500, "x" * 128),
+    ],
+)
+def test_request_id_sanitised(make_app, incoming, expected):
+    response = make_app(None).test_client().get("/health", headers={"X-Request-ID": incoming})
+    assert response.headers["X-Request-ID"] == expected
+
+
+@pytest.mark.parametrize("incoming", [None, "", "<<>>"])
+def test_request_id_generated(make_app, incoming):
+    headers = {} if incoming is None else {"X-Request-ID": incoming}
+    client = make_app(None).test_client()
+    first = client.get("/health", headers=headers).headers["X-Request-ID"]
+    second = client.get("/health", headers=headers).headers["X-Request-ID"]
+    assert re.fullmatch(r"[0-9a-f]{32}", first) and first != second
+
+
+def test_control_characters_in_path_escaped(make_app, capsys):
+    client = make_app("basic").test_client()
+    capsys.readouterr()
+    client.get("/x%0a2024-01-01 00:00:00 [INFO] forged")
+    out = capsys.readouterr().out
+    assert not any(line.startswith("2024-01-01") for line in out.splitlines())
+    assert "/x\\n2024" in out
+
+
+def test_real_server_logs_one_line_and_no_werkzeug_line(make_app, capsys):
+    app = make_app("basic", TESTING=False)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        capsys.readouterr()
+        url = f"http://127.0.0.1:{server.server_port}/hello"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            assert response.read() == b"Hello, world!"
+            request_id = response.headers["X-Request-ID"]
+    finally:
+        server.shutdown()
+        thread.join(10)
+        server.server_close()
+    out = capsys.readouterr().out
+    assert len(access_lines(out, "/hello")) == 1
+    assert f"id={request_id}" in out
+    assert "HTTP/1.1" not in out  # werkzeug's own request line is dropped
