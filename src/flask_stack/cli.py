@@ -8,6 +8,7 @@ Progress and status lines go to stderr; the served app's own log goes to stdout.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 
@@ -178,8 +179,22 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
     return 0
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived while flask-stack itself was working (not while a server ran: that one is forwarded)."""
+
+
+def _terminate(_signum: int, _frame: object) -> None:
+    """SIGTERM handler: unwind like Ctrl-C, so half-made work (a venv being installed) is cleaned up."""
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of ``flask-stack``: run the command, turn expected failures into one line; never returns."""
+    """Entry point of ``flask-stack``: run the command, turn expected failures into one line; never returns.
+
+    Exit status: the command's (a served app's or pytest's), 1 (or StackError.exit_code) for an expected
+    failure, 2 for a usage error, 130 after Ctrl-C, 143 after SIGTERM.
+    """
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         status = cli.main(args=argv, prog_name="flask-stack", standalone_mode=False)
     except StackError as exc:
@@ -194,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         sys.exit(130)
+    except Terminated:
+        sys.exit(143)
     except OSError as exc:  # e.g. the cache directory is not writable
         say(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
         sys.exit(1)

@@ -108,7 +108,8 @@ def test_failed_install_names_the_package_and_leaves_nothing(tmp_path, monkeypat
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_the_install_exits_130_and_removes_the_venv(tmp_path, cli_env):
+@pytest.mark.parametrize(("signame", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_interrupt_during_the_install_exits_quietly_and_removes_the_venv(tmp_path, cli_env, signame, status):
     import os
     import signal
     import subprocess
@@ -129,16 +130,35 @@ def test_ctrl_c_during_the_install_exits_130_and_removes_the_venv(tmp_path, cli_
             if "collecting" in line or time.monotonic() > deadline:
                 break
         assert any("collecting" in line for line in seen), seen
-        os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        if signame == "SIGINT":
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        else:
+            os.kill(proc.pid, signal.SIGTERM)  # what `kill` or a supervisor does
         rest = proc.stderr.read()
-        assert proc.wait(timeout=60) == 130
+        assert proc.wait(timeout=60) == status
         assert "Traceback" not in rest and "KeyboardInterrupt" not in rest
         cache = Path(cli_env["STACK_CACHE_DIR"]) / "envs"
         assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
+        assert _group_members(proc.pid) == []  # pip was stopped too
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live (non-zombie) processes of process group ``pgid``, from /proc."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def _runtime_with(tmp_path: Path, names: list[str]) -> Path:
@@ -184,4 +204,5 @@ def test_venv_is_reused_and_remade_when_the_lock_changes(tmp_path, monkeypatch):
     (venv / localenv.STAMP).unlink()  # as if an install had been interrupted
     remade: list[str] = []
     localenv.ensure_env(project, remade.append)
-    assert remade[0].startswith(f"the virtual environment {venv} is out of date or incomplete: remaking it") and (venv / localenv.STAMP).is_file()
+    assert remade[0].startswith(f"the virtual environment {venv} is out of date or incomplete: remaking it")
+    assert (venv / localenv.STAMP).is_file()
