@@ -124,6 +124,7 @@ class Loop:
         self.interruptible = False
         self.watcher: watch.Watcher | None = None
         self._sig_r, self._sig_w = os.pipe()
+        self._said_watching = False
 
     # --- signals -------------------------------------------------------------------------------
     def _on_stop(self, signum, frame):
@@ -249,6 +250,9 @@ class Loop:
                         self.watcher = None
                         continue
                     changed = self.watcher.take()
+                    if self.watcher.ready.is_set() and not self._said_watching:
+                        self._said_watching = True
+                        log.info("watching %s for changes", self.project)
                     if changed:
                         self.on_change(changed)
         except StopRequested:

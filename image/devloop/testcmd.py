@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -69,18 +70,20 @@ def run_tests(project: Path, deps_dir: Path | None, state: deps.DepsState, *, ju
               watch: bool = False, extra: list[str] | None = None) -> int:
     """Run the tests once (return pytest's status) or, with ``watch``, on every save (return 0 when stopped)."""
     extra = extra or []
-    status = _run_once(project, state, junitxml, extra)
     if not watch:
-        return status
-    import watchfiles
-
-    ignore = [deps_dir] if deps_dir is not None else []
-    filt = _watch_filter(project, ignore)
-    log.info("tests finished with status %d; watching %s for changes (Ctrl-C stops)", status, project)
+        return _run_once(project, state, junitxml, extra)
+    watcher = watching.Watcher(project, [deps_dir] if deps_dir is not None else []).start()
     try:
-        for changes in watchfiles.watch(project, watch_filter=filt, step=watching.STEP_MS, debounce=watching.DEBOUNCE_MS,
-                                        raise_interrupt=True):
-            paths = sorted(p for _, p in changes)
+        watcher.ready.wait(5.0)
+        status = _run_once(project, state, junitxml, extra)
+        log.info("tests finished with status %d; watching %s for changes (Ctrl-C stops)", status, project)
+        while True:
+            select.select([watcher.fileno()], [], [], 1.0)
+            paths = watcher.take()
+            if watcher.error is not None:
+                raise DevloopError(f"watching {project} failed: {watcher.error}")
+            if not paths:
+                continue
             log.info("running tests again: %s changed", watching.describe(paths, project))
             if watching.touches_deps(paths, project):
                 try:
@@ -90,9 +93,6 @@ def run_tests(project: Path, deps_dir: Path | None, state: deps.DepsState, *, ju
             status = _run_once(project, state, junitxml, extra)
             log.info("tests finished with status %d", status)
     except (KeyboardInterrupt, StopRequested):
-        pass
-    return 0
-
-
-def _watch_filter(project: Path, ignore: list[Path]) -> watching.ProjectFilter:
-    return watching.ProjectFilter(project.resolve(), [p.resolve() for p in ignore])
+        return 0
+    finally:
+        watcher.stop()

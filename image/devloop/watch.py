@@ -20,6 +20,8 @@ DEP_FILES = ("Pipfile", "Pipfile.lock")
 STEP_MS = 30
 #: Maximum milliseconds to group events of one save (watchfiles' ``debounce``).
 DEBOUNCE_MS = 400
+#: Milliseconds of the watcher's idle wake-up; the first one marks it ready.
+READY_MS = 200
 
 
 class ProjectFilter(watchfiles.DefaultFilter):
@@ -60,6 +62,8 @@ class Watcher:
         os.set_blocking(self._read_fd, False)
         self._thread = threading.Thread(target=self._run, name="devloop-watch", daemon=True)
         self.error: BaseException | None = None
+        #: Set once watchfiles is watching (its first timeout passed); changes before that may be missed.
+        self.ready = threading.Event()
 
     def start(self) -> "Watcher":
         """Start watching; returns self."""
@@ -77,8 +81,14 @@ class Watcher:
     def _run(self) -> None:
         try:
             for changes in watchfiles.watch(self.project, watch_filter=self._filter, stop_event=self._stop,
-                                            step=STEP_MS, debounce=DEBOUNCE_MS, rust_timeout=1000,
-                                            raise_interrupt=False):
+                                            step=STEP_MS, debounce=DEBOUNCE_MS, rust_timeout=READY_MS,
+                                            yield_on_timeout=True, raise_interrupt=False):
+                if not changes:
+                    if not self.ready.is_set():
+                        self.ready.set()
+                        os.write(self._write_fd, b"r")
+                    continue
+                self.ready.set()
                 with self._lock:
                     self._pending.update(path for _, path in changes)
                 os.write(self._write_fd, b"x")

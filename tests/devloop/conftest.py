@@ -128,6 +128,11 @@ class DevLoop:
         """Poll until ``path`` answers 200 with body ``text``."""
         return self.wait_for(lambda r: r.status_code == 200 and r.text == text, path, timeout)
 
+    def wait_watching(self, text: str = HELLO, timeout: float = START_TIMEOUT) -> None:
+        """Wait until /hello answers ``text`` and the loop watches for saves."""
+        self.wait_text(text, timeout=timeout)
+        self.wait_log("watching ", timeout=timeout)
+
     def wait_exit(self, timeout: float = 30.0) -> int:
         """Wait for the loop to exit; return its status (fails after ``timeout`` s)."""
         try:

@@ -27,7 +27,7 @@ def test_serves_template_and_prints_urls(devloop, project):
 
 def test_reload_on_save_is_fast(devloop, project, record_property):
     loop = devloop("run", project)
-    loop.wait_text(HELLO)
+    loop.wait_watching()
     source = (project / "__init__.py").read_text()
     times = []
     for i in range(10):
@@ -44,7 +44,7 @@ def test_reload_on_save_is_fast(devloop, project, record_property):
 
 def test_new_module_in_package_reloads(devloop, project):
     loop = devloop("run", project)
-    loop.wait_text(HELLO)
+    loop.wait_watching()
     (project / "words.py").write_text("WORD = 'first'\n")
     source = (project / "__init__.py").read_text()
     write_source(project / "__init__.py", source.replace(f'return "{HELLO}"', "from .words import WORD\n    return WORD"))
@@ -55,7 +55,7 @@ def test_new_module_in_package_reloads(devloop, project):
 
 def test_syntax_error_keeps_loop_alive_and_fix_recovers(devloop, project):
     loop = devloop("run", project)
-    loop.wait_text(HELLO)
+    loop.wait_watching()
     init = project / "__init__.py"
     good = init.read_text()
     init.write_text(good + "\ndef broken(:\n")
@@ -77,7 +77,7 @@ def test_syntax_error_keeps_loop_alive_and_fix_recovers(devloop, project):
 
 def test_import_error_names_the_missing_package(devloop, project):
     loop = devloop("run", project)
-    loop.wait_text(HELLO)
+    loop.wait_watching()
     init = project / "__init__.py"
     init.write_text("import no_such_module_for_devloop_tests\n" + init.read_text())
     response = loop.wait_for(lambda r: r.status_code == 500, timeout=20)
@@ -86,7 +86,7 @@ def test_import_error_names_the_missing_package(devloop, project):
 
 def test_app_process_that_dies_is_reported_and_replaced(devloop, project):
     loop = devloop("run", project)
-    loop.wait_text(HELLO)
+    loop.wait_watching()
     init = project / "__init__.py"
     init.write_text(init.read_text() + "\n\n@blueprint.get('/die')\ndef die():\n    import os\n    os._exit(3)\n\n\n"
                     "@blueprint.get('/alive')\ndef alive():\n    return 'v2'\n")
@@ -137,7 +137,7 @@ def test_missing_project_is_one_line(devloop, tmp_path):
 
 def test_requests_during_reload_are_not_refused(devloop, project):
     loop = devloop("run", project)
-    loop.wait_text(HELLO)
+    loop.wait_watching()
     source = (project / "__init__.py").read_text()
     (project / "__init__.py").write_text(source.replace(HELLO, "during"))
     refused = 0
