@@ -1,0 +1,78 @@
+"""A worker killed under load (SIGKILL, as the OOM killer does): the server keeps answering and cleans up."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from .harness import get, parse_wrk, sample_value, scrape, wrk_command
+
+pytestmark = pytest.mark.slow
+
+SERVERS = ["gunicorn", "granian"]
+CONNECTIONS = 16
+LOAD_SECONDS = 8
+
+
+def _live_gauge_files(metrics_dir, pid: int) -> list:
+    """The per-process live-gauge files of ``pid`` (what mark_process_dead removes)."""
+    return sorted(metrics_dir.glob(f"gauge_live*_{pid}.db"))
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_sigkilled_worker_is_replaced_without_downtime(server, start_server):
+    srv = start_server(server=server, workers=2)
+    old_workers = srv.worker_pids()
+    # Every worker writes its files (the per-worker memory gauges are refreshed on scrapes).
+    deadline = time.monotonic() + 10
+    victim = old_workers[0]
+    counters = srv.metrics_dir / f"counter_{victim}.db"
+    while not (_live_gauge_files(srv.metrics_dir, victim) and counters.exists()) and time.monotonic() < deadline:
+        get(srv.port, "/metrics")
+    assert _live_gauge_files(srv.metrics_dir, victim), "the worker wrote no live gauge; the cleanup check is void"
+    assert counters.exists(), "the worker counted no request"
+
+    load = subprocess.Popen(
+        wrk_command(srv.port, "/hello", LOAD_SECONDS, CONNECTIONS), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        time.sleep(2)
+        before = sample_value(scrape(srv.port), "http_requests_total", endpoint="/hello")
+        os.kill(victim, signal.SIGKILL)
+        killed_at = time.monotonic()
+
+        # While wrk keeps loading the server, every fresh health probe and request is answered.
+        probes = []
+        while load.poll() is None and time.monotonic() - killed_at < LOAD_SECONDS + 5:
+            probes.append((get(srv.port, "/health", timeout=5)[0], get(srv.port, "/hello", timeout=5)[0]))
+            time.sleep(0.1)
+        output, _ = load.communicate(timeout=30)
+    finally:
+        if load.poll() is None:
+            load.kill()
+            load.wait(5)
+
+    assert len(probes) > 10
+    assert set(probes) == {(200, 200)}, probes
+    result = parse_wrk(output)
+    # Only requests on the killed worker's connections can fail (reset): at most one per connection.
+    assert result.non_2xx == 0, output
+    assert sum(result.socket_errors.values()) <= CONNECTIONS, output
+    assert result.requests > 1000, output
+
+    new_workers = srv.worker_pids()
+    assert victim not in new_workers and len(new_workers) == 2, (new_workers, srv.log_tail())
+    deadline = time.monotonic() + 10  # granian's cleanup runs from a watcher thread (1 s period)
+    while _live_gauge_files(srv.metrics_dir, victim) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _live_gauge_files(srv.metrics_dir, victim), "the dead worker's live gauges were not removed"
+    # Its counters stay: totals over all workers never go down.
+    assert counters.exists()
+    samples = scrape(srv.port)
+    assert sample_value(samples, "http_requests_total", endpoint="/hello") >= before + result.requests * 0.5
+    assert get(srv.port, "/health/ready")[0] == 200
