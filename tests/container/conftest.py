@@ -1,0 +1,201 @@
+"""Fixtures for the container tests: real images built with podman/docker, real containers, real HTTP.
+
+Tests marked ``container`` need a working engine and the base image (env ``STACK_BASE_IMAGE``, default
+``localhost/debian-python3:bookworm``, made by shared/container-engine/setup). Without them they skip
+locally, and FAIL when env CI is "true". Both images are built once per session (session fixtures);
+every container a test starts is removed in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "src"))
+
+from flask_stack import container_image  # noqa: E402
+from flask_stack.container import ContainerEngine, detect_container_engine  # noqa: E402
+
+DEFAULT_BASE = "localhost/debian-python3:bookworm"
+START_TIMEOUT = 120.0  # seconds for a container to answer HTTP (image already built; deps may install)
+BUILD_TIMES: dict[str, float] = {}  # what the session fixtures measured, printed at the end
+
+
+def in_ci() -> bool:
+    """True when env CI is "true": container tests must fail instead of skipping there."""
+    return os.environ.get("CI", "").lower() == "true"
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test (locally) or fail it (CI) because the container engine or base image is missing."""
+    if in_ci():
+        pytest.fail(f"CI=true but {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, str, dict[str, str]]:
+    """GET ``url`` without following redirects; return (status, body text, headers)."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):  # noqa: D401 - urllib hook
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(url, timeout=timeout) as response:
+            return response.status, response.read().decode("utf-8", "replace"), dict(response.headers)
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode("utf-8", "replace"), dict(exc.headers)
+
+
+def wait_for(url: str, timeout: float = START_TIMEOUT, expect: str | None = None,
+             proc: subprocess.Popen | None = None) -> str:
+    """Poll ``url`` until it answers 200 (and its body contains ``expect``); return the body.
+
+    Fails the test after ``timeout`` seconds, or at once when ``proc`` (the process serving it) exits.
+    """
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"the server process exited with {proc.returncode} before {url} answered ({last})")
+        try:
+            status, body, _ = http_get(url, timeout=2.0)
+            last = f"{status}: {body[:200]}"
+            if status == 200 and (expect is None or expect in body):
+                return body
+        except OSError as exc:
+            last = str(exc)
+        time.sleep(0.25)
+    pytest.fail(f"{url} did not answer 200{' with ' + repr(expect) if expect else ''} within {timeout:.0f} s "
+                f"(last: {last})")
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    """Send ``sig`` to ``proc`` and wait up to ``timeout`` seconds (then SIGKILL); return its exit status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    return proc.returncode
+
+
+@pytest.fixture(scope="session")
+def engine() -> str:
+    """The container engine's command (podman or docker); skip/fail when none works or no base image."""
+    binary = detect_container_engine()
+    if binary is None:
+        unavailable("no working container engine (docker or podman)")
+    base = base_image_name()
+    check = subprocess.run([binary, "image", "inspect", base], capture_output=True, check=False, timeout=60)
+    if check.returncode != 0:
+        unavailable(f"the base image {base} is not present (run shared/container-engine/setup)")
+    return binary
+
+
+def base_image_name() -> str:
+    """The base image every build here uses."""
+    return os.environ.get("STACK_BASE_IMAGE") or DEFAULT_BASE
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """Environment of a ``flask-stack`` subprocess: this checkout importable, the base image chosen."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "STACK_ENGINE", "PORT")}
+    env["PYTHONPATH"] = str(REPO / "src")
+    env["PYTHONUNBUFFERED"] = "1"
+    env["STACK_BASE_IMAGE"] = base_image_name()
+    env.update(extra)
+    return env
+
+
+def flask_stack(*args: str, cwd: Path | None = None, timeout: float = 600.0, **extra: str) -> subprocess.CompletedProcess:
+    """Run ``flask-stack args`` (this checkout) to completion; return the result with text output."""
+    return subprocess.run([sys.executable, "-m", "flask_stack", *args], cwd=cwd, env=cli_env(**extra),
+                          capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def start_flask_stack(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
+    """Start ``flask-stack args`` in the background with its output in ``log``."""
+    handle = open(log, "wb")  # noqa: SIM115 - closed by the caller's process end
+    return subprocess.Popen([sys.executable, "-m", "flask_stack", *args], cwd=cwd, env=cli_env(),
+                            stdout=handle, stderr=subprocess.STDOUT)
+
+
+@pytest.fixture(scope="session")
+def template_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project made by ``flask-stack init`` (read-only use: copy it before changing files)."""
+    root = tmp_path_factory.mktemp("projects")
+    result = flask_stack("init", str(root / "demo-app"))
+    assert result.returncode == 0, result.stderr
+    return root / "demo-app"
+
+
+@pytest.fixture
+def project(template_project: Path, tmp_path: Path) -> Path:
+    """A fresh copy of the template project for one test."""
+    target = tmp_path / "demo-app"
+    shutil.copytree(template_project, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def dev_image(engine: str) -> str:
+    """The stack's development image, built (or found current) once per session on the base image."""
+    started = time.monotonic()
+    tag = container_image.ensure_dev_image(engine, base_image_name(), lambda line: print(line, file=sys.stderr))
+    BUILD_TIMES["dev image (build or reuse)"] = time.monotonic() - started
+    return tag
+
+
+def image_size(engine: str, image: str) -> int:
+    """Return the image's size in bytes as the engine reports it."""
+    result = subprocess.run([engine, "image", "inspect", "--format", "{{.Size}}", image],
+                            capture_output=True, text=True, check=True, timeout=60)
+    return int(result.stdout.strip())
+
+
+@pytest.fixture
+def container_cleanup(engine: str) -> Iterator[list[str]]:
+    """A list to append container names to; each is force-removed after the test."""
+    names: list[str] = []
+    try:
+        yield names
+    finally:
+        for name in names:
+            subprocess.run([engine, "rm", "-f", "-t", "2", name], capture_output=True, check=False, timeout=60)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001 - pytest hook
+    """Print the build times and image sizes the session measured."""
+    if BUILD_TIMES:
+        terminalreporter.section("container images")
+        for what, value in BUILD_TIMES.items():
+            unit = "MB" if what.endswith("size") else "s"
+            terminalreporter.write_line(f"{what}: {value:.1f} {unit}")
+
+
+def engine_object(binary: str) -> ContainerEngine:
+    """A ContainerEngine on ``binary`` using this session's base image, printing status lines to stderr."""
+    return ContainerEngine(binary, base=base_image_name(), echo=lambda line: print(line, file=sys.stderr))

@@ -1,0 +1,204 @@
+"""The deployable image (image/project/Dockerfile) built by `flask-stack build`, run as a real container."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from flask_stack.project import project_name
+
+from .conftest import (
+    BUILD_TIMES,
+    base_image_name,
+    flask_stack,
+    free_port,
+    http_get,
+    image_size,
+    wait_for,
+)
+
+pytestmark = pytest.mark.container
+
+BOOM_ROUTE = '''
+
+@blueprint.get("/boom")
+def boom():
+    """Always fails (tests: no traceback and no debugger may leave the production server)."""
+    raise RuntimeError("secret-internal-detail")
+'''
+
+CONTENTS_PROBE = r"""
+import importlib.util, json, os, shutil
+print(json.dumps({
+    "importable": {m: importlib.util.find_spec(m) is not None
+                   for m in ("debugpy", "watchfiles", "pipenv", "pytest", "pip", "six", "flask", "gunicorn")},
+    "compilers": [c for c in ("gcc", "cc", "clang") if shutil.which(c)],
+    "exists": {p: os.path.exists(p) for p in ("/project/userapp/tests", "/project/server/checks",
+               "/project/server/testing.py", "/project/serve", "/project/gunicorn.conf.py",
+               "/project/userapp/.venv", "/project/userapp/.git")},
+}))
+"""
+
+PROCESS_PROBE = r"""
+import os, re
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        status = open(f"/proc/{pid}/status").read()
+        cmdline = " ".join(open(f"/proc/{pid}/cmdline", "rb").read().decode().replace("\0", " ").split())
+    except OSError:
+        continue
+    print(re.search(r"Uid:\s+(\d+)", status).group(1), pid, cmdline)
+"""
+
+
+@pytest.fixture(scope="session")
+def app_project(template_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A template project with a failing /boom route, a runtime package (six) whose lock is stale, and a git
+    commit; returns (project, commit sha)."""
+    project = tmp_path_factory.mktemp("build") / "shop-api"
+    shutil.copytree(template_project, project)
+    (project / "__init__.py").write_text((project / "__init__.py").read_text() + BOOM_ROUTE)
+    pipfile = project / "Pipfile"
+    pipfile.write_text(pipfile.read_text().replace("[packages]\n", '[packages]\nsix = "==1.17.0"\n', 1))
+    (project / ".venv").mkdir()
+    (project / ".venv" / "junk.txt").write_text("must not reach the build context")
+    if shutil.which("git") is None:
+        return project, ""
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=60)
+    subprocess.run([*git, "add", "-A"], check=True, timeout=60)
+    subprocess.run([*git, "commit", "-qm", "app"], check=True, timeout=60)
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=60)
+    return project, sha.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def app_image(engine: str, app_project: tuple[Path, str]) -> Iterator[str]:
+    """The project's deployable image, built once with `flask-stack build --engine X -t TAG`; removed at the end."""
+    project, _ = app_project
+    tag = f"localhost/flask-stack-test-app:{os.getpid()}"
+    started = time.monotonic()
+    result = flask_stack("build", "--engine", engine, "-t", tag, cwd=project, timeout=900)
+    BUILD_TIMES["deployable image build"] = time.monotonic() - started
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    added = image_size(engine, tag) - image_size(engine, base_image_name())
+    BUILD_TIMES["deployable image added over base size"] = added / 1e6
+    try:
+        yield tag
+    finally:
+        subprocess.run([engine, "rmi", "-f", tag], capture_output=True, check=False, timeout=120)
+
+
+@pytest.fixture(scope="session")
+def running_app(engine: str, app_image: str) -> Iterator[tuple[str, str]]:
+    """The deployable image running detached on a free loopback port, with STACK_DEBUG=1 (must be ignored);
+    returns (container name, base URL)."""
+    name = f"flask-stack-test-prod-{os.getpid()}"
+    port = free_port()
+    subprocess.run([engine, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-e", "STACK_DEBUG=1",
+                    "-e", "WEB_CONCURRENCY=2", app_image], check=True, capture_output=True, timeout=120)
+    try:
+        yield name, f"http://127.0.0.1:{port}"
+    finally:
+        subprocess.run([engine, "rm", "-f", "-t", "5", name], capture_output=True, check=False, timeout=120)
+
+
+def test_image_metadata(engine: str, app_image: str, app_project: tuple[Path, str]) -> None:
+    """Numeric non-root user, CMD /project/serve, a HEALTHCHECK, OCI labels with the commit."""
+    _, sha = app_project
+    data = json.loads(subprocess.run([engine, "image", "inspect", app_image], capture_output=True, text=True,
+                                     check=True, timeout=60).stdout)[0]
+    config = data["Config"]
+    assert config["User"] == "1001:1001"
+    assert config["Cmd"] == ["/project/serve"]
+    assert "8080/tcp" in config["ExposedPorts"]
+    health = config.get("Healthcheck") or data.get("Healthcheck") or {}
+    assert "/health/live" in " ".join(health.get("Test", []))
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.revision"] == sha
+    assert labels["org.opencontainers.image.title"] == project_name(app_project[0])
+    env = dict(item.split("=", 1) for item in config["Env"])
+    assert env["STACK_COMMIT"] == sha and env["STACK_DEBUG"] == "0"
+
+
+def test_image_contents(engine: str, app_image: str) -> None:
+    """No dev tools, compiler or test code in the image; the runtime and the user's package (six) are there."""
+    result = subprocess.run([engine, "run", "--rm", "--entrypoint", "python3", app_image, "-c", CONTENTS_PROBE],
+                            capture_output=True, text=True, check=True, timeout=120)
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    importable = found["importable"]
+    assert not any(importable[m] for m in ("debugpy", "watchfiles", "pipenv", "pytest", "pip")), importable
+    assert importable["six"] and importable["flask"] and importable["gunicorn"]
+    assert found["compilers"] == []
+    exists = found["exists"]
+    assert not exists["/project/userapp/tests"] and not exists["/project/server/checks"]
+    assert not exists["/project/server/testing.py"]
+    assert not exists["/project/userapp/.venv"] and not exists["/project/userapp/.git"]
+    assert exists["/project/serve"] and exists["/project/gunicorn.conf.py"]
+
+
+def test_serves_every_endpoint_as_non_root(engine: str, running_app: tuple[str, str],
+                                           app_project: tuple[Path, str]) -> None:
+    """gunicorn (PID 1 after serve's exec) answers every endpoint; all processes run as uid 1001; errors
+    carry no traceback and no Werkzeug debugger although STACK_DEBUG=1 was passed."""
+    name, base = running_app
+    _, sha = app_project
+    assert wait_for(f"{base}/hello") == "Hello from Appsody!"
+    health = json.loads(wait_for(f"{base}/health/ready"))
+    assert health["status"] == "UP"
+    status, body, _ = http_get(f"{base}/health")
+    assert status == 200 and json.loads(body)["commit"] == (sha or None)
+    for path in ("/health/live", "/health/started"):
+        assert http_get(base + path)[0] == 200, path
+    status, body, _ = http_get(f"{base}/metrics")
+    assert status == 200 and 'http_requests_total{' in body
+    status, body, _ = http_get(f"{base}/apispec_1.json")
+    assert status == 200 and "/hello" in json.loads(body)["paths"]
+    assert http_get(f"{base}/apidocs/")[0] == 200
+
+    status, body, _ = http_get(f"{base}/boom")
+    assert status == 500
+    assert "Traceback" not in body and "secret-internal-detail" not in body and "Werkzeug Debugger" not in body
+
+    procs = subprocess.run([engine, "exec", name, "python3", "-c", PROCESS_PROBE],
+                           capture_output=True, text=True, check=True, timeout=60).stdout.splitlines()
+    table = [line.split(" ", 2) for line in procs]
+    assert all(uid == "1001" for uid, _, _ in table), procs
+    pid1 = [cmd for _, pid, cmd in table if pid == "1"]
+    assert pid1 and "gunicorn" in pid1[0], procs
+
+
+def test_healthcheck_passes(engine: str, running_app: tuple[str, str]) -> None:
+    """The image's HEALTHCHECK (python3 urllib on /health/live) passes in the running container."""
+    name, base = running_app
+    wait_for(f"{base}/health/ready")
+    command = [engine, "healthcheck", "run", name] if engine == "podman" else None
+    if command is None:  # docker: run the HEALTHCHECK's own command
+        config = json.loads(subprocess.run([engine, "inspect", name], capture_output=True, text=True,
+                                           check=True, timeout=60).stdout)[0]["Config"]["Healthcheck"]["Test"]
+        command = [engine, "exec", name, *config[1:]]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_sigterm_stops_cleanly(engine: str, app_image: str) -> None:
+    """`<engine> stop` (SIGTERM) drains and stops gunicorn with exit status 0, no SIGKILL needed."""
+    name = f"flask-stack-test-stop-{os.getpid()}"
+    port = free_port()
+    try:
+        subprocess.run([engine, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", app_image],
+                       check=True, capture_output=True, timeout=120)
+        wait_for(f"http://127.0.0.1:{port}/health/ready")
+        subprocess.run([engine, "stop", "-t", "60", name], check=True, capture_output=True, timeout=120)
+        code = subprocess.run([engine, "inspect", "--format", "{{.State.ExitCode}}", name],
+                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        assert code == "0"
+    finally:
+        subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)

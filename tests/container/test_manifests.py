@@ -1,0 +1,142 @@
+"""Kubernetes manifests: `flask-stack deploy --generate-only`, flask_stack.deploy, image/config/app-deploy.yaml.
+
+These need no container engine: the manifests are validated offline with kubernetes-validate (strict schemas).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flask_stack import deploy
+from flask_stack.errors import StackError
+
+from .conftest import REPO, flask_stack
+
+IMAGE = "registry.example.com/team/demo-app:1.2.3"
+
+
+def kubernetes_validate() -> str:
+    """Path of the kubernetes-validate command of this test environment."""
+    found = shutil.which("kubernetes-validate", path=str(Path(sys.executable).parent)) or shutil.which("kubernetes-validate")
+    assert found, "kubernetes-validate is not installed in the test environment"
+    return found
+
+
+def graceful_timeout_default() -> int:
+    """gunicorn's graceful timeout default, as the production config documents it (STACK_GRACEFUL_TIMEOUT)."""
+    text = (REPO / "image" / "project" / "gunicorn.conf.py").read_text()
+    match = re.search(r"STACK_GRACEFUL_TIMEOUT\s+(\d+)", text)
+    assert match, "gunicorn.conf.py no longer documents STACK_GRACEFUL_TIMEOUT's default"
+    return int(match.group(1))
+
+
+def load(path: Path) -> dict:
+    documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert len(documents) == 1
+    return documents[0]
+
+
+def test_generate_only_writes_valid_manifests(template_project: Path, tmp_path: Path) -> None:
+    """The CLI writes deploy/deployment.yaml and service.yaml that pass strict schema validation and carry
+    the probes, scrape annotations, limits and hardening the stack promises."""
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    result = flask_stack("deploy", "--generate-only", "--image", IMAGE, cwd=project, timeout=120)
+    assert result.returncode == 0, result.stderr
+    deployment_file, service_file = project / "deploy" / "deployment.yaml", project / "deploy" / "service.yaml"
+    check = subprocess.run([kubernetes_validate(), "--strict", str(deployment_file), str(service_file)],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    deployment = load(deployment_file)
+    assert deployment["kind"] == "Deployment" and deployment["metadata"]["name"] == "demo-app"
+    pod = deployment["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+    spec = pod["spec"]
+    assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 1001
+    (container,) = spec["containers"]
+    assert container["image"] == IMAGE
+    assert container["ports"][0]["containerPort"] == 8080
+    assert container["startupProbe"]["httpGet"]["path"] == "/health/started"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
+    assert security["runAsNonRoot"] is True and security["runAsUser"] == 1001
+    assert {"cpu", "memory"} <= set(container["resources"]["requests"]) and container["resources"]["limits"]
+    env = {item["name"]: item["value"] for item in container["env"]}
+    mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]]
+    assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    graceful = int(env.get("STACK_GRACEFUL_TIMEOUT", graceful_timeout_default()))
+    assert spec["terminationGracePeriodSeconds"] > graceful
+
+    service = load(service_file)
+    assert service["kind"] == "Service"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_generate_to_output_dir_with_name_and_port(template_project: Path, tmp_path: Path) -> None:
+    """generate() honours output, name and port; files are replaced atomically on a second call."""
+    out = tmp_path / "manifests"
+    paths = deploy.generate(template_project, out, IMAGE, name="Shop API", port=9090)
+    assert [p.name for p in paths] == ["deployment.yaml", "service.yaml"]
+    deployment = load(paths[0])
+    assert deployment["metadata"]["name"] == "shop-api"
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9090
+    again = deploy.generate(template_project, out, "other/image:2", name="Shop API", port=9090)
+    assert load(again[0])["spec"]["template"]["spec"]["containers"][0]["image"] == "other/image:2"
+    assert sorted(p.name for p in out.iterdir()) == ["deployment.yaml", "service.yaml"]  # no temp files left
+
+
+def test_bad_image_is_one_line_and_writes_nothing(template_project: Path, tmp_path: Path) -> None:
+    """An invalid --image gives one `flask-stack:` line, a non-zero exit and no files."""
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    result = flask_stack("deploy", "--generate-only", "--image", "bad image\"", cwd=project, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("flask-stack: ") and "image" in lines[-1] and "Traceback" not in result.stderr
+    assert not (project / "deploy").exists()
+
+
+def test_apply_without_cluster_is_actionable(template_project: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """apply() with no kubectl context (or no kubectl) raises StackError naming kubectl and the files."""
+    paths = deploy.generate(template_project, tmp_path / "deploy", IMAGE)
+    empty = tmp_path / "kubeconfig"
+    empty.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
+    monkeypatch.setenv("KUBECONFIG", str(empty))
+    with pytest.raises(StackError) as caught:
+        deploy.apply(paths)
+    message = str(caught.value)
+    assert "kubectl" in message and str(paths[0]) in message and "\n" not in message
+    with pytest.raises(StackError, match="kubectl is not installed"):
+        deploy.apply(paths, kubectl="kubectl-that-does-not-exist")
+
+
+def test_appsody_deploy_template() -> None:
+    """image/config/app-deploy.yaml keeps Appsody's placeholders and probes on the three health endpoints."""
+    text = (REPO / "image" / "config" / "app-deploy.yaml").read_text()
+    for placeholder in ("APPSODY_PROJECT_NAME", "APPSODY_DOCKER_IMAGE", "APPSODY_STACK", "APPSODY_PORT"):
+        assert placeholder in text
+    rendered = yaml.safe_load(deploy.render(text, {"APPSODY_PROJECT_NAME": "demo", "APPSODY_DOCKER_IMAGE": IMAGE,
+                                                   "APPSODY_STACK": "dev.local/python-flask:0.3",
+                                                   "APPSODY_PORT": "8080"}))
+    assert rendered["kind"] == "AppsodyApplication"
+    spec = rendered["spec"]
+    assert spec["applicationImage"] == IMAGE and spec["service"]["port"] == 8080
+    assert spec["livenessProbe"]["httpGet"]["path"] == "/health/live"
+    assert spec["readinessProbe"]["httpGet"]["path"] == "/health/ready"
+    assert spec["startupProbe"]["httpGet"]["path"] == "/health/started"
