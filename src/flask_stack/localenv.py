@@ -9,7 +9,9 @@ loop installs the project's own Pipfile packages into it; pip's download cache m
 venv quick to make.
 
 What: the stack's runtime lock ``image/project/Pipfile.lock``, sections ``default`` and ``develop``
-(debugpy, watchfiles, pipenv, pytest), installed with ``pip install --require-hashes``. A stamp file
+(debugpy, watchfiles, pipenv, pytest), installed with ``pip install --require-hashes --no-compile``
+(byte-compiling every module up front took two thirds of the install time; Python compiles what is
+imported on first use and caches it in the venv). A stamp file
 (written last) records the lock's digest and the interpreter; an environment without a matching stamp is
 removed and made again, so a failed or interrupted install is never reused.
 """
@@ -167,7 +169,7 @@ _PROCESSING = re.compile(r"^Processing \S*?([^/\s]+?)-([^-/\s]+?)(?:-py\S*|-cp\S
 def _pip_install(venv: Path, requirements: Path, echo: Echo) -> None:
     """Install ``requirements`` with hash checking, echoing progress; raise StackError naming the package."""
     cmd = [
-        str(env_python(venv)), "-m", "pip", "install", "--require-hashes", "--no-input",
+        str(env_python(venv)), "-m", "pip", "install", "--require-hashes", "--no-input", "--no-compile",
         "--disable-pip-version-check", "--progress-bar", "off", "-r", str(requirements),
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
