@@ -68,8 +68,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def warm_imports() -> None:
-    """Import the stack's modules once in the loop so every app process starts with them loaded.
+def warm_imports(debug: bool = False) -> None:
+    """Import the stack's modules once in the loop so every app process starts with them loaded
+    (with ``debug``, also debugpy's server side, ~0.15 s; it starts no thread on import).
 
     Raises:
         DevloopError: the runtime package ``server`` is not importable (wrong PYTHONPATH).
@@ -93,6 +94,11 @@ def warm_imports() -> None:
                 importlib.import_module(f"server.{info.name}")
             except Exception as exc:  # the app process will report it properly
                 log.warning("could not preload server.%s: %s", info.name, exc)
+    if debug and os.environ.get("STACK_DEBUGGER", "debugpy") == "debugpy":
+        try:
+            importlib.import_module("debugpy.server.api")
+        except Exception:  # start_debugger reports a missing or broken debugpy in the app process
+            pass
 
 
 def _set_subreaper() -> None:

@@ -78,13 +78,13 @@ class DevLoop:
     """One ``python -m devloop`` process; output goes to ``log_path``."""
 
     def __init__(self, mode: str, project: Path, log_path: Path, *args: str, port: int | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()):
         self.project = project
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        argv = [sys.executable, "-m", "devloop", mode, "--project", str(project)]
+        argv = [*wrapper, sys.executable, "-m", "devloop", mode, "--project", str(project)]
         if mode != "test":
             argv += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(argv + list(args), env=loop_env(**(env or {})), stdout=self._log,
@@ -181,12 +181,14 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def devloop(tmp_path: Path) -> Iterator[Callable[..., DevLoop]]:
-    """Factory ``devloop(mode, project, *args, port=None, env=None) -> DevLoop``; all are closed at teardown."""
+    """Factory ``devloop(mode, project, *args, port=None, env=None, wrapper=()) -> DevLoop`` (``wrapper``: a
+    command the loop runs under, e.g. ``unshare ...``); all are closed at teardown."""
     started: list[DevLoop] = []
 
     def start(mode: str, project: Path, *args: str, port: int | None = None,
-              env: dict[str, str] | None = None) -> DevLoop:
-        loop = DevLoop(mode, project, tmp_path / f"devloop-{len(started)}.log", *args, port=port, env=env)
+              env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()) -> DevLoop:
+        loop = DevLoop(mode, project, tmp_path / f"devloop-{len(started)}.log", *args, port=port, env=env,
+                       wrapper=wrapper)
         started.append(loop)
         return loop
 
