@@ -174,9 +174,9 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
     paths = deployer.generate(project, output or project / "deploy", image or f"{project_name(project)}:latest")
     for path in paths:
         say(f"wrote {path}")
-    if not generate_only:
-        deployer.apply(paths)
-    return 0
+    if generate_only:
+        return 0
+    return deployer.apply(paths)
 
 
 class Terminated(BaseException):

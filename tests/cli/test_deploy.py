@@ -1,0 +1,32 @@
+"""``flask-stack deploy`` delegates to ``flask_stack.deploy``: manifests written where asked, errors in one line."""
+
+from __future__ import annotations
+
+from .conftest import one_line_error
+
+
+def test_generate_only_writes_the_manifests_into_deploy(flask_stack, tmp_path):
+    assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
+    result = flask_stack("deploy", "--generate-only", cwd=tmp_path / "shop")
+    assert result.returncode == 0, result.stderr
+    written = sorted(p.name for p in (tmp_path / "shop" / "deploy").iterdir())
+    assert written == ["deployment.yaml", "service.yaml"]
+    deployment = (tmp_path / "shop" / "deploy" / "deployment.yaml").read_text()
+    assert "image: shop:latest" in deployment
+    assert f"flask-stack: wrote {tmp_path / 'shop' / 'deploy' / 'deployment.yaml'}" in result.stderr
+
+
+def test_generate_only_with_output_and_image(flask_stack, tmp_path):
+    assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
+    out = tmp_path / "manifests"
+    result = flask_stack("deploy", "--generate-only", "--output", str(out), "--image", "registry.example.com/shop:1.2",
+                         "--project", str(tmp_path / "shop"))
+    assert result.returncode == 0, result.stderr
+    assert "image: registry.example.com/shop:1.2" in (out / "deployment.yaml").read_text()
+    assert not (tmp_path / "shop" / "deploy").exists()
+
+
+def test_bad_image_is_one_line(flask_stack, tmp_path):
+    assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
+    line = one_line_error(flask_stack("deploy", "--generate-only", "--image", "Not An Image", cwd=tmp_path / "shop"))
+    assert "'Not An Image' is not an image reference" in line
