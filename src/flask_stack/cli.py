@@ -151,7 +151,8 @@ def stop(project_dir: Path | None, engine: str) -> int:
 @project_option
 @engine_option
 @click.option("-t", "--tag", default=None, help="Image tag (default: <project-name>:latest).")
-@click.option("--base-image", default=None, help="Base image for the build (default: $STACK_BASE_IMAGE or the stack's).")
+@click.option("--base-image", default=None,
+              help="Base image for the build (default: $STACK_BASE_IMAGE or the stack's).")
 def build(project_dir: Path | None, engine: str, tag: str | None, base_image: str | None) -> int:
     """Build the project's deployable image (needs docker or podman)."""
     project = find_project(project_dir)

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -177,8 +178,7 @@ def test_production_serves_with_gunicorn(cli_env, project, tmp_path):
                   if line.startswith("http_requests_total{") and '"/hello"' in line]
         assert sum(totals) >= 7
         family = descendants(app.proc.pid)
-        assert any("gunicorn" in open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace")
-                   for pid in family)
+        assert any(b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in family)
         assert app.stop() == 0, app.output()[-3000:]
         deadline = time.monotonic() + 10
         while still_running(family) and time.monotonic() < deadline:
