@@ -127,6 +127,10 @@ def _load_user_code(app: Flask, state: StackState) -> None:
                 raise UserAppImportError.from_exception(
                     f"{package.name}.init_app(app) failed", exc, package.directory, package.name
                 ) from exc
+    for attr, value in list(namespace.items()):
+        if isinstance(value, Flask) and value is not app:
+            log.warning("%s.%s is a Flask app of its own; the stack does not serve its routes. Put them on a "
+                        "Blueprint (blueprint = Blueprint(...)) or use `from server import app`", package.name, attr)
     try:
         state.health.collect(namespace)
     except ValueError as exc:

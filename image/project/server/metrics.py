@@ -80,6 +80,15 @@ def _dist_version(name: str) -> str:
         return ""
 
 
+_WORKER_GAUGES = (
+    ("resident_memory_bytes", "Resident memory of this worker process, in bytes."),
+    ("virtual_memory_bytes", "Virtual memory of this worker process, in bytes."),
+    ("cpu_seconds", "CPU time (user + system) used by this worker process, in seconds."),
+    ("open_fds", "Open file descriptors of this worker process."),
+    ("start_time_seconds", "Start time of this worker process, in seconds since the epoch."),
+)
+
+
 class HttpMetrics:
     """The metrics of one app. ``observe`` records a request; ``render`` produces a scrape.
 
@@ -102,19 +111,10 @@ class HttpMetrics:
         )
         self._lock = threading.Lock()
         self._last_refresh = 0.0
+        self._worker: dict[str, Gauge] | None = None  # made on first refresh: never in a preloading master
         if self.multiprocess:
             self._process = ProcessCollector(registry=None)
             self._platform = PlatformCollector(registry=None)
-            self._worker = {
-                name: Gauge(f"flask_stack_worker_{name}", text, registry=self.registry, multiprocess_mode="liveall")
-                for name, text in (
-                    ("resident_memory_bytes", "Resident memory of this worker process, in bytes."),
-                    ("virtual_memory_bytes", "Virtual memory of this worker process, in bytes."),
-                    ("cpu_seconds", "CPU time (user + system) used by this worker process, in seconds."),
-                    ("open_fds", "Open file descriptors of this worker process."),
-                    ("start_time_seconds", "Start time of this worker process, in seconds since the epoch."),
-                )
-            }
         else:
             ProcessCollector(registry=self.registry)
             PlatformCollector(registry=self.registry)
@@ -136,6 +136,12 @@ class HttpMetrics:
             return
         with self._lock:
             self._last_refresh = time.monotonic()
+            if self._worker is None:
+                self._worker = {
+                    name: Gauge(f"flask_stack_worker_{name}", text, registry=self.registry,
+                                multiprocess_mode="liveall")
+                    for name, text in _WORKER_GAUGES
+                }
             names = {
                 "process_resident_memory_bytes": "resident_memory_bytes",
                 "process_virtual_memory_bytes": "virtual_memory_bytes",

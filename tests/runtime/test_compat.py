@@ -1,0 +1,69 @@
+"""The ORIGINAL Appsody python-flask user code runs unchanged (``from server import app``, own Swagger)."""
+
+from __future__ import annotations
+
+import sys
+
+from flasgger import Swagger
+from openapi_spec_validator import validate
+
+from .test_metrics import requests_total, scrape
+
+
+def test_appsody_package_served(make_app):
+    app = make_app("appsody")
+    client = app.test_client()
+    hello = client.get("/hello")
+    assert hello.status_code == 200 and hello.get_data(as_text=True) == "Hello from Appsody!"
+    root = client.get("/")
+    assert root.status_code == 302 and root.headers["Location"] == "/apidocs"  # the user's own "/" route
+    docs = client.get("/apidocs", follow_redirects=True)
+    assert docs.status_code == 200 and "swagger-ui" in docs.get_data(as_text=True)
+    assert "https://" not in docs.get_data(as_text=True)  # the user's Swagger UI is offline too
+    assert client.get("/health").status_code == 200
+
+
+def test_user_app_is_the_app_under_construction(make_app):
+    app = make_app("appsody")
+    module = sys.modules["userapp"]
+    assert module.app is app
+    assert app.view_functions["HelloWorld"].__module__ == "userapp"
+
+
+def test_flasgger_set_up_once_by_the_user(make_app):
+    app = make_app("appsody")
+    module = sys.modules["userapp"]
+    assert isinstance(app.swag, Swagger) and app.swag is module.swagger
+    assert [bp for bp in app.blueprints if bp.startswith("flasgger")] == ["flasgger"]
+    assert [r.rule for r in app.url_map.iter_rules()].count("/apidocs/") == 1
+    spec = app.test_client().get("/apispec_1.json").get_json()
+    validate(spec)
+    assert spec["info"]["title"] == "Python Flask Appsody Stack"
+    assert {"/hello", "/health", "/metrics"} <= set(spec["paths"])
+
+
+def test_track_requests_and_automatic_counting(make_app):
+    client = make_app("appsody").test_client()
+    for _ in range(3):
+        client.get("/hello")
+    assert requests_total(scrape(client), endpoint="/hello", status="200") == 3
+
+
+def test_second_app_reimports_old_style_module(make_app):
+    first = make_app("appsody")
+    first_module = sys.modules["userapp"]
+    second = make_app("appsody")
+    second_module = sys.modules["userapp"]
+    assert second_module is not first_module and second_module.app is second
+    for app in (first, second):  # both keep working, each with its own routes and docs
+        client = app.test_client()
+        assert client.get("/hello").get_data(as_text=True) == "Hello from Appsody!"
+        assert client.get("/apispec_1.json").status_code == 200
+    assert first.swag is not second.swag
+
+
+def test_modern_package_not_reimported(make_app):
+    make_app("basic")
+    module = sys.modules["userapp"]
+    make_app("basic")
+    assert sys.modules["userapp"] is module
