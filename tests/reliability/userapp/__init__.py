@@ -51,7 +51,7 @@ def whoami():
 
 @blueprint.get("/slow")
 def slow():
-    """Answer after a delay (seconds, 0 to 30), to hold a request in flight.
+    """Answer after a delay (seconds, 0 to 30), to hold a request in flight (the fuzzing tests skip it).
     ---
     produces:
       - application/json
@@ -105,10 +105,16 @@ def echo():
       400:
         description: The body is not a JSON object.
     """
-    data = request.get_json()
+    data = request.get_json(silent=True)
     if not isinstance(data, dict):
         return jsonify(error="the body must be a JSON object"), 400
     return jsonify(data)
+
+
+@blueprint.post("/parse")
+def parse():
+    """Parse the JSON body strictly (no API docs: the malformed-body tests use it): bad JSON is the stack's 400."""
+    return jsonify(type=type(request.get_json()).__name__)
 
 
 @blueprint.get("/boom")

@@ -1,0 +1,137 @@
+"""Bad input against the running production server: fuzzing from its own API spec, and malformed HTTP."""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+
+import pytest
+
+from .harness import FIXTURE_USERAPP, VENV_BIN, ProductionServer, copy_project, get
+
+pytestmark = pytest.mark.slow
+
+SERVERS = ["gunicorn", "granian"]
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def server(request, tmp_path_factory):
+    """One production server per server kind for the whole module (the cases here do not change its state)."""
+    workdir = tmp_path_factory.mktemp(f"bad-input-{request.param}")
+    srv = ProductionServer(
+        project=copy_project(FIXTURE_USERAPP, workdir / "project"), workdir=workdir, server=request.param, workers=2
+    )
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()
+
+
+def test_schemathesis_finds_no_server_error_and_responses_conform(server, tmp_path):
+    if server.server != "gunicorn":
+        pytest.skip("the API is the same under both servers; fuzzed once, under the default server")
+    argv = [
+        str(VENV_BIN / "schemathesis"),
+        "run",
+        f"http://127.0.0.1:{server.port}/apispec_1.json",
+        "--checks",
+        "all",
+        "--exclude-path",
+        "/slow",  # the test helper that sleeps; its long sleeps only measure time
+        "--max-examples",
+        "25",
+        "--request-timeout",
+        "10",
+        "--generation-database",
+        "none",
+        "--seed",
+        "20261122",
+        "--no-color",
+        "--report-dir",
+        str(tmp_path),
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    report = done.stdout[-8000:] + done.stderr[-2000:]
+    assert done.returncode == 0, report
+    assert "Operations:" in done.stdout and "/apispec_1.json" in done.stdout, report
+    assert get(server.port, "/health/live")[0] == 200
+
+
+def _raw_exchange(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes on a fresh connection; return the server's first response (head plus Content-Length bytes
+    of body), or what arrived before it closed the connection or ``timeout`` seconds passed without data.
+
+    The write side stays open (a half-close makes some servers drop the connection before answering)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may answer and close before reading it all; its answer is still there
+        answer = b""
+        while True:
+            head, sep, body = answer.partition(b"\r\n\r\n")
+            if sep:
+                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+                if length and len(body) >= int(length.group(1)):
+                    return answer
+            try:
+                data = sock.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                return answer
+            if not data:
+                return answer
+            answer += data
+
+
+MALFORMED = {
+    "control character in method": b"G\x01T /hello HTTP/1.1\r\nHost: t\r\n\r\n",
+    "unknown method": b"FROBNICATE /hello HTTP/1.1\r\nHost: t\r\n\r\n",
+    "not HTTP at all": b"this is not http\r\n\r\n",
+    "unsupported HTTP version": b"GET /hello HTTP/9.9\r\nHost: t\r\n\r\n",
+    "header without colon": b"GET /hello HTTP/1.1\r\nHost t\r\n\r\n",
+    "oversized header": b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Big: " + b"a" * 1_000_000 + b"\r\n\r\n",
+    "too many headers": b"GET /hello HTTP/1.1\r\nHost: t\r\n"
+    + b"".join(b"X-H%d: v\r\n" % i for i in range(300))
+    + b"\r\n",
+    "oversized request line": b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nHost: t\r\n\r\n",
+    "NUL in path": b"GET /he\x00llo HTTP/1.1\r\nHost: t\r\n\r\n",
+    "non-numeric Content-Length": b"POST /parse HTTP/1.1\r\nHost: t\r\nContent-Length: abc\r\n\r\n{}",
+    "broken chunked body": b"POST /parse HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n"
+    b"Content-Type: application/json\r\n\r\nZZ\r\n{}\r\n0\r\n\r\n",
+    "broken JSON body": b"POST /parse HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 6\r\nConnection: close\r\n\r\n{\"a\": ",
+    "JSON body not UTF-8": b"POST /parse HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 4\r\nConnection: close\r\n\r\n\xff\xfe{\x00",
+    "JSON asked, broken JSON body": b"POST /parse HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+    b"Accept: application/json\r\nContent-Length: 1\r\nConnection: close\r\n\r\n[",
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_http_gets_a_4xx_without_traceback(case, server):
+    answer = _raw_exchange(server.port, MALFORMED[case])
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1."), f"no HTTP answer to {case}: {answer[:200]!r}"
+    status = int(status_line.split()[1])
+    assert 400 <= status < 500, f"{case}: {status_line!r}"
+    assert b"Traceback" not in answer and b'File "' not in answer, answer[:2000]
+    # ... and the server is none the worse for it.
+    deadline = time.monotonic() + 5
+    while get(server.port, "/hello")[0] != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert get(server.port, "/hello")[0] == 200
+
+
+def test_broken_json_gets_a_json_error_when_json_is_asked(server):
+    status, headers, body = get(
+        server.port,
+        "/parse",
+        method="POST",
+        body=b'{"unterminated": ',
+        headers={"Content-Type": "application/json", "Accept": "application/json"},
+    )
+    assert status == 400
+    assert headers["content-type"].startswith("application/json")
+    assert b"Traceback" not in body
