@@ -26,6 +26,7 @@ import signal
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import deps, watch
@@ -157,7 +158,11 @@ class Loop:
         blocked = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
-            pid = os.fork()
+            with warnings.catch_warnings():
+                # Python 3.12+ warns about fork() with threads; the watcher thread only waits in
+                # watchfiles' Rust code (GIL released), and the app process never touches it.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                pid = os.fork()
             if pid == 0:
                 child_main(self.spec)  # never returns
         finally:
