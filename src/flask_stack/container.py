@@ -13,7 +13,8 @@ Who the container runs as, so that nothing it writes into the project is root-ow
 
 * host user root (rootful podman or docker): the image's user ``worker`` (uid 1001); files the
   container creates in the project belong to uid 1001.
-* another host user with podman (rootless): ``--userns=keep-id``, the container runs as that user's uid.
+* another host user with podman (rootless): ``--userns=keep-id --user UID:GID``: the host user's uid is
+  the same number inside the container, and the container runs as it.
 * another host user with docker (a root daemon): ``--user UID:GID`` of that user.
 
 The image's deps volume and HOME are writable by any uid for the last two cases.
@@ -179,9 +180,8 @@ class ContainerEngine(Engine):
         uid = os.getuid() if hasattr(os, "getuid") else 0
         if uid == 0:
             return []
-        if self.name == "podman":
-            return ["--userns=keep-id"]
-        return ["--user", f"{uid}:{os.getgid()}"]
+        user = ["--user", f"{uid}:{os.getgid()}"]
+        return ["--userns=keep-id", *user] if self.name == "podman" else user
 
     @staticmethod
     def _mount(host: Path, target: str) -> str:

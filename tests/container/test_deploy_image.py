@@ -12,6 +12,7 @@ from typing import Iterator
 
 import pytest
 
+from flask_stack.container import ContainerEngine, project_key
 from flask_stack.project import project_name
 
 from .conftest import (
@@ -21,6 +22,8 @@ from .conftest import (
     free_port,
     http_get,
     image_size,
+    start_flask_stack,
+    stop_process,
     wait_for,
 )
 
@@ -85,7 +88,9 @@ def app_image(engine: str, app_project: tuple[Path, str]) -> Iterator[str]:
     project, _ = app_project
     tag = f"localhost/flask-stack-test-app:{os.getpid()}"
     started = time.monotonic()
-    result = flask_stack("build", "--engine", engine, "-t", tag, cwd=project, timeout=900)
+    # --base-image must win over STACK_BASE_IMAGE (set to an image that does not exist here)
+    result = flask_stack("build", "--engine", engine, "-t", tag, "--base-image", base_image_name(), cwd=project,
+                         timeout=900, STACK_BASE_IMAGE="localhost/flask-stack-no-such-base:0")
     BUILD_TIMES["deployable image build"] = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     added = image_size(engine, tag) - image_size(engine, base_image_name())
@@ -202,3 +207,29 @@ def test_sigterm_stops_cleanly(engine: str, app_image: str) -> None:
         assert code == "0"
     finally:
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
+
+
+def test_cli_run_production(engine: str, template_project: Path, tmp_path: Path) -> None:
+    """`flask-stack run --production --engine X` builds the deployable image and serves it with gunicorn
+    on the host port; SIGTERM to the CLI stops it (exit 0) and removes the container."""
+    project = tmp_path / "prod-app"
+    shutil.copytree(template_project, project)
+    cli_engine = ContainerEngine(engine)
+    name = cli_engine.container_name(project)
+    tag = f"localhost/flask-stack-{project_key(project)}:production"
+    port = free_port()
+    proc = start_flask_stack("run", "--production", "--engine", engine, "--port", str(port), cwd=project,
+                             log=tmp_path / "prod.log")
+    try:
+        assert wait_for(f"http://127.0.0.1:{port}/hello", timeout=600, proc=proc) == "Hello from Appsody!"
+        pid1 = subprocess.run([engine, "exec", name, "cat", "/proc/1/cmdline"], capture_output=True,
+                              check=True, timeout=60).stdout
+        assert b"gunicorn" in pid1
+        assert stop_process(proc, timeout=90) == 0, (tmp_path / "prod.log").read_text()[-3000:]
+        left = subprocess.run([engine, "ps", "-a", "--filter", f"name={name}", "--format", "{{.Names}}"],
+                              capture_output=True, text=True, check=True, timeout=60).stdout.split()
+        assert name not in left
+    finally:
+        stop_process(proc)
+        subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
+        subprocess.run([engine, "rmi", "-f", tag], capture_output=True, check=False, timeout=120)

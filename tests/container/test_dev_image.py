@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -86,6 +87,19 @@ def dap_initialize(port: int, timeout: float = 60.0) -> dict:
     pytest.fail(f"no DAP initialize response on 127.0.0.1:{port} within {timeout:.0f} s ({last})")
 
 
+@pytest.fixture
+def dev_project(engine: str, project: Path) -> Iterator[Path]:
+    """A fresh template project for the CLI; its containers and dependency volume are removed afterwards."""
+    cli_engine = ContainerEngine(engine)
+    try:
+        yield project
+    finally:
+        for name in (cli_engine.container_name(project), cli_engine.container_name(project, "test")):
+            subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
+        subprocess.run([engine, "volume", "rm", "-f", cli_engine.volume_name(project)],
+                       capture_output=True, check=False, timeout=60)
+
+
 def test_dev_image_contract(engine: str, dev_image: str) -> None:
     """The image runs as a numeric non-root user, exposes 8080/5678, carries the stack hash and the Appsody env."""
     config = inspect(engine, "image", dev_image)["Config"]
@@ -105,8 +119,9 @@ def test_dev_image_contract(engine: str, dev_image: str) -> None:
     assert watch.match("/project/userapp/Pipfile.lock") and not watch.match("/project/userapp/README.md")
 
 
-def test_run_serves_reloads_and_stops(engine: str, dev_image: str, project: Path, tmp_path: Path) -> None:
+def test_run_serves_reloads_and_stops(engine: str, dev_image: str, dev_project: Path, tmp_path: Path) -> None:
     """`flask-stack run --engine X`: every endpoint from the host, reload on save, worker uid, stop."""
+    project = dev_project
     port = free_port()
     before = {project, *project.rglob("*")}
     proc = start_flask_stack("run", "--engine", engine, "--port", str(port), cwd=project, log=tmp_path / "run.log")
@@ -149,8 +164,9 @@ def test_run_serves_reloads_and_stops(engine: str, dev_image: str, project: Path
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
 
-def test_cli_sigterm_stops_the_container(engine: str, dev_image: str, project: Path, tmp_path: Path) -> None:
+def test_cli_sigterm_stops_the_container(engine: str, dev_image: str, dev_project: Path, tmp_path: Path) -> None:
     """SIGTERM to `flask-stack run` reaches the dev loop; the CLI exits 0 and no container is left."""
+    project = dev_project
     port = free_port()
     proc = start_flask_stack("run", "--engine", engine, "--port", str(port), cwd=project, log=tmp_path / "run.log")
     name = ContainerEngine(engine).container_name(project)
@@ -181,8 +197,9 @@ def test_plain_engine_run_without_cli(engine: str, dev_image: str, project: Path
     assert waited.stdout.strip().splitlines()[-1] == "0", waited
 
 
-def test_debug_attaches_over_dap(engine: str, dev_image: str, project: Path, tmp_path: Path) -> None:
+def test_debug_attaches_over_dap(engine: str, dev_image: str, dev_project: Path, tmp_path: Path) -> None:
     """`flask-stack debug --engine X`: the app serves and a DAP client completes `initialize` on the host port."""
+    project = dev_project
     port, debug_port = free_port(), free_port()
     proc = start_flask_stack("debug", "--engine", engine, "--port", str(port), "--debug-port", str(debug_port),
                              cwd=project, log=tmp_path / "debug.log")
@@ -196,8 +213,9 @@ def test_debug_attaches_over_dap(engine: str, dev_image: str, project: Path, tmp
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
 
-def test_cli_test_exit_status(engine: str, dev_image: str, project: Path, tmp_path: Path) -> None:
+def test_cli_test_exit_status(engine: str, dev_image: str, dev_project: Path, tmp_path: Path) -> None:
     """`flask-stack test --engine X` exits 0 on the template, writes JUnit XML, and fails with a failing test."""
+    project = dev_project
     report = tmp_path / "reports" / "junit.xml"
     passed = flask_stack("test", "--engine", engine, "--junitxml", str(report), cwd=project, timeout=300)
     assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr[-2000:]

@@ -57,7 +57,7 @@ def test_required_engine_not_answering(tmp_path: Path, monkeypatch: pytest.Monke
 @pytest.mark.parametrize(("binary", "uid", "expected"), [
     ("podman", 0, []),
     ("docker", 0, []),
-    ("podman", 1000, ["--userns=keep-id"]),
+    ("podman", 1000, ["--userns=keep-id", "--user", "1000:1000"]),
     ("docker", 1000, ["--user", "1000:1000"]),
 ])
 def test_user_mapping(binary: str, uid: int, expected: list[str], monkeypatch: pytest.MonkeyPatch) -> None:
