@@ -142,9 +142,15 @@ def test(project_dir: Path | None, engine: str, junitxml: Path | None) -> int:
 @project_option
 @engine_option
 def stop(project_dir: Path | None, engine: str) -> int:
-    """Stop the project's server started by `run` or `debug`."""
+    """Stop the project's server started by `run` or `debug` (with --engine auto: in a container and locally)."""
+    from .local import LocalEngine
+
     project = find_project(project_dir)
-    return _engine(engine).stop(project)
+    chosen = _engine(engine)
+    status = chosen.stop(project)
+    if engine == "auto" and not isinstance(chosen, LocalEngine) and LocalEngine.has_server(project):
+        status = LocalEngine().stop(project) or status  # it may have been started with --engine local
+    return status
 
 
 @cli.command()

@@ -99,6 +99,11 @@ class LocalEngine(Engine):
         pidfile.unlink(missing_ok=True)
         return 0
 
+    @staticmethod
+    def has_server(project: Path) -> bool:
+        """Return True when ``flask-stack run``/``debug`` with this engine recorded a server for ``project``."""
+        return read_pidfile(env_dir(project) / PIDFILE) is not None
+
     def _run_production(self, opts: RunOptions) -> int:
         """Serve with the stack's production entry ``image/project/serve`` (gunicorn + gunicorn.conf.py)
         bound to 127.0.0.1:PORT; without that script, run gunicorn with the config directly."""

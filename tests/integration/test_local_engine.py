@@ -83,11 +83,12 @@ def test_signal_stops_everything(cli_env, project, tmp_path, sig):
             socket.create_connection(("127.0.0.1", app.port), timeout=2).close()
 
 
-def test_stop_command_stops_the_running_server(cli_env, project, tmp_path):
+@pytest.mark.parametrize("engine", [["--engine", "local"], []], ids=["local", "auto"])
+def test_stop_command_stops_the_running_server(cli_env, project, tmp_path, engine):
     with serve(cli_env, project, tmp_path) as app:
         family = descendants(app.proc.pid)
-        result = subprocess.run(flask_stack_cmd("stop", "--engine", "local", "--project", str(project)),
-                                env=cli_env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(flask_stack_cmd("stop", *engine, "--project", str(project)),
+                                env=cli_env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
         assert "stopped the local server" in result.stderr
         assert app.proc.wait(timeout=30) == 0
