@@ -123,3 +123,29 @@ def test_no_user_package(make_app):
     client = app.test_client()
     assert client.get("/health").status_code == 200
     assert client.get("/").status_code == 302
+
+
+@pytest.mark.parametrize("source, message", [
+    ("blueprint = 'not a blueprint'\n", "blueprint 'not a blueprint' is a str, not a flask.Blueprint"),
+    ("blueprints = 'api'\n", "userapp.blueprints must be a list of flask.Blueprint, not str"),
+    ("swagger_template = ['x']\n", "swagger_template must be a dict, not list"),
+    ("readiness_checks = {'db': 42}\n", "health check 'db' is not callable"),
+    ("liveness_checks = [lambda: True]\n", "liveness_checks must be a dict of name -> function, not list"),
+], ids=["blueprint", "blueprints", "swagger_template", "check-not-callable", "checks-not-dict"])
+def test_wrong_hook_types_are_one_line_errors(make_app, tmp_path, source, message):
+    from .support import write_userapp
+
+    write_userapp(tmp_path / "wrong", source)
+    with pytest.raises(UserAppImportError) as info:
+        make_app(None, USERAPP="userapp", USERAPP_DIR=str(tmp_path / "wrong"))
+    assert message in info.value.summary
+    assert info.value.filename == str(tmp_path / "wrong" / "__init__.py")
+
+
+def test_own_flask_app_gets_a_warning(make_app, tmp_path, caplog):
+    from .support import write_userapp
+
+    write_userapp(tmp_path / "own", "from flask import Flask\napp = Flask(__name__)\n\n@app.route('/mine')\n"
+                                    "def mine():\n    return 'mine'\n")
+    make_app(None, USERAPP="userapp", USERAPP_DIR=str(tmp_path / "own"))
+    assert any("userapp.app is a Flask app of its own" in r.getMessage() for r in caplog.records)

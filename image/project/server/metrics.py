@@ -24,7 +24,7 @@ import os
 import platform
 import threading
 import time
-from typing import Iterable
+from typing import Any, Iterable
 
 from prometheus_client import values
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
@@ -110,6 +110,7 @@ class HttpMetrics:
             ["method", "endpoint"], registry=self.registry,
         )
         self._lock = threading.Lock()
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._last_refresh = 0.0
         self._worker: dict[str, Gauge] | None = None  # made on first refresh: never in a preloading master
         if self.multiprocess:
@@ -125,8 +126,13 @@ class HttpMetrics:
         """Record one request: ``endpoint`` is the URL rule or None (unmatched); ``seconds`` its duration."""
         method = method if method in KNOWN_METHODS else OTHER_METHOD
         endpoint = endpoint if endpoint is not None else UNMATCHED
-        self.requests.labels(method, endpoint, str(status)).inc()
-        self.duration.labels(method, endpoint).observe(seconds)
+        key = (method, endpoint, status)
+        children = self._children.get(key)
+        if children is None:  # label values are bounded (rules x methods x statuses), so is this cache
+            children = self._children[key] = (
+                self.requests.labels(method, endpoint, str(status)), self.duration.labels(method, endpoint))
+        children[0].inc()
+        children[1].observe(seconds)
         if self.multiprocess and time.monotonic() - self._last_refresh >= WORKER_REFRESH_SECONDS:
             self.refresh_worker()
 

@@ -2,15 +2,16 @@
 
 Hooks are installed before the user's package loads, so the stack's ``before_request`` runs first and its
 ``after_request`` last (Flask runs ``after_request`` functions in reverse order), seeing the final status.
-A request whose exception escapes Flask's error handling (debug/testing mode propagation) is recorded from
-``teardown_request`` with status 500.
+An unhandled exception is recorded (status 500) from Flask's ``got_request_exception`` signal, which fires
+before Flask renders the 500 page or, in debug/testing mode, propagates the exception; nothing runs per request
+for it otherwise.
 """
 
 from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, g, request
+from flask import Flask, Response, g, got_request_exception, request
 
 from .logs import REQUEST_ID_HEADER, log_access, request_id_from
 from .metrics import HttpMetrics
@@ -43,7 +44,9 @@ def install_request_hooks(app: Flask, metrics: HttpMetrics) -> None:
         _record(metrics, response.status_code)
         return response
 
-    @app.teardown_request
-    def _stack_teardown(exc: BaseException | None) -> None:
-        if exc is not None:
-            _record(metrics, 500)
+    def _stack_exception(sender: Flask, exception: BaseException, **extra: object) -> None:
+        _record(metrics, 500)  # before Flask turns it into a 500 response or propagates it (debug, testing)
+
+    # blinker holds receivers weakly; the app keeps this one alive exactly as long as itself
+    app.extensions.setdefault("flask_stack_receivers", []).append(_stack_exception)
+    got_request_exception.connect(_stack_exception, app)
