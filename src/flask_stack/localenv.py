@@ -37,6 +37,8 @@ from .lockfile import lock_digest, requirements_from_lock
 from .paths import runtime_dir
 
 STAMP = ".flask-stack-stamp"
+#: The oldest Python the runtime lock installs on (its packages' python_version markers).
+MIN_PYTHON = (3, 11)
 REQUIREMENTS = ".flask-stack-requirements.txt"
 
 Echo = Callable[[str], None]
@@ -93,17 +95,30 @@ def ensure_env(project: Path, echo: Echo) -> Path:
 
 
 def _wanted_stamp(lock_path: Path) -> dict[str, str]:
-    """Return what the stamp of a current venv holds: the lock digest and the base interpreter's identity."""
+    """Return what the stamp of a current venv holds: the lock digest and the base interpreter's identity.
+
+    Raises:
+        StackError: the interpreter cannot be run or is older than ``MIN_PYTHON``.
+    """
     python = base_python()
     if python == sys.executable:
-        return {"lock": lock_digest(lock_path), "python": f"{python} {sys.version.split()[0]} {sys.prefix}"}
+        version = f"{sys.version.split()[0]} {sys.prefix}"
+    else:
+        try:
+            version = subprocess.run(
+                [python, "-c", "import sys; print(sys.version.split()[0], sys.prefix)"],
+                capture_output=True, text=True, timeout=30, check=True,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            raise StackError(
+                f"cannot run the Python interpreter {python}; set STACK_PYTHON to a Python 3.11+") from None
     try:
-        version = subprocess.run(
-            [python, "-c", "import sys; print(sys.version.split()[0], sys.prefix)"],
-            capture_output=True, text=True, timeout=30, check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        raise StackError(f"cannot run the Python interpreter {python}; set STACK_PYTHON to a Python 3.11+") from None
+        numbers = tuple(int(part) for part in version.split()[0].split(".")[:2])
+    except (ValueError, IndexError):
+        numbers = (0, 0)
+    if numbers < MIN_PYTHON:
+        raise StackError(f"{python} is Python {version.split()[0] if version else '?'}; the stack needs "
+                         f"{'.'.join(map(str, MIN_PYTHON))}+: set STACK_PYTHON to a newer interpreter")
     return {"lock": lock_digest(lock_path), "python": f"{python} {version}"}
 
 

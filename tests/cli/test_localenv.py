@@ -73,6 +73,17 @@ def test_failed_venv_creation_names_the_step_and_leaves_nothing(tmp_path, monkey
     assert not localenv.env_dir(tmp_path).exists()
 
 
+def test_too_old_python_is_refused_before_anything_is_made(tmp_path, monkeypatch):
+    fake = tmp_path / "python3"
+    fake.write_text('#!/bin/sh\necho "3.9.2 /usr"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("STACK_PYTHON", str(fake))
+    with pytest.raises(StackError, match=r"is Python 3\.9\.2; the stack needs 3\.11\+: set STACK_PYTHON"):
+        localenv.ensure_env(tmp_path, lambda _line: None)
+    assert not (tmp_path / "cache").exists()
+
+
 def _lock_with(tmp_path: Path, name: str, version: str, digest: str) -> Path:
     """A stack runtime dir whose Pipfile.lock holds one package (with the given hash) and nothing else."""
     runtime = tmp_path / "runtime"
