@@ -186,6 +186,11 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
     return deployer.apply(paths)
 
 
+def _first_line(text: str) -> str:
+    """Return the first non-empty line of ``text`` ('' when none), so every error stays one line."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 class Terminated(BaseException):
     """SIGTERM arrived while flask-stack itself was working (not while a server ran: that one is forwarded)."""
 
@@ -205,14 +210,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         status = cli.main(args=argv, prog_name="flask-stack", standalone_mode=False)
     except StackError as exc:
-        say(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        say(_first_line(str(exc)) or type(exc).__name__)
         sys.exit(exc.exit_code)
     except click.UsageError as exc:
         where = f" (see `{exc.ctx.command_path} --help`)" if exc.ctx is not None else ""
-        say(f"{exc.format_message()}{where}")
+        say(f"{_first_line(exc.format_message())}{where}")
         sys.exit(exc.exit_code)
     except click.ClickException as exc:
-        say(exc.format_message())
+        say(_first_line(exc.format_message()))
         sys.exit(exc.exit_code)
     except (click.Abort, KeyboardInterrupt):
         sys.exit(130)
