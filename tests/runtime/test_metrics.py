@@ -183,3 +183,32 @@ def test_multiprocess_totals_are_exact(tmp_path):
     remaining = {int(s.labels["pid"]) for s in families["flask_stack_worker_resident_memory_bytes"].samples}
     assert dead not in remaining
     assert requests_total(families, endpoint="/users/<int:user_id>", status="200") == 508
+
+
+def test_in_progress_gauge(make_app):
+    import threading
+
+    from flask import Blueprint
+
+    app = make_app(None)
+    gate, entered = threading.Event(), threading.Event()
+    bp = Blueprint("slow", __name__)
+
+    @bp.route("/slow")
+    def slow():
+        entered.set()
+        gate.wait(10)
+        return "done"
+
+    app.register_blueprint(bp)
+    client = app.test_client()
+    worker = threading.Thread(target=lambda: client.get("/slow"))
+    worker.start()
+    try:
+        assert entered.wait(10)
+        during = scrape(app.test_client())["http_requests_in_progress"].samples[0].value
+    finally:
+        gate.set()
+        worker.join(10)
+    assert during == 2  # /slow and the scrape itself
+    assert scrape(client)["http_requests_in_progress"].samples[0].value == 1  # only this scrape

@@ -7,6 +7,7 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
   ``endpoint`` is the matched URL rule (``/users/<int:id>``), never the raw path; requests matching no rule
   (404, 405) all use ``endpoint="<unmatched>"``; methods outside the standard HTTP set become ``method="OTHER"``.
   So URL scans and odd methods add no series.
+* ``http_requests_in_progress`` gauge: requests being served now (summed over live workers when multiprocess).
 * ``flask_stack_info{stack_version, app_version, python_version, flask_version}`` = 1.
 * Single process: ``process_*`` (CPU seconds, memory bytes, fds, start time), ``python_info``, ``python_gc_*``.
 * Multiprocess (PROMETHEUS_MULTIPROC_DIR set in the environment before prometheus_client is imported, as its
@@ -108,6 +109,10 @@ class HttpMetrics:
         self.duration = Histogram(
             "http_request_duration_seconds", "Time to produce the HTTP response, in seconds, by method and URL rule.",
             ["method", "endpoint"], registry=self.registry,
+        )
+        self.in_progress = Gauge(
+            "http_requests_in_progress", "HTTP requests being served right now.", registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self._lock = threading.Lock()
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}

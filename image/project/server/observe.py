@@ -22,6 +22,8 @@ def _record(metrics: HttpMetrics, status: int) -> None:
         return
     g._stack_recorded = True
     start = g.get("_stack_start")
+    if start is not None:
+        metrics.in_progress.dec()
     seconds = time.perf_counter() - start if start is not None else 0.0
     rule = request.url_rule.rule if request.url_rule is not None else None
     metrics.observe(request.method, rule, status, seconds)
@@ -34,6 +36,7 @@ def install_request_hooks(app: Flask, metrics: HttpMetrics) -> None:
     @app.before_request
     def _stack_start() -> None:
         g._stack_start = time.perf_counter()
+        metrics.in_progress.inc()
         g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
 
     @app.after_request
