@@ -122,11 +122,24 @@ def ensure_dev_image(binary: str, base: str | None, echo: Echo) -> str:
     argv = [binary, "build", "-f", str(image_dir / "Dockerfile-stack"), "-t", tag, "--label", f"{HASH_LABEL}={wanted}"]
     if base:
         argv += ["--build-arg", f"BASE_IMAGE={base}"]
+    previous = _image_id(binary, tag)
     status = subprocess.run([*argv, str(image_dir)], check=False).returncode
     if status != 0:
         raise StackError(f"building the development image {tag} failed (exit {status}; see the output above); "
                          f"if the base image cannot be pulled, set {BASE_IMAGE_ENV} to one you have")
+    if previous and previous != _image_id(binary, tag):
+        # the replaced image would linger untagged; a container still using it keeps it (rmi fails quietly)
+        subprocess.run([binary, "rmi", previous], capture_output=True, check=False)
     return tag
+
+
+def _image_id(binary: str, image: str) -> str | None:
+    """Return the local image's id, or None when it is not present."""
+    result = subprocess.run([binary, "image", "inspect", "--format", "{{.Id}}", image],
+                            capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        return None
+    return result.stdout.strip() or None
 
 
 def layout_build_context(project: Path, dest: Path) -> Path:
