@@ -113,6 +113,50 @@ def _set_subreaper() -> None:
         pass
 
 
+def stop_adopted_children(timeout: float = 1.0) -> None:
+    """SIGTERM every remaining child of this process (helpers of old app processes that were re-parented
+    here, such as a debug adapter), SIGKILL those still there after ``timeout`` seconds, and reap them."""
+    me = str(os.getpid())
+
+    def children() -> list[int]:
+        found = []
+        for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                if fields[1] == me and fields[0] != "Z":
+                    found.append(int(entry))
+        return found
+
+    def reap_all() -> None:
+        while True:
+            try:
+                if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                    return
+            except ChildProcessError:
+                return
+
+    pids = children()
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + timeout
+        while pids and time.monotonic() < deadline:
+            reap_all()
+            pids = [pid for pid in pids if pid in children()]
+            if pids:
+                time.sleep(0.01)
+        if not pids:
+            break
+    reap_all()
+
+
 class Loop:
     """The supervisor; see the module docstring. ``run()`` returns the exit status."""
 
@@ -270,6 +314,7 @@ class Loop:
             pass
         finally:
             self.stop_child()
+            stop_adopted_children()
             if self.watcher:
                 self.watcher.stop()
         log.info("stopped")
@@ -301,6 +346,7 @@ class Loop:
     def reexec(self) -> None:
         """Stop the app process and replace this process with a fresh loop on the same socket."""
         self.stop_child()
+        stop_adopted_children()
         if self.watcher:
             self.watcher.stop()
         signal.set_wakeup_fd(-1)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import time
 
-from .conftest import HELLO, free_port
+from .conftest import HELLO, alive, children_of, free_port
 
 DAP_TIMEOUT = 30.0  # seconds for the debug adapter to answer
 
@@ -65,6 +66,14 @@ def test_debug_mode_answers_dap_initialize_and_again_after_reload(devloop, proje
     loop.wait_text("debugged", timeout=30)
     assert dap_initialize(debug_port)["success"] is True
     assert "Traceback" not in loop.output()
+    kids = children_of(loop.proc.pid)
+    assert len(kids) >= 2  # the app process and debugpy's adapter
+    loop.proc.send_signal(signal.SIGTERM)
+    assert loop.wait_exit(20) == 0
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in kids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not [pid for pid in kids if alive(pid)]
 
 
 def test_debug_mode_shows_werkzeug_debugger_on_errors(devloop, project):
