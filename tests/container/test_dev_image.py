@@ -102,6 +102,7 @@ def dev_project(engine: str, project: Path) -> Iterator[Path]:
 
 def test_dev_image_contract(engine: str, dev_image: str) -> None:
     """The image runs as a numeric non-root user, exposes 8080/5678, carries the stack hash and the Appsody env."""
+    engine_object(engine)._image()  # rebuilds (from cache) if a stack file changed since the session began
     config = inspect(engine, "image", dev_image)["Config"]
     assert config["User"] == "1001:1001"
     assert {"8080/tcp", "5678/tcp"} <= set(config["ExposedPorts"])
