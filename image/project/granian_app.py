@@ -63,8 +63,7 @@ def _chain_sigterm() -> None:
     granian_stop = signal.getsignal(signal.SIGTERM)
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
-    if signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False) != -1:
-        raise RuntimeError("granian_app: a signal wakeup fd is already set in this worker; cannot chain SIGTERM")
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)  # the watcher thread does the work
     threading.Thread(
@@ -172,6 +171,44 @@ def _watch_dead_workers(directory: str, stop: threading.Event) -> None:
             log.warning("metrics cleanup failed: %s", exc)
 
 
+def _watch_main_signals(server) -> None:
+    """granian ``on_startup`` hook, in the main process: act on SIGTERM/SIGINT/SIGHUP from a wakeup-fd thread.
+
+    granian's main thread sleeps on an Event and runs its Python signal handlers only when it wakes; a signal
+    the kernel gives to another thread could wait. Meanwhile a worker that got the same signal (Ctrl-C or a
+    kill of the process group reaches every process) exits, and granian would take that for a crash and
+    respawn it in the middle of the shutdown. Setting granian's own flags at once closes that window. Forked
+    workers drop the inherited wakeup fd and start with default SIGTERM/SIGINT until granian sets theirs.
+    """
+    read_fd, write_fd = os.pipe()
+    os.set_blocking(write_fd, False)
+    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+    os.register_at_fork(after_in_child=_reset_inherited_signals)
+
+    def watch() -> None:
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except InterruptedError:
+                continue
+            if not data:
+                return
+            for signum in data:
+                if signum in (signal.SIGTERM, signal.SIGINT):
+                    server.signal_handler_interrupt()
+                elif signum == signal.SIGHUP:
+                    server.signal_handler_reload()
+
+    threading.Thread(target=watch, name="signal-watcher", daemon=True).start()
+
+
+def _reset_inherited_signals() -> None:
+    """In a freshly forked worker: no wakeup fd of the main process, default SIGTERM/SIGINT (until granian's)."""
+    signal.set_wakeup_fd(-1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _log_dictconfig(level: str, json_format: bool, json_formatter) -> dict:
     """granian's logging config with the stack's line format (or JSON lines) on stderr."""
     formatter = (
@@ -220,6 +257,7 @@ def main(argv: list[str]) -> int:
         websockets=False,
     )
 
+    server.on_startup(lambda: _watch_main_signals(server))
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     stop = threading.Event()
     if metrics_dir:
