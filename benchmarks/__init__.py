@@ -1,0 +1,1 @@
+"""Benchmarks of the python-flask stack (``python benchmarks/run.py``); not tests."""

@@ -1,0 +1,270 @@
+"""Benchmarks of the python-flask stack against baselines this script starts itself; prints one table.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--json PATH] [--image TAG] [--no-container]
+
+All figures come from the same run, on 127.0.0.1, with wrk (Debian package) as the load generator:
+
+* /hello throughput and p50/p99 latency: the full stack vs a bare Flask app on the same server, config and
+  worker count (target >= 0.90 of bare), vs ``python -m flask run`` (how the original Appsody stack served),
+  gunicorn vs granian (both with the stack's settings).
+* /metrics scrape latency with 4 workers and a 100-route app (multiprocess mode).
+* cold start: launch -> first 200 from /health/ready (bare app: from /hello).
+* hot reload: save -> first response of the new code, through the local dev loop (target p50 < 0.5 s) and,
+  when podman works, the dev container (``flask-stack run --engine podman``).
+* memory per worker (PSS and RSS, after load) vs the bare Flask app.
+* deployable image size over its base (``--image TAG``, else built with ``flask-stack build`` when podman
+  works, else n/a).
+
+``--quick`` shortens every phase (about 1.5 minutes instead of about 5; no container phases).
+Rounds of the throughput phase are interleaved and their median is reported, so a noisy moment on the
+machine does not favour one server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    __package__ = "benchmarks"
+
+from .procs import APPS, BIN, TEMPLATE, Server, copy_project, get, memory, wrk  # noqa: E402
+from .reload import container_reload, local_reload  # noqa: E402
+
+KINDS = ["stack-gunicorn", "bare-gunicorn", "stack-granian", "bare-granian", "stack-flask-run"]
+
+
+def _median(values):
+    values = [v for v in values if v == v]  # drop NaN
+    return statistics.median(values) if values else float("nan")
+
+
+def throughput(rounds: int, seconds: int, connections: int) -> dict:
+    """/hello under wrk for every kind, interleaved rounds; median rps/p50/p99, errors summed, memory/worker."""
+    raw = {kind: [] for kind in KINDS}
+    mem = {kind: [] for kind in KINDS}
+    for _ in range(rounds):
+        for kind in KINDS:
+            project = copy_project(TEMPLATE) if kind.startswith("stack") else None
+            with Server(kind, project=project) as srv:
+                srv.wait_workers(1)
+                time.sleep(0.5)
+                wrk(srv.port, "/hello", max(1, seconds // 3), connections)  # warm-up
+                raw[kind].append(wrk(srv.port, "/hello", seconds, connections))
+                pids = srv.worker_pids()
+                mem[kind].append({"workers": len(pids), **{
+                    key: sum(memory(pid)[key] for pid in pids) / max(1, len(pids)) for key in ("pss", "rss")}})
+            shutil.rmtree(project.parent, ignore_errors=True) if project else None
+    result = {}
+    for kind in KINDS:
+        runs = raw[kind]
+        result[kind] = {
+            "rps": _median([r["rps"] for r in runs]),
+            "p50": _median([r["p50"] for r in runs]),
+            "p99": _median([r["p99"] for r in runs]),
+            "errors": sum(r["errors"] for r in runs),
+            "workers": mem[kind][-1]["workers"],
+            "pss": _median([m["pss"] for m in mem[kind]]),
+            "rss": _median([m["rss"] for m in mem[kind]]),
+        }
+    return result
+
+
+def metrics_scrape(scrapes: int) -> dict:
+    """Scrape latency of /metrics: 4 gunicorn workers, 100 routes each requested, multiprocess mode."""
+    project = copy_project(APPS / "routes100")
+    try:
+        with Server("stack-gunicorn", project=project, workers=4) as srv:
+            srv.wait_workers(4)
+            with ThreadPoolExecutor(max_workers=8) as pool:  # fresh connections: every worker sees routes
+                list(pool.map(lambda i: get(srv.port, f"/r/{i % 100}"), range(800)))
+            body = b""
+            latencies = []
+            for _ in range(scrapes):
+                began = time.monotonic()
+                status, body = get(srv.port, "/metrics", timeout=30)
+                latencies.append(time.monotonic() - began)
+                assert status == 200
+            lines = [line for line in body.decode().splitlines() if line and not line.startswith("#")]
+            latencies.sort()
+            return {
+                "p50": latencies[len(latencies) // 2],
+                "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+                "samples": len(lines),
+                "bytes": len(body),
+                "files": len(list((srv.workdir / "metrics").glob("*.db"))),
+            }
+    finally:
+        shutil.rmtree(project.parent, ignore_errors=True)
+
+
+def cold_start(runs: int) -> dict:
+    """Median seconds from launch to the first 200 of the ready path, per kind."""
+    times = {kind: [] for kind in ("stack-gunicorn", "stack-granian", "bare-gunicorn", "stack-flask-run")}
+    for _ in range(runs):
+        for kind in times:
+            project = copy_project(TEMPLATE) if kind.startswith("stack") else None
+            srv = Server(kind, project=project)
+            try:
+                srv.start()
+                times[kind].append(srv.ready_after)
+            finally:
+                srv.stop()
+                if project:
+                    shutil.rmtree(project.parent, ignore_errors=True)
+    return {kind: _median(values) for kind, values in times.items()}
+
+
+def image_size(tag: str | None) -> dict | str:
+    """Deployable image size and its base's (bytes); builds one from the template when no tag is given."""
+    if not shutil.which("podman") or subprocess.run(["podman", "info"], capture_output=True).returncode != 0:
+        return "n/a (no working podman)"
+    base = os.environ.get("STACK_BASE_IMAGE", "localhost/debian-python3:bookworm")
+    built = None
+    if not tag:
+        project = copy_project(TEMPLATE)
+        built = tag = "localhost/flask-stack-bench:latest"
+        done = subprocess.run([str(BIN / "flask-stack"), "build", "--engine", "podman", "--project", str(project),
+                               "-t", tag, "--base-image", base], capture_output=True, text=True, timeout=1200)
+        shutil.rmtree(project.parent, ignore_errors=True)
+        if done.returncode != 0:
+            return "n/a (build failed: " + (done.stderr or done.stdout).strip().splitlines()[-1][:100] + ")"
+
+    def size(ref: str) -> int:
+        out = subprocess.run(["podman", "image", "inspect", ref, "--format", "{{.Size}}"], capture_output=True,
+                             text=True, check=True)
+        return int(out.stdout.strip())
+
+    try:
+        return {"image": size(tag), "base": size(base), "tag": tag, "base_tag": base}
+    finally:
+        if built:
+            subprocess.run(["podman", "rmi", "-f", built], capture_output=True)
+
+
+# --- report ---------------------------------------------------------------------------------------------------
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def _mib(size: float) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def table(res: dict) -> str:
+    """The results as a fixed-width text table: metric, stack, baseline, ratio, target."""
+    rows = [("metric", "stack", "baseline", "ratio", "target")]
+    tp = res["throughput"]
+    sg, bg, gr, bgr, fr = tp["stack-gunicorn"], tp["bare-gunicorn"], tp["stack-granian"], tp["bare-granian"], \
+        tp["stack-flask-run"]
+    rows += [
+        ("/hello req/s: stack vs bare Flask (gunicorn)", f"{sg['rps']:.0f}", f"{bg['rps']:.0f}",
+         f"{sg['rps'] / bg['rps']:.2f}", ">= 0.90"),
+        ("/hello p50: stack vs bare (gunicorn)", _ms(sg["p50"]), _ms(bg["p50"]), f"{sg['p50'] / bg['p50']:.2f}", ""),
+        ("/hello p99: stack vs bare (gunicorn)", _ms(sg["p99"]), _ms(bg["p99"]), f"{sg['p99'] / bg['p99']:.2f}", ""),
+        ("/hello req/s: stack vs bare Flask (granian)", f"{gr['rps']:.0f}", f"{bgr['rps']:.0f}",
+         f"{gr['rps'] / bgr['rps']:.2f}", ">= 0.90"),
+        ("/hello req/s: gunicorn stack vs `flask run`", f"{sg['rps']:.0f}", f"{fr['rps']:.0f}",
+         f"{sg['rps'] / fr['rps']:.2f}", "> 1"),
+        ("/hello p99: gunicorn stack vs `flask run`", _ms(sg["p99"]), _ms(fr["p99"]), f"{sg['p99'] / fr['p99']:.2f}",
+         "< 1"),
+        ("/hello req/s: granian vs gunicorn (stack)", f"{gr['rps']:.0f}", f"{sg['rps']:.0f}",
+         f"{gr['rps'] / sg['rps']:.2f}", ""),
+        ("/hello p99: granian vs gunicorn (stack)", _ms(gr["p99"]), _ms(sg["p99"]), f"{gr['p99'] / sg['p99']:.2f}", ""),
+        ("memory/worker PSS: stack vs bare (gunicorn)", _mib(sg["pss"]), _mib(bg["pss"]),
+         f"{sg['pss'] / bg['pss']:.2f}", ""),
+        ("memory/worker RSS: stack vs bare (gunicorn)", _mib(sg["rss"]), _mib(bg["rss"]),
+         f"{sg['rss'] / bg['rss']:.2f}", ""),
+        ("memory/worker PSS: granian vs gunicorn (stack)", _mib(gr["pss"]), _mib(sg["pss"]),
+         f"{gr['pss'] / sg['pss']:.2f}", ""),
+    ]
+    ms = res["metrics"]
+    rows.append(("/metrics scrape p50 (4 workers, 100 routes)", _ms(ms["p50"]), "", "",
+                 f"{ms['samples']} samples"))
+    rows.append(("/metrics scrape p99 (4 workers, 100 routes)", _ms(ms["p99"]), "", "", f"{ms['bytes']} bytes"))
+    cs = res["cold_start"]
+    rows += [
+        ("cold start -> ready: stack gunicorn vs bare", f"{cs['stack-gunicorn']:.2f} s", f"{cs['bare-gunicorn']:.2f} s",
+         f"{cs['stack-gunicorn'] / cs['bare-gunicorn']:.2f}", ""),
+        ("cold start -> ready: granian vs gunicorn", f"{cs['stack-granian']:.2f} s", f"{cs['stack-gunicorn']:.2f} s",
+         f"{cs['stack-granian'] / cs['stack-gunicorn']:.2f}", ""),
+        ("cold start -> ready: `flask run` (stack app)", f"{cs['stack-flask-run']:.2f} s", "", "", ""),
+    ]
+    for label, key in (("hot reload p50: local dev loop", "reload_local"), ("hot reload p50: dev container",
+                                                                              "reload_container")):
+        value = res.get(key)
+        if isinstance(value, dict):
+            rows.append((label, f"{value['p50']:.3f} s", "", "", f"< 0.5 s (max {value['max']:.3f} s, n={value['n']})"))
+        else:
+            rows.append((label, str(value), "", "", "< 0.5 s"))
+    img = res.get("image")
+    if isinstance(img, dict):
+        rows.append(("deployable image over its base", _mib(img["image"] - img["base"]), _mib(img["base"]), "",
+                     img["base_tag"]))
+    else:
+        rows.append(("deployable image over its base", str(img), "", "", ""))
+    errors = sum(v["errors"] for v in tp.values())
+    rows.append(("wrk errors (all servers, all rounds)", str(errors), "", "", "0"))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every phase, print the table (and write JSON with --json); return 0, or 1 when a phase failed."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short phases, no container phases")
+    parser.add_argument("--json", type=Path, help="also write the raw results here")
+    parser.add_argument("--image", help="deployable image to measure (default: build one when podman works)")
+    parser.add_argument("--no-container", action="store_true", help="skip the podman phases")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    if not shutil.which("wrk"):
+        print("benchmarks/run.py: wrk is not installed (Debian: apt-get install wrk)", file=sys.stderr)
+        return 1
+    began = time.monotonic()
+    res: dict = {"quick": quick, "cpus": os.cpu_count(), "python": platform.python_version(),
+                 "load_average_at_start": os.getloadavg()}
+    phases = [
+        ("throughput", lambda: throughput(1 if quick else 3, 3 if quick else 10, 32)),
+        ("metrics", lambda: metrics_scrape(50 if quick else 200)),
+        ("cold_start", lambda: cold_start(1 if quick else 3)),
+        ("reload_local", lambda: local_reload(5 if quick else 15)),
+    ]
+    if quick or args.no_container:
+        res["reload_container"] = res["image"] = "n/a (--quick / --no-container)"
+    else:
+        phases += [("reload_container", lambda: container_reload(10)), ("image", lambda: image_size(args.image))]
+    for name, phase in phases:
+        print(f"benchmarks: {name} ...", file=sys.stderr, flush=True)
+        try:
+            res[name] = phase()
+        except Exception as exc:  # report and stop: a partial table would mix runs
+            print(f"benchmarks/run.py: phase {name} failed: {exc}", file=sys.stderr)
+            return 1
+    res["seconds"] = round(time.monotonic() - began, 1)
+    print(table(res))
+    print(f"\n{res['cpus']} CPUs, Python {res['python']}, load average at start "
+          f"{res['load_average_at_start'][0]:.2f}, {res['seconds']} s; worker counts: "
+          + ", ".join(f"{k} {v['workers']}" for k, v in res["throughput"].items()))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
