@@ -7,6 +7,7 @@ the stack's ``image/project`` (runtime package ``server``) and ``image`` (this p
     python -m devloop run   [--project DIR] [--host H] [--port N] [--deps-dir DIR] [--no-watch]
     python -m devloop debug [same options]
     python -m devloop test  [--project DIR] [--deps-dir DIR] [--junitxml PATH] [--watch] [-- PYTEST_ARGS]
+    python -m devloop deps  [--project DIR] [--deps-dir DIR]
 
 Options and their environment defaults:
 
@@ -21,6 +22,9 @@ Options and their environment defaults:
 * ``--no-watch``: serve without reloading.
 * debug: ``STACK_DEBUG_PORT`` (5678), ``STACK_DEBUG_WAIT`` (0; 1 = wait for the client before
   serving), ``STACK_DEBUGGER`` (debugpy).
+* ``STACK_SHOW_URLS`` (1): 0 = do not log the app/health/metrics/API docs URLs and the debugger port
+  at start (``flask-stack run`` prints them itself, with the host's ports).
+* ``LOG_LEVEL`` (INFO), ``LOG_FORMAT`` (text|json): as the runtime's; see :mod:`devloop.logs`.
 
 ``run`` serves the app with Werkzeug's threaded server from a process forked per save off a warm
 loop that keeps the listening socket (:mod:`devloop.server`, :mod:`devloop.child`); a save that breaks
@@ -28,7 +32,9 @@ the import serves a one-line 500 (and ``/health`` 503 DOWN) until the next save
 (:mod:`devloop.errorapp`). ``debug`` is ``run`` with ``STACK_DEBUG=1``: Flask debug mode, the Werkzeug
 debugger, and ``server.debug.start_debugger`` in each app process. ``test`` runs pytest once with the
 stack's checks and the project's ``tests/`` and exits with pytest's status (:mod:`devloop.testcmd`).
-SIGINT or SIGTERM stops the app process and exits 0. Messages go to stderr as ``[devloop] ...``.
+``deps`` installs the Pipfile's packages once and exits 0 (the Appsody ``APPSODY_PREP`` step).
+SIGINT or SIGTERM stops the app process and exits 0. The loop logs to stdout in the runtime's format
+(``2024-05-01 12:00:00 [INFO] message``, or JSON); an expected failure is one ERROR line and exit 1.
 """
 
 __all__ = ["__version__"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from .errors import DevloopError, StopRequested
+from .logs import configure as configure_logging
 from .logs import get_logger
 
 log = get_logger()
@@ -46,25 +47,36 @@ def _env_flag(name: str) -> bool:
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _project(path: str) -> Path:
+def _check_settings() -> None:
+    """Raise DevloopError with the runtime's one-line message when a stack setting (LOG_FORMAT, STACK_*) is
+    unusable: every app process would fail on it, and a save cannot fix the environment."""
+    try:
+        from server.settings import SettingsError, load_settings
+    except ImportError:  # reported by warm_imports/testcmd with the PYTHONPATH hint
+        return
+    try:
+        load_settings()
+    except SettingsError as exc:
+        raise DevloopError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+
+
+def _project(path: str, need_init: bool = True) -> Path:
     project = Path(path).expanduser().resolve()
     if not project.is_dir():
         raise DevloopError(f"project directory {project} does not exist; pass --project DIR")
-    if not (project / "__init__.py").is_file():
+    if need_init and not (project / "__init__.py").is_file():
         raise DevloopError(f"{project} has no __init__.py; pass --project DIR of a stack project "
                            f"(create one with `flask-stack init`)")
     return project
 
 
 def _prepare(project_arg: str, deps_dir_arg: str | None):
-    """Common start: resolve the project, export STACK_USERAPP_DIR, install deps, activate them."""
+    """Common start: check the settings, resolve the project, export STACK_USERAPP_DIR, install deps."""
     from . import deps
 
+    _check_settings()
     project = _project(project_arg)
     os.environ["STACK_USERAPP_DIR"] = str(project)
-    # `python -m` put the current directory first on sys.path; the project is loaded by path instead.
-    if sys.path and sys.path[0] in ("", os.getcwd()):
-        del sys.path[0]
     deps_dir = Path(deps_dir_arg).expanduser().resolve() if deps_dir_arg else None
     state = deps.ensure_deps(project, deps_dir)
     deps.activate(state)
@@ -92,9 +104,10 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{'[' + shown + ']' if ':' in shown else shown}:{spec.port}"
     log.info("serving %s on %s:%d%s", project, host, spec.port, "" if no_watch else " (reloads on save)")
-    log.info("app %s/  health %s/health  metrics %s/metrics  API docs %s/apidocs/", base, base, base, base)
-    if debug:
-        log.info("debug mode: attach a DAP client (VS Code) to port %d", spec.debug_port)
+    if os.environ.get("STACK_SHOW_URLS", "1").strip().lower() not in ("0", "false", "no", "off"):
+        log.info("app %s/  health %s/health  metrics %s/metrics  API docs %s/apidocs/", base, base, base, base)
+        if debug:
+            log.info("debug mode: attach a DAP client (VS Code) to port %d", spec.debug_port)
     loop = server.Loop(sock, spec, deps_dir=deps_path, deps_key=state.key, watch_enabled=not no_watch)
     return loop.run()
 
@@ -141,6 +154,25 @@ def debug(project, host, port, no_watch, deps_dir):
 @cli.command()
 @_project_opt
 @_deps_opt
+def deps(project, deps_dir):
+    """Install the project's Pipfile [packages] once (locking a missing or stale Pipfile.lock), then exit."""
+    from . import deps as deps_mod
+
+    project_path = _project(project, need_init=False)
+    deps_path = Path(deps_dir).expanduser().resolve() if deps_dir else None
+    if not (project_path / deps_mod.PIPFILE).is_file():
+        log.info("no Pipfile in %s; nothing to install", project_path)
+        sys.exit(0)
+    state = deps_mod.ensure_deps(project_path, deps_path)
+    if not state.installed:
+        log.info("dependencies of %s are up to date%s", project_path,
+                 f" in {state.site_dir}" if state.site_dir is not None else "")
+    sys.exit(0)
+
+
+@cli.command()
+@_project_opt
+@_deps_opt
 @click.option("--junitxml", type=click.Path(dir_okay=False), default=None, help="Write a JUnit XML report here.")
 @click.option("--watch", is_flag=True, help="Run again on every save until interrupted.")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
@@ -154,7 +186,12 @@ def test(project, deps_dir, junitxml, watch, pytest_args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; expected failures print one ``[devloop] error: ...`` line and exit non-zero."""
+    """Run the CLI; an expected failure logs one ERROR line and exits non-zero."""
+    # `python -m` put the current directory first on sys.path; the project is loaded by path instead, and
+    # a module of the user's there (say server.py) must not shadow the stack's.
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+    configure_logging()
 
     def stop(signum, frame):  # until the loop installs its own handlers: abandon startup, exit 0
         raise StopRequested()
@@ -164,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli.main(args=argv, prog_name="python -m devloop", standalone_mode=False)
     except DevloopError as exc:
-        log.error("error: %s", exc)
+        log.error("%s", exc)
         return exc.exit_code
     except StopRequested:
         return 0

@@ -5,9 +5,10 @@ Steps, each skipped when not needed:
 1. No ``Pipfile`` in the project: nothing to install.
 2. A stamp (JSON: sha256 of the Pipfile and Pipfile.lock bytes, and the install key) says both
    files are unchanged since the last successful install: nothing to do, no pipenv call (~1 ms).
-3. ``pipenv verify`` (is ``_meta.hash.sha256`` of Pipfile.lock the Pipfile's hash?); when the lock
-   is missing or stale, ``pipenv lock`` rewrites it. pipenv runs with ``VIRTUAL_ENV`` set to the
-   running interpreter's environment so it never creates a virtualenv of its own.
+3. A current ``Pipfile.lock`` (``pipenv verify``; ``pipenv lock`` when missing or stale), see
+   :mod:`devloop.locking`. When the project cannot be written, the Pipfile is locked in a copy:
+   ``DEPS/lock/`` with a deps dir, else ``<env>/flask-stack-deps/<project tag>-lock/`` (a temporary
+   directory when that is not writable either), and the packages are installed from that lock.
 4. ``pipenv requirements`` exports the lock's default packages; the packages the stack itself pins
    (image/project/Pipfile.lock, found next to the ``server`` package) are left out, with one warning
    line when the user's lock pins another version of one of them (the stack's version is used).
@@ -18,7 +19,8 @@ Steps, each skipped when not needed:
 
 The install key is the sha256 of the lock's ``default`` section plus the Python ABI tag, so editing
 a comment in Pipfile re-verifies but does not reinstall. Failures raise :class:`DevloopError` with
-one line naming the package (from pip's/pipenv's ``ERROR:`` lines).
+one line naming the package (from pip's/pipenv's ``ERROR:`` lines); a directory that cannot be
+written (deps dir, stamp) raises it too, naming the path.
 """
 
 from __future__ import annotations
@@ -30,21 +32,15 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from .errors import DevloopError
+from .locking import LOCKFILE, PIPFILE, ensure_lock, pipenv, run_command, summarize_failure
 from .logs import get_logger
 
-PIPFILE = "Pipfile"
-LOCKFILE = "Pipfile.lock"
-#: Upper bound, in seconds, of one pipenv or pip command.
-COMMAND_TIMEOUT = 900.0
 # Used when the stack's own Pipfile.lock cannot be found: the runtime's direct packages.
 _FALLBACK_PROTECTED = ("flask", "werkzeug", "jinja2", "markupsafe", "itsdangerous", "click", "blinker",
                        "flasgger", "prometheus-client", "gunicorn", "debugpy", "watchfiles", "pipenv", "pytest")
@@ -99,6 +95,15 @@ def _write_stamp(path: Path, stamp: dict) -> None:
     os.replace(tmp, path)
 
 
+def _file_hashes(project: Path) -> dict[str, str]:
+    """sha256 of the project's Pipfile and Pipfile.lock ("" for a missing lock); raises OSError."""
+    try:
+        lock = _sha((project / LOCKFILE).read_bytes())
+    except FileNotFoundError:
+        lock = ""
+    return {"pipfile": _sha((project / PIPFILE).read_bytes()), "lock": lock}
+
+
 def site_dir_for(deps_dir: Path, key: str) -> Path:
     """Return the ``--target`` directory of install key ``key`` inside ``deps_dir``."""
     return deps_dir / f"site-{key}"
@@ -109,11 +114,10 @@ def current_state(project: Path, deps_dir: Path | None) -> DepsState | None:
 
     Never runs a command; used at startup and to decide whether a file event needs any work.
     """
-    pipfile, lockfile = project / PIPFILE, project / LOCKFILE
-    if not pipfile.is_file():
+    if not (project / PIPFILE).is_file():
         return DepsState(None, None)
     try:
-        files = {"pipfile": _sha(pipfile.read_bytes()), "lock": _sha(lockfile.read_bytes())}
+        files = _file_hashes(project)
     except OSError:
         return None
     stamp = _read_stamp(_stamp_path(project, deps_dir))
@@ -124,99 +128,6 @@ def current_state(project: Path, deps_dir: Path | None) -> DepsState | None:
         return DepsState(key, None)
     site = site_dir_for(deps_dir, key)
     return DepsState(key, site) if (site / ".complete").is_file() else None
-
-
-def run_command(argv: list[str], *, env: dict[str, str] | None = None, on_line: Callable[[str], None] | None = None,
-                timeout: float = COMMAND_TIMEOUT) -> tuple[int, list[str]]:
-    """Run ``argv``, merging stderr into stdout; return (exit status, output lines).
-
-    Each line is passed to ``on_line`` as it arrives (progress). The process is killed after
-    ``timeout`` seconds (status then -9) and whenever this call is interrupted (``StopRequested``).
-    """
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env=env, text=True, errors="replace", bufsize=1)
-    timer = threading.Timer(timeout, proc.kill)
-    timer.daemon = True
-    timer.start()
-    lines: list[str] = []
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            lines.append(line)
-            if on_line and line.strip():
-                on_line(line)
-        return proc.wait(), lines
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-def _pipenv_env(project: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("PIPENV_IGNORE_VIRTUALENVS", None)
-    env.pop("PYTHONPATH", None)
-    env.update({
-        "VIRTUAL_ENV": sys.prefix,  # use this environment, never create a virtualenv
-        "PIPENV_PIPFILE": str(project / PIPFILE),
-        "PIPENV_VERBOSITY": "-1",
-        "PIPENV_NOSPIN": "1",
-        "PIPENV_YES": "1",
-        "PIPENV_HIDE_EMOJIS": "1",
-        "COLUMNS": "1000",  # keep pip's messages on one line each
-    })
-    return env
-
-
-def summarize_failure(lines: list[str]) -> str:
-    """Return one line saying why pipenv/pip failed, from its output ``lines``."""
-    text = "\n".join(lines)
-    match = re.search(r"No matching distribution found for ([^\s]+)", text)
-    if match:
-        return f"no version of '{match.group(1)}' is available from the package index"
-    match = re.search(r"Could not find a version that satisfies the requirement ([^\s]+)", text)
-    if match:
-        return f"no version of '{match.group(1)}' is available from the package index"
-    if "ResolutionImpossible" in text or "conflict is caused by" in text:
-        causes: list[str] = []
-        for i, line in enumerate(lines):
-            if "conflict is caused by" in line:
-                for nxt in lines[i + 1:]:
-                    if not nxt.startswith(" ") or not nxt.strip():
-                        break
-                    causes.append(nxt.strip())
-                break
-        detail = "; ".join(dict.fromkeys(causes)) or "see `pipenv lock` for details"
-        return f"conflicting requirements ({detail})"
-    errors = [ln.strip() for ln in lines if ln.strip().startswith("ERROR:")]
-    if errors:
-        return re.sub(r"^(ERROR:\s*)+", "", errors[-1])
-    tail = [ln.strip() for ln in lines if ln.strip()]
-    return tail[-1] if tail else "no output"
-
-
-def _pipenv(project: Path, *args: str) -> tuple[int, list[str]]:
-    if importlib.util.find_spec("pipenv") is None:
-        raise DevloopError(f"pipenv is not installed in {sys.prefix}; install it there (pip install pipenv) "
-                           f"or remove {project / PIPFILE}")
-    return run_command([sys.executable, "-m", "pipenv", *args], env=_pipenv_env(project))
-
-
-def _ensure_lock(project: Path) -> None:
-    if (project / LOCKFILE).is_file():
-        status, _ = _pipenv(project, "verify")
-        if status == 0:
-            return
-        log.info("Pipfile.lock is out of date; locking (pipenv lock)...")
-    else:
-        log.info("no Pipfile.lock; locking (pipenv lock)...")
-    status, lines = _pipenv(project, "lock")
-    if status != 0:
-        raise DevloopError(f"Pipfile does not resolve: {summarize_failure(lines)}; fix [packages] in "
-                           f"{project / PIPFILE}")
-    log.info("locked: Pipfile.lock written")
 
 
 def protected_versions() -> dict[str, str]:
@@ -271,11 +182,14 @@ def filter_requirements(lines: list[str], protected: dict[str, str]) -> tuple[li
     return kept, count
 
 
-def _install_key(project: Path) -> str:
+def _read_lock(lock_dir: Path) -> dict:
     try:
-        lock = json.loads((project / LOCKFILE).read_text())
+        return json.loads((lock_dir / LOCKFILE).read_text())
     except (OSError, ValueError) as exc:
-        raise DevloopError(f"cannot read {project / LOCKFILE} ({exc}); delete it to have it locked again") from None
+        raise DevloopError(f"cannot read {lock_dir / LOCKFILE} ({exc}); delete it to have it locked again") from None
+
+
+def _install_key(lock: dict) -> str:
     default = json.dumps(lock.get("default", {}), sort_keys=True, separators=(",", ":"))
     tag = f"{sys.implementation.cache_tag}-{sys.platform}-{os.uname().machine}"
     return _sha(f"{default}\n{tag}".encode())[:16]
@@ -314,9 +228,14 @@ def ensure_deps(project: Path, deps_dir: Path | None, *, cleanup: bool = True) -
         DevloopError: the Pipfile does not resolve, pipenv is missing, or pip fails.
         StopRequested: SIGINT/SIGTERM arrived; the running command was killed.
     """
-    state = current_state(project, deps_dir)
-    if state is None:
-        state = _install(project, deps_dir)
+    try:
+        state = current_state(project, deps_dir)
+        if state is None:
+            state = _install(project, deps_dir)
+    except OSError as exc:  # a directory or file this process cannot write (deps dir, stamp, lock copy)
+        place = f" {exc.filename}" if exc.filename else ""
+        raise DevloopError(f"cannot write{place}: {exc.strerror or exc}; make it writable by uid {os.geteuid()}"
+                           f"{' or pass another --deps-dir' if deps_dir is not None else ''}") from None
     if cleanup and deps_dir is not None and deps_dir.is_dir():
         for child in deps_dir.iterdir():
             if child.name.startswith("site-") and child != state.site_dir:
@@ -325,44 +244,59 @@ def ensure_deps(project: Path, deps_dir: Path | None, *, cleanup: bool = True) -
 
 
 def _install(project: Path, deps_dir: Path | None) -> DepsState:
-    _ensure_lock(project)
-    key = _install_key(project)
-    stamp_path = _stamp_path(project, deps_dir)
-    previous = _read_stamp(stamp_path)
+    pipfile_sha = _sha((project / PIPFILE).read_bytes())  # before locking: a save meanwhile is seen next time
+    stamp = _stamp_path(project, deps_dir)
+    copy_dir = deps_dir / "lock" if deps_dir is not None else stamp.with_name(stamp.stem + "-lock")
+    lock_dir, temporary = ensure_lock(project, copy_dir)
+    try:
+        key, site, installed = _install_locked(project, lock_dir, deps_dir)
+    finally:
+        if temporary:
+            shutil.rmtree(lock_dir, ignore_errors=True)
+    files = _file_hashes(project)
+    files["pipfile"] = pipfile_sha
+    _write_stamp(_stamp_path(project, deps_dir), {**files, "key": key})
+    return DepsState(key, site, installed)
+
+
+def _install_locked(project: Path, lock_dir: Path, deps_dir: Path | None) -> tuple[str, Path | None, bool]:
+    """Install the default packages of ``lock_dir``'s Pipfile.lock unless the stamp has them; return
+    (install key, site dir or None, whether pip ran)."""
+    lock = _read_lock(lock_dir)
+    key = _install_key(lock)
+    previous = _read_stamp(_stamp_path(project, deps_dir))
     site = site_dir_for(deps_dir, key) if deps_dir is not None else None
     installed = False
-    if previous.get("key") != key or (site is not None and not (site / ".complete").is_file()):
-        lock = json.loads((project / LOCKFILE).read_text())
-        requirements: list[str] = []
-        count = 0
-        if lock.get("default"):
-            status, lines = _pipenv(project, "requirements")
-            if status != 0:
-                raise DevloopError(f"cannot export Pipfile.lock: {summarize_failure(lines)}")
-            requirements, count = filter_requirements(lines, protected_versions())
-        staging = None
-        if site is not None:
-            staging = site.with_name(site.name + ".tmp")
+    if previous.get("key") == key and (site is None or (site / ".complete").is_file()):
+        return key, site, installed
+    requirements: list[str] = []
+    count = 0
+    if lock.get("default"):
+        status, lines = pipenv(lock_dir, "requirements")
+        if status != 0:
+            raise DevloopError(f"cannot export Pipfile.lock: {summarize_failure(lines)}")
+        requirements, count = filter_requirements(lines, protected_versions())
+    staging = None
+    if site is not None:
+        staging = site.with_name(site.name + ".tmp")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+    try:
+        if count:
+            where = str(site) if site is not None else sys.prefix
+            log.info("installing %d package%s from Pipfile.lock into %s...", count, "" if count == 1 else "s", where)
+            _pip_install(project, requirements, staging)
+            installed = True
+        if staging is not None:
+            (staging / ".complete").write_text(key)
+            shutil.rmtree(site, ignore_errors=True)
+            staging.rename(site)
+    finally:
+        if staging is not None and staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-        try:
-            if count:
-                where = str(site) if site is not None else sys.prefix
-                log.info("installing %d package%s from Pipfile.lock into %s...", count, "" if count == 1 else "s", where)
-                _pip_install(project, requirements, staging)
-                installed = True
-            if staging is not None:
-                (staging / ".complete").write_text(key)
-                shutil.rmtree(site, ignore_errors=True)
-                staging.rename(site)
-        finally:
-            if staging is not None and staging.exists():
-                shutil.rmtree(staging, ignore_errors=True)
-        if installed:
-            log.info("dependencies installed")
-    files = {"pipfile": _sha((project / PIPFILE).read_bytes()), "lock": _sha((project / LOCKFILE).read_bytes())}
-    _write_stamp(stamp_path, {**files, "key": key})
-    return DepsState(key, site, installed)
+    if installed:
+        log.info("dependencies installed")
+    return key, site, installed
 
 
 def activate(state: DepsState) -> None:

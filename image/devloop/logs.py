@@ -1,23 +1,72 @@
-"""Logging for the dev loop's own messages (logger ``devloop``).
+"""Logging for the dev loop's own messages (logger ``devloop``), in the runtime's format.
 
-Lines go to stderr as ``[devloop] message``: one line per event (start, reload, install step,
-error). The served app's own logging is configured by ``server.create_app`` in the app process
-and is left alone: the ``devloop`` logger does not propagate to the root logger.
+:func:`configure` sets up the root logger with the runtime's ``server.logs.configure_logging`` (one
+handler, stdout), so the loop's lines and the served app's look the same and are ordered in one stream:
+
+* ``LOG_FORMAT=text`` (default): ``2024-05-01 12:00:00 [INFO] message`` (local time);
+* ``LOG_FORMAT=json``: one JSON object per line (``time``, ``level``, ``logger`` = ``devloop``, ``message``).
+
+``LOG_LEVEL`` (default INFO) applies to the loop's lines too. An unusable ``LOG_LEVEL``/``LOG_FORMAT`` falls
+back to INFO/text here; ``run``/``debug``/``test`` then stop with the runtime's one-line settings error. The
+app process inherits the handler through fork, and ``server.create_app`` reconfigures that same handler.
+When the runtime is not importable (wrong ``PYTHONPATH``), an equivalent stdout handler is used so that the
+"cannot import server" error still has the same shape.
 """
 
+from __future__ import annotations
+
 import logging
+import os
 import sys
 
 LOGGER_NAME = "devloop"
+TEXT_FORMAT = "%(asctime)s [%(levelname)s] %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def get_logger() -> logging.Logger:
-    """Return the ``devloop`` logger, adding its stderr handler on first use."""
-    logger = logging.getLogger(LOGGER_NAME)
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("[devloop] %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-        logger.propagate = False
-    return logger
+    """Return the ``devloop`` logger (it propagates to the root logger that :func:`configure` sets up)."""
+    return logging.getLogger(LOGGER_NAME)
+
+
+def _fallback_configure(level: str, fmt: str) -> logging.Handler:
+    """Stand-in for ``server.logs.configure_logging`` when the runtime cannot be imported."""
+    handler = logging.StreamHandler(sys.stdout)
+    if fmt == "json":
+        import json
+        from datetime import datetime, timezone
+
+        class _Json(logging.Formatter):
+            def format(self, record: logging.LogRecord) -> str:
+                when = datetime.fromtimestamp(record.created, timezone.utc).astimezone()
+                return json.dumps({"time": when.isoformat(timespec="milliseconds"), "level": record.levelname,
+                                   "logger": record.name, "message": record.getMessage()})
+
+        handler.setFormatter(_Json())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT, DATE_FORMAT))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(level)
+    return handler
+
+
+def configure() -> None:
+    """Configure logging from ``LOG_LEVEL`` and ``LOG_FORMAT`` (see the module docstring). Idempotent."""
+    level = os.environ.get("LOG_LEVEL", "").strip().upper()
+    level = level if level in _LEVELS else "INFO"
+    fmt = os.environ.get("LOG_FORMAT", "").strip().lower()
+    fmt = fmt if fmt in ("text", "json") else "text"
+    logger = get_logger()
+    for handler in list(logger.handlers):  # a handler of its own would print the line twice
+        logger.removeHandler(handler)
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+    try:
+        from server.logs import configure_logging
+    except Exception:  # reported later, in this format, by the step that needs the runtime
+        if not getattr(configure, "_fallback", None):
+            configure._fallback = _fallback_configure(level, fmt)  # type: ignore[attr-defined]
+    else:
+        configure_logging(level, fmt)

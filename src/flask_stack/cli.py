@@ -47,7 +47,10 @@ def _engine(name: str) -> Engine:
 
 
 def _announce(port: int, debug_port: int | None = None) -> None:
-    """Say where the app, its health, metrics and API docs (and the debugger) will answer."""
+    """Say where the app, its health, metrics and API docs (and the debugger) will answer.
+
+    The dev loop would say it again (with the container's ports): :func:`_app_env` turns that off.
+    """
     base = f"http://127.0.0.1:{port}"
     say(f"app       {base}/")
     say(f"health    {base}/health  (/health/live, /health/ready, /health/started)")
@@ -55,6 +58,12 @@ def _announce(port: int, debug_port: int | None = None) -> None:
     say(f"API docs  {base}/apidocs/")
     if debug_port is not None:
         say(f"debugger  127.0.0.1:{debug_port}  (DAP: VS Code \"Attach\")")
+
+
+def _app_env(env_pairs: tuple[str, ...]) -> dict[str, str]:
+    """Return the ``-e`` pairs plus ``STACK_SHOW_URLS=0`` (the CLI prints the URLs, the dev loop need not);
+    an explicit ``-e STACK_SHOW_URLS=...`` wins."""
+    return {"STACK_SHOW_URLS": "0", **_env_pairs(env_pairs)}
 
 
 engine_option = click.option(
@@ -102,7 +111,7 @@ def init(directory: Path, template: str | None, overwrite: bool) -> int:
 def run(project_dir: Path | None, port: int, engine: str, production: bool, env_pairs: tuple[str, ...]) -> int:
     """Serve the project with hot reload until Ctrl-C."""
     project = find_project(project_dir)
-    opts = RunOptions(project=project, port=port, production=production, env=_env_pairs(env_pairs))
+    opts = RunOptions(project=project, port=port, production=production, env=_app_env(env_pairs))
     chosen = _engine(engine)
     _announce(port)
     return chosen.run(opts)
@@ -121,7 +130,7 @@ def debug(project_dir: Path | None, port: int, engine: str, debug_port: int, wai
     """Serve the project in debug mode: Flask debugger, and debugpy for VS Code to attach."""
     project = find_project(project_dir)
     opts = RunOptions(project=project, port=port, debug=True, debug_port=debug_port, debug_wait=wait,
-                      env=_env_pairs(env_pairs))
+                      env=_app_env(env_pairs))
     chosen = _engine(engine)
     _announce(port, debug_port)
     return chosen.run(opts)

@@ -7,6 +7,7 @@ descendant it had), and every wait is bounded.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -78,14 +79,14 @@ class DevLoop:
     """One ``python -m devloop`` process; output goes to ``log_path``."""
 
     def __init__(self, mode: str, project: Path, log_path: Path, *args: str, port: int | None = None,
-                 env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()):
+                 env: dict[str, str] | None = None, wrapper: tuple[str, ...] = (), python: str | None = None):
         self.project = project
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")
-        argv = [*wrapper, sys.executable, "-m", "devloop", mode, "--project", str(project)]
-        if mode != "test":
+        argv = [*wrapper, python or sys.executable, "-m", "devloop", mode, "--project", str(project)]
+        if mode in ("run", "debug"):
             argv += ["--host", "127.0.0.1", "--port", str(self.port)]
         self.proc = subprocess.Popen(argv + list(args), env=loop_env(**(env or {})), stdout=self._log,
                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
@@ -181,14 +182,15 @@ def project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def devloop(tmp_path: Path) -> Iterator[Callable[..., DevLoop]]:
-    """Factory ``devloop(mode, project, *args, port=None, env=None, wrapper=()) -> DevLoop`` (``wrapper``: a
-    command the loop runs under, e.g. ``unshare ...``); all are closed at teardown."""
+    """Factory ``devloop(mode, project, *args, port=None, env=None, wrapper=(), python=None) -> DevLoop``
+    (``wrapper``: a command the loop runs under, e.g. ``unshare ...``; ``python``: the interpreter, default
+    this one); all are closed at teardown."""
     started: list[DevLoop] = []
 
-    def start(mode: str, project: Path, *args: str, port: int | None = None,
-              env: dict[str, str] | None = None, wrapper: tuple[str, ...] = ()) -> DevLoop:
+    def start(mode: str, project: Path, *args: str, port: int | None = None, env: dict[str, str] | None = None,
+              wrapper: tuple[str, ...] = (), python: str | None = None) -> DevLoop:
         loop = DevLoop(mode, project, tmp_path / f"devloop-{len(started)}.log", *args, port=port, env=env,
-                       wrapper=wrapper)
+                       wrapper=wrapper, python=python)
         started.append(loop)
         return loop
 
@@ -204,3 +206,7 @@ def write_source(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.saving")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+#: A dev loop line in the runtime's text format: ``2024-05-01 12:00:00 [INFO] message``.
+LOG_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[(DEBUG|INFO|WARNING|ERROR|CRITICAL)\] \S")

@@ -47,7 +47,7 @@ def test_unresolvable_package_is_one_line_at_startup(devloop, project, tmp_path)
     assert loop.wait_exit(INSTALL_TIMEOUT) == 1
     out = loop.output()
     assert "Traceback" not in out
-    errors = [line for line in out.splitlines() if "error:" in line]
+    errors = [line for line in out.splitlines() if "[ERROR]" in line]
     assert len(errors) == 1, out
     assert "Pipfile does not resolve" in errors[0] and f"{PACKAGE}==999.0" in errors[0]
     assert not (project / "Pipfile.lock").exists()  # nothing half-written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import statistics
@@ -125,7 +126,9 @@ def test_port_in_use_is_one_line_exit_1(devloop, project):
         loop = devloop("run", project, port=port)
         assert loop.wait_exit(30) == 1
     lines = [line for line in loop.output().splitlines() if line.strip()]
-    assert lines == [f"[devloop] error: port {port} is in use; stop the other server or pass --port N"]
+    assert len(lines) == 1, lines
+    assert re.fullmatch(rf"\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d \[ERROR\] port {port} is in use; "
+                        r"stop the other server or pass --port N", lines[0]), lines
 
 
 def test_missing_project_is_one_line(devloop, tmp_path):
