@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from openapi_spec_validator import validate
 
 from .support import write_userapp
@@ -20,6 +21,32 @@ def test_spec_valid_and_lists_user_and_stack_routes(make_app):
     assert spec["paths"]["/hello"]["get"]["summary"] == "Say hello"
     assert spec["paths"]["/health"]["get"]["tags"] == ["stack"]
     assert "Health" in spec["definitions"]
+
+
+def test_health_commit_is_nullable_in_the_spec(make_app):
+    # the runtime answers "commit": null when no commit is known; the spec must allow it (schemathesis ST108)
+    client = make_app("basic").test_client()
+    assert client.get("/health").get_json()["commit"] is None
+    commit = client.get("/apispec_1.json").get_json()["definitions"]["Health"]["properties"]["commit"]
+    assert commit["type"] == "string" and commit["x-nullable"] is True
+
+
+def test_openapi3_health_schema_accepts_the_real_body(make_app, tmp_path):
+    from jsonschema.exceptions import ValidationError
+    from openapi_schema_validator import OAS30Validator
+
+    write_userapp(tmp_path / "o3", "from flask import Blueprint\nblueprint = Blueprint('o3', __name__)\n"
+                                   "swagger_template = {'openapi': '3.0.2'}\n")
+    client = make_app(None, USERAPP="userapp", USERAPP_DIR=str(tmp_path / "o3")).test_client()
+    spec = client.get("/apispec_1.json").get_json()
+    validate(spec)
+    schema = spec["components"]["schemas"]["Health"]
+    assert schema["properties"]["commit"]["nullable"] is True and "x-nullable" not in schema["properties"]["commit"]
+    body = client.get("/health").get_json()
+    assert body["commit"] is None
+    OAS30Validator(schema).validate(body)  # raises when null is not allowed
+    with pytest.raises(ValidationError, match="is not of type"):
+        OAS30Validator(schema).validate({**body, "commit": 5})  # the validator does check the field
 
 
 def test_swagger_template_merged(make_app):

@@ -103,10 +103,14 @@ def test_timeout_reports_down_and_hung_check_holds_one_thread(make_app):
     checks_for(app).add(health.READINESS, Check("hung", lambda: release.wait(60)))
     client = app.test_client()
     try:
-        for _ in range(15):
+        first = client.get("/health/ready")
+        assert first.status_code == 503
+        assert first.get_json()["checks"]["hung"] == {"status": "DOWN", "detail": "timed out after 0.2s"}
+        for _ in range(15):  # the same run, already past its timeout: DOWN without waiting on it again
             response = client.get("/health/ready")
             assert response.status_code == 503
-            assert response.get_json()["checks"]["hung"] == {"status": "DOWN", "detail": "timed out after 0.2s"}
+            hung = response.get_json()["checks"]["hung"]
+            assert hung["status"] == "DOWN" and hung["detail"].startswith("still running after "), hung
         hung_threads = [t for t in threading.enumerate() if t.name == "health-hung"]
         assert len(hung_threads) == 1
         assert hung_threads[0].daemon
@@ -118,6 +122,56 @@ def test_timeout_reports_down_and_hung_check_holds_one_thread(make_app):
             break
         time.sleep(0.05)
     assert client.get("/health/ready").get_json()["checks"]["hung"]["status"] == "UP"
+
+
+def test_probes_of_a_hung_check_do_not_wait_again(make_app):
+    # Each of these 10 probes waiting the full 1 s timeout again would take >= 10 s (the production report: under a
+    # hung dependency every probe held a server thread for the whole timeout); answered at once they take far less.
+    release = threading.Event()
+    app = _app(make_app, HEALTH_TIMEOUT=1.0)
+    checks_for(app).add(health.READINESS, Check("hung", lambda: release.wait(120)))
+    client = app.test_client()
+    try:
+        assert client.get("/health/ready").get_json()["checks"]["hung"]["detail"] == "timed out after 1s"
+        start = time.monotonic()
+        for _ in range(10):
+            hung = client.get("/health/ready").get_json()["checks"]["hung"]
+            assert hung["status"] == "DOWN" and hung["detail"].startswith("still running after "), hung
+            assert float(hung["detail"].removeprefix("still running after ").removesuffix("s")) >= 1.0
+        elapsed = time.monotonic() - start
+        assert elapsed < 5, f"10 probes took {elapsed:.1f}s: they waited on the hung check again"
+        assert len([t for t in threading.enumerate() if t.name == "health-hung"]) == 1
+    finally:
+        release.set()
+
+
+def test_probe_joining_a_run_waits_only_until_the_runs_deadline(make_app):
+    # A probe joining a run started earlier waits until that run's start + timeout, not a fresh timeout.
+    release = threading.Event()
+    app = _app(make_app, HEALTH_TIMEOUT=0.5)
+    checks = checks_for(app)
+    checks.add(health.LIVENESS, Check("slow", lambda: release.wait(120), timeout=60))
+    client = app.test_client()
+    results: list[dict] = []
+    first = threading.Thread(target=lambda: results.append(app.test_client().get("/health/live").get_json()))
+    try:
+        first.start()
+        for _ in range(500):  # until the first probe's run is in flight
+            if checks._inflight:
+                break
+            time.sleep(0.01)
+        (run,) = checks._inflight.values()
+        run.started -= 59.7  # as if the run had started 59.7 s ago: its 60 s deadline is 0.3 s away
+        start = time.monotonic()
+        joined = client.get("/health/live").get_json()["checks"]["slow"]
+        elapsed = time.monotonic() - start
+        assert joined == {"status": "DOWN", "detail": "timed out after 60s"}
+        assert elapsed < 30, f"the joining probe waited {elapsed:.1f}s, a fresh 60 s timeout"
+    finally:
+        release.set()  # a first probe still waiting (its wait began before the edit) gets the result now
+        first.join(60)
+    assert results[0]["checks"]["slow"] in ({"status": "UP", "detail": None},
+                                            {"status": "DOWN", "detail": "timed out after 60s"})
 
 
 def test_per_check_timeout_overrides_default(make_app):

@@ -4,17 +4,12 @@ servers (``flask --app server``, gunicorn ``server:app``) load it."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from .support import USERAPPS, free_port, subprocess_env
+from .support import USERAPPS, free_port, http_get, stop_group, subprocess_env, wait_ready
 
 _PROBE = r"""
 import json, sys
@@ -86,14 +81,6 @@ def test_flask_cli_loads_server_app():
     assert "/users/<int:user_id>" in proc.stdout and "/health/ready" in proc.stdout
 
 
-def _get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
-
-
 def _start_gunicorn(fixture: str, port: int, *args: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--graceful-timeout", "5",
@@ -103,37 +90,16 @@ def _start_gunicorn(fixture: str, port: int, *args: str, **env: str) -> subproce
     )
 
 
-def _stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    return proc.stdout.read() if proc.stdout else ""
-
-
 @pytest.mark.parametrize("args", [("--workers", "2"), ("--workers", "2", "--preload")], ids=["fork", "preload"])
 def test_gunicorn_serves_server_app(tmp_path, args):
     port = free_port()
     proc = _start_gunicorn("basic", port, *args, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        status = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                status, _ = _get(base + "/health/ready")
-            except OSError:
-                status = None
-            if status == 200:
-                break
-            time.sleep(0.2)
-        assert status == 200, "gunicorn did not become ready"
+        assert wait_ready(base, proc), "gunicorn did not become ready"
         for _ in range(10):
-            assert _get(base + "/hello?name=gunicorn") == (200, b"Hello, gunicorn!")
-        code, body = _get(base + "/metrics")
+            assert http_get(base + "/hello?name=gunicorn") == (200, b"Hello, gunicorn!")
+        code, body = http_get(base + "/metrics")
         assert code == 200
         text = body.decode()
         line = [ln for ln in text.splitlines() if ln.startswith("http_requests_total{")
@@ -142,9 +108,9 @@ def test_gunicorn_serves_server_app(tmp_path, args):
         pids = {ln.split('pid="')[1].split('"')[0] for ln in text.splitlines()
                 if ln.startswith("flask_stack_worker_resident_memory_bytes{")}
         assert pids and str(proc.pid) not in pids  # only workers, never the (preloading) arbiter
-        assert _get(base + "/nope")[0] == 404
+        assert http_get(base + "/nope")[0] == 404
     finally:
-        output = _stop(proc)
+        output = stop_group(proc)
     assert proc.returncode == 0, output
     assert "GET /hello 200" in output  # the stack's access line from the workers
 
@@ -158,7 +124,7 @@ def test_gunicorn_stops_on_import_error(args):
     try:
         proc.wait(60)
     finally:
-        output = _stop(proc)
+        output = stop_group(proc)
     assert proc.returncode == 4, output
     assert "userapp failed to import:" in output and ":7: SyntaxError" in output
     assert "Traceback" not in output

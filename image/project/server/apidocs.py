@@ -90,27 +90,39 @@ def setup_apidocs(app: Flask, title: str, version: str | None, user_template: Ma
         endpoint = config.get("specs", Swagger.DEFAULT_CONFIG["specs"])[0]["endpoint"]
 
         def openapi3_spec() -> Any:
-            spec = swagger2_responses_to_openapi3(swagger.get_apispecs(endpoint))
+            spec = swagger.get_apispecs(endpoint)
             spec.setdefault("components", {}).setdefault("schemas", {}).setdefault("Health", HEALTH_SCHEMA)
-            return jsonify(spec)
+            return jsonify(swagger2_responses_to_openapi3(spec))
 
         app.view_functions[f"flasgger.{endpoint}"] = openapi3_spec
 
 
 def swagger2_responses_to_openapi3(spec: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite Swagger-2-style operations (``produces``, response ``schema``, ``#/definitions/`` refs) in an
-    OpenAPI 3 spec into OpenAPI 3 form (``content`` by media type, ``#/components/schemas/``), in place.
+    """Rewrite Swagger-2-style parts (``produces``, response ``schema``, ``#/definitions/`` refs, ``x-nullable``)
+    of an OpenAPI 3 spec into OpenAPI 3 form (``content`` by media type, ``#/components/schemas/``,
+    ``nullable``), in place; returns ``spec``.
 
     The stack's own endpoints are documented Swagger-2-style; this keeps an OpenAPI 3 spec valid with them.
     """
 
     def fix_refs(node: Any) -> Any:
         if isinstance(node, dict):
-            return {k: (v.replace("#/definitions/", "#/components/schemas/") if k == "$ref" and isinstance(v, str)
-                        else fix_refs(v)) for k, v in node.items()}
+            fixed = {}
+            for key, value in node.items():
+                if key == "$ref" and isinstance(value, str):
+                    fixed[key] = value.replace("#/definitions/", "#/components/schemas/")
+                elif key == "x-nullable":
+                    fixed["nullable"] = bool(value)
+                else:
+                    fixed[key] = fix_refs(value)
+            return fixed
         if isinstance(node, list):
             return [fix_refs(v) for v in node]
         return node
+
+    schemas = (spec.get("components") or {}).get("schemas")
+    if isinstance(schemas, dict):
+        spec["components"]["schemas"] = fix_refs(schemas)
 
     for item in (spec.get("paths") or {}).values():
         for operation in item.values():

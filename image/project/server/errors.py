@@ -16,18 +16,31 @@ body is JSON, or ``Accept`` prefers ``application/json`` over ``text/html``) get
 with ``Content-Type: application/json``; everyone else gets a small HTML page. The detail is the exception's
 description (werkzeug's standard text or the one passed to ``abort``), never a traceback. In debug or testing mode
 Flask propagates unhandled exceptions instead (Werkzeug debugger, pytest tracebacks).
+
+A request body the server cannot read (a broken chunked encoding or a body cut short: gunicorn's
+``gunicorn.http.errors.ParseException`` family and ``NoMoreData`` when gunicorn is importable, werkzeug's
+``ClientDisconnected``) is the client's fault: it becomes a 400 with the body above (through the app's 400
+handler, so a user's ``@app.errorhandler(400)`` applies), one WARNING line without traceback
+(``unreadable request body: POST /parse: InvalidChunkSize: Invalid chunk size: b'ZZ' id=...``), and is
+counted as status 400 in the metrics.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import logging
 import os
 import traceback
 from types import TracebackType
+from typing import Any
 
-from flask import Flask, Response, g, request
-from werkzeug.exceptions import HTTPException
+from flask import Flask, Response, current_app, g, request
+from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException
+
+from .logs import printable_path
+
+log = logging.getLogger(__name__)
 
 
 class UserAppImportError(Exception):
@@ -140,9 +153,40 @@ def error_response(exc: HTTPException) -> Response | HTTPException:
     return response
 
 
+def unreadable_body_errors() -> tuple[type[BaseException], ...]:
+    """The exception classes meaning "the request body could not be read": werkzeug's ``ClientDisconnected`` and,
+    when gunicorn is importable, ``gunicorn.http.errors.ParseException`` (InvalidChunkSize,
+    ChunkMissingTerminator, ...) and ``gunicorn.http.errors.NoMoreData`` (body cut short; an ``IOError``)."""
+    try:
+        from gunicorn.http.errors import NoMoreData, ParseException
+    except ImportError:
+        return (ClientDisconnected,)
+    return (ClientDisconnected, ParseException, NoMoreData)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ClientDisconnected):
+        return "ClientDisconnected: the client closed the connection before sending the whole body"
+    lines = str(exc).strip().splitlines()
+    reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    return reason if len(reason) <= 200 else reason[:197] + "..."
+
+
+def unreadable_body(exc: BaseException) -> Any:
+    """Flask error handler for ``unreadable_body_errors()``: log one WARNING line (no traceback) and answer 400
+    through the app's handler for ``BadRequest`` (normally ``error_response``)."""
+    reason = _reason(exc)
+    request_id = g.get("request_id") or "-"
+    log.warning("unreadable request body: %s %s: %s id=%s", request.method, printable_path(request.path), reason,
+                request_id, extra={"request_id": request_id})
+    return current_app.handle_http_exception(BadRequest(f"The request body could not be read ({reason})."))
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Install ``error_response`` for all HTTP errors of ``app``.
+    """Install ``error_response`` for all HTTP errors of ``app`` and ``unreadable_body`` for unreadable bodies.
 
     Called before the user's package loads, so the user's own ``@app.errorhandler`` / blueprint handlers replace it.
     """
     app.register_error_handler(HTTPException, error_response)
+    for kind in unreadable_body_errors():
+        app.register_error_handler(kind, unreadable_body)

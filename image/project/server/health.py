@@ -14,9 +14,11 @@ User API (no import of ``server`` needed for the mapping form)::
 A check is a function without arguments, run in the app context in a worker thread with a timeout (default
 STACK_HEALTH_TIMEOUT = 1 s). Result: raising, returning a falsy value or timing out makes its group DOWN with a short
 reason (``"ConnectionError: refused"``, ``"timed out after 1s"``); a dict with ``"status": "DOWN"`` is DOWN too.
-A check still running from an earlier probe is not started again: later probes wait on the same run, so a hung
-check holds one thread, and at most STACK_HEALTH_THREADS checks run at once per app (beyond that: DOWN,
-"capacity exhausted"). Threads are daemons, so a hung check never blocks process exit.
+A check still running from an earlier probe is not started again: later probes share that run and wait only
+until its deadline (start + timeout); a run already past its deadline answers DOWN at once ("still running after
+3.2s"), so a hung check holds one thread and no probe waits on it twice. At most STACK_HEALTH_THREADS checks run
+at once per app (beyond that: DOWN, "capacity exhausted"). Threads are daemons, so a hung check never blocks
+process exit.
 
 Built-in checks: ``started`` (readiness, startup; UP once ``create_app`` has finished building the app) and
 ``shutdown`` (readiness; DOWN once ``begin_shutdown()`` ran in this process, e.g. on SIGTERM, so traffic drains).
@@ -141,9 +143,11 @@ class Check:
 
 
 class _Run:
-    """One execution of a check in a daemon thread; ``done`` is set when it returned or raised."""
+    """One execution of a check in a daemon thread; ``done`` is set when it returned or raised; ``started`` is
+    its start time (``time.monotonic()`` seconds)."""
 
     def __init__(self) -> None:
+        self.started = time.monotonic()
         self.done = threading.Event()
         self.value: Any = None
         self.error: BaseException | None = None
@@ -263,7 +267,8 @@ class HealthChecks:
         return run
 
     def run(self, groups: Iterable[str]) -> dict[str, Any]:
-        """Run the checks of ``groups`` concurrently and wait for them (each bounded by its timeout).
+        """Run the checks of ``groups`` concurrently and wait for them, each at most until its run's start plus
+        its timeout (seconds); a run from an earlier probe already past that is DOWN without waiting.
 
         Returns:
             dict: ``{"status": "UP"|"DOWN", "checks": {name: {"status": ..., "detail": ...}}}``.
@@ -272,8 +277,7 @@ class HealthChecks:
         for group in groups:
             checks.update(self._groups[group])
         results: dict[str, dict[str, Any]] = {}
-        pending: list[tuple[str, Check, _Run, float]] = []
-        now = time.monotonic()
+        pending: list[tuple[str, float, _Run]] = []
         for name, check in checks.items():
             if check.builtin:
                 status, detail = _judge(check.fn())
@@ -285,10 +289,13 @@ class HealthChecks:
                 results[name] = {"status": "DOWN", "detail": detail}
                 continue
             timeout = check.timeout if check.timeout is not None else self.default_timeout
-            pending.append((name, check, run, now + timeout))
-        for name, check, run, deadline in pending:
-            timeout = check.timeout if check.timeout is not None else self.default_timeout
-            if not run.done.wait(max(0.0, deadline - time.monotonic())):
+            overdue = time.monotonic() - run.started
+            if overdue >= timeout and not run.done.is_set():  # an earlier probe's run, hung: do not wait again
+                results[name] = {"status": "DOWN", "detail": f"still running after {overdue:.1f}s"}
+                continue
+            pending.append((name, timeout, run))
+        for name, timeout, run in pending:  # the deadline of a run is its start + its check's timeout
+            if not run.done.wait(max(0.0, run.started + timeout - time.monotonic())):
                 results[name] = {"status": "DOWN", "detail": f"timed out after {timeout:g}s"}
             elif run.error is not None:
                 results[name] = {"status": "DOWN", "detail": _short(run.error)}

@@ -110,16 +110,21 @@ def request_id_from(header: str | None) -> str:
     return os.urandom(16).hex()
 
 
+def printable_path(path: str, limit: int = 1000) -> str:
+    """``path`` safe for one log line: non-printable characters escaped (no forged lines from ``%0A`` in URLs),
+    cut at ``limit`` characters (with ``...``)."""
+    if not path.isprintable():
+        path = path.encode("unicode_escape").decode("ascii")
+    return path if len(path) <= limit else path[:limit] + "..."
+
+
 def log_access(method: str, path: str, status: int, duration_ms: float, request_id: str) -> None:
     """Write the access line ``GET /path 200 1.2ms id=...`` (INFO, logger ``server.access``) with the same values
     as extra fields ``method``, ``path``, ``status``, ``duration_ms``, ``request_id``. Non-printable characters
     in ``path`` are escaped and it is cut at 1000 characters."""
     logger = logging.getLogger(ACCESS_LOGGER)
     if logger.isEnabledFor(logging.INFO):
-        if not path.isprintable():  # no forged log lines from %0A in URLs
-            path = path.encode("unicode_escape").decode("ascii")
-        if len(path) > 1000:
-            path = path[:1000] + "..."
+        path = printable_path(path)
         # makeRecord + handle = logger.info without its caller lookup (a stack walk per request)
         record = logger.makeRecord(
             ACCESS_LOGGER, logging.INFO, __file__, 0, "%s %s %s %.1fms id=%s",

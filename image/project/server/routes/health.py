@@ -43,7 +43,9 @@ HEALTH_SCHEMA = {
     "required": ["status", "checks"],
     "properties": {
         "status": {"type": "string", "enum": ["UP", "DOWN"]},
-        "commit": {"type": "string", "description": "git commit of the running code, null when unknown"},
+        # x-nullable: Swagger 2.0's way to allow null (flasgger passes it through; the OpenAPI 3 spec gets nullable)
+        "commit": {"type": "string", "x-nullable": True,
+                   "description": "git commit of the running code, null when unknown"},
         "checks": {
             "type": "object",
             "additionalProperties": {
