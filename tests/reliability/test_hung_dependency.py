@@ -34,12 +34,14 @@ def test_hung_readiness_check_times_out_without_harm(start_server):
     assert "Traceback" not in body.decode()
     assert get(srv.port, "/health/live")[0] == 200, "a hung readiness check must not fail liveness"
 
-    # Probers keep probing (a kubelet, a load balancer, a curious human) while users are served. Each probe
-    # may hold a request thread for the check timeout, so 4 probers leave every worker threads to serve with.
-    probers, rounds = 4, 5
+    # Probers keep probing (a kubelet, a load balancer, a curious human) while users are served.
+    probers, probing_seconds = 4, 4.0
 
     def probe_repeatedly():
-        return [get(srv.port, "/health/ready", timeout=HEALTH_TIMEOUT + 15)[0] for _ in range(rounds)]
+        statuses, until = [], time.monotonic() + probing_seconds
+        while time.monotonic() < until:
+            statuses.append(get(srv.port, "/health/ready", timeout=HEALTH_TIMEOUT + 15)[0])
+        return statuses
 
     with ThreadPoolExecutor(max_workers=probers) as pool:
         futures = [pool.submit(probe_repeatedly) for _ in range(probers)]
@@ -49,7 +51,7 @@ def test_hung_readiness_check_times_out_without_harm(start_server):
             served.append((get(srv.port, "/hello", timeout=10)[0], time.monotonic() - began))
             time.sleep(0.05)
         answers = [status for future in futures for status in future.result(timeout=60)]
-    assert answers == [503] * probers * rounds
+    assert len(answers) >= probers and set(answers) == {503}, answers
     assert len(served) >= 10 and all(status == 200 for status, _ in served), served
     assert max(took for _, took in served) < HEALTH_TIMEOUT + SLACK, served
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import string
 import subprocess
 import time
 import urllib.parse
@@ -17,22 +19,21 @@ from .harness import free_port, get, require_tool, run_wrk, sample_value, scrape
 pytestmark = pytest.mark.slow
 
 RANDOM_PATHS_LUA = """
--- every request: an unknown path, and now and then an unknown method
+-- every request: a new unknown path
 math.randomseed(os.time())
 request = function()
-  local path = "/no/such/" .. math.random(1, 1000000000) .. "/" .. math.random(1, 1000000000)
-  local method = "GET"
-  if math.random(1, 10) == 1 then method = "M" .. math.random(1, 1000000) end
-  return wrk.format(method, path)
+  return wrk.format("GET", "/no/such/" .. math.random(1, 1000000000) .. "/" .. math.random(1, 1000000000))
 end
 """
 
 
 def test_request_totals_are_exact_over_all_workers(start_server):
-    srv = start_server(workers=3)
+    # A worker takes at most 5 connections at once and each request is held 20 ms, so 12 concurrent clients
+    # (a fresh connection per request) are necessarily spread over the 3 workers.
+    srv = start_server(workers=3, env={"GUNICORN_CMD_ARGS": "--worker-connections 5"})
     total = 300
-    with ThreadPoolExecutor(max_workers=12) as pool:  # fresh connection per request: spread over the workers
-        answers = list(pool.map(lambda _: get(srv.port, "/whoami"), range(total)))
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda _: get(srv.port, "/whoami?hold=0.02"), range(total)))
     assert all(status == 200 for status, _, _ in answers)
     pids = {json.loads(body)["pid"] for _, _, body in answers}
     assert len(pids) >= 2, f"all {total} requests went to one worker; the test would prove nothing"
@@ -67,6 +68,21 @@ def test_random_unknown_paths_add_no_series(start_server, tmp_path):
         s.value for s in samples if s.name == "http_requests_total" and s.labels.get("status") in ("404", "405")
     )
     assert unmatched >= sent, "the unknown-path requests were not counted"
+
+
+def test_unknown_methods_add_no_series(start_server):
+    srv = start_server(workers=2)
+    rng = random.Random(7)
+    get(srv.port, "/hello", method="NOPE")
+    get(srv.port, "/no/such/path", method="NOPE")
+    scrape(srv.port)  # the first scrape adds the /metrics endpoint's own series
+    before = series_keys(scrape(srv.port))
+    for _ in range(300):
+        method = "".join(rng.choice(string.ascii_uppercase) for _ in range(rng.randint(3, 12)))
+        status, _, _ = get(srv.port, rng.choice(["/hello", "/whoami", f"/no/{rng.random()}"]), method=method)
+        assert 400 <= status < 500
+    added = series_keys(scrape(srv.port)) - before
+    assert not added, f"{len(added)} new series after 300 random methods, e.g. {sorted(added)[:5]}"
 
 
 def _prometheus_query(api_port: int, query: str) -> list:

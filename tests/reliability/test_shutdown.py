@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .harness import get
+from .harness import get, sample_value, scrape
 
 pytestmark = pytest.mark.slow
 
@@ -19,23 +19,20 @@ GRACEFUL = 12  # STACK_GRACEFUL_TIMEOUT
 SLOW = 4.0  # seconds each in-flight request takes
 
 
-def _wait_in_flight(srv, count: int, timeout: float = 5.0) -> None:
-    """Wait until ``count`` /slow requests are being served (their access lines are written only at the end, so
-    look at the sockets instead: established connections to the server's port)."""
+def _idle_in_progress(srv) -> float:
+    """http_requests_in_progress as a scrape sees it on an idle server (the scrape itself may count)."""
+    return sample_value(scrape(srv.port), "http_requests_in_progress")
+
+
+def _wait_in_flight(srv, count: int, idle: float, timeout: float = 10.0) -> None:
+    """Wait until ``count`` more requests than at idle are being served (the runtime's in-progress gauge, summed
+    over workers): accepted by a worker and inside the app, not merely queued in the listen backlog."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if _established(srv.port) >= count:
+        if sample_value(scrape(srv.port), "http_requests_in_progress") - idle >= count:
             return
         time.sleep(0.05)
     raise AssertionError(f"{count} requests never got in flight")
-
-
-def _established(port: int) -> int:
-    """Number of established TCP connections whose local port is ``port`` (from /proc/net/tcp)."""
-    hex_port = f":{port:04X}"
-    with open("/proc/net/tcp", encoding="ascii") as fh:
-        next(fh)
-        return sum(1 for line in fh if line.split()[1].endswith(hex_port) and line.split()[3] == "01")
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -47,10 +44,11 @@ def test_sigterm_drains_in_flight_requests_with_readiness_down(server, start_ser
         env={"STACK_SHUTDOWN_DELAY": str(DELAY), "STACK_GRACEFUL_TIMEOUT": str(GRACEFUL), "STACK_THREADS": "8"},
     )
     in_flight = 4
+    idle = _idle_in_progress(srv)
     pool = ThreadPoolExecutor(max_workers=in_flight)
     try:
         slow = [pool.submit(get, srv.port, f"/slow?seconds={SLOW}", 20.0) for _ in range(in_flight)]
-        _wait_in_flight(srv, in_flight)
+        _wait_in_flight(srv, in_flight, idle)
 
         sigterm_at = time.monotonic()
         srv.terminate()
@@ -89,7 +87,9 @@ def test_sigterm_drains_in_flight_requests_with_readiness_down(server, start_ser
 @pytest.mark.parametrize("server", SERVERS)
 def test_sigterm_without_delay_finishes_requests_in_flight(server, start_server):
     """STACK_SHUTDOWN_DELAY=0 (the default outside Kubernetes): stop accepting at once, still finish in flight."""
-    srv = start_server(server=server, workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_GRACEFUL_TIMEOUT": "10"})
+    srv = start_server(
+        server=server, workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_GRACEFUL_TIMEOUT": "10", "STACK_THREADS": "8"}
+    )
     results: list = []
 
     def call():
@@ -98,10 +98,11 @@ def test_sigterm_without_delay_finishes_requests_in_flight(server, start_server)
         except OSError as exc:
             results.append(repr(exc))
 
+    idle = _idle_in_progress(srv)
     threads = [threading.Thread(target=call) for _ in range(4)]
     for thread in threads:
         thread.start()
-    _wait_in_flight(srv, 4)
+    _wait_in_flight(srv, 4, idle)
     sigterm_at = time.monotonic()
     srv.terminate()
     for thread in threads:
@@ -115,10 +116,11 @@ def test_sigterm_without_delay_finishes_requests_in_flight(server, start_server)
 def test_graceful_timeout_bounds_a_request_that_never_ends(start_server):
     """A request longer than STACK_GRACEFUL_TIMEOUT cannot hold the shutdown: workers are killed at the limit."""
     srv = start_server(workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_GRACEFUL_TIMEOUT": "3"})
+    idle = _idle_in_progress(srv)
     pool = ThreadPoolExecutor(max_workers=1)
     try:
         pool.submit(get, srv.port, "/slow?seconds=30", 40.0)
-        _wait_in_flight(srv, 1)
+        _wait_in_flight(srv, 1, idle)
         sigterm_at = time.monotonic()
         srv.terminate()
         srv.proc.wait(timeout=15)

@@ -32,10 +32,17 @@ def hello():
 
 @blueprint.get("/whoami")
 def whoami():
-    """The pid of the worker process that answered.
+    """The pid of the worker process that answered, after holding the request ``hold`` seconds (0 to 0.2).
     ---
     produces:
       - application/json
+    parameters:
+      - name: hold
+        in: query
+        type: number
+        minimum: 0
+        maximum: 0.2
+        required: false
     responses:
       200:
         description: The worker's pid.
@@ -45,7 +52,16 @@ def whoami():
             pid:
               type: integer
           required: [pid]
+      400:
+        description: hold is not a number from 0 to 0.2.
     """
+    try:
+        hold = float(request.args.get("hold", "0"))
+    except ValueError:
+        return jsonify(error="hold must be a number"), 400
+    if not 0 <= hold <= 0.2:
+        return jsonify(error="hold must be from 0 to 0.2"), 400
+    time.sleep(hold)
     return jsonify(pid=os.getpid())
 
 
