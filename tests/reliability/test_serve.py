@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+import time
 import uuid
 
 import pytest
@@ -125,3 +126,19 @@ def test_gunicorn_log_lines_use_the_stack_format(start_server):
     srv.stop()
     booted = [line for line in srv.log_text().splitlines() if "Booting worker" in line]
     assert booted and all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[INFO\] Booting worker", l) for l in booted)
+
+
+def test_control_socket_is_off_unless_asked(start_server, tmp_path):
+    """gunicorn 25+ makes a control socket under $HOME by default; the image's $HOME is read-only."""
+    home = tmp_path / "home"
+    home.mkdir()
+    srv = start_server(env={"HOME": str(home), "XDG_RUNTIME_DIR": None})
+    assert get(srv.port, "/hello")[0] == 200
+    assert not list(home.iterdir()), f"gunicorn wrote into $HOME: {list(home.iterdir())}"
+
+    socket_path = tmp_path / "ctl" / "gunicorn.ctl"
+    srv = start_server(env={"HOME": str(home), "XDG_RUNTIME_DIR": None, "STACK_CONTROL_SOCKET": str(socket_path)})
+    deadline = time.monotonic() + 10
+    while not socket_path.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert socket_path.is_socket()
