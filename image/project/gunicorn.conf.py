@@ -219,12 +219,12 @@ logger_class = StackLogger
 # --- server hooks -------------------------------------------------------------------------------------------
 
 def when_ready(server) -> None:
-    """Log once, in the master, what is being served and how."""
+    """Log once, in the master, what is being served and how (the real listeners: ``-b`` may override)."""
     server.log.info(
-        "flask-stack serving on http://%s with %d workers x %d threads (metrics dir %s)",
-        bind[0],
+        "flask-stack serving on %s with %d workers x %d threads (metrics dir %s)",
+        ", ".join(str(listener) for listener in server.LISTENERS),
         server.num_workers,
-        threads,
+        server.cfg.threads,
         os.environ.get("PROMETHEUS_MULTIPROC_DIR") or "unset: single process",
     )
 
