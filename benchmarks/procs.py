@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,11 +131,14 @@ class Server:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"bench-{self.kind}-"))
         self.port = self.port or free_port()
         argv, env = self._command()
-        log = open(self.workdir / "server.log", "wb")
         self.started_at = time.monotonic()
-        self.proc = subprocess.Popen(argv, env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
-        log.close()
+        # Output goes through a pipe drained by a thread, as a container engine's log driver drains it; writing
+        # the log file directly would add this disk's contention to every access line the server writes.
+        self.proc = subprocess.Popen(argv, env=env, cwd=self.workdir, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self._drain = threading.Thread(target=_drain, args=(self.proc.stdout, self.workdir / "server.log"),
+                                       daemon=True)
+        self._drain.start()
         deadline = self.started_at + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -146,8 +150,9 @@ class Server:
             except OSError:
                 pass
             time.sleep(0.01)
+        tail = self.log_tail()
         self.stop()
-        raise RuntimeError(f"{self.kind} not ready within {timeout}s:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.kind} not ready within {timeout}s:\n{tail}")
 
     def worker_pids(self) -> list[int]:
         """The processes that serve requests: the master's children, or the process itself (flask run)."""
@@ -177,6 +182,9 @@ class Server:
                 self.proc.wait(5)
             except ProcessLookupError:
                 pass
+        if self.proc and self.proc.stdout:
+            self._drain.join(5)
+            self.proc.stdout.close()
         if self.workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -185,6 +193,13 @@ class Server:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def _drain(stream, path: Path) -> None:
+    """Copy a server's output pipe to ``path`` in large buffered writes until the pipe closes."""
+    with open(path, "wb", buffering=0) as out:  # one write per chunk read: the file is always current
+        while chunk := stream.read1(1 << 16):
+            out.write(chunk)
 
 
 def copy_project(source: Path) -> Path:
