@@ -142,6 +142,7 @@ class Server:
         deadline = self.started_at + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                self._drain.join(2)
                 raise RuntimeError(f"{self.kind} exited with {self.proc.returncode}:\n{self.log_tail()}")
             try:
                 if get(self.port, self.ready_path, timeout=2)[0] == 200:
