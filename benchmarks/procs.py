@@ -73,6 +73,20 @@ def memory(pid: int) -> dict:
     return values
 
 
+def cpu_seconds(pids) -> float:
+    """User + system CPU seconds used so far by ``pids`` (utime + stime from /proc/PID/stat)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
 @dataclass
 class Server:
     """One server under test. ``kind``: stack-gunicorn, stack-granian, stack-flask-run, bare-gunicorn,
