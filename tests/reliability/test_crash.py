@@ -18,6 +18,16 @@ CONNECTIONS = 16
 LOAD_SECONDS = 8
 
 
+def _alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a zombie has closed all its sockets)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            stat = fh.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(")") + 2] != "Z"
+
+
 def _live_gauge_files(metrics_dir, pid: int) -> list:
     """The per-process live-gauge files of ``pid`` (what mark_process_dead removes)."""
     return sorted(metrics_dir.glob(f"gauge_live*_{pid}.db"))
@@ -45,11 +55,18 @@ def test_sigkilled_worker_is_replaced_without_downtime(server, start_server):
         before = sample_value(scrape(srv.port), "http_requests_total", endpoint="/hello")
         os.kill(victim, signal.SIGKILL)
         killed_at = time.monotonic()
+        # Requests already queued on the victim die with it (granian gives each worker its own SO_REUSEPORT
+        # socket); what must hold is that every request made once it is dead is answered.
+        while _alive(victim) and time.monotonic() - killed_at < 5:
+            time.sleep(0.01)
 
         # While wrk keeps loading the server, every fresh health probe and request is answered.
         probes = []
         while load.poll() is None and time.monotonic() - killed_at < LOAD_SECONDS + 5:
-            probes.append((get(srv.port, "/health", timeout=5)[0], get(srv.port, "/hello", timeout=5)[0]))
+            try:
+                probes.append((get(srv.port, "/health", timeout=5)[0], get(srv.port, "/hello", timeout=5)[0]))
+            except OSError as exc:
+                probes.append((f"{time.monotonic() - killed_at:.3f}s after the kill: {exc!r}", srv.log_tail(15)))
             time.sleep(0.1)
         output, _ = load.communicate(timeout=30)
     finally:
@@ -73,6 +90,8 @@ def test_sigkilled_worker_is_replaced_without_downtime(server, start_server):
     assert not _live_gauge_files(srv.metrics_dir, victim), "the dead worker's live gauges were not removed"
     # Its counters stay: totals over all workers never go down.
     assert counters.exists()
-    samples = scrape(srv.port)
-    assert sample_value(samples, "http_requests_total", endpoint="/hello") >= before + result.requests * 0.5
+    after = sample_value(scrape(srv.port), "http_requests_total", endpoint="/hello")
+    assert after >= before
+    # Every response wrk got was counted (the dead worker's counts included), but for the few in flight on it.
+    assert after >= result.requests - CONNECTIONS, (after, result.requests)
     assert get(srv.port, "/health/ready")[0] == 200
