@@ -145,17 +145,18 @@ def reap_dead_workers(directory: str, handled: set[int]) -> list[int]:
         return []
     pids = {int(m.group(1)) for m in map(_PID_IN_NAME.search, names) if m}
     reaped = []
-    for pid in sorted(pids - handled):
+    for pid in sorted(pids):
         try:
             os.kill(pid, 0)
-            continue  # alive (or belongs to another user, so not ours to clean)
         except ProcessLookupError:
-            pass
-        except PermissionError:
+            if pid not in handled:
+                mark_process_dead(pid)
+                handled.add(pid)
+                reaped.append(pid)
             continue
-        mark_process_dead(pid)
-        handled.add(pid)
-        reaped.append(pid)
+        except PermissionError:
+            pass  # alive, another user's: not ours to clean
+        handled.discard(pid)  # alive (again, should a new worker reuse the pid): clean it when it dies
     return reaped
 
 
