@@ -83,9 +83,10 @@ def test_sigkilled_worker_is_replaced_without_downtime(server, start_server):
         # closed or set up at the crash/respawn moment is reset (unless net.ipv4.tcp_migrate_req=1). Only then.
         assert len(resets) <= 2 and all(after < 1.0 for after, _, _ in resets), resets
     result = parse_wrk(output)
-    # Only requests on the killed worker's connections can fail (reset): at most one per connection.
+    # Only requests on the killed worker's connections can fail (reset): at most one per connection under
+    # gunicorn; under granian also the reconnections that hit the respawn moment (see below).
     assert result.non_2xx == 0, output
-    assert sum(result.socket_errors.values()) <= CONNECTIONS, output
+    assert sum(result.socket_errors.values()) <= CONNECTIONS * (1 if server == "gunicorn" else 4), output
     assert result.requests > 1000, output
 
     new_workers = srv.worker_pids()
