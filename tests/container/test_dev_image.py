@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
-import time
 from pathlib import Path
 from typing import Iterator
 
@@ -15,6 +13,8 @@ import pytest
 
 from flask_stack import container_image
 from flask_stack.container import ContainerEngine
+
+from testkit.dap import dap_initialize
 
 from .conftest import (
     base_image_name,
@@ -54,37 +54,6 @@ def container_uid(engine: str, name: str) -> int:
 def files_owned_by_root(root: Path, before: set[Path]) -> list[Path]:
     """Return the files and dirs under ``root`` (not in ``before``) owned by uid 0."""
     return [p for p in [root, *root.rglob("*")] if p not in before and p.lstat().st_uid == 0]
-
-
-def dap_initialize(port: int, timeout: float = 60.0) -> dict:
-    """Complete a DAP ``initialize`` request on 127.0.0.1:``port`` (Content-Length framing); return the response."""
-    request = json.dumps({"seq": 1, "type": "request", "command": "initialize",
-                          "arguments": {"clientID": "flask-stack-test", "adapterID": "python"}}).encode()
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                sock.sendall(b"Content-Length: %d\r\n\r\n" % len(request) + request)
-                buffer = b""
-                while True:
-                    head, sep, rest = buffer.partition(b"\r\n\r\n")
-                    if sep:
-                        length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
-                        if len(rest) >= length:
-                            message = json.loads(rest[:length])
-                            buffer = rest[length:]
-                            if message.get("type") == "response":
-                                return message
-                            continue
-                    chunk = sock.recv(65536)
-                    if not chunk:
-                        raise ConnectionError("debugger closed the connection")
-                    buffer += chunk
-        except (OSError, ValueError, AttributeError) as exc:
-            last = exc
-            time.sleep(0.5)
-    pytest.fail(f"no DAP initialize response on 127.0.0.1:{port} within {timeout:.0f} s ({last})")
 
 
 @pytest.fixture

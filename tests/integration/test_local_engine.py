@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import descendants, flask_stack_cmd, serve, still_running
+from testkit.dap import dap_initialize
 
 pytestmark = pytest.mark.slow
 
@@ -105,33 +105,6 @@ def test_second_run_on_the_same_port_is_refused(cli_env, project, tmp_path):
         assert result.stderr.splitlines()[-1] == (
             f"flask-stack: port {app.port} is in use; stop the other server or pass --port N")
         assert app.get("/hello").status_code == 200  # the first server is untouched
-
-
-def dap_initialize(port: int, timeout: float = 30.0) -> dict:
-    """Send a DAP ``initialize`` request (Content-Length framed JSON) to ``port``; return the response."""
-    request = {"seq": 1, "type": "request", "command": "initialize",
-               "arguments": {"clientID": "flask-stack-tests", "adapterID": "debugpy", "pathFormat": "path",
-                             "linesStartAt1": True, "columnsStartAt1": True}}
-    body = json.dumps(request).encode()
-    deadline = time.monotonic() + timeout
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
-        buffer = b""
-        while time.monotonic() < deadline:
-            while b"\r\n\r\n" in buffer:
-                header, rest = buffer.split(b"\r\n\r\n", 1)
-                length = int(next(line.split(b":")[1] for line in header.split(b"\r\n")
-                                  if line.lower().startswith(b"content-length")))
-                if len(rest) < length:
-                    break
-                message, buffer = json.loads(rest[:length]), rest[length:]
-                if message.get("type") == "response" and message.get("request_seq") == 1:
-                    return message
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            buffer += chunk
-    raise AssertionError("no DAP initialize response")
 
 
 def test_debug_accepts_a_dap_client(cli_env, project, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -14,6 +13,7 @@ import pytest
 
 from server.debug import start_debugger
 from server.errors import DebuggerError
+from testkit.dap import frame, read_message
 
 from .support import free_port, subprocess_env
 
@@ -28,28 +28,6 @@ start_debugger(port, host="127.0.0.1")  # idempotent
 print("LISTENING", flush=True)
 time.sleep(120)
 """
-
-
-def _frame(message: dict) -> bytes:
-    body = json.dumps(message).encode()
-    return b"Content-Length: %d\r\n\r\n" % len(body) + body
-
-
-def _read_message(sock: socket.socket, buffer: bytearray) -> dict:
-    while b"\r\n\r\n" not in buffer:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("debug adapter closed the connection")
-        buffer += chunk
-    header, _, rest = bytes(buffer).partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in header.split(b"\r\n") if line.lower().startswith(b"content-length"))
-    while len(rest) < length:
-        chunk = sock.recv(4096)
-        if not chunk:
-            raise ConnectionError("debug adapter closed the connection")
-        rest += chunk
-    buffer[:] = rest[length:]
-    return json.loads(rest[:length])
 
 
 @pytest.fixture
@@ -80,12 +58,12 @@ def test_dap_initialize_roundtrip(debuggee):
     assert any("already listening" in line for line in lines)
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.settimeout(30)
-        sock.sendall(_frame({"seq": 1, "type": "request", "command": "initialize",
+        sock.sendall(frame({"seq": 1, "type": "request", "command": "initialize",
                              "arguments": {"clientID": "pytest", "adapterID": "debugpy", "linesStartAt1": True,
                                            "columnsStartAt1": True, "pathFormat": "path"}}))
         buffer = bytearray()
         for _ in range(20):
-            message = _read_message(sock, buffer)
+            message = read_message(sock, buffer)
             if message.get("type") == "response":
                 break
         assert message["command"] == "initialize"
