@@ -128,3 +128,75 @@ def test_real_server_logs_one_line_and_no_werkzeug_line(make_app, capsys):
     assert len(access_lines(out, "/hello")) == 1
     assert f"id={request_id}" in out
     assert "HTTP/1.1" not in out  # werkzeug's own request line is dropped
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_direct_access_line_matches_the_handlers_format(fmt):
+    """``access_line`` (written without a LogRecord) gives the bytes the stack's formatter gives for the same
+    record, at times around second boundaries and datetime's microsecond rounding."""
+    from server.logs import ACCESS_LOGGER, access_line, configure_logging
+
+    handler = configure_logging("INFO", fmt)
+    times = [1700000000.0, 1700000000.9995, 1700000000.9999996, 1700000001.0004999, 1714563600.123456,
+             1700000059.999, 1767225599.9999999]
+    for created in times:
+        for args in [("GET", "/hello", 200, 1.26, "abc"), ("POST", "/a b/ü", 503, 1234.56789, "x" * 32),
+                     ("OTHER", "/\\x00", 404, 0.0, "-")]:
+            record = logging.getLogger(ACCESS_LOGGER).makeRecord(
+                ACCESS_LOGGER, logging.INFO, __file__, 0, "%s %s %s %.1fms id=%s", args, None, "f",
+                {"method": args[0], "path": args[1], "status": args[2], "duration_ms": round(args[3], 3),
+                 "request_id": args[4]})
+            record.created = created
+            record.msecs = (created - int(created)) * 1000
+            assert access_line(fmt, created, *args) == handler.format(record), (created, args)
+
+
+def test_access_line_still_reaches_other_handlers(make_app, capsys):
+    """With a handler of the user's own on the root logger, the access line goes through logging: the user's
+    handler gets the record (with its extra fields) and stdout still gets exactly one line."""
+    client = make_app("basic").test_client()
+    seen: list[logging.LogRecord] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    extra = Collect()
+    logging.getLogger().addHandler(extra)
+    try:
+        capsys.readouterr()
+        client.get("/hello", headers={"X-Request-ID": "via-logging"})
+    finally:
+        logging.getLogger().removeHandler(extra)
+    access = [r for r in seen if r.name == "server.access"]
+    assert len(access) == 1 and access[0].request_id == "via-logging" and access[0].status == 200
+    lines = access_lines(capsys.readouterr().out, "/hello")
+    assert len(lines) == 1 and lines[0].endswith("id=via-logging"), lines
+    capsys.readouterr()
+    client.get("/hello", headers={"X-Request-ID": "direct"})  # handler removed: the direct path again
+    assert access_lines(capsys.readouterr().out, "/hello")[0].endswith("id=direct")
+    assert len(access) == 1
+
+
+def test_access_line_respects_handler_level_and_filters(make_app, capsys):
+    """A level or filter set on the stack's handler still applies to access lines."""
+    from server.logs import StdoutHandler
+
+    client = make_app("basic").test_client()
+    handler = next(h for h in logging.getLogger().handlers if isinstance(h, StdoutHandler))
+    drop = logging.Filter("nothing-matches")
+    handler.addFilter(drop)
+    try:
+        capsys.readouterr()
+        client.get("/hello")
+        assert access_lines(capsys.readouterr().out, "/hello") == []
+    finally:
+        handler.removeFilter(drop)
+    handler.setLevel(logging.WARNING)
+    try:
+        client.get("/hello")
+        assert access_lines(capsys.readouterr().out, "/hello") == []
+    finally:
+        handler.setLevel(logging.NOTSET)
+    client.get("/hello")
+    assert len(access_lines(capsys.readouterr().out, "/hello")) == 1

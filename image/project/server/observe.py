@@ -18,32 +18,41 @@ from .metrics import HttpMetrics
 
 
 def _record(metrics: HttpMetrics, status: int) -> None:
-    if g.get("_stack_recorded"):
+    ctx_g = g._get_current_object()  # one context lookup each for g and request, not one per attribute
+    if ctx_g.get("_stack_recorded"):
         return
-    g._stack_recorded = True
-    start = g.get("_stack_start")
+    ctx_g._stack_recorded = True
+    start = ctx_g.get("_stack_start")
     if start is not None:
+        seconds = time.perf_counter() - start
         metrics.in_progress.dec()
-    seconds = time.perf_counter() - start if start is not None else 0.0
-    rule = request.url_rule.rule if request.url_rule is not None else None
-    metrics.observe(request.method, rule, status, seconds)
-    log_access(request.method, request.path, status, seconds * 1000.0, g.get("request_id") or "-")
+    else:
+        seconds = 0.0
+    req = request._get_current_object()
+    method = req.method
+    rule = req.url_rule
+    metrics.observe(method, rule.rule if rule is not None else None, status, seconds)
+    log_access(method, req.path, status, seconds * 1000.0, ctx_g.get("request_id") or "-")
 
 
 def install_request_hooks(app: Flask, metrics: HttpMetrics) -> None:
     """Register the request-id, metrics and access-log hooks on ``app``."""
+    in_progress = metrics.in_progress
 
     @app.before_request
     def _stack_start() -> None:
-        g._stack_start = time.perf_counter()
-        metrics.in_progress.inc()
-        g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        ctx_g = g._get_current_object()
+        ctx_g._stack_start = time.perf_counter()
+        in_progress.inc()
+        ctx_g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
 
     @app.after_request
     def _stack_finish(response: Response) -> Response:
-        if "request_id" not in g:  # a before_request of an earlier-registered extension answered first
-            g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
-        response.headers[REQUEST_ID_HEADER] = g.request_id
+        ctx_g = g._get_current_object()
+        request_id = ctx_g.get("request_id")
+        if request_id is None:  # a before_request of an earlier-registered extension answered first
+            request_id = ctx_g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        response.headers[REQUEST_ID_HEADER] = request_id
         _record(metrics, response.status_code)
         return response
 
