@@ -30,8 +30,6 @@ def server(request, tmp_path_factory):
 
 
 def test_schemathesis_finds_no_server_error_and_responses_conform(server, tmp_path):
-    if server.server != "gunicorn":
-        pytest.skip("the API is the same under both servers; fuzzed once, under the default server")
     argv = [
         str(VENV_BIN / "schemathesis"),
         "run",
