@@ -212,3 +212,38 @@ def test_in_progress_gauge(make_app):
         worker.join(10)
     assert during == 2  # /slow and the scrape itself
     assert scrape(client)["http_requests_in_progress"].samples[0].value == 1  # only this scrape
+
+
+def test_direct_recording_matches_prometheus_client():
+    """HttpMetrics writes counter, histogram and gauge values directly; a scrape must equal what
+    prometheus_client's own Counter.inc / Histogram.observe / Gauge.inc+dec give for the same requests,
+    bucket boundaries included."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+    from server.metrics import HttpMetrics
+
+    metrics = HttpMetrics("0")
+    registry = CollectorRegistry()
+    requests = Counter("http_requests", "x", ["method", "endpoint", "status"], registry=registry)
+    duration = Histogram("http_request_duration_seconds", "x", ["method", "endpoint"], registry=registry)
+    in_progress = Gauge("http_requests_in_progress", "x", registry=registry)
+    samples = [0.0, 0.005, 0.0050001, 0.01, 0.3, 2.5, 10.0, 10.5, 1e9, float("inf"), 0.004999, 7.5]
+    for i, seconds in enumerate(samples):
+        status = 200 if i % 3 else 503
+        metrics.in_progress_inc()
+        in_progress.inc()
+        metrics.observe("GET", "/a/<int:x>", status, seconds)
+        requests.labels("GET", "/a/<int:x>", str(status)).inc()
+        duration.labels("GET", "/a/<int:x>").observe(seconds)
+        if i % 4:
+            metrics.in_progress_dec()
+            in_progress.dec()
+
+    def values(text: bytes) -> dict:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for family in text_string_to_metric_families(text.decode())
+                if family.name.startswith("http_") for s in family.samples if not s.name.endswith("_created")}
+
+    got, expected = values(metrics.render()[0]), values(generate_latest(registry))
+    assert got == expected
+    assert got[("http_requests_in_progress", ())] == 3.0

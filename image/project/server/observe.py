@@ -16,6 +16,8 @@ from flask import Flask, Response, g, got_request_exception, request
 from .logs import REQUEST_ID_HEADER, log_access, request_id_from
 from .metrics import HttpMetrics
 
+_REQUEST_ID_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")  # the header's WSGI environ key
+
 
 def _record(metrics: HttpMetrics, status: int) -> None:
     ctx_g = g._get_current_object()  # one context lookup each for g and request, not one per attribute
@@ -25,7 +27,7 @@ def _record(metrics: HttpMetrics, status: int) -> None:
     start = ctx_g.get("_stack_start")
     if start is not None:
         seconds = time.perf_counter() - start
-        metrics.in_progress.dec()
+        metrics.in_progress_dec()
     else:
         seconds = 0.0
     req = request._get_current_object()
@@ -37,21 +39,21 @@ def _record(metrics: HttpMetrics, status: int) -> None:
 
 def install_request_hooks(app: Flask, metrics: HttpMetrics) -> None:
     """Register the request-id, metrics and access-log hooks on ``app``."""
-    in_progress = metrics.in_progress
+    in_progress_inc = metrics.in_progress_inc
 
     @app.before_request
     def _stack_start() -> None:
         ctx_g = g._get_current_object()
         ctx_g._stack_start = time.perf_counter()
-        in_progress.inc()
-        ctx_g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+        in_progress_inc()
+        ctx_g.request_id = request_id_from(request.environ.get(_REQUEST_ID_ENVIRON))  # = headers.get(X-Request-ID)
 
     @app.after_request
     def _stack_finish(response: Response) -> Response:
         ctx_g = g._get_current_object()
         request_id = ctx_g.get("request_id")
         if request_id is None:  # a before_request of an earlier-registered extension answered first
-            request_id = ctx_g.request_id = request_id_from(request.headers.get(REQUEST_ID_HEADER))
+            request_id = ctx_g.request_id = request_id_from(request.environ.get(_REQUEST_ID_ENVIRON))
         response.headers[REQUEST_ID_HEADER] = request_id
         _record(metrics, response.status_code)
         return response
