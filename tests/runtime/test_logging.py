@@ -200,3 +200,31 @@ def test_access_line_respects_handler_level_and_filters(make_app, capsys):
         handler.setLevel(logging.NOTSET)
     client.get("/hello")
     assert len(access_lines(capsys.readouterr().out, "/hello")) == 1
+
+
+def test_user_hooks_see_request_id_and_access_line_sees_final_status(make_app, capsys):
+    """The stack's observation starts before the user's before_request (which sees g.request_id) and ends after
+    the user's after_request (a status it changes is the one logged and counted)."""
+    from flask import g
+
+    app = make_app("basic")
+    seen = []
+
+    @app.before_request
+    def user_before():
+        seen.append(g.request_id)
+
+    @app.after_request
+    def user_after(response):
+        response.status_code = 418
+        return response
+
+    client = app.test_client()
+    capsys.readouterr()
+    response = client.get("/hello", headers={"X-Request-ID": "hooked"})
+    assert seen == ["hooked"] and response.status_code == 418
+    assert response.headers["X-Request-ID"] == "hooked"
+    lines = access_lines(capsys.readouterr().out, "/hello")
+    assert len(lines) == 1 and " 418 " in lines[0], lines
+    scrape = client.get("/metrics").get_data(as_text=True)
+    assert 'http_requests_total{endpoint="/hello",method="GET",status="418"} 1.0' in scrape

@@ -28,7 +28,7 @@ from .health import HealthChecks
 from .loader import UserPackage, import_package, locate
 from .logs import configure_logging
 from .metrics import HttpMetrics
-from .observe import install_request_hooks
+from .observe import StackFlask, install_request_hooks
 from .routes import health as health_routes
 from .routes import prometheus as prometheus_routes
 from .settings import STACK_KEYS, Settings, load_settings, read_commit
@@ -78,11 +78,11 @@ def app_under_construction() -> Flask | None:
 
 def _new_flask(package: UserPackage | None) -> Flask:
     if package is None:
-        return Flask("server", root_path=SERVER_DIR, static_folder=None, template_folder=None,
+        return StackFlask("server", root_path=SERVER_DIR, static_folder=None, template_folder=None,
                      instance_path=os.path.join(SERVER_DIR, "instance"))
     root = package.directory
     static = "static" if os.path.isdir(os.path.join(root, "static")) else None
-    return Flask(package.name, root_path=root, static_folder=static, template_folder="templates",
+    return StackFlask(package.name, root_path=root, static_folder=static, template_folder="templates",
                  instance_path=os.path.join(root, "instance"))
 
 

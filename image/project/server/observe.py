@@ -1,7 +1,11 @@
 """Per-request observation: request id, timing, Prometheus metrics and the access log line.
 
-Hooks are installed before the user's package loads, so the stack's ``before_request`` runs first and its
-``after_request`` last (Flask runs ``after_request`` functions in reverse order), seeing the final status.
+The stack's apps are ``StackFlask`` (a ``Flask`` subclass): its ``preprocess_request`` starts the observation
+before any ``before_request`` function (and URL value preprocessor) runs, and its ``process_response`` finishes
+it after every ``after_request`` function, seeing the final status, without Flask's per-hook dispatch
+(``ensure_sync`` and friends cost a few microseconds per hook and request). For another ``Flask`` app,
+``install_request_hooks`` registers the same work as ordinary ``before_request`` / ``after_request`` hooks, which
+run first and last when installed before the user's code.
 An unhandled exception is recorded (status 500) from Flask's ``got_request_exception`` signal, which fires
 before Flask renders the 500 page or, in debug/testing mode, propagates the exception; nothing runs per request
 for it otherwise.
@@ -37,26 +41,51 @@ def _record(metrics: HttpMetrics, status: int) -> None:
     log_access(method, req.path, status, seconds * 1000.0, ctx_g.get("request_id") or "-")
 
 
-def install_request_hooks(app: Flask, metrics: HttpMetrics) -> None:
-    """Register the request-id, metrics and access-log hooks on ``app``."""
-    in_progress_inc = metrics.in_progress_inc
+def _start(metrics: HttpMetrics) -> None:
+    ctx_g = g._get_current_object()
+    ctx_g._stack_start = time.perf_counter()
+    metrics.in_progress_inc()
+    ctx_g.request_id = request_id_from(request.environ.get(_REQUEST_ID_ENVIRON))  # = headers.get(X-Request-ID)
 
-    @app.before_request
-    def _stack_start() -> None:
-        ctx_g = g._get_current_object()
-        ctx_g._stack_start = time.perf_counter()
-        in_progress_inc()
-        ctx_g.request_id = request_id_from(request.environ.get(_REQUEST_ID_ENVIRON))  # = headers.get(X-Request-ID)
 
-    @app.after_request
-    def _stack_finish(response: Response) -> Response:
-        ctx_g = g._get_current_object()
-        request_id = ctx_g.get("request_id")
-        if request_id is None:  # a before_request of an earlier-registered extension answered first
-            request_id = ctx_g.request_id = request_id_from(request.environ.get(_REQUEST_ID_ENVIRON))
-        response.headers[REQUEST_ID_HEADER] = request_id
-        _record(metrics, response.status_code)
+def _finish(metrics: HttpMetrics, response: Response) -> Response:
+    ctx_g = g._get_current_object()
+    request_id = ctx_g.get("request_id")
+    if request_id is None:  # a before_request of an earlier-registered extension answered first
+        request_id = ctx_g.request_id = request_id_from(request.environ.get(_REQUEST_ID_ENVIRON))
+    response.headers[REQUEST_ID_HEADER] = request_id
+    _record(metrics, response.status_code)
+    return response
+
+
+class StackFlask(Flask):
+    """``Flask`` with the stack's request observation built in (see the module docstring); behaves as ``Flask``
+    until ``install_request_hooks`` gives it the app's metrics."""
+
+    stack_metrics: HttpMetrics | None = None
+
+    def preprocess_request(self) -> Response | None:  # type: ignore[override]
+        """Start the observation, then Flask's own (URL value preprocessors, ``before_request`` functions)."""
+        if self.stack_metrics is not None:
+            _start(self.stack_metrics)
+        return super().preprocess_request()
+
+    def process_response(self, response: Response) -> Response:  # type: ignore[override]
+        """Flask's own (``after_request`` functions, session), then finish the observation."""
+        response = super().process_response(response)
+        if self.stack_metrics is not None:
+            response = _finish(self.stack_metrics, response)
         return response
+
+
+def install_request_hooks(app: Flask, metrics: HttpMetrics) -> None:
+    """Observe every request of ``app`` (request id, metrics, access line): built in for a ``StackFlask``,
+    otherwise as ``before_request`` / ``after_request`` hooks."""
+    if isinstance(app, StackFlask):
+        app.stack_metrics = metrics
+    else:
+        app.before_request(lambda: _start(metrics))
+        app.after_request(lambda response: _finish(metrics, response))
 
     def _stack_exception(sender: Flask, exception: BaseException, **extra: object) -> None:
         _record(metrics, 500)  # before Flask turns it into a 500 response or propagates it (debug, testing)
