@@ -111,3 +111,28 @@ def test_user_template_overrides_nothing_of_the_stack_ui(make_app, tmp_path):
                   **{"templates/page.html": "<p>{{ x }}</p>"})
     client = make_app(None, USERAPP="userapp", USERAPP_DIR=str(tmp_path / "t")).test_client()
     assert "https://" not in client.get("/apidocs/").get_data(as_text=True)
+
+
+@pytest.mark.parametrize("headers", [None, [["X-Docs", "yes"]]])
+def test_flasgger_response_headers_only_when_configured(make_app, tmp_path, headers):
+    """flasgger copies app.config["SWAGGER"]["headers"] onto every response; the stack drops that per-request hook
+    only when there are none to copy."""
+    source = (
+        "from flask import Blueprint\n"
+        "blueprint = Blueprint('h', __name__)\n"
+        "@blueprint.route('/thing')\n"
+        "def thing():\n"
+        "    return 'thing'\n"
+        "def init_app(app):\n"
+        f"    if {headers!r} is not None:\n"
+        f"        app.config['SWAGGER'] = {{'headers': {headers!r}}}\n"
+    )
+    write_userapp(tmp_path / "h", source)
+    app = make_app(None, USERAPP="userapp", USERAPP_DIR=str(tmp_path / "h"))
+    flasgger_hooks = [f for f in app.after_request_funcs.get(None, []) if f.__module__.startswith("flasgger")]
+    response = app.test_client().get("/thing")
+    assert response.status_code == 200
+    if headers is None:
+        assert flasgger_hooks == [] and "X-Docs" not in response.headers
+    else:
+        assert len(flasgger_hooks) == 1 and response.headers["X-Docs"] == "yes"

@@ -86,6 +86,8 @@ def setup_apidocs(app: Flask, title: str, version: str | None, user_template: Ma
     if "openapi" in template:  # flasgger reads the OpenAPI version from its config, not from the template
         config["openapi"] = template["openapi"]
     swagger = Swagger(app, template=template, config=config, merge=True)
+    if not swagger.config.get("headers"):
+        _drop_flasgger_header_hook(app)
     if str(template.get("openapi", "")).startswith("3"):
         endpoint = config.get("specs", Swagger.DEFAULT_CONFIG["specs"])[0]["endpoint"]
 
@@ -95,6 +97,16 @@ def setup_apidocs(app: Flask, title: str, version: str | None, user_template: Ma
             return jsonify(swagger2_responses_to_openapi3(spec))
 
         app.view_functions[f"flasgger.{endpoint}"] = openapi3_spec
+
+
+def _drop_flasgger_header_hook(app: Flask) -> None:
+    """Remove flasgger's ``after_request`` that copies its config's ``headers`` (app.config["SWAGGER"]) onto every
+    response: with none configured it only costs a hook call per request."""
+    funcs = app.after_request_funcs.get(None)
+    if funcs:
+        app.after_request_funcs[None] = [
+            f for f in funcs if not (getattr(f, "__module__", "").startswith("flasgger")
+                                     and getattr(f, "__qualname__", "") == "Swagger.add_headers.<locals>.after_request")]
 
 
 def swagger2_responses_to_openapi3(spec: dict[str, Any]) -> dict[str, Any]:
