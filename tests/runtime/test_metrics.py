@@ -215,9 +215,8 @@ def test_in_progress_gauge(make_app):
 
 
 def test_direct_recording_matches_prometheus_client():
-    """HttpMetrics writes counter, histogram and gauge values directly; a scrape must equal what
-    prometheus_client's own Counter.inc / Histogram.observe / Gauge.inc+dec give for the same requests,
-    bucket boundaries included."""
+    """HttpMetrics records through cached label children; a scrape must equal what prometheus_client's own
+    Counter.inc / Histogram.observe / Gauge.inc+dec give for the same requests, bucket boundaries included."""
     from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
     from server.metrics import HttpMetrics

@@ -23,13 +23,10 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import threading
 import time
-from bisect import bisect_left
-from functools import partial
 from typing import Any, Callable, Iterable
 
 from prometheus_client import values
@@ -95,32 +92,6 @@ _WORKER_GAUGES = (
 )
 
 
-# prometheus_client's Counter.inc / Histogram.observe / Gauge.inc check per call things that never apply to the
-# stack's metrics (negative amounts, exemplars, "mostrecent" mode, unlabelled parents) before writing the value;
-# with the pinned prometheus_client the stack writes the same values directly (one lock + mmap write each in
-# multiprocess mode). A version lacking these attributes falls back to the public calls.
-
-
-def _recorders(counter: Any, histogram: Any) -> tuple[Callable[[], None], Callable[[float], None]]:
-    """(count(), observe(seconds)) for one label set: direct value writes when possible, else the public API."""
-    try:
-        bounds = list(histogram._upper_bounds)
-        buckets = [bucket.inc for bucket in histogram._buckets]
-        add_sum = histogram._sum.inc
-        count = partial(counter._value.inc, 1)
-    except AttributeError:
-        return counter.inc, histogram.observe
-    if len(bounds) != len(buckets) or not bounds or bounds[-1] != math.inf:
-        return counter.inc, histogram.observe
-
-    def observe(seconds: float) -> None:
-        add_sum(seconds)
-        if seconds == seconds:  # as Histogram.observe: NaN goes into the sum only
-            buckets[bisect_left(bounds, seconds)](1)  # the first bucket whose upper bound is >= seconds
-
-    return count, observe
-
-
 class HttpMetrics:
     """The metrics of one app. ``observe`` records a request; ``render`` produces a scrape.
 
@@ -147,9 +118,8 @@ class HttpMetrics:
         )
         self._lock = threading.Lock()
         self._children: dict[tuple[str, str, int], tuple[Any, ...]] = {}
-        value = getattr(self.in_progress, "_value", None)  # Gauge.inc/dec minus their per-call checks
-        self.in_progress_inc: Callable[[], None] = partial(value.inc, 1) if value is not None else self.in_progress.inc
-        self.in_progress_dec: Callable[[], None] = partial(value.inc, -1) if value is not None else self.in_progress.dec
+        self.in_progress_inc: Callable[[], None] = self.in_progress.inc
+        self.in_progress_dec: Callable[[], None] = self.in_progress.dec
         self._last_refresh = 0.0
         self._worker: dict[str, Gauge] | None = None  # made on first refresh: never in a preloading master
         if self.multiprocess:
@@ -168,8 +138,10 @@ class HttpMetrics:
         key = (method, endpoint, status)
         children = self._children.get(key)
         if children is None:  # label values are bounded (rules x methods x statuses), so is this cache
-            children = self._children[key] = _recorders(
-                self.requests.labels(method, endpoint, str(status)), self.duration.labels(method, endpoint))
+            children = self._children[key] = (
+                self.requests.labels(method, endpoint, str(status)).inc,
+                self.duration.labels(method, endpoint).observe,
+            )
         children[0]()
         children[1](seconds)
         if self.multiprocess and time.monotonic() - self._last_refresh >= WORKER_REFRESH_SECONDS:
