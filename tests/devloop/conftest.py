@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 import pytest
 import requests
+from testkit.procs import alive, descendants  # noqa: F401  (alive: used by the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "templates" / "simple"
@@ -36,33 +37,7 @@ def free_port() -> int:
 
 def children_of(pid: int) -> list[int]:
     """Pids of the live descendants of ``pid`` (from /proc; zombies left out)."""
-    table: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] != "Z":
-                table[int(entry)] = int(fields[1])
-    found, frontier = [], [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, ppid in table.items():
-            if ppid == parent and child not in found:
-                found.append(child)
-                frontier.append(child)
-    return found
-
-
-def alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    return list(descendants(pid))
 
 
 def loop_env(**extra: str) -> dict[str, str]:

@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+from testkit.procs import parent_of, zombies_of
 
 from .conftest import HELLO, alive, children_of
 
@@ -16,27 +17,6 @@ ORPHAN_CODE = (
     "\nimport subprocess as _subprocess\n"
     "_subprocess.Popen(['sh', '-c', 'sleep 0.3 & exit 0'])\n"
 )
-
-
-def zombies_of(pid: int) -> list[int]:
-    """Pids of zombie processes whose parent is ``pid``."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if fields[0] == "Z" and int(fields[1]) == pid:
-                found.append(int(entry))
-    return found
-
-
-def parent_of(pid: int) -> int:
-    """The parent pid of ``pid`` (from /proc)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
 
 
 def assert_no_zombies_for(pid: int, seconds: float = 2.0) -> None:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 import pytest
 import requests
+from testkit.procs import descendants, still_running  # noqa: F401  (used by the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0  # seconds for a server to answer after `flask-stack run` (venv already made)
@@ -30,42 +31,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def process_table() -> dict[int, tuple[int, str]]:
-    """Map every live pid to (parent pid, start time) from /proc; zombies are left out."""
-    table = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            table[int(entry)] = (int(fields[1]), fields[19])
-    return table
-
-
-def descendants(pid: int) -> dict[int, str]:
-    """Return {pid: start time} of every live descendant of ``pid``."""
-    table = process_table()
-    found: dict[int, str] = {}
-    frontier = [pid]
-    while frontier:
-        parent = frontier.pop()
-        for child, (ppid, start) in table.items():
-            if ppid == parent and child not in found:
-                found[child] = start
-                frontier.append(child)
-    return found
-
-
-def still_running(processes: dict[int, str]) -> list[int]:
-    """Return those of ``processes`` (pid -> start time) that are still alive (same pid AND start time)."""
-    table = process_table()
-    return [pid for pid, start in processes.items() if pid in table and table[pid][1] == start]
 
 
 @pytest.fixture(scope="session")

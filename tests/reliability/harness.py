@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from testkit.procs import children_of  # noqa: F401  (part of this harness's interface)
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_DIR = REPO / "image" / "project"
@@ -56,24 +57,6 @@ def get(port: int, path: str, timeout: float = 5.0, method: str = "GET", body=No
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
-
-
-def children_of(pid: int) -> list[int]:
-    """Return the pids of the direct children of ``pid`` (from /proc)."""
-    kids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # the command name is in parentheses and may hold spaces: fields after the last ')'
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if fields and int(fields[1]) == pid:
-            kids.append(int(entry))
-    return sorted(kids)
 
 
 def rss_bytes(pid: int) -> int:
