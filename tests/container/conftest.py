@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from flask_stack import container_image  # noqa: E402
 from flask_stack.container import ContainerEngine, detect_container_engine  # noqa: E402
+from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
 
 DEFAULT_BASE = "localhost/debian-python3:bookworm"
 START_TIMEOUT = 120.0  # seconds for a container to answer HTTP (image already built; deps may install)
@@ -43,13 +43,6 @@ def unavailable(reason: str) -> None:
     if in_ci():
         pytest.fail(f"CI=true but {reason}")
     pytest.skip(reason)
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, str, dict[str, str]]:

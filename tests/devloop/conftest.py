@@ -10,7 +10,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,19 +19,13 @@ from typing import Callable, Iterator
 import pytest
 import requests
 from testkit.procs import alive, descendants  # noqa: F401  (alive: used by the tests here)
+from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "templates" / "simple"
 START_TIMEOUT = 60.0  # seconds until a fresh loop answers (no network install involved)
 INSTALL_TIMEOUT = 240.0  # seconds when the loop must lock and install from the package index
 HELLO = "Hello from Appsody!"
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def children_of(pid: int) -> list[int]:

@@ -11,7 +11,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,16 +20,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 from testkit.procs import descendants, still_running  # noqa: F401  (used by the tests here)
+from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0  # seconds for a server to answer after `flask-stack run` (venv already made)
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

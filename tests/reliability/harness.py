@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from testkit.procs import children_of  # noqa: F401  (part of this harness's interface)
+from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_DIR = REPO / "image" / "project"
@@ -28,13 +28,6 @@ SERVE = PROJECT_DIR / "serve"
 TEMPLATE = REPO / "templates" / "simple"
 FIXTURE_USERAPP = Path(__file__).resolve().parent / "userapp"
 VENV_BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (bound to port 0, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def require_tool(name: str) -> str:

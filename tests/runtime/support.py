@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "image" / "project"
 USERAPPS = REPO / "tests" / "fixtures" / "userapps"
 STACK_ENV = ("STACK_", "LOG_LEVEL", "LOG_FORMAT", "PROMETHEUS_MULTIPROC_DIR", "prometheus_multiproc_dir")
 PYTHON = sys.executable
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (bind to port 0, read it, release it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
