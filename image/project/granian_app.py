@@ -61,39 +61,47 @@ def _chain_sigterm() -> None:
     ``STACK_SHUTDOWN_DELAY`` seconds (at once on a second SIGTERM); SIGINT -> granian's stop at once.
     """
     granian_stop = signal.getsignal(signal.SIGTERM)
+    delay = _shutdown_delay()
+    draining = False
+
+    def on_signal(signum: int) -> None:
+        nonlocal draining
+        if signum == signal.SIGINT or (signum == signal.SIGTERM and (draining or delay <= 0)):
+            _begin_shutdown()
+            granian_stop(signum, None)
+        elif signum == signal.SIGTERM:
+            draining = True
+            _begin_shutdown()
+            logging.getLogger("_granian").info("worker %s: readiness DOWN; stops accepting in %gs", os.getpid(), delay)
+            timer = threading.Timer(delay, granian_stop, args=(signal.SIGTERM, None))
+            timer.daemon = True
+            timer.start()
+
+    _start_signal_watcher(on_signal, "sigterm-watcher")
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)  # the watcher thread does the work
+
+
+def _start_signal_watcher(on_signal, name: str) -> None:
+    """Route every signal with a Python handler through ``signal.set_wakeup_fd`` to a daemon thread that calls
+    ``on_signal(signum)`` at once (the C-level handler writes the signal number to a pipe; the main thread may be
+    asleep in Rust and would run Python handlers late)."""
     read_fd, write_fd = os.pipe()
     os.set_blocking(write_fd, False)
     signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: None)  # the watcher thread does the work
-    threading.Thread(
-        target=_watch_signals, args=(read_fd, granian_stop, _shutdown_delay()), name="sigterm-watcher", daemon=True
-    ).start()
 
+    def watch() -> None:
+        while True:
+            try:
+                data = os.read(read_fd, 64)
+            except InterruptedError:
+                continue
+            if not data:
+                return
+            for signum in data:
+                on_signal(signum)
 
-def _watch_signals(read_fd: int, granian_stop, delay: float) -> None:
-    """Thread body: act on each signal number written to ``read_fd`` by the C-level signal handler."""
-    draining = False
-    while True:
-        try:
-            data = os.read(read_fd, 64)
-        except InterruptedError:
-            continue
-        if not data:
-            return
-        for signum in data:
-            if signum == signal.SIGINT or (signum == signal.SIGTERM and (draining or delay <= 0)):
-                _begin_shutdown()
-                granian_stop(signum, None)
-            elif signum == signal.SIGTERM:
-                draining = True
-                _begin_shutdown()
-                logging.getLogger("_granian").info(
-                    "worker %s: readiness DOWN; stops accepting in %gs", os.getpid(), delay
-                )
-                timer = threading.Timer(delay, granian_stop, args=(signal.SIGTERM, None))
-                timer.daemon = True
-                timer.start()
+    threading.Thread(target=watch, name=name, daemon=True).start()
 
 
 def _begin_shutdown() -> None:
@@ -181,26 +189,15 @@ def _watch_main_signals(server) -> None:
     respawn it in the middle of the shutdown. Setting granian's own flags at once closes that window. Forked
     workers drop the inherited wakeup fd and start with default SIGTERM/SIGINT until granian sets theirs.
     """
-    read_fd, write_fd = os.pipe()
-    os.set_blocking(write_fd, False)
-    signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
     os.register_at_fork(after_in_child=_reset_inherited_signals)
 
-    def watch() -> None:
-        while True:
-            try:
-                data = os.read(read_fd, 64)
-            except InterruptedError:
-                continue
-            if not data:
-                return
-            for signum in data:
-                if signum in (signal.SIGTERM, signal.SIGINT):
-                    server.signal_handler_interrupt()
-                elif signum == signal.SIGHUP:
-                    server.signal_handler_reload()
+    def on_signal(signum: int) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            server.signal_handler_interrupt()
+        elif signum == signal.SIGHUP:
+            server.signal_handler_reload()
 
-    threading.Thread(target=watch, name="signal-watcher", daemon=True).start()
+    _start_signal_watcher(on_signal, "signal-watcher")
 
 
 def _reset_inherited_signals() -> None:
