@@ -9,6 +9,8 @@ STACK_SHUTDOWN_DELAY, LOG_LEVEL, LOG_FORMAT). Imported as a module (what each gr
 * SIGTERM turns readiness DOWN at once (``server.health.begin_shutdown()``), the worker keeps serving for
   ``STACK_SHUTDOWN_DELAY`` seconds, then granian's own graceful stop runs. granian has no hook for this, so its
   worker signal setup (``granian._signals.set_sync_signals``, granian 2.x) is wrapped; pin granian's version.
+* Buffered log lines (STACK_LOG_FLUSH_SECONDS) are written when a worker ends, as gunicorn's workers write them
+  at exit.
 * Crashed workers are respawned (``respawn_failed_workers``), and a watcher thread in the main process calls
   ``server.metrics.mark_process_dead(pid)`` for every worker pid in PROMETHEUS_MULTIPROC_DIR that is gone, the
   job gunicorn's ``child_exit`` hook does (granian has no such hook either).
@@ -111,6 +113,17 @@ def _begin_shutdown() -> None:
     health.begin_shutdown()
 
 
+def _flush_logs_at_worker_exit() -> None:
+    """Write the worker's buffered log lines (``server.logs``, STACK_LOG_FLUSH_SECONDS) when it ends: a granian
+    worker is a ``multiprocessing`` process, which ends with ``os._exit`` and so skips ``atexit``; its exit
+    finalizers still run."""
+    from multiprocessing import util
+
+    from server.logs import flush_pending_lines
+
+    util.Finalize(None, flush_pending_lines, exitpriority=0)
+
+
 def _patch_worker_signals() -> None:
     """Wrap ``granian._signals.set_sync_signals`` (called by every WSGI worker) once per process."""
     try:
@@ -124,6 +137,7 @@ def _patch_worker_signals() -> None:
     def set_sync_signals():
         event = original()
         _chain_sigterm()
+        _flush_logs_at_worker_exit()
         return event
 
     set_sync_signals._stack_chained = True

@@ -110,6 +110,31 @@ def test_one_access_line_per_request(server, start_server):
 
 
 @pytest.mark.parametrize("server", SERVERS)
+def test_access_lines_are_batched_and_written_at_worker_exit(server, start_server):
+    """Workers write INFO lines in batches (STACK_LOG_FLUSH_SECONDS): with a 60 s interval the access line is
+    still in the worker a second after the request, and the worker writes it when it exits on SIGTERM."""
+    srv = start_server(server=server, env={"STACK_LOG_FLUSH_SECONDS": "60"})
+    request_id = uuid.uuid4().hex
+    assert get(srv.port, "/hello", headers={"X-Request-ID": request_id})[0] == 200
+    time.sleep(1.0)
+    assert request_id not in srv.log_text(), "the access line was not buffered"
+    assert srv.stop() == 0
+    assert len([line for line in srv.log_text().splitlines() if request_id in line]) == 1
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_access_lines_arrive_within_the_default_interval(server, start_server):
+    """serve's default interval (0.25 s): the access line is on stdout soon after the request, server running."""
+    srv = start_server(server=server)
+    request_id = uuid.uuid4().hex
+    assert get(srv.port, "/hello", headers={"X-Request-ID": request_id})[0] == 200
+    deadline = time.monotonic() + 5
+    while request_id not in srv.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert request_id in srv.log_text(), "no access line within 5 s of the request"
+
+
+@pytest.mark.parametrize("server", SERVERS)
 def test_json_logs_are_json_lines(server, start_server):
     srv = start_server(server=server, env={"LOG_FORMAT": "json"})
     assert get(srv.port, "/hello")[0] == 200

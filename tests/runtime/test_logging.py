@@ -16,11 +16,16 @@ TEXT_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \[(DEBUG|INFO|WARNING|E
 
 @pytest.fixture(autouse=True)
 def restore_logging():
-    """create_app configures the root logger; put the level back afterwards."""
+    """create_app configures the root logger; put the level back (and buffering off) afterwards."""
+    from server.logs import StdoutHandler
+
     root = logging.getLogger()
     level = root.level
     yield
     root.setLevel(level)
+    for handler in root.handlers:
+        if isinstance(handler, StdoutHandler):
+            handler.set_flush_seconds(0)
 
 
 def access_lines(out: str, path: str) -> list[str]:
@@ -228,3 +233,73 @@ def test_user_hooks_see_request_id_and_access_line_sees_final_status(make_app, c
     assert len(lines) == 1 and " 418 " in lines[0], lines
     scrape = client.get("/metrics").get_data(as_text=True)
     assert 'http_requests_total{endpoint="/hello",method="GET",status="418"} 1.0' in scrape
+
+
+def test_buffered_lines_wait_and_a_warning_writes_them_in_order(make_app, capsys):
+    """STACK_LOG_FLUSH_SECONDS > 0: access and INFO lines wait in the process; a WARNING writes every pending
+    line, then itself, so the order of lines is kept and the warning is not delayed."""
+    client = make_app("basic", LOG_FLUSH_SECONDS=60).test_client()
+    capsys.readouterr()
+    client.get("/hello", headers={"X-Request-ID": "first"})
+    logging.getLogger("userapp").info("info after the first request")
+    client.get("/hello", headers={"X-Request-ID": "second"})
+    assert capsys.readouterr().out == ""  # all pending (60 s interval)
+    logging.getLogger("userapp").warning("now write everything")
+    lines = capsys.readouterr().out.splitlines()
+    assert "userapp loaded from" in lines[0]  # create_app's own INFO line was pending too
+    assert lines[1].endswith("id=first") and lines[3].endswith("id=second"), lines
+    assert lines[2].endswith("info after the first request") and lines[4].endswith("now write everything")
+    assert len(lines) == 5
+
+
+def test_buffered_lines_are_written_within_the_interval(make_app, capsys):
+    import time
+
+    client = make_app("basic", LOG_FLUSH_SECONDS=0.2).test_client()
+    capsys.readouterr()
+    client.get("/hello", headers={"X-Request-ID": "soon"})
+    deadline = time.monotonic() + 5
+    out = ""
+    while "id=soon" not in out and time.monotonic() < deadline:
+        time.sleep(0.05)
+        out += capsys.readouterr().out
+    assert "id=soon" in out, "a buffered line was not written within 5 s (interval 0.2 s)"
+
+
+def test_buffering_off_writes_pending_lines_at_once(make_app, capsys):
+    from server.logs import configure_logging
+
+    client = make_app("basic", LOG_FLUSH_SECONDS=60).test_client()
+    capsys.readouterr()
+    client.get("/hello", headers={"X-Request-ID": "pending"})
+    assert "id=pending" not in capsys.readouterr().out
+    configure_logging("INFO", "text", 0)
+    assert "id=pending" in capsys.readouterr().out
+
+
+def test_buffered_lines_are_written_at_exit_and_not_twice_after_fork(tmp_path):
+    """A process's pending lines are written at exit (atexit), once: a forked child does not write the lines its
+    parent had pending, only its own."""
+    import subprocess
+    import sys
+
+    from .support import PROJECT
+
+    script = tmp_path / "fork.py"
+    script.write_text(
+        "import logging, os, sys\n"
+        f"sys.path.insert(0, {str(PROJECT)!r})\n"
+        "from server.logs import configure_logging, flush_pending_lines\n"
+        "configure_logging('INFO', 'text', 60)\n"
+        "logging.getLogger('app').info('from the parent')\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    logging.getLogger('app').info('from the child')\n"
+        "    flush_pending_lines()\n"
+        "    os._exit(0)\n"
+        "os.waitpid(pid, 0)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split("] ", 1)[1] for line in lines] == ["from the child", "from the parent"], lines

@@ -161,7 +161,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     Args:
         config: Flask config values (``TESTING``, ``SECRET_KEY``...) and stack settings overriding the
             environment (``USERAPP``, ``USERAPP_DIR``, ``DEBUG``, ``HEALTH_TIMEOUT``, ``HEALTH_THREADS``,
-            ``COMMIT``, ``COMMIT_FILE``, ``APP_VERSION``, ``LOG_LEVEL``, ``LOG_FORMAT``; see ``server.settings``).
+            ``COMMIT``, ``COMMIT_FILE``, ``APP_VERSION``, ``LOG_LEVEL``, ``LOG_FORMAT``, ``LOG_FLUSH_SECONDS``;
+            see ``server.settings``).
             ``USERAPP=""`` builds the stack's endpoints only.
 
     Returns:
@@ -174,7 +175,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     config = dict(config or {})
     settings = load_settings(config)
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
     package = locate(settings.userapp, settings.userapp_dir) if settings.userapp else None
     app = _new_flask(package)
     app.config.update({k: v for k, v in config.items() if k not in STACK_KEYS})

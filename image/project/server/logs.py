@@ -9,6 +9,13 @@ LOG_LEVEL sets the root logger's level. ``configure_logging`` installs one handl
 calling it again reconfigures the same handler). Werkzeug's own per-request lines are dropped (the stack's access
 line replaces them); its other messages (e.g. "Running on ...") stay.
 
+Buffered writing (STACK_LOG_FLUSH_SECONDS > 0; ``serve`` sets 0.25 in production): INFO and DEBUG lines wait in
+the process for at most that many seconds and go to stdout in one write per batch, not one write (and one
+wake-up of the container runtime's log reader) per request. A WARNING or worse line writes everything pending,
+then itself, at once, so lines keep their order and errors are never delayed. Pending lines are written at
+interpreter exit (``atexit``) and by ``flush_pending_lines``; a process killed with SIGKILL loses at most the
+last interval's INFO lines. 0 (the default) writes and flushes every line as it is logged.
+
 Request id: an incoming ``X-Request-ID`` is kept when it has 1-128 characters from ``A-Z a-z 0-9 . _ : - + = /
 @``, after removing other characters; otherwise a random 32-hex-digit id is generated. It is echoed in the
 response's ``X-Request-ID`` header and logged on the access line.
@@ -16,13 +23,18 @@ response's ``X-Request-ID`` header and logged on the access line.
 
 from __future__ import annotations
 
+import atexit
+import collections
 import json
 import logging
 import math
+import os
 import random
 import re
 import sys
+import threading
 import time
+import weakref
 from datetime import datetime, timezone
 from typing import Any
 
@@ -32,6 +44,8 @@ MAX_REQUEST_ID = 128
 _DISALLOWED = re.compile(r"[^A-Za-z0-9._:\-+=/@]")
 TEXT_FORMAT = "%(asctime)s [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+#: Pending lines that trigger a write before the interval is up (bounds memory: about 100 KiB of text lines).
+MAX_PENDING_LINES = 1000
 
 # Attributes every LogRecord has; anything else came from ``extra=`` and goes into the JSON object.
 _STANDARD = set(vars(logging.LogRecord("x", logging.INFO, "x", 0, "x", None, None))) | {"message", "asctime", "taskName"}
@@ -41,13 +55,21 @@ class StdoutHandler(logging.StreamHandler):
     """A StreamHandler writing to whatever ``sys.stdout`` is at emit time (works under pytest's capture).
 
     ``stack_format`` ("text" or "json") and ``stack_formatter`` record what ``configure_logging`` installed, so
-    ``log_access`` can tell whether the handler still formats records the stack's way.
+    ``log_access`` can tell whether the handler still formats records the stack's way. ``flush_seconds`` > 0
+    buffers lines below WARNING for at most that many seconds (see the module docstring); a daemon thread
+    ("log-flush", one per process, started on the first buffered line) writes them.
     """
 
     def __init__(self) -> None:
         super().__init__(sys.stdout)
         self.stack_format = "text"
         self.stack_formatter: logging.Formatter | None = None
+        self.flush_seconds = 0.0
+        self._pending: collections.deque[str] = collections.deque()
+        self._write_lock = threading.Lock()
+        self._flusher: threading.Thread | None = None
+        self._wake = threading.Event()
+        _BUFFERED.add(self)
 
     @property  # type: ignore[override]
     def stream(self) -> Any:
@@ -56,6 +78,112 @@ class StdoutHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; always follow sys.stdout instead
         pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write the record's line now (``flush_seconds`` 0, or WARNING and worse) or queue it."""
+        if self.flush_seconds <= 0:
+            super().emit(record)
+            return
+        try:
+            line = self.format(record) + self.terminator
+        except RecursionError:
+            raise
+        except Exception:  # noqa: BLE001 - as StreamHandler.emit: report on stderr, never fail the caller
+            self.handleError(record)
+            return
+        self.queue_line(line, urgent=record.levelno >= logging.WARNING)
+
+    def queue_line(self, line: str, urgent: bool = False) -> None:
+        """Queue one complete line (with its newline); write all pending lines now when ``urgent``, when
+        ``MAX_PENDING_LINES`` are pending, or when buffering is off. Safe from any thread without the handler lock
+        (``deque.append`` is atomic)."""
+        pending = self._pending
+        pending.append(line)
+        if urgent or self.flush_seconds <= 0 or len(pending) >= MAX_PENDING_LINES:
+            self.write_pending()
+        elif self._flusher is None:
+            self._start_flusher()
+
+    def write_pending(self) -> None:
+        """Write every pending line to stdout in one write, in order. Never raises: a failed write is reported
+        on stderr in one line and the lines are dropped (as logging drops a record it cannot emit)."""
+        with self._write_lock:
+            pending = self._pending
+            if not pending:
+                return
+            lines = []
+            popleft = pending.popleft
+            while pending:
+                lines.append(popleft())
+            try:
+                stream = sys.stdout
+                stream.write("".join(lines))
+                stream.flush()
+            except Exception as exc:  # noqa: BLE001 - logging must never take the process down
+                try:
+                    sys.stderr.write(f"server.logs: could not write {len(lines)} log lines to stdout: {exc}\n")
+                except Exception:  # noqa: BLE001
+                    pass
+
+    def flush(self) -> None:
+        """Write pending lines, then flush the stream (``logging.shutdown`` and ``Handler.flush`` callers)."""
+        self.write_pending()
+        super().flush()
+
+    def _start_flusher(self) -> None:
+        with self._write_lock:
+            if self._flusher is not None:
+                return
+            self._wake.clear()  # a wake-up for an earlier interval change must not cut this thread's first wait
+            self._flusher = threading.Thread(target=self._flush_every_interval, name="log-flush", daemon=True)
+            self._flusher.start()
+
+    def _flush_every_interval(self) -> None:
+        while True:
+            interval = self.flush_seconds
+            if interval <= 0:  # buffering switched off: lines are written as they come; this thread ends
+                with self._write_lock:
+                    self._flusher = None
+                self.write_pending()
+                return
+            self._wake.wait(interval)
+            self._wake.clear()
+            self.write_pending()
+
+    def set_flush_seconds(self, seconds: float) -> None:
+        """Change the buffering interval (seconds, 0 = off); pending lines are written now when it is switched
+        off, and the flusher thread takes a new interval at once."""
+        self.flush_seconds = max(0.0, float(seconds))
+        if self.flush_seconds <= 0:
+            self.write_pending()
+        self._wake.set()
+
+    def _after_fork_in_child(self) -> None:
+        # The child has no flusher thread, and lines the parent had pending are the parent's to write.
+        self._pending = collections.deque()
+        self._write_lock = threading.Lock()
+        self._flusher = None
+        self._wake = threading.Event()
+
+
+_BUFFERED: "weakref.WeakSet[StdoutHandler]" = weakref.WeakSet()
+
+
+def flush_pending_lines() -> None:
+    """Write the lines the stack's handlers hold (buffered writing); called at exit and by servers before a
+    worker process ends with ``os._exit`` (which skips ``atexit``)."""
+    for handler in list(_BUFFERED):
+        handler.write_pending()
+
+
+def _reset_after_fork() -> None:
+    for handler in list(_BUFFERED):
+        handler._after_fork_in_child()
+
+
+atexit.register(flush_pending_lines)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class JsonFormatter(logging.Formatter):
@@ -89,8 +217,9 @@ class _DropWerkzeugRequestLines(logging.Filter):
 _DROP_FILTER = _DropWerkzeugRequestLines()
 
 
-def configure_logging(level: str = "INFO", fmt: str = "text") -> logging.Handler:
-    """Send log records to stdout in format ``fmt`` ("text" or "json") at ``level`` (a ``logging`` level name).
+def configure_logging(level: str = "INFO", fmt: str = "text", flush_seconds: float = 0.0) -> logging.Handler:
+    """Send log records to stdout in format ``fmt`` ("text" or "json") at ``level`` (a ``logging`` level name),
+    buffering lines below WARNING for at most ``flush_seconds`` seconds (0: write every line at once).
 
     Returns:
         logging.Handler: the stack's handler on the root logger.
@@ -106,6 +235,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> logging.Handler
     if isinstance(handler, StdoutHandler):
         handler.stack_format = "json" if fmt == "json" else "text"
         handler.stack_formatter = formatter
+        handler.set_flush_seconds(flush_seconds)
     root.setLevel(level)
     werkzeug = logging.getLogger("werkzeug")
     if _DROP_FILTER not in werkzeug.filters:
@@ -205,8 +335,8 @@ def log_access(method: str, path: str, status: int, duration_ms: float, request_
     in ``path`` are escaped and it is cut at 1000 characters.
 
     When the record would only reach the stack's own handler with its own formatter (the normal case), the line
-    is formatted by ``access_line`` and written and flushed under the handler's lock, without a LogRecord: the
-    same bytes at a fraction of the cost. Otherwise (another handler, a filter, pytest's caplog, a custom
+    is formatted by ``access_line`` and queued (buffered writing) or written and flushed under the handler's
+    lock, without a LogRecord: the same bytes at a fraction of the cost. Otherwise (another handler, a filter, pytest's caplog, a custom
     formatter) a regular LogRecord goes through ``logging``.
     """
     if not _ACCESS.isEnabledFor(_INFO):
@@ -215,6 +345,9 @@ def log_access(method: str, path: str, status: int, duration_ms: float, request_
     handler = _direct_handler()
     if handler is not None:
         line = access_line(handler.stack_format, time.time(), method, path, status, duration_ms, request_id)
+        if handler.flush_seconds > 0:
+            handler.queue_line(line + handler.terminator)
+            return
         handler.acquire()
         try:
             stream = sys.stdout

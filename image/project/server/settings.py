@@ -17,6 +17,8 @@ COMMIT_FILE        STACK_COMMIT_FILE            /project/.commit  file holding t
 APP_VERSION        STACK_APP_VERSION            unset        the user's app version (metrics info, API docs)
 LOG_LEVEL          LOG_LEVEL                    ``INFO``     logging level name
 LOG_FORMAT         LOG_FORMAT                   ``text``     ``text`` or ``json``
+LOG_FLUSH_SECONDS  STACK_LOG_FLUSH_SECONDS      ``0``        longest wait of an INFO line before it is written,
+                                                             seconds (0 = at once; ``serve`` sets 0.25)
 =================  ===========================  ===========  =====================================================
 
 Multiprocess metrics follow prometheus_client: they are on when PROMETHEUS_MULTIPROC_DIR is set in the environment
@@ -52,6 +54,7 @@ class Settings:
     app_version: str | None = None
     log_level: str = "INFO"
     log_format: str = "text"
+    log_flush_seconds: float = 0.0
 
 
 # (field, config key, environment variable)
@@ -66,6 +69,7 @@ _FIELDS = (
     ("app_version", "APP_VERSION", "STACK_APP_VERSION"),
     ("log_level", "LOG_LEVEL", "LOG_LEVEL"),
     ("log_format", "LOG_FORMAT", "LOG_FORMAT"),
+    ("log_flush_seconds", "LOG_FLUSH_SECONDS", "STACK_LOG_FLUSH_SECONDS"),
 )
 
 #: Config keys consumed by the stack (both spellings); everything else goes to Flask's config.
@@ -83,12 +87,14 @@ def _to_bool(name: str, value: Any) -> bool:
     raise SettingsError(f"{name}={value!r} is not a boolean; use 1 or 0")
 
 
-def _to_float(name: str, value: Any, minimum: float) -> float:
+def _to_float(name: str, value: Any, minimum: float, inclusive: bool = False) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise SettingsError(f"{name}={value!r} is not a number of seconds") from None
-    if not number > minimum:
+    if inclusive and not number >= minimum:
+        raise SettingsError(f"{name}={value!r} must be at least {minimum:g}")
+    if not inclusive and not number > minimum:
         raise SettingsError(f"{name}={value!r} must be greater than {minimum:g}")
     return number
 
@@ -133,6 +139,10 @@ def load_settings(config: Mapping[str, Any] | None = None, environ: Mapping[str,
             values[field] = _to_bool(name, value)
         elif field == "health_timeout":
             values[field] = _to_float(name, value, 0.0)
+        elif field == "log_flush_seconds":
+            values[field] = 0.0 if str(value).strip() == "" else _to_float(name, value, 0.0, inclusive=True)
+            if values[field] > 60:
+                raise SettingsError(f"{name}={value!r} is more than 60 seconds; logs would arrive too late to help")
         elif field == "health_threads":
             values[field] = _to_int(name, value, 1)
         elif field == "log_format":
