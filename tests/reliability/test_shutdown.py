@@ -20,7 +20,8 @@ SLOW = 4.0  # seconds each in-flight request takes
 
 
 def _idle_in_progress(srv) -> float:
-    """http_requests_in_progress as a scrape sees it on an idle server (the scrape itself may count)."""
+    """http_requests_in_progress (on with STACK_METRICS_IN_PROGRESS=1) as a scrape sees it on an idle server (the
+    scrape itself may count)."""
     return sample_value(scrape(srv.port), "http_requests_in_progress")
 
 
@@ -41,7 +42,8 @@ def test_sigterm_drains_in_flight_requests_with_readiness_down(server, start_ser
         server=server,
         workers=2,
         # 8 threads per worker: even if every slow request lands on one worker, it has threads left for probes
-        env={"STACK_SHUTDOWN_DELAY": str(DELAY), "STACK_GRACEFUL_TIMEOUT": str(GRACEFUL), "STACK_THREADS": "8"},
+        env={"STACK_SHUTDOWN_DELAY": str(DELAY), "STACK_GRACEFUL_TIMEOUT": str(GRACEFUL), "STACK_THREADS": "8",
+             "STACK_METRICS_IN_PROGRESS": "1"},
     )
     in_flight = 4
     idle = _idle_in_progress(srv)
@@ -88,7 +90,8 @@ def test_sigterm_drains_in_flight_requests_with_readiness_down(server, start_ser
 def test_sigterm_without_delay_finishes_requests_in_flight(server, start_server):
     """STACK_SHUTDOWN_DELAY=0 (the default outside Kubernetes): stop accepting at once, still finish in flight."""
     srv = start_server(
-        server=server, workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_GRACEFUL_TIMEOUT": "10", "STACK_THREADS": "8"}
+        server=server, workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_GRACEFUL_TIMEOUT": "10", "STACK_THREADS": "8",
+                                       "STACK_METRICS_IN_PROGRESS": "1"}
     )
     results: list = []
 
@@ -115,7 +118,8 @@ def test_sigterm_without_delay_finishes_requests_in_flight(server, start_server)
 
 def test_graceful_timeout_bounds_a_request_that_never_ends(start_server):
     """A request longer than STACK_GRACEFUL_TIMEOUT cannot hold the shutdown: workers are killed at the limit."""
-    srv = start_server(workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_GRACEFUL_TIMEOUT": "3"})
+    srv = start_server(workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_GRACEFUL_TIMEOUT": "3",
+                                       "STACK_METRICS_IN_PROGRESS": "1"})
     idle = _idle_in_progress(srv)
     pool = ThreadPoolExecutor(max_workers=1)
     try:

@@ -185,12 +185,18 @@ def test_multiprocess_totals_are_exact(tmp_path):
     assert requests_total(families, endpoint="/users/<int:user_id>", status="200") == 508
 
 
+def test_in_progress_gauge_is_off_by_default(make_app):
+    families = scrape(make_app(None).test_client())
+    assert "http_requests_in_progress" not in families
+    assert "http_requests" in families
+
+
 def test_in_progress_gauge(make_app):
     import threading
 
     from flask import Blueprint
 
-    app = make_app(None)
+    app = make_app(None, METRICS_IN_PROGRESS=True)
     gate, entered = threading.Event(), threading.Event()
     bp = Blueprint("slow", __name__)
 
@@ -221,7 +227,7 @@ def test_direct_recording_matches_prometheus_client():
 
     from server.metrics import HttpMetrics
 
-    metrics = HttpMetrics("0")
+    metrics = HttpMetrics("0", in_progress=True)
     registry = CollectorRegistry()
     requests = Counter("http_requests", "x", ["method", "endpoint", "status"], registry=registry)
     duration = Histogram("http_request_duration_seconds", "x", ["method", "endpoint"], registry=registry)
@@ -229,13 +235,13 @@ def test_direct_recording_matches_prometheus_client():
     samples = [0.0, 0.005, 0.0050001, 0.01, 0.3, 2.5, 10.0, 10.5, 1e9, float("inf"), 0.004999, 7.5]
     for i, seconds in enumerate(samples):
         status = 200 if i % 3 else 503
-        metrics.in_progress_inc()
+        metrics.in_progress.inc()
         in_progress.inc()
         metrics.observe("GET", "/a/<int:x>", status, seconds)
         requests.labels("GET", "/a/<int:x>", str(status)).inc()
         duration.labels("GET", "/a/<int:x>").observe(seconds)
         if i % 4:
-            metrics.in_progress_dec()
+            metrics.in_progress.dec()
             in_progress.dec()
 
     def values(text: bytes) -> dict:

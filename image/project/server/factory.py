@@ -161,8 +161,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     Args:
         config: Flask config values (``TESTING``, ``SECRET_KEY``...) and stack settings overriding the
             environment (``USERAPP``, ``USERAPP_DIR``, ``DEBUG``, ``HEALTH_TIMEOUT``, ``HEALTH_THREADS``,
-            ``COMMIT``, ``COMMIT_FILE``, ``APP_VERSION``, ``LOG_LEVEL``, ``LOG_FORMAT``, ``LOG_FLUSH_SECONDS``;
-            see ``server.settings``).
+            ``COMMIT``, ``COMMIT_FILE``, ``APP_VERSION``, ``LOG_LEVEL``, ``LOG_FORMAT``, ``LOG_FLUSH_SECONDS``,
+            ``METRICS_IN_PROGRESS``; see ``server.settings``).
             ``USERAPP=""`` builds the stack's endpoints only.
 
     Returns:
@@ -188,7 +188,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         settings=settings,
         package=package,
         health=HealthChecks(app, settings.health_timeout, settings.health_threads),
-        metrics=HttpMetrics(__version__, settings.app_version),
+        metrics=HttpMetrics(__version__, settings.app_version, settings.metrics_in_progress),
         commit=read_commit(settings),
     )
     app.extensions["flask_stack"] = state

@@ -7,9 +7,11 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
   ``endpoint`` is the matched URL rule (``/users/<int:id>``), never the raw path; requests matching no rule
   (404, 405) all use ``endpoint="<unmatched>"``; methods outside the standard HTTP set become ``method="OTHER"``.
   So URL scans and odd methods add no series.
-* ``http_requests_in_progress`` gauge: requests being served now (summed over live workers when multiprocess).
-  Cost per request: one counter inc, one histogram observe (sum + one bucket) and the gauge's inc + dec, each
-  one lock + one mmap write in multiprocess mode (about 0.7 us each; the gauge's two about 1.4 us in all).
+* ``http_requests_in_progress`` gauge, only with ``in_progress=True`` (STACK_METRICS_IN_PROGRESS=1): requests
+  being served now (summed over live workers when multiprocess).
+  Cost per request: one counter inc and one histogram observe (sum + one bucket), each one lock + one mmap write
+  in multiprocess mode (about 0.7 us each); the in-progress gauge adds an inc and a dec (about 1.4 us), which is
+  why it is opt-in (as in prometheus-fastapi-instrumentator).
 * ``flask_stack_info{stack_version, app_version, python_version, flask_version}`` = 1.
 * Single process: ``process_*`` (CPU seconds, memory bytes, fds, start time), ``python_info``, ``python_gc_*``.
 * Multiprocess (PROMETHEUS_MULTIPROC_DIR set in the environment before prometheus_client is imported, as its
@@ -98,9 +100,10 @@ class HttpMetrics:
     Args:
         stack_version: ``server.__version__``.
         app_version: the user's app version (STACK_APP_VERSION) or None.
+        in_progress: also keep the ``http_requests_in_progress`` gauge (STACK_METRICS_IN_PROGRESS).
     """
 
-    def __init__(self, stack_version: str, app_version: str | None = None):
+    def __init__(self, stack_version: str, app_version: str | None = None, in_progress: bool = False):
         self.multiprocess = multiprocess_enabled()
         self.registry = CollectorRegistry()
         self.info = InfoCollector(stack_version, app_version)
@@ -112,14 +115,15 @@ class HttpMetrics:
             "http_request_duration_seconds", "Time to produce the HTTP response, in seconds, by method and URL rule.",
             ["method", "endpoint"], registry=self.registry,
         )
-        self.in_progress = Gauge(
-            "http_requests_in_progress", "HTTP requests being served right now.", registry=self.registry,
-            multiprocess_mode="livesum",
-        )
+        #: The in-progress gauge, or None when it is off; callers test ``is not None`` before ``inc``/``dec``.
+        self.in_progress: Gauge | None = None
+        if in_progress:
+            self.in_progress = Gauge(
+                "http_requests_in_progress", "HTTP requests being served right now.", registry=self.registry,
+                multiprocess_mode="livesum",
+            )
         self._lock = threading.Lock()
         self._children: dict[tuple[str, str, int], tuple[Any, ...]] = {}
-        self.in_progress_inc: Callable[[], None] = self.in_progress.inc
-        self.in_progress_dec: Callable[[], None] = self.in_progress.dec
         self._last_refresh = 0.0
         self._worker: dict[str, Gauge] | None = None  # made on first refresh: never in a preloading master
         if self.multiprocess:

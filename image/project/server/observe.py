@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Flask, Response, g, got_request_exception, request
+from flask import Flask, Request, Response, g, got_request_exception, request
 
 from .logs import REQUEST_ID_HEADER, log_access, request_id_from
 from .metrics import HttpMetrics
@@ -23,38 +23,52 @@ from .metrics import HttpMetrics
 _REQUEST_ID_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")  # the header's WSGI environ key
 
 
-def _record(metrics: HttpMetrics, status: int) -> None:
-    ctx_g = g._get_current_object()  # one context lookup each for g and request, not one per attribute
-    if ctx_g.get("_stack_recorded"):
+#: Attribute of the request object holding the observation: ``[start (time.perf_counter seconds), request id]``
+#: while the request is being served, ``None`` once it has been recorded.
+_STATE = "_flask_stack_observation"
+
+
+def _record(metrics: HttpMetrics, req: Request, status: int) -> None:
+    state = getattr(req, _STATE, _NOT_STARTED)
+    if state is None:  # already recorded (the exception signal, then the 500 response)
         return
-    ctx_g._stack_recorded = True
-    start = ctx_g.get("_stack_start")
-    if start is not None:
-        seconds = time.perf_counter() - start
-        metrics.in_progress_dec()
+    setattr(req, _STATE, None)
+    if state is _NOT_STARTED:  # an error before the observation started (e.g. opening the session failed)
+        seconds, request_id = 0.0, g.get("request_id") or "-"
     else:
-        seconds = 0.0
-    req = request._get_current_object()
+        seconds = time.perf_counter() - state[0]
+        request_id = state[1]
+        if metrics.in_progress is not None:
+            metrics.in_progress.dec()
     method = req.method
     rule = req.url_rule
     metrics.observe(method, rule.rule if rule is not None else None, status, seconds)
-    log_access(method, req.path, status, seconds * 1000.0, ctx_g.get("request_id") or "-")
+    log_access(method, req.path, status, seconds * 1000.0, request_id)
+
+
+_NOT_STARTED: list = []  # sentinel: no observation on this request object
 
 
 def _start(metrics: HttpMetrics) -> None:
-    ctx_g = g._get_current_object()
-    ctx_g._stack_start = time.perf_counter()
-    metrics.in_progress_inc()
-    ctx_g.request_id = request_id_from(request.environ.get(_REQUEST_ID_ENVIRON))  # = headers.get(X-Request-ID)
+    req = request._get_current_object()  # one context lookup each for request and g, not one per attribute
+    request_id = request_id_from(req.environ.get(_REQUEST_ID_ENVIRON))  # = headers.get(X-Request-ID)
+    g._get_current_object().request_id = request_id
+    if metrics.in_progress is not None:
+        metrics.in_progress.inc()
+    setattr(req, _STATE, [time.perf_counter(), request_id])
 
 
 def _finish(metrics: HttpMetrics, response: Response) -> Response:
-    ctx_g = g._get_current_object()
-    request_id = ctx_g.get("request_id")
-    if request_id is None:  # a before_request of an earlier-registered extension answered first
-        request_id = ctx_g.request_id = request_id_from(request.environ.get(_REQUEST_ID_ENVIRON))
+    req = request._get_current_object()
+    state = getattr(req, _STATE, None)
+    if state:
+        request_id = state[1]
+    else:  # a before_request of an earlier-registered extension answered first, or an error came first
+        request_id = g.get("request_id")
+        if request_id is None:
+            request_id = g.request_id = request_id_from(req.environ.get(_REQUEST_ID_ENVIRON))
     response.headers[REQUEST_ID_HEADER] = request_id
-    _record(metrics, response.status_code)
+    _record(metrics, req, response.status_code)
     return response
 
 
@@ -88,7 +102,7 @@ def install_request_hooks(app: Flask, metrics: HttpMetrics) -> None:
         app.after_request(lambda response: _finish(metrics, response))
 
     def _stack_exception(sender: Flask, exception: BaseException, **extra: object) -> None:
-        _record(metrics, 500)  # before Flask turns it into a 500 response or propagates it (debug, testing)
+        _record(metrics, request._get_current_object(), 500)  # before Flask turns it into a 500 response or propagates it (debug, testing)
 
     # blinker holds receivers weakly; the app keeps this one alive exactly as long as itself
     app.extensions.setdefault("flask_stack_receivers", []).append(_stack_exception)

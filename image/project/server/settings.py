@@ -17,6 +17,7 @@ COMMIT_FILE        STACK_COMMIT_FILE            /project/.commit  file holding t
 APP_VERSION        STACK_APP_VERSION            unset        the user's app version (metrics info, API docs)
 LOG_LEVEL          LOG_LEVEL                    ``INFO``     logging level name
 LOG_FORMAT         LOG_FORMAT                   ``text``     ``text`` or ``json``
+METRICS_IN_PROGRESS STACK_METRICS_IN_PROGRESS  ``0``        ``1``: keep the ``http_requests_in_progress`` gauge
 LOG_FLUSH_SECONDS  STACK_LOG_FLUSH_SECONDS      ``0``        longest wait of an INFO line before it is written,
                                                              seconds (0 = at once; ``serve`` sets 0.25)
 =================  ===========================  ===========  =====================================================
@@ -55,6 +56,7 @@ class Settings:
     log_level: str = "INFO"
     log_format: str = "text"
     log_flush_seconds: float = 0.0
+    metrics_in_progress: bool = False
 
 
 # (field, config key, environment variable)
@@ -70,6 +72,7 @@ _FIELDS = (
     ("log_level", "LOG_LEVEL", "LOG_LEVEL"),
     ("log_format", "LOG_FORMAT", "LOG_FORMAT"),
     ("log_flush_seconds", "LOG_FLUSH_SECONDS", "STACK_LOG_FLUSH_SECONDS"),
+    ("metrics_in_progress", "METRICS_IN_PROGRESS", "STACK_METRICS_IN_PROGRESS"),
 )
 
 #: Config keys consumed by the stack (both spellings); everything else goes to Flask's config.
@@ -135,7 +138,7 @@ def load_settings(config: Mapping[str, Any] | None = None, environ: Mapping[str,
                 raw[field] = (env, environ[env])
     values: dict[str, Any] = {}
     for field, (name, value) in raw.items():
-        if field == "debug":
+        if field in ("debug", "metrics_in_progress"):
             values[field] = _to_bool(name, value)
         elif field == "health_timeout":
             values[field] = _to_float(name, value, 0.0)
