@@ -16,9 +16,10 @@ All figures come from the same run, on 127.0.0.1, with wrk (Debian package) as t
   works, else n/a).
 
 ``--quick`` shortens every phase (about 1.5 minutes instead of about 8; no container phases).
-Rounds of the throughput phase are interleaved (every server once per round) and the best round of each
-server is reported, so a noisy moment on a shared machine does not favour one server; server CPU time per
-request (workers' utime + stime from /proc) is reported beside req/s as the figure least sensitive to noise.
+The throughput phase runs every server at once and measures them in turn, round after round (order reversed every
+other round); each ratio is the median of the ratios within a round, printed with their interquartile range, so a
+slow spell of a shared machine (seen here: a server's req/s halving for tens of seconds) hits both sides of a ratio
+alike. Server CPU time per request (workers' utime + stime from /proc) is reported beside req/s.
 """
 
 from __future__ import annotations
@@ -50,44 +51,71 @@ def _median(values):
     return statistics.median(values) if values else float("nan")
 
 
+def _quartiles(values: list[float]) -> tuple[float, float]:
+    """First and third quartile (the interquartile range) of ``values``; (nan, nan) for fewer than two."""
+    if len(values) < 2:
+        return float("nan"), float("nan")
+    q = statistics.quantiles(values, n=4, method="inclusive")
+    return q[0], q[2]
+
+
 def throughput(rounds: int, seconds: int, connections: int) -> dict:
-    """/hello under wrk for every kind, interleaved rounds. Reports the best round of each kind (highest req/s,
-    with its latencies and CPU): on a shared machine other load only ever slows a round down, so the best round
-    is the closest to the server's own cost. Errors are summed over all rounds; memory per worker is a median."""
-    raw = {kind: [] for kind in KINDS}
-    mem = {kind: [] for kind in KINDS}
-    for _ in range(rounds):
+    """/hello under wrk for every kind, in paired rounds.
+
+    All servers run at once (idle while another is measured). Each round measures every server once, for
+    ``seconds``, in an order reversed every other round, so a slow spell of a shared machine hits the servers of
+    one round alike and a drift cancels. A comparison's ratio is the median over rounds of the ratio within each
+    round (with its interquartile range), not a ratio of two separately chosen rounds. Per kind: median req/s,
+    p50, p99 and server CPU per request (workers' and master's utime + stime from /proc) over rounds; wrk errors
+    summed over all rounds; memory per worker (PSS, RSS) after the last round.
+    """
+    servers = {}
+    projects = []
+    try:
         for kind in KINDS:
             project = copy_project(TEMPLATE) if kind.startswith("stack") else None
-            with Server(kind, project=project) as srv:
-                srv.wait_workers(1)
-                time.sleep(0.5)
-                wrk(srv.port, "/hello", max(1, seconds // 3), connections)  # warm-up
+            if project:
+                projects.append(project)
+            servers[kind] = Server(kind, project=project).start()
+        for srv in servers.values():
+            srv.wait_workers(1)
+        time.sleep(0.5)
+        for srv in servers.values():
+            wrk(srv.port, "/hello", max(1, seconds // 2), connections)  # warm-up
+        runs = {kind: [] for kind in KINDS}
+        for index in range(rounds):
+            for kind in (KINDS if index % 2 == 0 else KINDS[::-1]):
+                srv = servers[kind]
                 pids = srv.worker_pids() + [srv.proc.pid]
                 cpu_before = cpu_seconds(pids)
                 run = wrk(srv.port, "/hello", seconds, connections)
                 run["cpu_per_request"] = (cpu_seconds(pids) - cpu_before) / max(1, run["requests"])
-                raw[kind].append(run)
-                pids = srv.worker_pids()
-                mem[kind].append({"workers": len(pids), **{
-                    key: sum(memory(pid)[key] for pid in pids) / max(1, len(pids)) for key in ("pss", "rss")}})
-            shutil.rmtree(project.parent, ignore_errors=True) if project else None
-    result = {}
-    for kind in KINDS:
-        runs = raw[kind]
-        best = max(runs, key=lambda r: r["rps"])
-        result[kind] = {
-            "rps": best["rps"],
-            "p50": best["p50"],
-            "p99": best["p99"],
-            "cpu_per_request": min(r["cpu_per_request"] for r in runs),
-            "rps_all_rounds": [r["rps"] for r in runs],
-            "errors": sum(r["errors"] for r in runs),
-            "workers": mem[kind][-1]["workers"],
-            "pss": _median([m["pss"] for m in mem[kind]]),
-            "rss": _median([m["rss"] for m in mem[kind]]),
-        }
-    return result
+                runs[kind].append(run)
+        result = {}
+        for kind, srv in servers.items():
+            pids = srv.worker_pids()
+            result[kind] = {
+                key: _median([r[key] for r in runs[kind]]) for key in ("rps", "p50", "p99", "cpu_per_request")
+            }
+            result[kind].update({
+                "rounds": runs[kind],
+                "errors": sum(r["errors"] for r in runs[kind]),
+                "workers": len(pids),
+                **{key: sum(memory(pid)[key] for pid in pids) / max(1, len(pids)) for key in ("pss", "rss")},
+            })
+        return result
+    finally:
+        for srv in servers.values():
+            srv.stop()
+        for project in projects:
+            shutil.rmtree(project.parent, ignore_errors=True)
+
+
+def paired(tp: dict, kind: str, baseline: str, key: str) -> tuple[float, float, float]:
+    """(median, first quartile, third quartile) over rounds of ``kind``'s ``key`` divided by ``baseline``'s in
+    the same round."""
+    ratios = [a[key] / b[key] for a, b in zip(tp[kind]["rounds"], tp[baseline]["rounds"]) if b[key]]
+    return (_median(ratios), *_quartiles(ratios))
 
 
 def metrics_scrape(scrapes: int) -> dict:
@@ -178,35 +206,41 @@ def _mib(size: float) -> str:
 
 
 def table(res: dict) -> str:
-    """The results as a fixed-width text table: metric, stack, baseline, ratio, target."""
-    rows = [("metric", "stack", "baseline", "ratio", "target")]
+    """The results as a fixed-width text table: metric, stack, baseline, ratio, target, and the interquartile range
+    of the per-round ratios (throughput rows)."""
+    rows = [("metric", "stack", "baseline", "ratio", "target", "rounds IQR")]
     tp = res["throughput"]
-    sg, bg, gr, bgr, fr = tp["stack-gunicorn"], tp["bare-gunicorn"], tp["stack-granian"], tp["bare-granian"], \
-        tp["stack-flask-run"]
+
+    def compare(label, kind, baseline, key, fmt, target=""):
+        median, q1, q3 = paired(tp, kind, baseline, key)
+        return (label, fmt(tp[kind][key]), fmt(tp[baseline][key]), f"{median:.2f}", target, f"{q1:.2f}-{q3:.2f}")
+
+    rps = "{:.0f}".format
     rows += [
-        ("/hello req/s: stack vs bare Flask (gunicorn)", f"{sg['rps']:.0f}", f"{bg['rps']:.0f}",
-         f"{sg['rps'] / bg['rps']:.2f}", ">= 0.90"),
-        ("/hello server CPU/request: stack vs bare (gunicorn)", _us(sg["cpu_per_request"]),
-         _us(bg["cpu_per_request"]), f"{sg['cpu_per_request'] / bg['cpu_per_request']:.2f}", "<= 1.11"),
-        ("/hello server CPU/request: stack vs bare (granian)", _us(gr["cpu_per_request"]),
-         _us(bgr["cpu_per_request"]), f"{gr['cpu_per_request'] / bgr['cpu_per_request']:.2f}", "<= 1.11"),
-        ("/hello p50: stack vs bare (gunicorn)", _ms(sg["p50"]), _ms(bg["p50"]), f"{sg['p50'] / bg['p50']:.2f}", ""),
-        ("/hello p99: stack vs bare (gunicorn)", _ms(sg["p99"]), _ms(bg["p99"]), f"{sg['p99'] / bg['p99']:.2f}", ""),
-        ("/hello req/s: stack vs bare Flask (granian)", f"{gr['rps']:.0f}", f"{bgr['rps']:.0f}",
-         f"{gr['rps'] / bgr['rps']:.2f}", ">= 0.90"),
-        ("/hello req/s: gunicorn stack vs `flask run`", f"{sg['rps']:.0f}", f"{fr['rps']:.0f}",
-         f"{sg['rps'] / fr['rps']:.2f}", "> 1"),
-        ("/hello p99: gunicorn stack vs `flask run`", _ms(sg["p99"]), _ms(fr["p99"]), f"{sg['p99'] / fr['p99']:.2f}",
-         "< 1"),
-        ("/hello req/s: granian vs gunicorn (stack)", f"{gr['rps']:.0f}", f"{sg['rps']:.0f}",
-         f"{gr['rps'] / sg['rps']:.2f}", ""),
-        ("/hello p99: granian vs gunicorn (stack)", _ms(gr["p99"]), _ms(sg["p99"]), f"{gr['p99'] / sg['p99']:.2f}", ""),
+        compare("/hello req/s: stack vs bare Flask (gunicorn)", "stack-gunicorn", "bare-gunicorn", "rps", rps,
+                ">= 0.90"),
+        compare("/hello req/s: stack vs bare Flask (granian)", "stack-granian", "bare-granian", "rps", rps,
+                ">= 0.90"),
+        compare("/hello server CPU/request: stack vs bare (gunicorn)", "stack-gunicorn", "bare-gunicorn",
+                "cpu_per_request", _us),
+        compare("/hello server CPU/request: stack vs bare (granian)", "stack-granian", "bare-granian",
+                "cpu_per_request", _us),
+        compare("/hello p50: stack vs bare (gunicorn)", "stack-gunicorn", "bare-gunicorn", "p50", _ms),
+        compare("/hello p99: stack vs bare (gunicorn)", "stack-gunicorn", "bare-gunicorn", "p99", _ms),
+        compare("/hello p99: stack vs bare (granian)", "stack-granian", "bare-granian", "p99", _ms),
+        compare("/hello req/s: gunicorn stack vs `flask run`", "stack-gunicorn", "stack-flask-run", "rps", rps, "> 1"),
+        compare("/hello p99: gunicorn stack vs `flask run`", "stack-gunicorn", "stack-flask-run", "p99", _ms, "< 1"),
+        compare("/hello req/s: granian vs gunicorn (stack)", "stack-granian", "stack-gunicorn", "rps", rps),
+        compare("/hello p99: granian vs gunicorn (stack)", "stack-granian", "stack-gunicorn", "p99", _ms),
+    ]
+    sg, bg, gr = tp["stack-gunicorn"], tp["bare-gunicorn"], tp["stack-granian"]
+    rows += [
         ("memory/worker PSS: stack vs bare (gunicorn)", _mib(sg["pss"]), _mib(bg["pss"]),
-         f"{sg['pss'] / bg['pss']:.2f}", ""),
+         f"{sg['pss'] / bg['pss']:.2f}", "", ""),
         ("memory/worker RSS: stack vs bare (gunicorn)", _mib(sg["rss"]), _mib(bg["rss"]),
-         f"{sg['rss'] / bg['rss']:.2f}", ""),
+         f"{sg['rss'] / bg['rss']:.2f}", "", ""),
         ("memory/worker PSS: granian vs gunicorn (stack)", _mib(gr["pss"]), _mib(sg["pss"]),
-         f"{gr['pss'] / sg['pss']:.2f}", ""),
+         f"{gr['pss'] / sg['pss']:.2f}", "", ""),
     ]
     ms = res["metrics"]
     rows.append(("/metrics scrape p50 (4 workers, 100 routes)", _ms(ms["p50"]), "", "",
@@ -235,7 +269,8 @@ def table(res: dict) -> str:
         rows.append(("deployable image over its base", str(img), "", "", ""))
     errors = sum(v["errors"] for v in tp.values())
     rows.append(("wrk errors (all servers, all rounds)", str(errors), "", "", "0"))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    rows = [row + ("",) * (6 - len(row)) for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(6)]
     lines = ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -257,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"quick": quick, "cpus": os.cpu_count(), "python": platform.python_version(),
                  "load_average_at_start": os.getloadavg()}
     phases = [
-        ("throughput", lambda: throughput(2 if quick else 5, 3 if quick else 8, 32)),
+        ("throughput", lambda: throughput(3 if quick else 10, 2 if quick else 4, 32)),
         ("metrics", lambda: metrics_scrape(50 if quick else 200)),
         ("cold_start", lambda: cold_start(1 if quick else 3)),
         ("reload_local", lambda: local_reload(5 if quick else 15)),
@@ -277,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table(res))
     print(f"\n{res['cpus']} CPUs, Python {res['python']}, load average at start "
           f"{res['load_average_at_start'][0]:.2f}, {res['seconds']} s; worker counts: "
-          + ", ".join(f"{k} {v['workers']}" for k, v in res["throughput"].items()))
+          + ", ".join(f"{k} {v['workers']}" for k, v in res["throughput"].items())
+          + f"; throughput: {len(res['throughput']['stack-gunicorn']['rounds'])} rounds of wrk, 32 connections")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2, default=str))
