@@ -35,10 +35,11 @@ import traceback
 from types import TracebackType
 from typing import Any
 
-from flask import Flask, Response, current_app, g, request
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException
 
 from .logs import printable_path
+from .observe import current_request_id
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def error_response(exc: HTTPException) -> Response | HTTPException:
     response = exc.get_response()  # keeps headers such as Allow and WWW-Authenticate
     title = exc.name
     detail = exc.description or title
-    request_id = g.get("request_id")
+    request_id = current_request_id()
     if wants_json():
         body = {"error": {"status": exc.code, "title": title, "detail": detail}}
         if request_id:
@@ -176,7 +177,7 @@ def unreadable_body(exc: BaseException) -> Any:
     """Flask error handler for ``unreadable_body_errors()``: log one WARNING line (no traceback) and answer 400
     through the app's handler for ``BadRequest`` (normally ``error_response``)."""
     reason = _reason(exc)
-    request_id = g.get("request_id") or "-"
+    request_id = current_request_id() or "-"
     log.warning("unreadable request body: %s %s: %s id=%s", request.method, printable_path(request.path), reason,
                 request_id, extra={"request_id": request_id})
     return current_app.handle_http_exception(BadRequest(f"The request body could not be read ({reason})."))

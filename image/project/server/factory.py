@@ -28,7 +28,7 @@ from .health import HealthChecks
 from .loader import UserPackage, import_package, locate
 from .logs import configure_logging
 from .metrics import HttpMetrics
-from .observe import StackFlask, install_request_hooks
+from .observe import StackFlask, install_observation
 from .routes import health as health_routes
 from .routes import prometheus as prometheus_routes
 from .settings import STACK_KEYS, Settings, load_settings, read_commit
@@ -194,7 +194,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.extensions["flask_stack"] = state
     install_template_loader(app)
     register_error_handlers(app)
-    install_request_hooks(app, state.metrics)
+    install_observation(app, state.metrics)
     app.register_blueprint(health_routes.blueprint)
     app.register_blueprint(prometheus_routes.blueprint)
     namespace: Mapping[str, Any] = {}

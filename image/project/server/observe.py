@@ -1,109 +1,134 @@
 """Per-request observation: request id, timing, Prometheus metrics and the access log line.
 
-The stack's apps are ``StackFlask`` (a ``Flask`` subclass): its ``preprocess_request`` starts the observation
-before any ``before_request`` function (and URL value preprocessor) runs, and its ``process_response`` finishes
-it after every ``after_request`` function, seeing the final status, without Flask's per-hook dispatch
-(``ensure_sync`` and friends cost a few microseconds per hook and request). For another ``Flask`` app,
-``install_request_hooks`` registers the same work as ordinary ``before_request`` / ``after_request`` hooks, which
-run first and last when installed before the user's code.
-An unhandled exception is recorded (status 500) from Flask's ``got_request_exception`` signal, which fires
-before Flask renders the 500 page or, in debug/testing mode, propagates the exception; nothing runs per request
-for it otherwise.
+``install_observation`` wraps the app's WSGI callable (``app.wsgi_app = ObservedWSGI(app.wsgi_app, metrics)``,
+Flask's documented way to add WSGI middleware). ``create_app`` installs it before the user's code runs, so a
+middleware the user adds (``ProxyFix``, say) wraps it and its changes to the environ are seen here. Per request:
+
+* the request id: the incoming ``X-Request-ID`` when usable, else a new one (``server.logs.request_id_from``),
+  kept in the WSGI environ under ``REQUEST_ID_ENVIRON`` (``request.environ["flask_stack.request_id"]``) and
+  readable as ``g.request_id`` (``StackGlobals``); echoed in the response's ``X-Request-ID`` header unless the app
+  set that header itself;
+* when Flask calls ``start_response`` (after every ``after_request`` function, with the final status, still inside
+  the request context): the duration (seconds, from entering the app), ``http_requests_total`` and
+  ``http_request_duration_seconds`` labelled with the matched URL rule, and the access line;
+* an exception that leaves the app (debug and testing propagate them) is recorded as a 500, then re-raised.
+
+No Flask hook and no ``flask.g`` write runs per request: the middleware needs one context lookup (for the URL
+rule), which keeps the stack's own work per request small (see the README's benchmarks).
 """
 
 from __future__ import annotations
 
 import time
+from typing import Any, Callable, Iterable
 
-from flask import Flask, Request, Response, g, got_request_exception, request
+from flask import Flask, got_request_exception, request
+from flask.ctx import _AppCtxGlobals
 
 from .logs import REQUEST_ID_HEADER, log_access, request_id_from
 from .metrics import HttpMetrics
 
-_REQUEST_ID_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")  # the header's WSGI environ key
+#: WSGI environ key holding the request id of the request being served.
+REQUEST_ID_ENVIRON = "flask_stack.request_id"
+_HEADER_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")  # the request header's environ key
+_HEADER_LOWER = REQUEST_ID_HEADER.lower()
+_FAILED_REQUEST_ENVIRON = "flask_stack.failed_request"  # (method, path, URL rule) saved when an exception escapes
+
+StartResponse = Callable[..., Any]
 
 
-#: Attribute of the request object holding the observation: ``[start (time.perf_counter seconds), request id]``
-#: while the request is being served, ``None`` once it has been recorded.
-_STATE = "_flask_stack_observation"
+class StackGlobals(_AppCtxGlobals):
+    """``flask.g`` of the stack's apps (``Flask.app_ctx_globals_class``): ``g.request_id`` is the request id of the
+    request being served (or None outside a request) unless the app set ``g.request_id`` itself."""
 
-
-def _record(metrics: HttpMetrics, req: Request, status: int) -> None:
-    state = getattr(req, _STATE, _NOT_STARTED)
-    if state is None:  # already recorded (the exception signal, then the 500 response)
-        return
-    setattr(req, _STATE, None)
-    if state is _NOT_STARTED:  # an error before the observation started (e.g. opening the session failed)
-        seconds, request_id = 0.0, g.get("request_id") or "-"
-    else:
-        seconds = time.perf_counter() - state[0]
-        request_id = state[1]
-        if metrics.in_progress is not None:
-            metrics.in_progress.dec()
-    method = req.method
-    rule = req.url_rule
-    metrics.observe(method, rule.rule if rule is not None else None, status, seconds)
-    log_access(method, req.path, status, seconds * 1000.0, request_id)
-
-
-_NOT_STARTED: list = []  # sentinel: no observation on this request object
-
-
-def _start(metrics: HttpMetrics) -> None:
-    req = request._get_current_object()  # one context lookup each for request and g, not one per attribute
-    request_id = request_id_from(req.environ.get(_REQUEST_ID_ENVIRON))  # = headers.get(X-Request-ID)
-    g._get_current_object().request_id = request_id
-    if metrics.in_progress is not None:
-        metrics.in_progress.inc()
-    setattr(req, _STATE, [time.perf_counter(), request_id])
-
-
-def _finish(metrics: HttpMetrics, response: Response) -> Response:
-    req = request._get_current_object()
-    state = getattr(req, _STATE, None)
-    if state:
-        request_id = state[1]
-    else:  # a before_request of an earlier-registered extension answered first, or an error came first
-        request_id = g.get("request_id")
-        if request_id is None:
-            request_id = g.request_id = request_id_from(req.environ.get(_REQUEST_ID_ENVIRON))
-    response.headers[REQUEST_ID_HEADER] = request_id
-    _record(metrics, req, response.status_code)
-    return response
+    def __getattr__(self, name: str) -> Any:
+        if name == "request_id":
+            return request.environ.get(REQUEST_ID_ENVIRON) if request else None
+        return super().__getattr__(name)
 
 
 class StackFlask(Flask):
-    """``Flask`` with the stack's request observation built in (see the module docstring); behaves as ``Flask``
-    until ``install_request_hooks`` gives it the app's metrics."""
+    """The stack's app class: ``Flask`` whose ``g`` offers ``g.request_id`` (``StackGlobals``)."""
 
-    stack_metrics: HttpMetrics | None = None
-
-    def preprocess_request(self) -> Response | None:  # type: ignore[override]
-        """Start the observation, then Flask's own (URL value preprocessors, ``before_request`` functions)."""
-        if self.stack_metrics is not None:
-            _start(self.stack_metrics)
-        return super().preprocess_request()
-
-    def process_response(self, response: Response) -> Response:  # type: ignore[override]
-        """Flask's own (``after_request`` functions, session), then finish the observation."""
-        response = super().process_response(response)
-        if self.stack_metrics is not None:
-            response = _finish(self.stack_metrics, response)
-        return response
+    app_ctx_globals_class = StackGlobals
 
 
-def install_request_hooks(app: Flask, metrics: HttpMetrics) -> None:
-    """Observe every request of ``app`` (request id, metrics, access line): built in for a ``StackFlask``,
-    otherwise as ``before_request`` / ``after_request`` hooks."""
-    if isinstance(app, StackFlask):
-        app.stack_metrics = metrics
+def current_request_id() -> str | None:
+    """The request id of the request being served, or None outside a request (or outside the stack's apps)."""
+    return request.environ.get(REQUEST_ID_ENVIRON) if request else None
+
+
+class ObservedWSGI:
+    """WSGI middleware observing every request of the wrapped app (see the module docstring).
+
+    Args:
+        app: the WSGI callable to wrap (``flask_app.wsgi_app``).
+        metrics: where requests are counted and timed.
+    """
+
+    def __init__(self, app: Callable[[dict, StartResponse], Iterable[bytes]], metrics: HttpMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        request_id = environ[REQUEST_ID_ENVIRON] = request_id_from(environ.get(_HEADER_ENVIRON))
+        metrics = self.metrics
+        in_progress = metrics.in_progress
+        if in_progress is not None:
+            in_progress.inc()
+        recorded = False
+
+        def observed_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                _record(metrics, environ, int(status[:3]), time.perf_counter() - started, request_id)
+            for name, _ in headers:
+                if name.lower() == _HEADER_LOWER:
+                    break
+            else:
+                headers.append((REQUEST_ID_HEADER, request_id))
+            return start_response(status, headers, exc_info)
+
+        try:
+            return self.app(environ, observed_start_response)
+        except BaseException:
+            if not recorded:
+                recorded = True
+                _record(metrics, environ, 500, time.perf_counter() - started, request_id)
+            raise
+        finally:
+            if in_progress is not None:
+                in_progress.dec()
+
+
+def _record(metrics: HttpMetrics, environ: dict, status: int, seconds: float, request_id: str) -> None:
+    """Count and time one request and write its access line. The URL rule and the decoded path come from the
+    request context when one is active (it is while Flask calls ``start_response``), else from the environ."""
+    try:
+        req = request._get_current_object()
+    except RuntimeError:  # no request context
+        req = None
+    if req is not None:
+        method, path, rule = req.method, req.path, req.url_rule
+    elif _FAILED_REQUEST_ENVIRON in environ:  # the exception left the app after the context was popped
+        method, path, rule = environ[_FAILED_REQUEST_ENVIRON]
     else:
-        app.before_request(lambda: _start(metrics))
-        app.after_request(lambda response: _finish(metrics, response))
+        method, path, rule = environ.get("REQUEST_METHOD", "GET").upper(), environ.get("PATH_INFO", "/"), None
+    endpoint = rule.rule if rule is not None else None
+    metrics.observe(method, endpoint, status, seconds)
+    log_access(method, path, status, seconds * 1000.0, request_id)
 
-    def _stack_exception(sender: Flask, exception: BaseException, **extra: object) -> None:
-        _record(metrics, request._get_current_object(), 500)  # before Flask turns it into a 500 response or propagates it (debug, testing)
 
-    # blinker holds receivers weakly; the app keeps this one alive exactly as long as itself
-    app.extensions.setdefault("flask_stack_receivers", []).append(_stack_exception)
-    got_request_exception.connect(_stack_exception, app)
+def _save_failed_request(sender: Flask, exception: BaseException, **extra: object) -> None:
+    """``got_request_exception`` receiver (inside the request context): keep what ``_record`` needs in case the
+    exception propagates out of the app (debug, testing) and the context is gone when it is recorded."""
+    req = request._get_current_object()
+    req.environ[_FAILED_REQUEST_ENVIRON] = (req.method, req.path, req.url_rule)
+
+
+def install_observation(app: Flask, metrics: HttpMetrics) -> None:
+    """Observe every request of ``app`` (request id, metrics, access line) by wrapping ``app.wsgi_app``."""
+    app.wsgi_app = ObservedWSGI(app.wsgi_app, metrics)  # type: ignore[method-assign]
+    got_request_exception.connect(_save_failed_request, app)  # a module function: blinker's weak ref stays valid
