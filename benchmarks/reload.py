@@ -6,6 +6,7 @@ Locally through the dev loop (``python -m devloop run``), and in the dev contain
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import signal
@@ -28,7 +29,7 @@ def _wait_for(port: int, text: str, timeout: float) -> float | None:
             status, body = get(port, "/hello", timeout=2)
             if status == 200 and body.decode(errors="replace") == text:
                 return time.monotonic() - began
-        except OSError:
+        except (OSError, http.client.HTTPException):  # not up yet, or the old process went away mid-response
             pass
         time.sleep(0.005)
     return None
