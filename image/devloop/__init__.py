@@ -38,4 +38,4 @@ SIGINT or SIGTERM stops the app process and exits 0. The loop logs to stdout in 
 """
 
 __all__ = ["__version__"]
-__version__ = "0.3.0"
+__version__ = "0.4.0"

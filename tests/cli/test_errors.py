@@ -119,4 +119,4 @@ def test_help_and_version(flask_stack):
     for command in ("init", "run", "debug", "test", "stop", "build", "deploy"):
         assert f"  {command} " in result.stdout
     result = flask_stack("--version")
-    assert result.returncode == 0 and result.stdout.strip() == "flask-stack, version 0.3.0"
+    assert result.returncode == 0 and result.stdout.strip() == "flask-stack, version 0.4.0"

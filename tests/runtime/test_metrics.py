@@ -101,7 +101,7 @@ def test_process_platform_and_info_metrics(make_app):
     assert "python_info" in families
     info = families["flask_stack_info"].samples[0]
     assert info.value == 1
-    assert info.labels["stack_version"] == "0.3.0"
+    assert info.labels["stack_version"] == "0.4.0"
     assert info.labels["app_version"] == "1.2.3"
     assert info.labels["python_version"] == "%d.%d.%d" % sys.version_info[:3]
 

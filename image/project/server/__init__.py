@@ -14,7 +14,7 @@ import logging
 import threading
 from typing import Any
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 from .factory import app_under_construction, create_app  # noqa: E402
 
