@@ -111,10 +111,8 @@ class StdoutHandler(logging.StreamHandler):
             pending = self._pending
             if not pending:
                 return
-            lines = []
             popleft = pending.popleft
-            while pending:
-                lines.append(popleft())
+            lines = [popleft() for _ in range(len(pending))]  # lines queued meanwhile wait for the next write
             try:
                 stream = sys.stdout
                 stream.write("".join(lines))

@@ -32,6 +32,7 @@ from .metrics import HttpMetrics
 REQUEST_ID_ENVIRON = "flask_stack.request_id"
 _HEADER_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")  # the request header's environ key
 _HEADER_LOWER = REQUEST_ID_HEADER.lower()
+_HEADER_LENGTH = len(REQUEST_ID_HEADER)
 _FAILED_REQUEST_ENVIRON = "flask_stack.failed_request"  # (method, path, URL rule) saved when an exception escapes
 
 StartResponse = Callable[..., Any]
@@ -85,7 +86,7 @@ class ObservedWSGI:
                 recorded = True
                 _record(metrics, environ, int(status[:3]), time.perf_counter() - started, request_id)
             for name, _ in headers:
-                if name.lower() == _HEADER_LOWER:
+                if len(name) == _HEADER_LENGTH and name.lower() == _HEADER_LOWER:
                     break
             else:
                 headers.append((REQUEST_ID_HEADER, request_id))
