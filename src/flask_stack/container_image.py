@@ -41,7 +41,7 @@ Echo = Callable[[str], None]
 
 
 def dev_image_tag() -> str:
-    """Return the development image's tag, e.g. ``dev.local/python-flask:0.3``."""
+    """Return the development image's tag, e.g. ``dev.local/python-flask:0.4``."""
     return stack_id()
 
 

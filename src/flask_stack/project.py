@@ -73,7 +73,7 @@ def stack_info() -> dict[str, str]:
 
 
 def stack_id() -> str:
-    """Return the ``stack:`` value for .appsody-config.yaml, e.g. ``dev.local/python-flask:0.3`` (major.minor)."""
+    """Return the ``stack:`` value for .appsody-config.yaml, e.g. ``dev.local/python-flask:0.4`` (major.minor)."""
     version = stack_info().get("version", "0.0.0")
     major_minor = ".".join(version.split(".")[:2])
     return f"{STACK_IMAGE_REPO}:{major_minor}"

@@ -43,7 +43,7 @@ def test_init_writes_the_template_and_config(flask_stack, tmp_path):
     for rel in template_files():
         assert (project / rel).read_bytes() == (TEMPLATE / rel).read_bytes()
     config = (project / ".appsody-config.yaml").read_text()
-    assert config.splitlines() == ["project-name: my-cool-app", "stack: dev.local/python-flask:0.3"]
+    assert config.splitlines() == ["project-name: my-cool-app", "stack: dev.local/python-flask:0.4"]
     assert "__init__.py" in result.stdout
     assert [p.name for p in tmp_path.iterdir()] == ["My Cool_App"]  # no staging dir left
 
