@@ -29,7 +29,7 @@ import os
 import platform
 import threading
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from prometheus_client import values
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess

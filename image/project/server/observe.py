@@ -44,7 +44,7 @@ class StackGlobals(_AppCtxGlobals):
 
     def __getattr__(self, name: str) -> Any:
         if name == "request_id":
-            return request.environ.get(REQUEST_ID_ENVIRON) if request else None
+            return current_request_id()
         return super().__getattr__(name)
 
 
