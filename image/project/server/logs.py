@@ -334,8 +334,8 @@ def log_access(method: str, path: str, status: int, duration_ms: float, request_
 
     When the record would only reach the stack's own handler with its own formatter (the normal case), the line
     is formatted by ``access_line`` and queued (buffered writing) or written and flushed under the handler's
-    lock, without a LogRecord: the same bytes at a fraction of the cost. Otherwise (another handler, a filter, pytest's caplog, a custom
-    formatter) a regular LogRecord goes through ``logging``.
+    lock, without a LogRecord: the same bytes at a fraction of the cost. Otherwise (another handler, a filter,
+    pytest's caplog, a custom formatter) a regular LogRecord goes through ``logging``.
     """
     if not _ACCESS.isEnabledFor(_INFO):
         return

@@ -4,23 +4,23 @@ Each setting has a config key (``USERAPP``) and an environment variable (``STACK
 mapping passed to ``create_app`` wins over the environment. Keys may be given with or without the ``STACK_``
 prefix. The resolved values are stored in ``app.config`` under the prefixed name (``app.config["STACK_USERAPP"]``).
 
-=================  ===========================  ===========  =====================================================
-key                environment variable         default      meaning
-=================  ===========================  ===========  =====================================================
-USERAPP            STACK_USERAPP                ``userapp``  module name of the user's package ("" = no user app)
-USERAPP_DIR        STACK_USERAPP_DIR            unset        directory holding the user's ``__init__.py``
-DEBUG              STACK_DEBUG                  ``0``        debug mode (Flask debug, tracebacks in error pages)
-HEALTH_TIMEOUT     STACK_HEALTH_TIMEOUT         ``1``        default timeout of one health check, seconds
-HEALTH_THREADS     STACK_HEALTH_THREADS         ``4``        health-check thread pool size per app (concurrency cap)
-COMMIT             STACK_COMMIT                 unset        git commit reported by ``/health``
-COMMIT_FILE        STACK_COMMIT_FILE            /project/.commit  file holding the commit when STACK_COMMIT is unset
-APP_VERSION        STACK_APP_VERSION            unset        the user's app version (metrics info, API docs)
-LOG_LEVEL          LOG_LEVEL                    ``INFO``     logging level name
-LOG_FORMAT         LOG_FORMAT                   ``text``     ``text`` or ``json``
-METRICS_IN_PROGRESS STACK_METRICS_IN_PROGRESS  ``0``        ``1``: keep the ``http_requests_in_progress`` gauge
-LOG_FLUSH_SECONDS  STACK_LOG_FLUSH_SECONDS      ``0``        longest wait of an INFO line before it is written,
-                                                             seconds (0 = at once; ``serve`` sets 0.25)
-=================  ===========================  ===========  =====================================================
+===================  =========================  ================  ====================================================
+key                  environment variable       default           meaning
+===================  =========================  ================  ====================================================
+USERAPP              STACK_USERAPP              ``userapp``       module name of the user's package ("" = no user app)
+USERAPP_DIR          STACK_USERAPP_DIR          unset             directory holding the user's ``__init__.py``
+DEBUG                STACK_DEBUG                ``0``             debug mode (Flask debug, tracebacks in error pages)
+HEALTH_TIMEOUT       STACK_HEALTH_TIMEOUT       ``1``             default timeout of one health check, seconds
+HEALTH_THREADS       STACK_HEALTH_THREADS       ``4``             health-check threads per app (concurrency cap)
+COMMIT               STACK_COMMIT               unset             git commit reported by ``/health``
+COMMIT_FILE          STACK_COMMIT_FILE          /project/.commit  file holding the commit when STACK_COMMIT is unset
+APP_VERSION          STACK_APP_VERSION          unset             the user's app version (metrics info, API docs)
+LOG_LEVEL            LOG_LEVEL                  ``INFO``          logging level name
+LOG_FORMAT           LOG_FORMAT                 ``text``          ``text`` or ``json``
+LOG_FLUSH_SECONDS    STACK_LOG_FLUSH_SECONDS    ``0``             longest wait of an INFO line before it is written,
+                                                                  seconds (0 = at once; ``serve`` sets 0.25)
+METRICS_IN_PROGRESS  STACK_METRICS_IN_PROGRESS  ``0``             ``1``: keep the ``http_requests_in_progress`` gauge
+===================  =========================  ================  ====================================================
 
 Multiprocess metrics follow prometheus_client: they are on when PROMETHEUS_MULTIPROC_DIR is set in the environment
 before prometheus_client is first imported (it cannot be switched by config).
