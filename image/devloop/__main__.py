@@ -51,7 +51,8 @@ def _check_settings() -> None:
     """Raise DevloopError with the runtime's one-line message when a stack setting (LOG_FORMAT, STACK_*) is
     unusable: every app process would fail on it, and a save cannot fix the environment."""
     try:
-        from server.settings import SettingsError, load_settings
+        from server.exceptions import SettingsError
+        from server.settings import load_settings
     except ImportError:  # reported by warm_imports/testcmd with the PYTHONPATH hint
         return
     try:

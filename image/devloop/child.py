@@ -142,7 +142,7 @@ def _build_app(spec: ChildSpec):
         return make_error_app(spec.failure), spec.failure
     try:
         import server
-        from server.errors import UserAppImportError
+        from server.exceptions import UserAppImportError
     except ImportError as exc:
         return make_error_app(f"the stack's runtime cannot be imported: {exc}"), str(exc)
     try:

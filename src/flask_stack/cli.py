@@ -15,7 +15,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .engine import Engine, RunOptions, select_engine
+from .engine import Engine, RunOptions
+from .engines import select_engine
 from .errors import StackError
 from .project import find_project, project_name
 

@@ -2,7 +2,8 @@
 
 Two kinds implement it: the local engine (``flask_stack.local.LocalEngine``: a virtual environment
 on this machine) and the container engine (``flask_stack.container.ContainerEngine``: docker or
-podman running the stack's development image). ``select_engine`` picks one for ``--engine``.
+podman running the stack's development image). ``flask_stack.engines.select_engine`` picks one for
+``--engine``; this module imports neither engine.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from .errors import StackError
 
 
 @dataclass
@@ -54,31 +57,4 @@ class Engine(abc.ABC):
 
     def build(self, project: Path, tag: str, base_image: str | None = None) -> int:
         """Build the deployable image; only container engines can."""
-        from .errors import StackError
-
         raise StackError(f"`build` needs a container engine (docker or podman); the {self.name} engine cannot build images")
-
-
-def select_engine(name: str = "auto", *, quiet: bool = False) -> Engine:
-    """Return the engine for ``--engine NAME``: ``auto`` (docker if its daemon answers, else podman if it runs,
-    else local), ``local``, ``docker`` or ``podman``.
-
-    Raises:
-        StackError: an explicitly named container engine is not installed or not working.
-    """
-    from .local import LocalEngine
-
-    if name == "local":
-        return LocalEngine()
-    try:
-        from .container import ContainerEngine, detect_container_engine
-    except ImportError:  # container support not present in this build
-        if name in ("docker", "podman"):
-            from .errors import StackError
-
-            raise StackError(f"--engine {name}: container support is not available in this flask-stack")
-        return LocalEngine()
-    if name == "auto":
-        binary = detect_container_engine()
-        return ContainerEngine(binary) if binary else LocalEngine()
-    return ContainerEngine(detect_container_engine(required=name))

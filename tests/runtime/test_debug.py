@@ -12,7 +12,7 @@ import time
 import pytest
 
 from server.debug import start_debugger
-from server.errors import DebuggerError
+from server.exceptions import DebuggerError
 from testkit.dap import frame, read_message
 
 from .support import free_port, subprocess_env
@@ -77,7 +77,7 @@ def test_port_in_use_is_a_clear_error():
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        code = ("import sys\nfrom server.debug import start_debugger\nfrom server.errors import DebuggerError\n"
+        code = ("import sys\nfrom server.debug import start_debugger\nfrom server.exceptions import DebuggerError\n"
                 "try:\n    start_debugger(%d, host='127.0.0.1')\nexcept DebuggerError as e:\n"
                 "    print('ERR', e)\n    sys.exit(3)\n" % port)
         proc = subprocess.run([sys.executable, "-c", code], env=subprocess_env(), capture_output=True, text=True,

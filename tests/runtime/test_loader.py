@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from server.errors import RouteConflictError, UserAppImportError
+from server.exceptions import RouteConflictError, UserAppImportError
 
 from .support import USERAPPS
 

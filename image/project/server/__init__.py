@@ -14,9 +14,8 @@ import logging
 import threading
 from typing import Any
 
-__version__ = "0.4.0"
-
-from .factory import app_under_construction, create_app  # noqa: E402
+from .factory import app_under_construction, create_app
+from .version import __version__
 
 __all__ = ["__version__", "app", "create_app"]
 
@@ -32,12 +31,11 @@ def _load_app() -> Any:
         return building
     with _lock:
         if _app is None:
-            from .errors import UserAppImportError
-            from .settings import SettingsError
+            from .exceptions import StackError
 
             try:
                 _app = create_app()
-            except (UserAppImportError, SettingsError) as exc:
+            except StackError as exc:
                 from .logs import configure_logging
 
                 configure_logging()

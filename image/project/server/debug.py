@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 
-from .errors import DebuggerError
+from .exceptions import DebuggerError
 
 log = logging.getLogger(__name__)
 KINDS = ("debugpy", "ptvsd")

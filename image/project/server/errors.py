@@ -1,10 +1,6 @@
-"""Errors of the stack runtime, and the HTTP error responses it serves.
+"""The HTTP error responses the stack serves.
 
-Exceptions:
-    UserAppImportError: the user's package could not be loaded (import, ``init_app``, blueprint registration or
-        a reserved route); one line naming file and line.
-    RouteConflictError: the user's package defines a route the stack reserves (``/metrics``, ``/health...``).
-    DebuggerError: the remote debugger could not be started.
+The stack's exception classes are in ``server.exceptions``.
 
 HTTP error bodies (4xx/5xx raised as ``werkzeug.exceptions.HTTPException``, including unhandled exceptions, which
 Flask turns into ``InternalServerError`` after logging the traceback): a client that asks for JSON (the request
@@ -30,9 +26,6 @@ from __future__ import annotations
 import html
 import json
 import logging
-import os
-import traceback
-from types import TracebackType
 from typing import Any
 
 from flask import Flask, Response, current_app, request
@@ -42,79 +35,6 @@ from .logs import printable_path
 from .observe import current_request_id
 
 log = logging.getLogger(__name__)
-
-
-class UserAppImportError(Exception):
-    """The user's package failed to load.
-
-    ``str(err)`` is ``summary``, one line such as
-    ``userapp failed to import: /p/__init__.py:7: SyntaxError: invalid syntax``.
-
-    Attributes:
-        summary (str): the one-line message.
-        filename (str | None): the file at fault (absolute path) when known.
-        lineno (int | None): the line in ``filename`` (1-based) when known.
-    """
-
-    def __init__(self, summary: str, filename: str | None = None, lineno: int | None = None):
-        super().__init__(summary)
-        self.summary = summary
-        self.filename = filename
-        self.lineno = lineno
-
-    @classmethod
-    def from_exception(
-        cls, what: str, exc: BaseException, user_dir: str | None, module_name: str = "userapp"
-    ) -> "UserAppImportError":
-        """Build the one-line error for exception ``exc`` raised while ``what`` ran (e.g. "userapp failed to import").
-
-        The location is the SyntaxError's own file/line, else the innermost traceback frame inside ``user_dir``,
-        else the innermost frame.
-        """
-        filename, lineno = _locate(exc, user_dir)
-        if isinstance(exc, SyntaxError):
-            message = exc.msg or "invalid syntax"
-        else:
-            lines = str(exc).strip().splitlines()
-            message = lines[0] if lines else ""
-        if len(message) > 300:
-            message = message[:297] + "..."
-        hint = ""
-        if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] != module_name:
-            hint = " (add the package to your project's Pipfile)"
-        where = f"{filename}:{lineno}: " if filename else ""
-        kind = type(exc).__name__
-        text = f"{what}: {where}{kind}: {message}{hint}" if message else f"{what}: {where}{kind}{hint}"
-        return cls(text, filename, lineno)
-
-
-class RouteConflictError(UserAppImportError):
-    """The user's package registered a URL the stack reserves (``/metrics``, ``/health``, ``/health/*``)."""
-
-
-class DebuggerError(RuntimeError):
-    """The remote debugger could not start (not installed, unknown kind, or the port is taken)."""
-
-
-def _is_under(path: str, directory: str) -> bool:
-    try:
-        return os.path.commonpath([os.path.abspath(path), os.path.abspath(directory)]) == os.path.abspath(directory)
-    except ValueError:
-        return False
-
-
-def _locate(exc: BaseException, user_dir: str | None) -> tuple[str | None, int | None]:
-    if isinstance(exc, SyntaxError) and exc.filename and not exc.filename.startswith("<"):
-        return os.path.abspath(exc.filename), exc.lineno
-    tb: TracebackType | None = exc.__traceback__
-    frames = [f for f in traceback.extract_tb(tb) if not f.filename.startswith("<frozen")] if tb else []
-    if user_dir:
-        mine = [f for f in frames if _is_under(f.filename, user_dir)]
-        if mine:
-            return os.path.abspath(mine[-1].filename), mine[-1].lineno
-    if frames:
-        return os.path.abspath(frames[-1].filename), frames[-1].lineno
-    return None, None
 
 
 def wants_json() -> bool:

@@ -21,9 +21,9 @@ from typing import Any, Iterator, Mapping
 from flask import Blueprint, Flask, redirect, request
 from werkzeug.wrappers import Response
 
-from . import __version__
 from .apidocs import UI_URL, install_template_loader, setup_apidocs
-from .errors import RouteConflictError, UserAppImportError, register_error_handlers
+from .errors import register_error_handlers
+from .exceptions import RouteConflictError, UserAppImportError
 from .health import HealthChecks
 from .loader import UserPackage, import_package, locate
 from .logs import configure_logging
@@ -31,6 +31,7 @@ from .metrics import HttpMetrics
 from .observe import StackFlask, install_observation
 from .routes import health as health_routes
 from .routes import prometheus as prometheus_routes
+from .version import __version__
 from .settings import STACK_KEYS, Settings, load_settings, read_commit
 
 log = logging.getLogger("server")

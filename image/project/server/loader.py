@@ -22,7 +22,7 @@ from types import ModuleType
 
 from flask import Flask
 
-from .errors import UserAppImportError
+from .exceptions import UserAppImportError
 
 
 @dataclass(frozen=True)

@@ -33,12 +33,10 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from .exceptions import SettingsError
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
-
-
-class SettingsError(ValueError):
-    """A stack setting has a value that cannot be used (message names the setting and the accepted values)."""
 
 
 @dataclass(frozen=True)

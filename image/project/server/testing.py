@@ -24,7 +24,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from . import create_app
-from .errors import UserAppImportError
+from .exceptions import UserAppImportError
 
 
 def _default_userapp_dir(*candidates: Path) -> str | None:
