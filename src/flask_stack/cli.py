@@ -8,8 +8,11 @@ Progress and status lines go to stderr; the served app's own log goes to stdout.
 
 from __future__ import annotations
 
+import http.client
 import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 import click
@@ -21,6 +24,10 @@ from .errors import StackError
 from .project import find_project, project_name
 
 ENGINES = ["auto", "local", "docker", "podman"]
+#: The engines that can build an image (``build``): the local engine cannot.
+BUILD_ENGINES = ["auto", "docker", "podman"]
+#: Seconds between two checks whether a started server answers (for printing its URLs).
+READY_POLL = 0.1
 
 
 def say(message: str) -> None:
@@ -48,7 +55,7 @@ def _engine(name: str) -> Engine:
 
 
 def _announce(port: int, debug_port: int | None = None) -> None:
-    """Say where the app, its health, metrics and API docs (and the debugger) will answer.
+    """Say where the app, its health, metrics and API docs (and the debugger) answer.
 
     The dev loop would say it again (with the container's ports): :func:`_app_env` turns that off.
     """
@@ -61,6 +68,71 @@ def _announce(port: int, debug_port: int | None = None) -> None:
         say(f"debugger  127.0.0.1:{debug_port}  (DAP: VS Code \"Attach\")")
 
 
+def _answers(port: int) -> bool:
+    """Return True when an HTTP server answers ``GET /health/live`` on 127.0.0.1:``port`` (any status)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/health/live")
+        connection.getresponse().read()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+def _announce_when_ready(port: int, debug_port: int | None = None) -> threading.Thread:
+    """Start a daemon thread that prints the URLs (:func:`_announce`) once the server answers on ``port``,
+    with the seconds it took; it polls every ``READY_POLL`` seconds until then (or until flask-stack exits)."""
+    started = time.monotonic()
+
+    def wait() -> None:
+        while not _answers(port):
+            time.sleep(READY_POLL)
+        say(f"serving in {time.monotonic() - started:.1f} s:")
+        _announce(port, debug_port)
+
+    thread = threading.Thread(target=wait, name="flask-stack-ready", daemon=True)
+    thread.start()
+    return thread
+
+
+def _record_path(project: Path) -> Path:
+    """Return the file recording the project's running server (see :class:`flask_stack.procs.ServerRecord`)."""
+    from .localenv import project_dir
+
+    return project_dir(project) / "server.json"
+
+
+def _serve(chosen_name: str, opts: RunOptions, debug_port: int | None = None) -> int:
+    """Check that the project is not served and its ports are free (one line each, before anything else is
+    said), then serve it with engine ``chosen_name``, print the URLs once it answers, and record it for
+    ``flask-stack stop`` meanwhile.
+
+    Raises:
+        StackError: the project is already served, a port is in use, or the engine fails.
+    """
+    from .procs import read_record, remove_record, require_free_port, write_record
+
+    record_path = _record_path(opts.project)
+    running = read_record(record_path)
+    if running is not None:
+        raise StackError(f"{opts.project} is already being served (pid {running.pid}, port {running.port}); "
+                         f"`flask-stack stop` stops it")
+    require_free_port(opts.port)
+    if debug_port is not None:
+        require_free_port(debug_port, "--debug-port")
+        if debug_port == opts.port:
+            raise StackError("--debug-port must differ from --port")
+    chosen = _engine(chosen_name)
+    write_record(record_path, opts.port, chosen.name)
+    try:
+        _announce_when_ready(opts.port, debug_port)
+        return chosen.run(opts)
+    finally:
+        remove_record(record_path)
+
+
 def _app_env(env_pairs: tuple[str, ...]) -> dict[str, str]:
     """Return the ``-e`` pairs plus ``STACK_SHOW_URLS=0`` (the CLI prints the URLs, the dev loop need not);
     an explicit ``-e STACK_SHOW_URLS=...`` wins."""
@@ -69,12 +141,17 @@ def _app_env(env_pairs: tuple[str, ...]) -> dict[str, str]:
 
 engine_option = click.option(
     "--engine", type=click.Choice(ENGINES), default="auto", envvar="STACK_ENGINE", show_default=True,
-    help="Where to run: a container engine if one works (auto), this machine's Python (local), docker or podman.")
+    show_envvar=True, help="Where to run: auto (docker if its daemon answers, else podman, else local), local "
+    "(this machine's Python, no container), docker or podman.")
+build_engine_option = click.option(
+    "--engine", type=click.Choice(BUILD_ENGINES), default="auto", envvar="STACK_ENGINE", show_default=True,
+    show_envvar=True, help="Container engine that builds: auto (docker if its daemon answers, else podman), "
+    "docker or podman (the local engine cannot build images).")
 project_option = click.option(
-    "--project", "project_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+    "--project", "project_dir", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
     help="The project directory (holds __init__.py). Default: the current directory.")
-port_option = click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True,
-                           help="Host TCP port the app is served on.")
+port_option = click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, metavar="PORT",
+                           help="Host TCP port the app is served on (127.0.0.1).")
 env_option = click.option("-e", "--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
                           help="An environment variable for the app (repeatable).")
 
@@ -89,15 +166,49 @@ def cli(ctx: click.Context) -> None:
         click.echo(ctx.get_help())
 
 
+def _template_names() -> list[str]:
+    """The stack's template names (for ``--template``'s choices); [] when the stack's files are missing."""
+    from .scaffold import available_templates
+
+    try:
+        return available_templates()
+    except StackError:
+        return []
+
+
+def _list_templates(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """``init --list``: print each template with its one-line description, then exit 0."""
+    if not value or ctx.resilient_parsing:
+        return
+    from .scaffold import describe_template
+
+    names = _template_names()
+    width = max((len(name) for name in names), default=0)
+    for name in names:
+        click.echo(f"{name:<{width}}  {describe_template(name)}")
+    ctx.exit(0)
+
+
 @cli.command()
-@click.argument("directory", type=click.Path(path_type=Path), default=".", required=False)
-@click.option("--template", default=None, help="Template name (default: the stack's default-template).")
+@click.argument("directory", type=click.Path(path_type=Path), default=".", required=False, metavar="[DIR]")
+@click.option("--template", default=None, metavar=f"[{'|'.join(_template_names())}]",
+              help="Template to copy (`--list` describes each). Default: the stack's default-template, simple.")
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty directory, replacing same-named files.")
+@click.option("--list", "list_", is_flag=True, expose_value=False, is_eager=True, callback=_list_templates,
+              help="List the templates, one line each, and exit.")
 def init(directory: Path, template: str | None, overwrite: bool) -> int:
-    """Make a new project in DIRECTORY (default: the current one) from a template."""
-    from .scaffold import init_project
+    """Make a new project in DIR (default: the current directory) from a template.
+
+    DIR may be missing or empty; a DIR that already is a stack project is left as it is (exit 0), so running
+    the same command twice works.
+    """
+    from .scaffold import init_project, is_stack_project
 
     target = Path(directory)
+    if not overwrite and target.is_dir() and is_stack_project(target):
+        say(f"{target.resolve()} already is a python-flask stack project; nothing written "
+            "(--overwrite writes the template over it)")
+        return 0
     written = init_project(target, template, overwrite, echo=click.echo)
     say(f"project ready in {target.resolve()} ({len(written)} files); next: cd there and `flask-stack run`")
     return 0
@@ -113,17 +224,15 @@ def run(project_dir: Path | None, port: int, engine: str, production: bool, env_
     """Serve the project with hot reload until Ctrl-C."""
     project = find_project(project_dir)
     opts = RunOptions(project=project, port=port, production=production, env=_app_env(env_pairs))
-    chosen = _engine(engine)
-    _announce(port)
-    return chosen.run(opts)
+    return _serve(engine, opts)
 
 
 @cli.command()
 @project_option
 @port_option
 @engine_option
-@click.option("--debug-port", type=click.IntRange(1, 65535), default=5678, show_default=True,
-              help="Host TCP port of the debugger (DAP, debugpy).")
+@click.option("--debug-port", type=click.IntRange(1, 65535), default=5678, show_default=True, metavar="PORT",
+              help="Host TCP port of the debugger (DAP, debugpy; 127.0.0.1).")
 @click.option("--wait", is_flag=True, help="Wait for a debugger to attach before serving.")
 @env_option
 def debug(project_dir: Path | None, port: int, engine: str, debug_port: int, wait: bool,
@@ -132,16 +241,14 @@ def debug(project_dir: Path | None, port: int, engine: str, debug_port: int, wai
     project = find_project(project_dir)
     opts = RunOptions(project=project, port=port, debug=True, debug_port=debug_port, debug_wait=wait,
                       env=_app_env(env_pairs))
-    chosen = _engine(engine)
-    _announce(port, debug_port)
-    return chosen.run(opts)
+    return _serve(engine, opts, debug_port)
 
 
 @cli.command()
 @project_option
 @engine_option
-@click.option("--junitxml", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="Also write a JUnit XML report to PATH.")
+@click.option("--junitxml", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
+              help="Also write a JUnit XML report to FILE.")
 def test(project_dir: Path | None, engine: str, junitxml: Path | None) -> int:
     """Run the stack's checks and the project's tests once; exit with pytest's status."""
     project = find_project(project_dir)
@@ -152,23 +259,48 @@ def test(project_dir: Path | None, engine: str, junitxml: Path | None) -> int:
 @project_option
 @engine_option
 def stop(project_dir: Path | None, engine: str) -> int:
-    """Stop the project's server started by `run` or `debug` (with --engine auto: in a container and locally)."""
-    from .local import LocalEngine
+    """Stop the project's server started by `run` or `debug` (any engine), and its containers (with
+    --engine auto, docker or podman). Prints one line."""
+    from .procs import read_record, stop_server
 
     project = find_project(project_dir)
-    chosen = _engine(engine)
-    status = chosen.stop(project)
-    if engine == "auto" and not isinstance(chosen, LocalEngine) and LocalEngine.has_server(project):
-        status = LocalEngine().stop(project) or status  # it may have been started with --engine local
-    return status
+    record_path = _record_path(project)
+    running = read_record(record_path)
+    if running is not None:
+        stop_server(running)
+        record_path.unlink(missing_ok=True)
+        say(f"stopped the server of {project} (pid {running.pid}, port {running.port}, {running.engine} engine)")
+        return 0
+    if engine != "local":
+        stopped = _stop_containers(project, engine)
+        if stopped:
+            say(f"stopped {stopped} of {project}")
+            return 0
+    say(f"nothing of {project} is running")
+    return 0
+
+
+def _stop_containers(project: Path, engine: str) -> str:
+    """Stop the project's containers left without a flask-stack serving them (an ``appsody run``, a killed
+    flask-stack); return what was stopped ('' for nothing, or when no container engine works)."""
+    try:
+        from .container import ContainerEngine, detect_container_engine
+    except ImportError:
+        return ""
+    binary = detect_container_engine(required=None if engine == "auto" else engine)
+    if not binary:
+        return ""
+    lines: list[str] = []
+    ContainerEngine(binary, echo=lines.append).stop(project)
+    return next((line.removeprefix("stopped ") for line in lines if line.startswith("stopped ")), "")
 
 
 @cli.command()
 @project_option
-@engine_option
-@click.option("-t", "--tag", default=None, help="Image tag (default: <project-name>:latest).")
-@click.option("--base-image", default=None,
-              help="Base image for the build (default: $STACK_BASE_IMAGE or the stack's).")
+@build_engine_option
+@click.option("-t", "--tag", default=None, metavar="TAG", help="Image tag (default: <project-name>:latest).")
+@click.option("--base-image", default=None, metavar="IMAGE",
+              help="Base image for the build (default: $STACK_BASE_IMAGE, else python:3.12-slim-bookworm).")
 def build(project_dir: Path | None, engine: str, tag: str | None, base_image: str | None) -> int:
     """Build the project's deployable image (needs docker or podman)."""
     project = find_project(project_dir)
@@ -178,9 +310,10 @@ def build(project_dir: Path | None, engine: str, tag: str | None, base_image: st
 @cli.command()
 @project_option
 @click.option("--generate-only", is_flag=True, help="Only write the manifests; do not apply them.")
-@click.option("--output", type=click.Path(path_type=Path, file_okay=False), default=None,
+@click.option("--output", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
               help="Directory for the manifests (default: <project>/deploy).")
-@click.option("--image", default=None, help="Image the Deployment runs (default: <project-name>:latest).")
+@click.option("--image", default=None, metavar="IMAGE",
+              help="Image the Deployment runs (default: <project-name>:latest).")
 def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, image: str | None) -> int:
     """Write Kubernetes manifests (Deployment, Service) for the project, and apply them unless --generate-only."""
     project = find_project(project_dir)

@@ -24,11 +24,10 @@ import click
 
 from .engine import Engine, RunOptions
 from .errors import StackError
-from .localenv import ensure_env, env_dir, env_python
+from .localenv import ensure_env, env_python
 from .paths import devloop_parent, runtime_dir
-from .procs import read_pidfile, require_free_port, run_foreground, stop_pid
+from .procs import require_free_port, run_foreground
 
-PIDFILE = "server.pid"
 HOST = "127.0.0.1"
 
 
@@ -67,7 +66,7 @@ class LocalEngine(Engine):
         if opts.debug:
             env.update(STACK_DEBUG="1", STACK_DEBUG_PORT=str(opts.debug_port),
                        STACK_DEBUG_WAIT="1" if opts.debug_wait else "0")
-        return run_foreground(argv, env, opts.project, venv / PIDFILE)
+        return run_foreground(argv, env, opts.project)
 
     def test(self, project: Path, junitxml: Path | None = None) -> int:
         """Run the stack's checks and the project's tests once; return pytest's exit status.
@@ -82,28 +81,6 @@ class LocalEngine(Engine):
             argv += ["--junitxml", str(junitxml.expanduser().absolute())]
         return run_foreground(argv, self._env(project, {}), project)
 
-    def stop(self, project: Path) -> int:
-        """Stop the project's server started by ``flask-stack run``/``debug`` with this engine (SIGTERM).
-
-        Returns 0 whether a server was stopped or none ran (a line says which).
-
-        Raises:
-            StackError: the server did not stop.
-        """
-        pidfile = env_dir(project) / PIDFILE
-        pid = read_pidfile(pidfile)
-        if pid is not None and stop_pid(pid, must_contain=str(env_dir(project))):
-            _echo(f"stopped the local server of {project} (pid {pid})")
-        else:
-            _echo(f"no local server of {project} is running")
-        pidfile.unlink(missing_ok=True)
-        return 0
-
-    @staticmethod
-    def has_server(project: Path) -> bool:
-        """Return True when ``flask-stack run``/``debug`` with this engine recorded a server for ``project``."""
-        return read_pidfile(env_dir(project) / PIDFILE) is not None
-
     def _run_production(self, opts: RunOptions) -> int:
         """Serve with the stack's production entry ``image/project/serve`` (gunicorn + gunicorn.conf.py)
         bound to 127.0.0.1:PORT; without that script, run gunicorn with the config directly."""
@@ -116,13 +93,13 @@ class LocalEngine(Engine):
         env.update(PORT=str(opts.port), STACK_HOST=HOST, STACK_DEBUG="0")
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         if serve.is_file():
-            return run_foreground(["/bin/sh", str(serve)], env, opts.project, venv / PIDFILE)
+            return run_foreground(["/bin/sh", str(serve)], env, opts.project)
         metrics_dir = Path(tempfile.mkdtemp(prefix="flask-stack-metrics-"))
         env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
         argv = [str(env_python(venv)), "-m", "gunicorn", "-c", str(conf), "--bind", f"{HOST}:{opts.port}",
                 "--chdir", str(runtime_dir()), "server:app"]
         try:
-            return run_foreground(argv, env, opts.project, venv / PIDFILE)
+            return run_foreground(argv, env, opts.project)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
 

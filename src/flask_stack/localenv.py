@@ -62,6 +62,14 @@ def env_dir(project: Path) -> Path:
     return cache_root() / "envs" / f"{slug}-{digest}"
 
 
+def project_dir(project: Path) -> Path:
+    """Return the cache directory of ``project``'s own state (server record, its packages); may not exist yet."""
+    resolved = project.resolve()
+    slug = re.sub(r"[^a-z0-9]+", "-", resolved.name.lower()).strip("-")[:40] or "project"
+    digest = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:12]
+    return cache_root() / "projects" / f"{slug}-{digest}"
+
+
 def base_python() -> str:
     """Return the interpreter the venv is made from: ``$STACK_PYTHON``, else the one running flask-stack."""
     return os.environ.get("STACK_PYTHON") or sys.executable

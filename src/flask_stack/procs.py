@@ -1,4 +1,4 @@
-"""Child processes of the CLI: free-port checks, running a server in the foreground, pid files.
+"""Child processes of the CLI: free-port checks, running a server in the foreground, server records.
 
 A served child runs in its own process group, so a terminal's Ctrl-C reaches flask-stack once and is
 forwarded once (SIGINT stays SIGINT: Appsody's controller and the dev loop stop on it); SIGTERM and
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from .errors import StackError
@@ -63,12 +65,11 @@ def _die_with_parent() -> None:
             pass
 
 
-def run_foreground(argv: list[str], env: dict[str, str], cwd: Path, pidfile: Path | None = None) -> int:
+def run_foreground(argv: list[str], env: dict[str, str], cwd: Path) -> int:
     """Run ``argv`` until it exits, forwarding SIGINT/SIGTERM/SIGHUP; return its exit status.
 
     The status is the child's own, or 128+N when it died of signal N. If the child has not exited
-    ``STOP_GRACE`` seconds after a forwarded signal, its whole process group gets SIGKILL. The child's
-    pid is written to ``pidfile`` while it runs (for ``flask-stack stop``) and removed afterwards.
+    ``STOP_GRACE`` seconds after a forwarded signal, its whole process group gets SIGKILL.
 
     Raises:
         StackError: the program cannot be started.
@@ -89,8 +90,6 @@ def run_foreground(argv: list[str], env: dict[str, str], cwd: Path, pidfile: Pat
 
     forwarded = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     previous = {sig: signal.signal(sig, forward) for sig in forwarded}
-    if pidfile is not None:
-        write_pidfile(pidfile, proc.pid)
     try:
         while True:
             try:
@@ -106,8 +105,6 @@ def run_foreground(argv: list[str], env: dict[str, str], cwd: Path, pidfile: Pat
         _kill_group(proc.pid)  # stragglers the server forked and did not stop
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if pidfile is not None:
-            remove_pidfile(pidfile, proc.pid)
     return 128 - status if status < 0 else status
 
 
@@ -119,61 +116,97 @@ def _kill_group(pgid: int) -> None:
         pass
 
 
-def write_pidfile(path: Path, pid: int) -> None:
-    """Write ``pid`` (decimal, newline) to ``path``, creating parent directories."""
+@dataclass(frozen=True)
+class ServerRecord:
+    """A server ``flask-stack run``/``debug`` is serving: the flask-stack process and its ports.
+
+    Attributes:
+        pid (int): the flask-stack process serving (SIGTERM stops it and its server).
+        port (int): the host TCP port the app answers on.
+        engine (str): the engine's name (``local``, ``podman``, ``docker``).
+        started (str): the process's start time in clock ticks since boot (``/proc/PID/stat`` field 22),
+            so a pid reused by another program is never taken for the server.
+    """
+
+    pid: int
+    port: int
+    engine: str
+    started: str
+
+
+def _start_ticks(pid: int) -> str | None:
+    """Return the start time of process ``pid`` (clock ticks since boot), or None when it is gone or a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def write_record(path: Path, port: int, engine: str) -> ServerRecord:
+    """Record this process as serving on ``port`` in ``path`` (JSON; parent directories are made).
+
+    Raises:
+        OSError: ``path`` cannot be written.
+    """
+    record = ServerRecord(os.getpid(), port, engine, _start_ticks(os.getpid()) or "")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{pid}\n", encoding="ascii")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(asdict(record)) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return record
 
 
-def remove_pidfile(path: Path, pid: int) -> None:
-    """Remove ``path`` if it still names ``pid`` (a newer run may have replaced it)."""
-    if read_pidfile(path) == pid:
+def remove_record(path: Path) -> None:
+    """Remove ``path`` if it still names this process (a newer run may have replaced it)."""
+    record = read_record(path)
+    if record is not None and record.pid == os.getpid():
         path.unlink(missing_ok=True)
 
 
-def read_pidfile(path: Path) -> int | None:
-    """Return the pid in ``path``, or None when the file is absent or not a pid."""
+def read_record(path: Path) -> ServerRecord | None:
+    """Return the record in ``path`` when it names a live process started when recorded, else None."""
     try:
-        return int(path.read_text(encoding="ascii").strip())
-    except (OSError, ValueError):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        record = ServerRecord(int(data["pid"]), int(data["port"]), str(data["engine"]), str(data["started"]))
+    except (OSError, ValueError, KeyError, TypeError):
         return None
+    return record if _start_ticks(record.pid) == record.started else None
 
 
-def stop_pid(pid: int, must_contain: str, timeout: float = STOP_GRACE) -> bool:
-    """SIGTERM process ``pid`` (and its group) and wait up to ``timeout`` seconds for it to go.
-
-    Only a live process whose command line contains ``must_contain`` is signalled, so a pid reused by
-    an unrelated program is left alone. Returns True when a process was stopped, False when none ran.
+def stop_server(record: ServerRecord, timeout: float = STOP_GRACE + 5) -> None:
+    """SIGTERM the flask-stack process of ``record`` (it forwards the signal to its server) and wait up to
+    ``timeout`` seconds for it to exit; then SIGKILL it and its server's process group.
 
     Raises:
-        StackError: the process is still alive after ``timeout`` seconds and a SIGKILL.
+        StackError: the process is still alive after the SIGKILL.
     """
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return False
-    if must_contain not in cmdline:
-        return False
-    try:
-        os.killpg(pid, signal.SIGTERM) if os.getpgid(pid) == pid else os.kill(pid, signal.SIGTERM)
+        os.kill(record.pid, signal.SIGTERM)
     except ProcessLookupError:
-        return False
+        return
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if not _alive(pid):
-            return True
-        time.sleep(0.1)
-    _kill_group(pid)
+        if _start_ticks(record.pid) != record.started:
+            return
+        time.sleep(0.05)
+    for pid in [record.pid, *_children(record.pid)]:
+        _kill_group(pid)
     time.sleep(0.2)
-    if _alive(pid):
-        raise StackError(f"process {pid} did not stop after SIGTERM and SIGKILL")
-    return True
+    if _start_ticks(record.pid) == record.started:
+        raise StackError(f"process {record.pid} did not stop after SIGTERM and SIGKILL")
 
 
-def _alive(pid: int) -> bool:
-    """Return True while ``pid`` exists and is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+def _children(pid: int) -> list[int]:
+    """Return the pids of the live children of ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text(errors="replace").rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if fields[1] == str(pid) and fields[0] != "Z":
+                found.append(int(entry.name))
+    return found

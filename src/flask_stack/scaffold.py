@@ -31,6 +31,25 @@ def available_templates() -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith((".", "_")))
 
 
+def describe_template(name: str) -> str:
+    """Return the one-line description of template ``name``: the first line of its ``__init__.py``'s docstring
+    ('' when it has none)."""
+    import ast
+
+    try:
+        source = (templates_dir() / name / "__init__.py").read_text(encoding="utf-8")
+        docstring = ast.get_docstring(ast.parse(source)) or ""
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return ""
+    return docstring.strip().splitlines()[0] if docstring.strip() else ""
+
+
+def is_stack_project(directory: Path) -> bool:
+    """Return True when ``directory`` already is a stack project: it holds ``__init__.py`` and a
+    ``.appsody-config.yaml`` naming a ``stack``."""
+    return (directory / "__init__.py").is_file() and bool(read_config(directory).get("stack"))
+
+
 def init_project(target: Path, template: str | None = None, overwrite: bool = False,
                  echo: Callable[[str], None] = lambda _line: None) -> list[Path]:
     """Write template ``template`` (default: stack.yaml's ``default-template``) into ``target``.

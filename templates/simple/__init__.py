@@ -1,7 +1,8 @@
-"""Your Flask application: a Blueprint named ``blueprint`` that the python-flask stack serves.
+"""The smallest app: one Blueprint with a /hello route, its API docs and its test.
 
-The stack imports this package as ``userapp`` and registers ``blueprint`` on its own app, which
-already provides, with no wiring from you:
+Your Flask application: a Blueprint named ``blueprint`` that the python-flask stack serves. The
+stack imports this package as ``userapp`` and registers ``blueprint`` on its own app, which already
+provides, with no wiring from you:
 
 * ``/health`` (plus ``/health/live``, ``/health/ready``, ``/health/started``): Kubernetes probes.
 * ``/metrics``: Prometheus metrics for every route you add (requests, latency, in-flight).

@@ -154,3 +154,26 @@ def test_caches_in_a_template_are_not_copied(tmp_path, monkeypatch):
     names = {part for rel in written for part in rel.parts}
     assert "__pycache__" not in names and ".pytest_cache" not in names
     assert not (tmp_path / "p" / "__pycache__").exists()
+
+
+def test_init_twice_leaves_the_project_alone(flask_stack, tmp_path):
+    assert flask_stack("init", "demo", cwd=tmp_path).returncode == 0
+    project = tmp_path / "demo"
+    (project / "__init__.py").write_text("# edited\n")
+    before = tree(project)
+    again = flask_stack("init", "demo", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stderr == (f"flask-stack: {project} already is a python-flask stack project; nothing written "
+                            "(--overwrite writes the template over it)\n")
+    assert tree(project) == before
+
+
+def test_init_list_names_every_template_with_one_line(flask_stack):
+    result = flask_stack("init", "--list")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == scaffold.available_templates()
+    for line in lines:
+        name, description = line.split(None, 1)
+        assert description.strip() and description == scaffold.describe_template(name)
+    assert "simple  The smallest app: one Blueprint with a /hello route" in result.stdout

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import descendants, flask_stack_cmd, serve, still_running
+from .conftest import descendants, flask_stack_cmd, free_port, serve, still_running
 from testkit.dap import dap_initialize
 
 pytestmark = pytest.mark.slow
@@ -45,8 +46,23 @@ def test_run_serves_every_stack_endpoint(cli_env, project, tmp_path):
 
         out = app.output()
         assert "flask-stack: engine: local" in out
-        for url in (f"{app.base}/health", f"{app.base}/metrics", f"{app.base}/apidocs/"):
+        assert re.search(r"^flask-stack: serving in \d+\.\d s:$", out, re.M), out
+        for url in (f"{app.base}/", f"{app.base}/health", f"{app.base}/metrics", f"{app.base}/apidocs/"):
             assert url in out
+
+
+def test_urls_are_printed_once_the_server_answers(cli_env, project, tmp_path):
+    source = project / "__init__.py"
+    source.write_text("import time\ntime.sleep(3)\n" + source.read_text())  # a slow first import
+    with serve(cli_env, project, tmp_path) as app:
+        app.wait_for("/hello", lambda r: r.status_code == 200)
+        deadline = time.monotonic() + 5
+        while "/apidocs/" not in app.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out = app.output()
+        # the app process logs "app ready" just before it starts accepting; the URLs come after that
+        assert out.index("app ready in") < out.index(f"flask-stack: app       {app.base}/"), out
+        assert out.count(f"{app.base}/apidocs/") == 1
 
 
 def test_edits_reload_and_a_syntax_error_is_survived(cli_env, project, tmp_path):
@@ -90,20 +106,26 @@ def test_stop_command_stops_the_running_server(cli_env, project, tmp_path, engin
         result = subprocess.run(flask_stack_cmd("stop", *engine, "--project", str(project)),
                                 env=cli_env, capture_output=True, text=True, timeout=120)
         assert result.returncode == 0, result.stderr
-        assert "stopped the local server" in result.stderr
+        assert result.stderr == (f"flask-stack: stopped the server of {project} (pid {app.proc.pid}, "
+                                 f"port {app.port}, local engine)\n")
         assert app.proc.wait(timeout=30) == 0
         assert still_running(family) == []
+        again = subprocess.run(flask_stack_cmd("stop", "--engine", "local", "--project", str(project)),
+                               env=cli_env, capture_output=True, text=True, timeout=120)
+        assert again.stderr == f"flask-stack: nothing of {project} is running\n"
 
 
-def test_second_run_on_the_same_port_is_refused(cli_env, project, tmp_path):
+@pytest.mark.parametrize("same_port", [True, False], ids=["same-port", "other-port"])
+def test_second_run_of_a_served_project_is_one_line(cli_env, project, tmp_path, same_port):
     with serve(cli_env, project, tmp_path) as app:
+        port = app.port if same_port else free_port()
         result = subprocess.run(
-            flask_stack_cmd("run", "--engine", "local", "--port", str(app.port), "--project", str(project)),
+            flask_stack_cmd("run", "--engine", "local", "--port", str(port), "--project", str(project)),
             env=cli_env, capture_output=True, text=True, timeout=60,
         )
         assert result.returncode == 1
-        assert result.stderr.splitlines()[-1] == (
-            f"flask-stack: port {app.port} is in use; stop the other server or pass --port N")
+        assert result.stderr == (f"flask-stack: {project} is already being served (pid {app.proc.pid}, "
+                                 f"port {app.port}); `flask-stack stop` stops it\n")
         assert app.get("/hello").status_code == 200  # the first server is untouched
 
 
