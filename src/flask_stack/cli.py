@@ -283,10 +283,8 @@ def stop(project_dir: Path | None, engine: str) -> int:
 def _stop_containers(project: Path, engine: str) -> str:
     """Stop the project's containers left without a flask-stack serving them (an ``appsody run``, a killed
     flask-stack); return what was stopped ('' for nothing, or when no container engine works)."""
-    try:
-        from .container import ContainerEngine, detect_container_engine
-    except ImportError:
-        return ""
+    from .container import ContainerEngine, detect_container_engine
+
     binary = detect_container_engine(required=None if engine == "auto" else engine)
     if not binary:
         return ""
