@@ -9,8 +9,8 @@ handler, stdout), so the loop's lines and the served app's look the same and are
 ``LOG_LEVEL`` (default INFO) applies to the loop's lines too. An unusable ``LOG_LEVEL``/``LOG_FORMAT`` falls
 back to INFO/text here; ``run``/``debug``/``test`` then stop with the runtime's one-line settings error. The
 app process inherits the handler through fork, and ``server.create_app`` reconfigures that same handler.
-When the runtime is not importable (wrong ``PYTHONPATH``), an equivalent stdout handler is used so that the
-"cannot import server" error still has the same shape.
+The line format is defined once, in the runtime (``server.logs.make_formatter``). When the runtime is not
+importable (wrong ``PYTHONPATH``), the "cannot import server" error is written as ``devloop: message``.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ import os
 import sys
 
 LOGGER_NAME = "devloop"
-TEXT_FORMAT = "%(asctime)s [%(levelname)s] %(message)s"
-DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -30,22 +28,11 @@ def get_logger() -> logging.Logger:
     return logging.getLogger(LOGGER_NAME)
 
 
-def _fallback_configure(level: str, fmt: str) -> logging.Handler:
-    """Stand-in for ``server.logs.configure_logging`` when the runtime cannot be imported."""
+def _fallback_configure(level: str) -> logging.Handler:
+    """Stand-in for ``server.logs.configure_logging`` when the runtime cannot be imported: the bare message on
+    stdout (the line format is the runtime's alone; the one line written this way says the runtime is missing)."""
     handler = logging.StreamHandler(sys.stdout)
-    if fmt == "json":
-        import json
-        from datetime import datetime, timezone
-
-        class _Json(logging.Formatter):
-            def format(self, record: logging.LogRecord) -> str:
-                when = datetime.fromtimestamp(record.created, timezone.utc).astimezone()
-                return json.dumps({"time": when.isoformat(timespec="milliseconds"), "level": record.levelname,
-                                   "logger": record.name, "message": record.getMessage()})
-
-        handler.setFormatter(_Json())
-    else:
-        handler.setFormatter(logging.Formatter(TEXT_FORMAT, DATE_FORMAT))
+    handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(level)
@@ -67,6 +54,6 @@ def configure() -> None:
         from server.logs import configure_logging
     except Exception:  # reported later, in this format, by the step that needs the runtime
         if not getattr(configure, "_fallback", None):
-            configure._fallback = _fallback_configure(level, fmt)  # type: ignore[attr-defined]
+            configure._fallback = _fallback_configure(level)  # type: ignore[attr-defined]
     else:
         configure_logging(level, fmt)

@@ -5,7 +5,6 @@ These need no container engine: the manifests are validated offline with kuberne
 
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -30,11 +29,13 @@ def kubernetes_validate() -> str:
 
 
 def graceful_timeout_default() -> int:
-    """gunicorn's graceful timeout default, as the production config documents it (STACK_GRACEFUL_TIMEOUT)."""
-    text = (REPO / "image" / "project" / "gunicorn.conf.py").read_text()
-    match = re.search(r"STACK_GRACEFUL_TIMEOUT\s+(\d+)", text)
-    assert match, "gunicorn.conf.py no longer documents STACK_GRACEFUL_TIMEOUT's default"
-    return int(match.group(1))
+    """The production servers' graceful timeout default (STACK_GRACEFUL_TIMEOUT), from the serving settings."""
+    sys.path.insert(0, str(REPO / "image" / "project"))
+    try:
+        from server.settings import ServingSettings
+    finally:
+        sys.path.pop(0)
+    return ServingSettings().graceful_timeout
 
 
 def load(path: Path) -> dict:

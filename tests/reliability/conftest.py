@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .harness import FIXTURE_USERAPP, ProductionServer, copy_project
+from .harness import FIXTURE_USERAPP, SERVERS, ProductionServer, copy_project
 
 
 @pytest.fixture
@@ -28,3 +28,17 @@ def start_server(tmp_path):
     finally:
         for srv in started:
             srv.stop()
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def server(request, tmp_path_factory):
+    """One production server (2 workers, default settings) per server kind for a whole module whose cases do not
+    change its state; a test may narrow the kinds with ``@pytest.mark.parametrize("server", [...], indirect=True)``."""
+    workdir = tmp_path_factory.mktemp(f"{request.module.__name__.rsplit('.', 1)[-1]}-{request.param}")
+    srv = ProductionServer(
+        project=copy_project(FIXTURE_USERAPP, workdir / "project"), workdir=workdir, server=request.param, workers=2
+    )
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()

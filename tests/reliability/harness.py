@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ SERVE = PROJECT_DIR / "serve"
 TEMPLATE = REPO / "templates" / "simple"
 FIXTURE_USERAPP = Path(__file__).resolve().parent / "userapp"
 VENV_BIN = Path(sys.executable).parent
+SERVERS = ["gunicorn", "granian"]  # every production server; each reliability test runs under each
 
 
 def require_tool(name: str) -> str:
@@ -191,6 +193,45 @@ class ProductionServer:
         except subprocess.TimeoutExpired:
             pass
         return self.proc.returncode
+
+
+def raw_exchange(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes on a fresh connection; return the server's first response (head plus Content-Length bytes
+    of body), or what arrived before it closed the connection or ``timeout`` seconds passed without data.
+
+    The write side stays open (a half-close makes some servers drop the connection before answering)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may answer and close before reading it all; its answer is still there
+        return read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """Read from ``sock`` until a whole response (head plus Content-Length bytes of body) arrived, the peer closed
+    or reset, or the socket's timeout passed without data; return what arrived."""
+    answer = b""
+    while True:
+        head, sep, body = answer.partition(b"\r\n\r\n")
+        if sep:
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                return answer
+        try:
+            data = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            return answer
+        if not data:
+            return answer
+        answer += data
+
+
+def status_of(answer: bytes) -> int:
+    """The status code of a raw HTTP answer; AssertionError when it is not one."""
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1."), f"no HTTP answer: {answer[:200]!r}"
+    return int(status_line.split()[1])
 
 
 # --- wrk -----------------------------------------------------------------------------------------------------

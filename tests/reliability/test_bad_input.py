@@ -2,31 +2,15 @@
 
 from __future__ import annotations
 
-import re
-import socket
 import subprocess
 import time
 
 import pytest
 
-from .harness import FIXTURE_USERAPP, VENV_BIN, ProductionServer, copy_project, get
+from .harness import VENV_BIN, get, raw_exchange, status_of
 
 pytestmark = pytest.mark.slow
 
-SERVERS = ["gunicorn", "granian"]
-
-
-@pytest.fixture(scope="module", params=SERVERS)
-def server(request, tmp_path_factory):
-    """One production server per server kind for the whole module (the cases here do not change its state)."""
-    workdir = tmp_path_factory.mktemp(f"bad-input-{request.param}")
-    srv = ProductionServer(
-        project=copy_project(FIXTURE_USERAPP, workdir / "project"), workdir=workdir, server=request.param, workers=2
-    )
-    try:
-        yield srv.start()
-    finally:
-        srv.stop()
 
 
 def test_schemathesis_finds_no_server_error_and_responses_conform(server, tmp_path):
@@ -57,32 +41,6 @@ def test_schemathesis_finds_no_server_error_and_responses_conform(server, tmp_pa
     assert get(server.port, "/health/live")[0] == 200
 
 
-def _raw_exchange(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
-    """Send raw bytes on a fresh connection; return the server's first response (head plus Content-Length bytes
-    of body), or what arrived before it closed the connection or ``timeout`` seconds passed without data.
-
-    The write side stays open (a half-close makes some servers drop the connection before answering)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
-            sock.sendall(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server may answer and close before reading it all; its answer is still there
-        answer = b""
-        while True:
-            head, sep, body = answer.partition(b"\r\n\r\n")
-            if sep:
-                length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
-                if length and len(body) >= int(length.group(1)):
-                    return answer
-            try:
-                data = sock.recv(65536)
-            except (ConnectionResetError, socket.timeout):
-                return answer
-            if not data:
-                return answer
-            answer += data
-
-
 MALFORMED = {
     "control character in method": b"G\x01T /hello HTTP/1.1\r\nHost: t\r\n\r\n",
     "unknown method": b"FROBNICATE /hello HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -109,11 +67,9 @@ MALFORMED = {
 
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_malformed_http_gets_a_4xx_without_traceback(case, server):
-    answer = _raw_exchange(server.port, MALFORMED[case])
-    status_line = answer.split(b"\r\n", 1)[0]
-    assert status_line.startswith(b"HTTP/1."), f"no HTTP answer to {case}: {answer[:200]!r}"
-    status = int(status_line.split()[1])
-    assert 400 <= status < 500, f"{case}: {status_line!r}"
+    answer = raw_exchange(server.port, MALFORMED[case])
+    status = status_of(answer)
+    assert 400 <= status < 500, f"{case}: {answer[:200]!r}"
     assert b"Traceback" not in answer and b'File "' not in answer, answer[:2000]
     # ... and the server is none the worse for it.
     deadline = time.monotonic() + 5

@@ -9,11 +9,10 @@ import time
 
 import pytest
 
-from .harness import get, parse_wrk, sample_value, scrape, wrk_command
+from .harness import SERVERS, get, parse_wrk, sample_value, scrape, wrk_command
 
 pytestmark = pytest.mark.slow
 
-SERVERS = ["gunicorn", "granian"]
 CONNECTIONS = 16
 LOAD_SECONDS = 8
 

@@ -11,17 +11,19 @@ import uuid
 
 import pytest
 
-from .harness import SERVE, VENV_BIN, get, sample_value, scrape
+from .harness import SERVERS, SERVE, VENV_BIN, free_port, get, sample_value, scrape
 
 pytestmark = pytest.mark.slow
 
-SERVERS = ["gunicorn", "granian"]
 
 
-def _run_serve(env_extra: dict, tmp_path, timeout: float = 30) -> subprocess.CompletedProcess:
-    """Run ``serve`` expecting it to fail fast; return the finished process (stdout+stderr in .stdout)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STACK_", "PROMETHEUS_"))}
-    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}", STACK_HOST="127.0.0.1", PORT="1")
+def _run_serve(env_extra: dict, tmp_path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``serve`` expecting it to fail fast; return the finished process (stdout+stderr in .stdout). Its temporary
+    files go under ``tmp_path`` (TMPDIR)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STACK_", "PROMETHEUS_")) and k != "WEB_CONCURRENCY"}
+    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}", STACK_HOST="127.0.0.1", PORT="1",
+               TMPDIR=str(tmp_path))
+    env.pop("PYTHONPATH", None)
     env.update(env_extra)
     return subprocess.run(
         [str(SERVE)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -29,26 +31,57 @@ def _run_serve(env_extra: dict, tmp_path, timeout: float = 30) -> subprocess.Com
     )
 
 
-@pytest.mark.parametrize(
-    "env, expected",
-    [
-        ({"STACK_SERVER": "uwsgi"}, "STACK_SERVER=uwsgi is not gunicorn or granian"),
-        ({"PORT": "eighty"}, "PORT='eighty' is not a whole number"),
-        ({"PORT": "70000"}, "PORT=70000 is not a TCP port"),
-        ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY='0' must be at least 1"),
-        ({"STACK_GRACEFUL_TIMEOUT": "5", "STACK_SHUTDOWN_DELAY": "9"}, "must be below STACK_GRACEFUL_TIMEOUT"),
-        ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not text or json"),
-        ({"PROMETHEUS_MULTIPROC_DIR": "/proc/no/such/dir"}, "cannot create PROMETHEUS_MULTIPROC_DIR"),
-        ({"STACK_SERVER": "granian", "PORT": "eighty"}, "PORT='eighty' is not a whole number"),
-    ],
-)
-def test_bad_settings_fail_with_one_line(env, expected, tmp_path):
-    done = _run_serve(env, tmp_path)
-    assert done.returncode == 1, done.stdout
+def _left_in(tmp_path) -> list:
+    """What ``serve`` left in its TMPDIR (the test's own files aside)."""
+    return [p.name for p in tmp_path.iterdir() if p.name.startswith(("flask-stack", "tmp"))]
+
+
+BAD_SETTINGS = [
+    ({"STACK_SERVER": "uwsgi"}, "STACK_SERVER='uwsgi' is not a server; use gunicorn or granian"),
+    ({"PORT": "eighty"}, "PORT='eighty' is not a whole number"),
+    ({"PORT": "x"}, "PORT='x' is not a whole number"),
+    ({"PORT": "70000"}, "PORT='70000' must be from 1 to 65535"),
+    ({"WEB_CONCURRENCY": ""}, "WEB_CONCURRENCY='' is not a whole number"),
+    ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY='0' must be at least 1"),
+    ({"STACK_THREADS": "many"}, "STACK_THREADS='many' is not a whole number"),
+    ({"STACK_GRACEFUL_TIMEOUT": "5", "STACK_SHUTDOWN_DELAY": "9"}, "must be below STACK_GRACEFUL_TIMEOUT"),
+    ({"STACK_SHUTDOWN_DELAY": "soon"}, "STACK_SHUTDOWN_DELAY='soon' is not a number of seconds"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT='xml' is not a log format; use text or json"),
+    ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL='LOUD' is not a log level"),
+    ({"STACK_MAX_CONTENT_LENGTH": "16M"}, "STACK_MAX_CONTENT_LENGTH='16M' is not a whole number"),
+    ({"STACK_LOG_FLUSH_SECONDS": "-1"}, "STACK_LOG_FLUSH_SECONDS='-1' must be at least 0"),
+    ({"PROMETHEUS_MULTIPROC_DIR": "/proc/no/such/dir"}, "PROMETHEUS_MULTIPROC_DIR=/proc/no/such/dir cannot be used"),
+]
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("env, expected", BAD_SETTINGS, ids=[" ".join(f"{k}={v}" for k, v in e.items())
+                                                            for e, _ in BAD_SETTINGS])
+def test_bad_settings_fail_with_one_line_and_exit_2(server, env, expected, tmp_path):
+    done = _run_serve({"STACK_SERVER": server, **env}, tmp_path)
+    assert done.returncode == 2, done.stdout
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], done.stdout
+    assert lines[0].startswith("serve: ")
     assert "Traceback" not in done.stdout
-    assert not list(tmp_path.glob("flask-stack-metrics.*")), "temporary metrics dir left behind"
+    assert not _left_in(tmp_path), "temporary files left behind"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("workers", [1, 3])
+def test_app_that_fails_to_load_exits_4_with_one_line(server, workers, tmp_path):
+    """A user package that raises at import: one line naming the file and line, exit status 4, whatever the server
+    and the worker count; no temporary dir left."""
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "__init__.py").write_text("import os\n\nraise RuntimeError('no database')\n")
+    done = _run_serve({"STACK_SERVER": server, "WEB_CONCURRENCY": str(workers), "PORT": str(free_port()),
+                       "STACK_USERAPP_DIR": str(project)}, tmp_path)
+    assert done.returncode == 4, done.stdout
+    lines = [line for line in done.stdout.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stdout
+    assert f"{project / '__init__.py'}:3: RuntimeError: no database" in lines[0], done.stdout
+    assert not _left_in(tmp_path), "temporary files left behind"
 
 
 def test_stale_metric_files_are_wiped_before_start(start_server, tmp_path):

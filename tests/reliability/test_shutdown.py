@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import threading
 import time
@@ -9,11 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .harness import get, sample_value, scrape
+from .harness import SERVERS, get, sample_value, scrape
 
 pytestmark = pytest.mark.slow
 
-SERVERS = ["gunicorn", "granian"]
 DELAY = 2.0  # STACK_SHUTDOWN_DELAY: seconds of serving with readiness DOWN after SIGTERM
 GRACEFUL = 12  # STACK_GRACEFUL_TIMEOUT
 SLOW = 4.0  # seconds each in-flight request takes
@@ -132,3 +132,71 @@ def test_graceful_timeout_bounds_a_request_that_never_ends(start_server):
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
     assert 2.5 <= elapsed < 8, f"stopped after {elapsed:.1f}s with a 3s graceful timeout"
+
+
+class KeepAliveClient(threading.Thread):
+    """A client that holds one keep-alive connection, as ingress controllers and load balancers do: GET /hello
+    back to back until the server answers ``Connection: close``, then it moves away (no more requests here).
+    ``failed``: requests sent without a 200 answer (a reset, a dropped connection, an error status)."""
+
+    def __init__(self, port: int, deadline: float):
+        super().__init__(daemon=True)
+        self.port = port
+        self.deadline = deadline
+        self.ok = 0
+        self.failed: list[str] = []
+        self.told_to_close = False
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            while time.monotonic() < self.deadline:
+                try:
+                    conn.request("GET", "/hello")
+                    resp = conn.getresponse()
+                    resp.read()
+                except (OSError, http.client.HTTPException) as exc:
+                    self.failed.append(f"after {self.ok} ok: {exc!r}")
+                    return
+                if resp.status != 200:
+                    self.failed.append(f"status {resp.status}")
+                    return
+                self.ok += 1
+                if (resp.getheader("Connection") or "").lower() == "close":
+                    self.told_to_close = True
+                    return
+        finally:
+            conn.close()
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("delay", [0, 3])
+def test_sigterm_under_keep_alive_load_fails_no_request(server, delay, start_server):
+    """SIGTERM while 16 clients hold keep-alive connections: every request is answered, every client is told
+    ``Connection: close`` and moves away; with a delay, new connections are still accepted (readiness DOWN) until
+    it ends; the server exits within the graceful timeout."""
+    graceful = 12
+    srv = start_server(server=server, workers=2, env={"STACK_SHUTDOWN_DELAY": str(delay),
+                                                      "STACK_GRACEFUL_TIMEOUT": str(graceful), "STACK_THREADS": "8"})
+    clients = [KeepAliveClient(srv.port, time.monotonic() + 40) for _ in range(16)]
+    for client in clients:
+        client.start()
+    time.sleep(3)
+    assert all(client.ok > 0 and not client.failed for client in clients), [c.failed for c in clients]
+    sigterm_at = time.monotonic()
+    srv.terminate()
+    fresh = []
+    while delay and time.monotonic() - sigterm_at < delay - 0.8:  # new connections during the delay
+        fresh.append((get(srv.port, "/hello", timeout=3)[0], get(srv.port, "/health/ready", timeout=3)[0]))
+        time.sleep(0.1)
+    for client in clients:
+        client.join(graceful + 5)
+    srv.proc.wait(timeout=graceful + 5)
+    elapsed = time.monotonic() - sigterm_at
+    failed = [f for client in clients for f in client.failed]
+    assert not failed, failed
+    assert all(client.told_to_close for client in clients), [client.ok for client in clients]
+    if delay:
+        assert fresh and set(fresh) == {(200, 503)}, fresh
+    assert srv.proc.returncode == 0, srv.log_tail()
+    assert elapsed < graceful, f"stopped {elapsed:.1f}s after SIGTERM"

@@ -18,7 +18,10 @@ A request body the server cannot read (a broken chunked encoding or a body cut s
 ``ClientDisconnected``) is the client's fault: it becomes a 400 with the body above (through the app's 400
 handler, so a user's ``@app.errorhandler(400)`` applies), one WARNING line without traceback
 (``unreadable request body: POST /parse: InvalidChunkSize: Invalid chunk size: b'ZZ' id=...``), and is
-counted as status 400 in the metrics.
+counted as status 400 in the metrics. So is a body shorter than its Content-Length under the production servers
+(``server.serving.production_app`` raises ``ClientDisconnected`` for it), and JSON nested too deeply to parse
+(``DepthLimitedJSONProvider``: a 400 like any malformed JSON, no traceback). A body over ``MAX_CONTENT_LENGTH``
+(STACK_MAX_CONTENT_LENGTH, 16 MiB by default) is a 413 raised before it is read.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import logging
 from typing import Any
 
 from flask import Flask, Response, current_app, request
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException
 
 from .logs import printable_path
@@ -86,6 +90,9 @@ def unreadable_body_errors() -> tuple[type[BaseException], ...]:
 
 
 def _reason(exc: BaseException) -> str:
+    underlying = exc.__cause__ or exc.__context__  # werkzeug's LimitedStream turns the server's error into this
+    if isinstance(exc, ClientDisconnected) and isinstance(underlying, unreadable_body_errors()):
+        exc = underlying
     if isinstance(exc, ClientDisconnected):
         return "ClientDisconnected: the client closed the connection before sending the whole body"
     lines = str(exc).strip().splitlines()
@@ -103,11 +110,27 @@ def unreadable_body(exc: BaseException) -> Any:
     return current_app.handle_http_exception(BadRequest(f"The request body could not be read ({reason})."))
 
 
+class DepthLimitedJSONProvider(DefaultJSONProvider):
+    """Flask's JSON provider, except that a document nested too deeply for the parser (Python's recursion limit,
+    about 1000 levels) is a ``ValueError``, so ``request.get_json()`` answers 400 like any other malformed JSON
+    instead of a 500 with a RecursionError traceback."""
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        """``json.loads``; raises ValueError for malformed or too deeply nested JSON."""
+        try:
+            return super().loads(s, **kwargs)
+        except RecursionError:
+            raise ValueError("JSON nested too deeply") from None
+
+
 def register_error_handlers(app: Flask) -> None:
-    """Install ``error_response`` for all HTTP errors of ``app`` and ``unreadable_body`` for unreadable bodies.
+    """Install ``error_response`` for all HTTP errors of ``app``, ``unreadable_body`` for unreadable bodies, and
+    ``DepthLimitedJSONProvider`` (unless the app has a JSON provider of its own).
 
     Called before the user's package loads, so the user's own ``@app.errorhandler`` / blueprint handlers replace it.
     """
     app.register_error_handler(HTTPException, error_response)
     for kind in unreadable_body_errors():
         app.register_error_handler(kind, unreadable_body)
+    if type(app.json) is DefaultJSONProvider:
+        app.json = DepthLimitedJSONProvider(app)

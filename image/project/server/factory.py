@@ -181,6 +181,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app = _new_flask(package)
     app.config.update({k: v for k, v in config.items() if k not in STACK_KEYS})
     app.debug = settings.debug
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length  # 413 before a larger body is read (issue 9)
     app.config.update({
         "STACK_USERAPP": settings.userapp, "STACK_USERAPP_DIR": package.directory if package else None,
         "STACK_HEALTH_TIMEOUT": settings.health_timeout, "STACK_APP_VERSION": settings.app_version,

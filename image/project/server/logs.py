@@ -215,6 +215,13 @@ class _DropWerkzeugRequestLines(logging.Filter):
 _DROP_FILTER = _DropWerkzeugRequestLines()
 
 
+def make_formatter(fmt: str = "text") -> logging.Formatter:
+    """The stack's formatter for log format ``fmt`` ("json": ``JsonFormatter``; anything else: the text line
+    ``YYYY-MM-DD HH:MM:SS [LEVEL] message``). The one definition of the line format: the runtime, the production
+    servers' own messages (gunicorn's logger class, granian's logging config) and the dev loop all use it."""
+    return JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text", flush_seconds: float = 0.0) -> logging.Handler:
     """Send log records to stdout in format ``fmt`` ("text" or "json") at ``level`` (a ``logging`` level name),
     buffering lines below WARNING for at most ``flush_seconds`` seconds (0: write every line at once).
@@ -228,7 +235,7 @@ def configure_logging(level: str = "INFO", fmt: str = "text", flush_seconds: flo
         handler = StdoutHandler()
         handler._flask_stack = True  # type: ignore[attr-defined]
         root.addHandler(handler)
-    formatter = JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
+    formatter = make_formatter(fmt)
     handler.setFormatter(formatter)
     if isinstance(handler, StdoutHandler):
         handler.stack_format = "json" if fmt == "json" else "text"

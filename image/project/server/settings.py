@@ -20,7 +20,17 @@ LOG_FORMAT           LOG_FORMAT                 ``text``          ``text`` or ``
 LOG_FLUSH_SECONDS    STACK_LOG_FLUSH_SECONDS    ``0``             longest wait of an INFO line before it is written,
                                                                   seconds (0 = at once; ``serve`` sets 0.25)
 METRICS_IN_PROGRESS  STACK_METRICS_IN_PROGRESS  ``0``             ``1``: keep the ``http_requests_in_progress`` gauge
+MAX_CONTENT_LENGTH   STACK_MAX_CONTENT_LENGTH   16777216 (16 MiB) largest request body, bytes (413 above it; 0 = none);
+                                                                  Flask's own config key, so the user's app may set it
 ===================  =========================  ================  ====================================================
+
+Production serving settings (``load_serving_settings``, used by ``server.serving``) are read from the environment
+only: STACK_SERVER, PORT, STACK_HOST, WEB_CONCURRENCY, STACK_THREADS, STACK_WORKER_TIMEOUT, STACK_GRACEFUL_TIMEOUT,
+STACK_SHUTDOWN_DELAY, STACK_CONTROL_SOCKET, LOG_LEVEL, LOG_FORMAT (README.md, "Environment variables").
+
+One parser per type (``parse_bool``, ``parse_int``, ``parse_seconds``, ``parse_choice``, ``parse_level``); each raises
+``SettingsError`` with one line naming the variable. A number given as an empty string is an error (unset the
+variable instead): gunicorn itself would fail on ``WEB_CONCURRENCY=''`` with a traceback.
 
 Multiprocess metrics follow prometheus_client: they are on when PROMETHEUS_MULTIPROC_DIR is set in the environment
 before prometheus_client is first imported (it cannot be switched by config).
@@ -29,12 +39,15 @@ before prometheus_client is first imported (it cannot be switched by config).
 from __future__ import annotations
 
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .exceptions import SettingsError
 
+MIB = 1024 * 1024
+DEFAULT_MAX_CONTENT_LENGTH = 16 * MIB  # bytes
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -55,6 +68,7 @@ class Settings:
     log_format: str = "text"
     log_flush_seconds: float = 0.0
     metrics_in_progress: bool = False
+    max_content_length: int | None = DEFAULT_MAX_CONTENT_LENGTH
 
 
 # (field, config key, environment variable)
@@ -71,13 +85,19 @@ _FIELDS = (
     ("log_format", "LOG_FORMAT", "LOG_FORMAT"),
     ("log_flush_seconds", "LOG_FLUSH_SECONDS", "STACK_LOG_FLUSH_SECONDS"),
     ("metrics_in_progress", "METRICS_IN_PROGRESS", "STACK_METRICS_IN_PROGRESS"),
+    ("max_content_length", "MAX_CONTENT_LENGTH", "STACK_MAX_CONTENT_LENGTH"),
 )
 
 #: Config keys consumed by the stack (both spellings); everything else goes to Flask's config.
-STACK_KEYS = frozenset(k for _, key, env in _FIELDS for k in (key, "STACK_" + key, env)) - {"DEBUG"}
+STACK_KEYS = frozenset(k for _, key, env in _FIELDS for k in (key, "STACK_" + key, env)) - {"DEBUG", "MAX_CONTENT_LENGTH"}
 
 
-def _to_bool(name: str, value: Any) -> bool:
+def parse_bool(name: str, value: Any) -> bool:
+    """``1 true yes on`` / ``0 false no off`` (any case) or a bool; an empty string is False.
+
+    Raises:
+        SettingsError: anything else (one line naming ``name``).
+    """
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -88,33 +108,73 @@ def _to_bool(name: str, value: Any) -> bool:
     raise SettingsError(f"{name}={value!r} is not a boolean; use 1 or 0")
 
 
-def _to_float(name: str, value: Any, minimum: float, inclusive: bool = False) -> float:
+def parse_int(name: str, value: Any, minimum: int, maximum: int | None = None, example: int | None = None) -> int:
+    """A whole number in ``[minimum, maximum]``. An empty string is an error (unset the variable instead).
+
+    Raises:
+        SettingsError: not a whole number, or out of range (one line naming ``name``).
+    """
+    try:
+        number = int(str(value).strip()) if not isinstance(value, int) or isinstance(value, bool) else value
+    except (TypeError, ValueError):
+        hint = f"; unset it or give a whole number such as {name}={example if example is not None else minimum}"
+        raise SettingsError(f"{name}={value!r} is not a whole number{hint}") from None
+    if number < minimum or (maximum is not None and number > maximum):
+        bounds = f"from {minimum} to {maximum}" if maximum is not None else f"at least {minimum}"
+        raise SettingsError(f"{name}={value!r} must be {bounds}")
+    return number
+
+
+def parse_seconds(name: str, value: Any, minimum: float, inclusive: bool = True, maximum: float | None = None) -> float:
+    """A number of seconds ``>= minimum`` (``> minimum`` unless ``inclusive``), at most ``maximum``. An empty string
+    is an error (unset the variable instead).
+
+    Raises:
+        SettingsError: not a number, or out of range (one line naming ``name``).
+    """
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise SettingsError(f"{name}={value!r} is not a number of seconds") from None
-    if inclusive and not number >= minimum:
+    if number != number or (inclusive and not number >= minimum):
         raise SettingsError(f"{name}={value!r} must be at least {minimum:g}")
     if not inclusive and not number > minimum:
         raise SettingsError(f"{name}={value!r} must be greater than {minimum:g}")
+    if maximum is not None and number > maximum:
+        raise SettingsError(f"{name}={value!r} must be at most {maximum:g} seconds")
     return number
 
 
-def _to_int(name: str, value: Any, minimum: int) -> int:
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"{name}={value!r} is not an integer") from None
-    if number < minimum:
-        raise SettingsError(f"{name}={value!r} must be at least {minimum}")
-    return number
+def parse_choice(name: str, value: Any, choices: tuple[str, ...], default: str, what: str = "a choice") -> str:
+    """One of ``choices`` (case-insensitive; returned lower-case); an empty string is ``default``.
+
+    Raises:
+        SettingsError: anything else (one line: ``NAME='x' is not <what>; use a or b``).
+    """
+    text = str(value).strip().lower() or default
+    if text not in choices:
+        raise SettingsError(f"{name}={value!r} is not {what}; use {', '.join(choices[:-1])} or {choices[-1]}")
+    return text
+
+
+def parse_level(name: str, value: Any) -> str:
+    """A ``logging`` level name (returned upper-case); an empty string is ``INFO``.
+
+    Raises:
+        SettingsError: not a level name.
+    """
+    level = str(value).strip().upper() or "INFO"
+    if not isinstance(logging.getLevelName(level), int):
+        raise SettingsError(f"{name}={value!r} is not a log level; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
 
 
 def load_settings(config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Resolve the stack settings.
 
     Args:
-        config: overrides by config key (``USERAPP`` or ``STACK_USERAPP``); ``DEBUG`` is shared with Flask.
+        config: overrides by config key (``USERAPP`` or ``STACK_USERAPP``); ``DEBUG`` and ``MAX_CONTENT_LENGTH`` are
+            shared with Flask.
         environ: the environment to read (default ``os.environ``).
 
     Returns:
@@ -137,25 +197,19 @@ def load_settings(config: Mapping[str, Any] | None = None, environ: Mapping[str,
     values: dict[str, Any] = {}
     for field, (name, value) in raw.items():
         if field in ("debug", "metrics_in_progress"):
-            values[field] = _to_bool(name, value)
+            values[field] = parse_bool(name, value)
         elif field == "health_timeout":
-            values[field] = _to_float(name, value, 0.0)
+            values[field] = parse_seconds(name, value, 0.0, inclusive=False)
         elif field == "log_flush_seconds":
-            values[field] = 0.0 if str(value).strip() == "" else _to_float(name, value, 0.0, inclusive=True)
-            if values[field] > 60:
-                raise SettingsError(f"{name}={value!r} is more than 60 seconds; logs would arrive too late to help")
+            values[field] = parse_seconds(name, value, 0.0, maximum=60)
         elif field == "health_threads":
-            values[field] = _to_int(name, value, 1)
+            values[field] = parse_int(name, value, 1)
+        elif field == "max_content_length":
+            values[field] = None if value is None else parse_int(name, value, 0, example=16 * MIB) or None
         elif field == "log_format":
-            text = str(value).strip().lower() or "text"
-            if text not in ("text", "json"):
-                raise SettingsError(f"{name}={value!r} is not a log format; use text or json")
-            values[field] = text
+            values[field] = parse_choice(name, value, ("text", "json"), "text", "a log format")
         elif field == "log_level":
-            level = str(value).strip().upper() or "INFO"
-            if not isinstance(logging.getLevelName(level), int):
-                raise SettingsError(f"{name}={value!r} is not a log level; use DEBUG, INFO, WARNING, ERROR or CRITICAL")
-            values[field] = level
+            values[field] = parse_level(name, value)
         elif field == "userapp":
             values[field] = "" if value is None else str(value).strip()
         else:
@@ -176,3 +230,116 @@ def read_commit(settings: Settings) -> str | None:
     except (OSError, UnicodeDecodeError):
         return None
     return line[:64] or None
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """The production server's settings (README.md, "Environment variables"; times in seconds).
+
+    Attributes:
+        server: ``gunicorn`` or ``granian``.
+        host, port: where to listen.
+        workers: worker processes; threads: threads per worker.
+        worker_timeout: seconds a silent worker lives before it is restarted.
+        graceful_timeout: seconds from SIGTERM to SIGKILL of workers.
+        shutdown_delay: seconds a worker keeps accepting after SIGTERM, readiness DOWN (below graceful_timeout).
+        keepalive: seconds an idle keep-alive connection stays open.
+        log_level, log_format: as the runtime's.
+        control_socket: gunicorn's control socket path, None = off.
+    """
+
+    server: str = "gunicorn"
+    host: str = "0.0.0.0"
+    port: int = 8080
+    workers: int = 2
+    threads: int = 4
+    worker_timeout: int = 30
+    graceful_timeout: int = 25
+    shutdown_delay: float = 0.0
+    keepalive: int = 5
+    log_level: str = "INFO"
+    log_format: str = "text"
+    control_socket: str | None = None
+
+    @property
+    def bind(self) -> str:
+        """``HOST:PORT``, IPv6 literals bracketed."""
+        host = self.host
+        return f"[{host}]:{self.port}" if ":" in host and not host.startswith("[") else f"{host}:{self.port}"
+
+
+SERVERS = ("gunicorn", "granian")
+
+
+def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | None = None) -> ServingSettings:
+    """Resolve the production server's settings from ``environ`` (default ``os.environ``).
+
+    Args:
+        environ: the environment to read.
+        cpus: usable CPUs, for the default worker count (default: ``usable_cpus()``).
+
+    Returns:
+        ServingSettings: validated values.
+
+    Raises:
+        SettingsError: a value is unusable (one line naming the variable).
+    """
+    env = os.environ if environ is None else environ
+
+    def given(name: str) -> bool:
+        return name in env
+
+    server = parse_choice("STACK_SERVER", env.get("STACK_SERVER", ""), SERVERS, "gunicorn", "a server")
+    port = parse_int("PORT", env["PORT"], 1, 65535, example=8080) if given("PORT") else 8080
+    host = env.get("STACK_HOST", "").strip() or "0.0.0.0"
+    if given("WEB_CONCURRENCY"):
+        workers = parse_int("WEB_CONCURRENCY", env["WEB_CONCURRENCY"], 1, example=3)
+    else:
+        workers = default_workers(usable_cpus() if cpus is None else cpus)
+    threads = parse_int("STACK_THREADS", env["STACK_THREADS"], 1, example=4) if given("STACK_THREADS") else 4
+    timeout = parse_int("STACK_WORKER_TIMEOUT", env["STACK_WORKER_TIMEOUT"], 1, example=30) \
+        if given("STACK_WORKER_TIMEOUT") else 30
+    graceful = parse_int("STACK_GRACEFUL_TIMEOUT", env["STACK_GRACEFUL_TIMEOUT"], 1, example=25) \
+        if given("STACK_GRACEFUL_TIMEOUT") else 25
+    default_delay = 5.0 if env.get("KUBERNETES_SERVICE_HOST") else 0.0  # the kubelet sets it in every pod
+    delay = parse_seconds("STACK_SHUTDOWN_DELAY", env["STACK_SHUTDOWN_DELAY"], 0.0) \
+        if given("STACK_SHUTDOWN_DELAY") else default_delay
+    if delay >= graceful:
+        raise SettingsError(f"STACK_SHUTDOWN_DELAY={delay:g} must be below STACK_GRACEFUL_TIMEOUT={graceful} "
+                            "(workers still running at the graceful timeout are killed)")
+    return ServingSettings(
+        server=server, host=host, port=port, workers=workers, threads=threads, worker_timeout=timeout,
+        graceful_timeout=graceful, shutdown_delay=delay,
+        log_level=parse_level("LOG_LEVEL", env.get("LOG_LEVEL", "")),
+        log_format=parse_choice("LOG_FORMAT", env.get("LOG_FORMAT", ""), ("text", "json"), "text", "a log format"),
+        control_socket=env.get("STACK_CONTROL_SOCKET", "").strip() or None,
+    )
+
+
+def usable_cpus() -> int:
+    """How many CPUs this process may really use: the CPU affinity mask, further limited by a cgroup v2 quota
+    (``/sys/fs/cgroup/cpu.max``, e.g. ``200000 100000`` = 2 CPUs, set by ``--cpus`` or Kubernetes
+    ``resources.limits.cpu``), rounded up, at least 1."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max", encoding="ascii") as fh:
+            quota, period = fh.read().split()[:2]
+        if quota != "max":
+            cpus = min(cpus, math.ceil(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    return max(1, cpus)
+
+
+def default_workers(cpus: int) -> int:
+    """The worker count when WEB_CONCURRENCY is unset: ``max(2, cpus + 1)``.
+
+    Each worker runs Python code on one CPU at a time (the GIL), so one worker per usable CPU keeps every CPU busy;
+    the extra worker covers the time workers spend blocked, and each worker's threads overlap I/O waits. Two at
+    least, so one crashed or busy worker never leaves the service unanswered. Unlike gunicorn's classic
+    ``2 * cpus + 1`` (sync workers with one request each), this keeps memory per CPU low.
+    """
+    return max(2, cpus + 1)

@@ -133,6 +133,12 @@ def parse():
     return jsonify(type=type(request.get_json()).__name__)
 
 
+@blueprint.post("/size")
+def size():
+    """Read the raw body (no API docs: the body tests use it) and answer its length in bytes."""
+    return jsonify(size=len(request.get_data()))
+
+
 @blueprint.get("/boom")
 def boom():
     """Fail with an unhandled exception (the stack answers 500 without a traceback)."""

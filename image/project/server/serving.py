@@ -1,0 +1,366 @@
+"""The production serving layer: one place for what every production server of the stack does alike.
+
+``/project/serve`` (the deployable image's CMD, and ``flask-stack run --production``) runs ``python3 -m
+server.serving``; ``main`` then
+
+1. resolves the serving settings once (``server.settings.load_serving_settings``: STACK_SERVER, PORT, STACK_HOST,
+   WEB_CONCURRENCY, STACK_THREADS, STACK_WORKER_TIMEOUT, STACK_GRACEFUL_TIMEOUT, STACK_SHUTDOWN_DELAY, LOG_LEVEL,
+   LOG_FORMAT, STACK_CONTROL_SOCKET) and the runtime's (STACK_MAX_CONTENT_LENGTH...): a bad value is one line on
+   stderr and exit status 2;
+2. owns the metrics directory's life cycle: PROMETHEUS_MULTIPROC_DIR is checked and its stale ``*.db`` files are
+   wiped; a temporary one (made by ``serve`` before Python starts, as prometheus_client requires) is removed when
+   this process exits, whatever the exit;
+3. loads the app once in a short-lived child process before any worker starts: an app that fails to load is one
+   line naming file and line (``server.app``'s message) and exit status 4, for any worker count and any server;
+4. runs the chosen server through its thin mapping of these settings onto its own options and hooks
+   (``gunicorn.conf.py``, ``granian_app.py`` beside ``serve``).
+
+Every server's worker handles SIGTERM through ``Drain``: readiness DOWN at once, ``Connection: close`` on every
+response (so clients that hold connections move away), new connections accepted until STACK_SHUTDOWN_DELAY
+seconds are over, then the server's own graceful stop (finish requests in flight) within STACK_GRACEFUL_TIMEOUT.
+
+Exit status: the server's (0 after SIGTERM); 2 bad setting; 4 the app failed to load.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from typing import Callable
+
+from .exceptions import SettingsError, StackError
+from .settings import ServingSettings, load_serving_settings, load_settings
+
+EXIT_BAD_SETTING = 2
+EXIT_APP_LOAD = 4  # gunicorn's APP_LOAD_ERROR, which stops its arbiter instead of respawning workers
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # /project: serve, gunicorn.conf.py, granian_app.py
+log = logging.getLogger("server.serving")
+
+_settings: ServingSettings | None = None
+_owner_pid: int | None = None  # the process that removes a temporary metrics dir (not its forked workers)
+
+
+class ServingError(StackError):
+    """The server cannot start (``exit_status`` tells why); ``str(err)`` is one line."""
+
+    def __init__(self, message: str, exit_status: int = EXIT_BAD_SETTING):
+        super().__init__(message)
+        self.exit_status = exit_status
+
+
+def serving_settings() -> ServingSettings:
+    """The serving settings, resolved on first call in this process (environment only).
+
+    Raises:
+        SettingsError: a value is unusable.
+    """
+    global _settings
+    if _settings is None:
+        _settings = load_serving_settings()
+    return _settings
+
+
+def settings_or_exit(prefix: str) -> ServingSettings:
+    """``serving_settings()``, or one line ``<prefix>: <error>`` on stderr and ``SystemExit(2)`` (for server
+    config files run directly, e.g. ``gunicorn -c gunicorn.conf.py server:app``)."""
+    try:
+        return serving_settings()
+    except SettingsError as exc:
+        sys.stderr.write(f"{prefix}: {exc}\n")
+        remove_temp_metrics_dir()
+        raise SystemExit(EXIT_BAD_SETTING) from None
+
+
+# --- environment and the metrics directory -------------------------------------------------------------------
+
+
+def prepare_environment() -> None:
+    """Production environment for the workers: the debugger off whatever STACK_DEBUG says (one line if it was
+    on), buffered INFO lines (STACK_LOG_FLUSH_SECONDS 0.25 unless set), the runtime's settings validated, the
+    metrics directory ready.
+
+    Raises:
+        SettingsError: a runtime setting is unusable.
+        ServingError: the metrics directory cannot be used.
+    """
+    if os.environ.get("STACK_DEBUG", "0").strip() not in ("", "0"):
+        sys.stderr.write("serve: STACK_DEBUG is ignored in production; the debugger stays off\n")
+    os.environ["STACK_DEBUG"] = "0"
+    os.environ["FLASK_DEBUG"] = "0"
+    os.environ.setdefault("STACK_LOG_FLUSH_SECONDS", "0.25")
+    load_settings()
+    prepare_metrics_dir()
+
+
+def prepare_metrics_dir() -> str | None:
+    """Check PROMETHEUS_MULTIPROC_DIR (created when missing) and wipe its stale ``*.db`` files, as prometheus_client's
+    multiprocess mode requires; other files are left alone (the dir may be an ``emptyDir`` at /tmp). Returns it.
+
+    Raises:
+        ServingError: it cannot be created, written or wiped.
+    """
+    global _owner_pid
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return None
+    if os.environ.get("STACK_METRICS_DIR_TEMP") == "1" and _owner_pid is None:
+        _owner_pid = os.getpid()
+    try:
+        os.makedirs(directory, exist_ok=True)
+        if not os.access(directory, os.W_OK):
+            raise ServingError(f"PROMETHEUS_MULTIPROC_DIR={directory} is not writable")
+        for name in os.listdir(directory):
+            if name.endswith(".db"):
+                os.unlink(os.path.join(directory, name))
+    except OSError as exc:
+        raise ServingError(f"PROMETHEUS_MULTIPROC_DIR={directory} cannot be used: {exc.strerror or exc}") from None
+    return directory
+
+
+def remove_temp_metrics_dir() -> None:
+    """Remove PROMETHEUS_MULTIPROC_DIR when ``serve`` made it as a temporary dir (STACK_METRICS_DIR_TEMP=1), from
+    the process that owns it only (a forked worker leaving is no reason)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory or os.environ.get("STACK_METRICS_DIR_TEMP") != "1":
+        return
+    if _owner_pid is not None and _owner_pid != os.getpid():
+        return
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def worker_exited(pid: int) -> None:
+    """A worker ``pid`` is gone (normally, crashed or killed): drop its live-gauge files (prometheus_client
+    multiprocess protocol); counters keep their totals. Never raises (logs a warning instead)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return
+    try:
+        from .metrics import mark_process_dead
+
+        mark_process_dead(pid)
+    except Exception as exc:  # noqa: BLE001 - metrics bookkeeping must never take the server down
+        log.warning("could not clean the metric files of worker %s: %s", pid, exc)
+
+
+# --- the app loads, or one line and exit 4 ------------------------------------------------------------------
+
+
+def check_app_loads() -> int:
+    """Load the app (``server.app``) in a forked child, with a throwaway metrics dir, and return its exit status:
+    0 when it loads, 4 (``server.app``'s one-line message already written) when it does not. The workers then
+    load it for real; this way a broken app stops the server with one line, whatever the worker count."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    scratch = tempfile.mkdtemp(prefix="flask-stack-check.")
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - child
+            status = 1
+            try:
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = scratch
+                os.environ["STACK_LOG_FLUSH_SECONDS"] = "0"
+                if os.environ.get("LOG_LEVEL", "").strip().upper() in ("", "INFO", "DEBUG"):
+                    os.environ["LOG_LEVEL"] = "WARNING"  # the workers log the app's start; this check only its failure
+                import server
+
+                server.app  # noqa: B018 - loads it
+                status = 0
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else EXIT_APP_LOAD
+            except BaseException as exc:  # noqa: BLE001 - one line, never a traceback
+                sys.stderr.write(f"serve: the app failed to load: {type(exc).__name__}: {exc}\n")
+                status = EXIT_APP_LOAD
+            finally:
+                try:
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                finally:
+                    os._exit(status)
+        _, wait_status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else EXIT_APP_LOAD
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --- SIGTERM in a worker -------------------------------------------------------------------------------------
+
+
+class Drain:
+    """What a worker does from SIGTERM on, the same on every server.
+
+    ``begin()`` (the first SIGTERM): readiness DOWN (``server.health.begin_shutdown``), ``draining`` True (the
+    server's mapping then answers every request with ``Connection: close``: ``on_drain`` callbacks run now),
+    and ``stop()`` (the server's own graceful stop: no new connections, finish those in flight) runs after
+    ``delay`` seconds, from a daemon thread. A second SIGTERM stops at once. ``linger`` (seconds) is the least time
+    between ``begin`` and ``stop`` even with ``delay`` 0, for a server that would otherwise cut its kept-alive
+    connections at once (a request already sent on one would be lost): in that time each of them gets its
+    ``Connection: close`` answer.
+    """
+
+    def __init__(self, delay: float, stop: Callable[[], None], logger: logging.Logger | None = None,
+                 linger: float = 0.0):
+        self.delay = max(delay, linger)
+        self.stop = stop
+        self.draining = False
+        self.on_drain: list[Callable[[], None]] = []
+        self._log = logger or log
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    def begin(self) -> None:
+        """Handle one SIGTERM (see the class docstring). Safe from any thread."""
+        with self._lock:
+            first = not self.draining
+            self.draining = True
+        if first:
+            from . import health
+
+            health.begin_shutdown()
+            for callback in self.on_drain:
+                callback()
+        if not first or self.delay <= 0:
+            self._stop_once()
+            return
+        self._log.info("worker %s: readiness DOWN; stops accepting in %gs", os.getpid(), self.delay)
+        timer = threading.Timer(self.delay, self._stop_once)
+        timer.daemon = True
+        timer.start()
+
+    def _stop_once(self) -> None:
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        self.stop()
+
+
+# --- the app every production server serves ----------------------------------------------------------------
+
+
+class _CheckedInput:
+    """``wsgi.input`` for a body of ``length`` bytes (Content-Length): raises werkzeug's ``ClientDisconnected`` when
+    it ends early (gunicorn and granian both hand the app what arrived, and no error, when the client stops
+    sending); reads past ``length`` return b""."""
+
+    def __init__(self, stream, length: int):
+        self._stream = stream
+        self._left = length
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        want = self._left if size is None or size < 0 else min(size, self._left)
+        data = self._stream.read(want)
+        while len(data) < want:  # a server may return less than asked before the end
+            more = self._stream.read(want - len(data))
+            if not more:
+                from werkzeug.exceptions import ClientDisconnected
+
+                self._left = 0
+                raise ClientDisconnected()
+            data += more
+        self._left -= len(data)
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        line = self._stream.readline(self._left if size is None or size < 0 else min(size, self._left))
+        self._left -= len(line)
+        return line
+
+    def __iter__(self):
+        while True:
+            chunk = self.read(65536)
+            if not chunk:
+                return
+            yield chunk
+
+
+drain: Drain | None = None  # this worker's (set by the server's mapping once it installed its SIGTERM handling)
+
+
+def production_app():
+    """The WSGI app every production server serves: ``server.app`` (loaded now: ``SystemExit(4)`` with one line
+    when it fails) with two things every server lacks:
+
+    * a body shorter than its Content-Length is a 400 with one warning line (``ClientDisconnected`` on read,
+      handled by the runtime's error handler, so counted and logged), not a short body taken as complete;
+    * while this worker drains (``drain.draining``), every response says ``Connection: close`` (gunicorn drops the
+      header and closes by its own keep-alive setting; granian passes it on).
+    """
+    import server
+
+    app = server.app
+
+    def serve(environ, start_response):
+        length = environ.get("CONTENT_LENGTH")
+        if length and length != "0" and length.isdigit():
+            environ["wsgi.input"] = _CheckedInput(environ["wsgi.input"], int(length))
+        if drain is not None and drain.draining:
+            def closing(status, headers, exc_info=None):
+                return start_response(status, [*headers, ("Connection", "close")], exc_info)
+
+            return app(environ, closing)
+        return app(environ, start_response)
+
+    return serve
+
+
+def __getattr__(name: str):
+    """``server.serving:app`` (what gunicorn loads) is ``production_app()``, made on first access."""
+    if name == "app":
+        global app
+        app = production_app()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# --- entry point ---------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str]) -> int:
+    """Validate, prepare, check the app, then run the configured server (see the module docstring); return the exit
+    status. ``argv``: extra server options (gunicorn's; granian takes none)."""
+    try:
+        settings = serving_settings()
+        prepare_environment()
+        if settings.server == "granian" and argv:
+            raise ServingError(f"unexpected arguments {' '.join(argv)!r}; granian is configured by environment "
+                               "variables only")
+        status = check_app_loads()
+        if status:
+            return status
+        if settings.server == "granian":
+            return _run_script("granian_app.py").run_granian(settings)
+        return _run_gunicorn(argv)
+    except StackError as exc:  # SettingsError, ServingError
+        sys.stderr.write(f"serve: {exc}\n")
+        return getattr(exc, "exit_status", EXIT_BAD_SETTING)
+    finally:
+        remove_temp_metrics_dir()
+
+
+def _run_script(name: str):
+    """Import the server mapping ``name`` that lives beside ``serve`` (``granian_app.py``) and return the module."""
+    if HERE not in sys.path:
+        sys.path.insert(0, HERE)
+    import importlib
+
+    return importlib.import_module(name[:-3])
+
+
+def _run_gunicorn(argv: list[str]) -> int:
+    """gunicorn's own entry point (``gunicorn --config gunicorn.conf.py [argv] server:app``) in this process."""
+    try:
+        from gunicorn.app.wsgiapp import WSGIApplication
+    except ImportError:
+        raise ServingError("gunicorn is not installed in this environment") from None
+    sys.argv = ["gunicorn", "--config", os.path.join(HERE, "gunicorn.conf.py"), *argv, "server.serving:app"]
+    WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="gunicorn").run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
