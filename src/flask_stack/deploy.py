@@ -1,11 +1,14 @@
-"""Kubernetes manifests for a project: write a plain Deployment + Service, and apply them with kubectl.
+"""Kubernetes manifests for a project: write what a cluster needs to run it on many nodes, and apply them.
 
-The manifests are the stack's templates ``image/config/deployment.yaml`` and ``service.yaml`` with the
-Appsody placeholders replaced (the same names ``image/config/app-deploy.yaml`` uses for the Appsody
+``deployment.yaml`` and ``service.yaml``, ``hpa.yaml`` (a HorizontalPodAutoscaler on CPU), ``pdb.yaml`` (a
+PodDisruptionBudget) and, when asked, ``servicemonitor.yaml`` (Prometheus Operator). They are the stack's
+templates under ``image/config/`` with the Appsody placeholders replaced (the same names ``image/config/app-deploy.yaml`` uses for the Appsody
 operator): ``APPSODY_PROJECT_NAME`` (a DNS-1123 label), ``APPSODY_DOCKER_IMAGE``, ``APPSODY_STACK``
-and ``APPSODY_PORT`` (the container port, 8080). They run the deployable image as uid 1001 with a
-read-only root filesystem, an emptyDir at /tmp, startup/liveness/readiness probes on
-``/health/started``, ``/health/live``, ``/health/ready`` and Prometheus scrape annotations.
+and ``APPSODY_PORT`` (the container port, 8080), plus the autoscaler's ``FLASK_STACK_MIN_REPLICAS``,
+``FLASK_STACK_MAX_REPLICAS`` and ``FLASK_STACK_CPU_TARGET``. They run the deployable image as uid 1001
+(or, for OpenShift, as the arbitrary uid its restricted policy assigns) with a read-only root filesystem,
+an emptyDir at /tmp, startup/liveness/readiness probes on ``/health/started``, ``/health/live``,
+``/health/ready``, pods spread over nodes and zones, and Prometheus scrape annotations.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from .paths import stack_root
 from .project import project_name, sanitise_name, stack_id
 
 #: Template files under ``image/config/``, in the order ``kubectl apply`` should see them.
-TEMPLATES = ("deployment.yaml", "service.yaml")
+TEMPLATES = ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
+#: The Prometheus Operator's ServiceMonitor template, written only when asked (its CRD must be installed).
+SERVICE_MONITOR = "servicemonitor.yaml"
+#: The autoscaler's defaults: replicas (at least two, so one node going away leaves one pod serving) and
+#: the target average CPU use, percent of the pods' CPU request.
+MIN_REPLICAS, MAX_REPLICAS, CPU_TARGET = 2, 10, 70
+#: Lines the ``openshift`` switch leaves out: the fixed uid/gid (OpenShift's restricted policy assigns an
+#: arbitrary uid in group 0, and rejects a fixed one outside the project's range).
+_FIXED_IDS = re.compile(r"^[ \t]*(runAsUser|runAsGroup|fsGroup): 1001[ \t]*\n", re.MULTILINE)
 #: The port the deployable image listens on (its ``PORT``), unless ``generate(port=...)`` says otherwise.
 DEFAULT_PORT = 8080
 # An image reference: [registry[:port]/]path[:tag][@digest]; no whitespace, quotes or YAML specials.
@@ -41,8 +52,9 @@ def render(template: str, values: dict[str, str]) -> str:
     return template
 
 
-def generate(project: Path, output: Path, image: str, *, name: str | None = None,
-             port: int = DEFAULT_PORT) -> list[Path]:
+def generate(project: Path, output: Path, image: str, *, name: str | None = None, port: int = DEFAULT_PORT,
+             min_replicas: int = MIN_REPLICAS, max_replicas: int = MAX_REPLICAS, cpu_target: int = CPU_TARGET,
+             openshift: bool = False, service_monitor: bool = False) -> list[Path]:
     """Write the project's Kubernetes manifests into ``output`` and return their paths.
 
     Args:
@@ -52,29 +64,44 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
         image (str): the image reference the Deployment runs, e.g. ``registry.example.com/app:1.0``.
         name (str | None): the Kubernetes name; default the project's name (sanitised to DNS-1123).
         port (int): the container port (the image's ``PORT``), default 8080.
+        min_replicas (int), max_replicas (int): the autoscaler's bounds (1 <= min <= max), default 2 and 10.
+        cpu_target (int): the autoscaler's target average CPU use, percent of the request (1-100), default 70.
+        openshift (bool): leave out the fixed ``runAsUser``/``runAsGroup``/``fsGroup`` (OpenShift's restricted
+            policy assigns the uid); ``runAsNonRoot`` and the rest of the hardening stay.
+        service_monitor (bool): also write ``servicemonitor.yaml`` for the Prometheus Operator.
 
     Returns:
         list[Path]: the written files, Deployment first.
 
     Raises:
-        StackError: the image reference or port is invalid, a template is missing, or ``output`` cannot be
-            written (nothing is left half-written: each file is written to a temp file, then renamed).
+        StackError: the image reference, port or replica bounds are invalid, a template is missing, or
+            ``output`` cannot be written (nothing is left half-written: each file is written to a temp
+            file, then renamed).
     """
     if not image or not _IMAGE_RE.match(image):
         raise StackError(f"--image {image!r} is not an image reference like registry.example.com/app:1.0")
     if not 1 <= port <= 65535:
         raise StackError(f"port {port} is not a TCP port (1-65535)")
+    if not 1 <= min_replicas <= max_replicas:
+        raise StackError(f"--min-replicas {min_replicas} and --max-replicas {max_replicas}: "
+                         "need 1 <= min <= max")
+    if not 1 <= cpu_target <= 100:
+        raise StackError(f"--cpu-target {cpu_target} is not a percentage (1-100)")
     values = {
         "APPSODY_PROJECT_NAME": sanitise_name(name) if name else project_name(project),
         "APPSODY_DOCKER_IMAGE": image,
         "APPSODY_STACK": stack_id(),
         "APPSODY_PORT": str(port),
+        "FLASK_STACK_MIN_REPLICAS": str(min_replicas),
+        "FLASK_STACK_MAX_REPLICAS": str(max_replicas),
+        "FLASK_STACK_CPU_TARGET": str(cpu_target),
     }
     config = stack_root() / "image" / "config"
     texts = []
-    for filename in TEMPLATES:
+    for filename in (*TEMPLATES, SERVICE_MONITOR) if service_monitor else TEMPLATES:
         try:
-            texts.append((filename, render((config / filename).read_text(encoding="utf-8"), values)))
+            text = render((config / filename).read_text(encoding="utf-8"), values)
+            texts.append((filename, _FIXED_IDS.sub("", text) if openshift else text))
         except OSError as exc:
             raise StackError(f"cannot read the stack's manifest template {config / filename}: {exc.strerror}") from None
     try:

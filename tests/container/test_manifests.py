@@ -44,6 +44,17 @@ def load(path: Path) -> dict:
     return documents[0]
 
 
+def validate_strict(paths: list[Path]) -> None:
+    """kubernetes-validate --strict accepts every file (no unknown field, no wrong type, no missing schema
+    except the ServiceMonitor's: a CRD, not in the Kubernetes schemas)."""
+    check = subprocess.run([kubernetes_validate(), "--strict", *map(str, paths)],
+                           capture_output=True, text=True, timeout=300, check=False)
+    assert check.returncode == 0, check.stdout + check.stderr
+    unchecked = [line for line in check.stdout.splitlines() + check.stderr.splitlines()
+                 if "Couldn't find schema" in line and "ServiceMonitor" not in line]
+    assert not unchecked, unchecked
+
+
 def test_generate_only_writes_valid_manifests(template_project: Path, tmp_path: Path) -> None:
     """The CLI writes deploy/deployment.yaml and service.yaml that pass strict schema validation and carry
     the probes, scrape annotations, limits and hardening the stack promises."""
@@ -52,9 +63,9 @@ def test_generate_only_writes_valid_manifests(template_project: Path, tmp_path: 
     result = flask_stack("deploy", "--generate-only", "--image", IMAGE, cwd=project, timeout=120)
     assert result.returncode == 0, result.stderr
     deployment_file, service_file = project / "deploy" / "deployment.yaml", project / "deploy" / "service.yaml"
-    check = subprocess.run([kubernetes_validate(), "--strict", str(deployment_file), str(service_file)],
-                           capture_output=True, text=True, timeout=300, check=False)
-    assert check.returncode == 0, check.stdout + check.stderr
+    assert sorted(p.name for p in (project / "deploy").iterdir()) == ["deployment.yaml", "hpa.yaml", "pdb.yaml",
+                                                                      "service.yaml"]
+    validate_strict(sorted((project / "deploy").iterdir()))
 
     deployment = load(deployment_file)
     assert deployment["kind"] == "Deployment" and deployment["metadata"]["name"] == "demo-app"
@@ -92,13 +103,14 @@ def test_generate_to_output_dir_with_name_and_port(template_project: Path, tmp_p
     """generate() honours output, name and port; files are replaced atomically on a second call."""
     out = tmp_path / "manifests"
     paths = deploy.generate(template_project, out, IMAGE, name="Shop API", port=9090)
-    assert [p.name for p in paths] == ["deployment.yaml", "service.yaml"]
+    assert [p.name for p in paths] == ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"]
     deployment = load(paths[0])
     assert deployment["metadata"]["name"] == "shop-api"
     assert deployment["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"] == 9090
     again = deploy.generate(template_project, out, "other/image:2", name="Shop API", port=9090)
     assert load(again[0])["spec"]["template"]["spec"]["containers"][0]["image"] == "other/image:2"
-    assert sorted(p.name for p in out.iterdir()) == ["deployment.yaml", "service.yaml"]  # no temp files left
+    assert sorted(p.name for p in out.iterdir()) == ["deployment.yaml", "hpa.yaml", "pdb.yaml",
+                                                     "service.yaml"]  # no temp files left
 
 
 def test_bad_image_is_one_line_and_writes_nothing(template_project: Path, tmp_path: Path) -> None:
@@ -141,3 +153,86 @@ def test_appsody_deploy_template() -> None:
     assert spec["livenessProbe"]["httpGet"]["path"] == "/health/live"
     assert spec["readinessProbe"]["httpGet"]["path"] == "/health/ready"
     assert spec["startupProbe"]["httpGet"]["path"] == "/health/started"
+    assert spec["autoscaling"]["minReplicas"] >= 2 and spec["monitoring"]["endpoints"][0]["path"] == "/metrics"
+
+
+def test_scale_out_manifests(template_project: Path, tmp_path: Path) -> None:
+    """Without a replica count of its own, the Deployment is scaled by a CPU HorizontalPodAutoscaler (defaults
+    2-10, overridable), a PodDisruptionBudget evicts one pod at a time, pods spread over nodes and zones; a
+    ServiceMonitor only when asked, selecting the Service's labels and port; all strictly valid."""
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    result = flask_stack("deploy", "--generate-only", "--image", IMAGE, "--min-replicas", "3", "--max-replicas",
+                         "7", "--cpu-target", "60", "--service-monitor", cwd=project, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = project / "deploy"
+    files = sorted(out.iterdir())
+    assert [p.name for p in files] == ["deployment.yaml", "hpa.yaml", "pdb.yaml", "service.yaml",
+                                       "servicemonitor.yaml"]
+    validate_strict(files)
+    deployment, service = load(out / "deployment.yaml"), load(out / "service.yaml")
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert "replicas" not in deployment["spec"]  # the autoscaler owns it
+
+    hpa = load(out / "hpa.yaml")
+    assert hpa["kind"] == "HorizontalPodAutoscaler" and hpa["apiVersion"] == "autoscaling/v2"
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "demo-app"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (3, 7)
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["averageUtilization"] == 60
+    assert "cpu" in deployment["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+
+    pdb = load(out / "pdb.yaml")
+    assert pdb["kind"] == "PodDisruptionBudget" and pdb["spec"]["selector"]["matchLabels"] == selector
+    assert pdb["spec"]["maxUnavailable"] == 1
+
+    spread = {c["topologyKey"]: c for c in deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]}
+    assert set(spread) == {"kubernetes.io/hostname", "topology.kubernetes.io/zone"}
+    assert all(c["labelSelector"]["matchLabels"] == selector and c["maxSkew"] == 1 for c in spread.values())
+
+    monitor = load(out / "servicemonitor.yaml")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["kind"] == "ServiceMonitor"
+    labels = service["metadata"]["labels"]
+    assert all(labels.get(k) == v for k, v in monitor["spec"]["selector"]["matchLabels"].items())
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in [p["name"] for p in service["spec"]["ports"]] and endpoint["path"] == "/metrics"
+
+    defaults = deploy.generate(template_project, tmp_path / "defaults", IMAGE)
+    default_hpa = load(defaults[2])
+    assert (default_hpa["spec"]["minReplicas"], default_hpa["spec"]["maxReplicas"]) == (2, 10)
+
+
+def test_openshift_switch(template_project: Path, tmp_path: Path) -> None:
+    """--openshift: no fixed uid, gid or fsGroup anywhere (OpenShift's restricted policy assigns them), the
+    rest of the hardening kept; strictly valid."""
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    result = flask_stack("deploy", "--generate-only", "--image", IMAGE, "--openshift", cwd=project, timeout=120)
+    assert result.returncode == 0, result.stderr
+    validate_strict(sorted((project / "deploy").iterdir()))
+    spec = load(project / "deploy" / "deployment.yaml")["spec"]["template"]["spec"]
+    (container,) = spec["containers"]
+    for context in (spec["securityContext"], container["securityContext"]):
+        assert not {"runAsUser", "runAsGroup", "fsGroup"} & set(context), context
+        assert context["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container["securityContext"]
+    assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"] == {"drop": ["ALL"]}
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--min-replicas", "5", "--max-replicas", "3"], "min <= max"),
+    (["--min-replicas", "0"], "--min-replicas"),
+    (["--cpu-target", "150"], "--cpu-target"),
+])
+def test_bad_replica_bounds_are_one_line(template_project: Path, tmp_path: Path, args: list[str],
+                                         fragment: str) -> None:
+    """Impossible autoscaler bounds: one `flask-stack:` line naming the option, non-zero exit, no files."""
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    result = flask_stack("deploy", "--generate-only", "--image", IMAGE, *args, cwd=project, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flask-stack: ") and fragment in lines[0], result.stderr
+    assert not (project / "deploy").exists()
