@@ -1,4 +1,5 @@
-"""Install the user's project dependencies from its Pipfile (``[packages]`` only).
+"""Install the user's project dependencies from its Pipfile (``[packages]`` and ``[dev-packages]``, as
+``pipenv install --dev`` does: this is the development environment; the deployable image gets ``[packages]`` only).
 
 Steps, each skipped when not needed:
 
@@ -9,7 +10,7 @@ Steps, each skipped when not needed:
    :mod:`devloop.locking`. When the project cannot be written, the Pipfile is locked in a copy:
    ``DEPS/lock/`` with a deps dir, else ``<env>/flask-stack-deps/<project tag>-lock/`` (a temporary
    directory when that is not writable either), and the packages are installed from that lock.
-4. ``pipenv requirements`` exports the lock's default packages; the packages the stack itself pins
+4. ``pipenv requirements --dev`` exports the lock's default and develop packages; the packages the stack itself pins
    (image/project/Pipfile.lock, found next to the ``server`` package) are left out, with one warning
    line when the user's lock pins another version of one of them (the stack's version is used).
 5. ``pip install --no-deps`` of the rest (the lock is complete, so no resolution happens here):
@@ -17,7 +18,7 @@ Steps, each skipped when not needed:
    (a fresh directory, so the app keeps running on the previous one until the loop restarts);
    without one, into the running interpreter's environment.
 
-The install key is the sha256 of the lock's ``default`` section plus the Python ABI tag, so editing
+The install key is the sha256 of the lock's ``default`` and ``develop`` sections plus the Python ABI tag, so editing
 a comment in Pipfile re-verifies but does not reinstall. Failures raise :class:`DevloopError` with
 one line naming the package (from pip's/pipenv's ``ERROR:`` lines); a directory that cannot be
 written (deps dir, stamp) raises it too, naming the path.
@@ -190,7 +191,7 @@ def _read_lock(lock_dir: Path) -> dict:
 
 
 def _install_key(lock: dict) -> str:
-    default = json.dumps(lock.get("default", {}), sort_keys=True, separators=(",", ":"))
+    default = json.dumps([lock.get("default", {}), lock.get("develop", {})], sort_keys=True, separators=(",", ":"))
     tag = f"{sys.implementation.cache_tag}-{sys.platform}-{os.uname().machine}"
     return _sha(f"{default}\n{tag}".encode())[:16]
 
@@ -260,7 +261,7 @@ def _install(project: Path, deps_dir: Path | None) -> DepsState:
 
 
 def _install_locked(project: Path, lock_dir: Path, deps_dir: Path | None) -> tuple[str, Path | None, bool]:
-    """Install the default packages of ``lock_dir``'s Pipfile.lock unless the stamp has them; return
+    """Install the default and develop packages of ``lock_dir``'s Pipfile.lock unless the stamp has them; return
     (install key, site dir or None, whether pip ran)."""
     lock = _read_lock(lock_dir)
     key = _install_key(lock)
@@ -271,8 +272,8 @@ def _install_locked(project: Path, lock_dir: Path, deps_dir: Path | None) -> tup
         return key, site, installed
     requirements: list[str] = []
     count = 0
-    if lock.get("default"):
-        status, lines = pipenv(lock_dir, "requirements")
+    if lock.get("default") or lock.get("develop"):
+        status, lines = pipenv(lock_dir, "requirements", "--dev")
         if status != 0:
             raise DevloopError(f"cannot export Pipfile.lock: {summarize_failure(lines)}")
         requirements, count = filter_requirements(lines, protected_versions())

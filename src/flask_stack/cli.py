@@ -46,11 +46,17 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     return result
 
 
-def _engine(name: str) -> Engine:
-    """Return the engine for ``--engine NAME`` and say which one is used."""
+def _engine(name: str, base_image: str | None = None) -> Engine:
+    """Return the engine for ``--engine NAME`` (with ``--base-image`` for its image builds) and say which one
+    is used."""
     engine = select_engine(name)
     binary = getattr(engine, "binary", None)
     say(f"engine: {engine.name}" + (f" ({binary})" if binary and binary != engine.name else ""))
+    if base_image is not None:
+        if hasattr(engine, "base"):
+            engine.base = base_image
+        else:
+            say(f"--base-image {base_image} is not used: the {engine.name} engine builds no image")
     return engine
 
 
@@ -104,7 +110,7 @@ def _record_path(project: Path) -> Path:
     return project_dir(project) / "server.json"
 
 
-def _serve(chosen_name: str, opts: RunOptions, debug_port: int | None = None) -> int:
+def _serve(chosen_name: str, opts: RunOptions, debug_port: int | None = None, base_image: str | None = None) -> int:
     """Check that the project is not served and its ports are free (one line each, before anything else is
     said), then serve it with engine ``chosen_name``, print the URLs once it answers, and record it for
     ``flask-stack stop`` meanwhile.
@@ -124,7 +130,7 @@ def _serve(chosen_name: str, opts: RunOptions, debug_port: int | None = None) ->
         require_free_port(debug_port, "--debug-port")
         if debug_port == opts.port:
             raise StackError("--debug-port must differ from --port")
-    chosen = _engine(chosen_name)
+    chosen = _engine(chosen_name, base_image)
     write_record(record_path, opts.port, chosen.name)
     try:
         _announce_when_ready(opts.port, debug_port)
@@ -154,6 +160,9 @@ port_option = click.option("--port", type=click.IntRange(1, 65535), default=8080
                            help="Host TCP port the app is served on (127.0.0.1).")
 env_option = click.option("-e", "--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
                           help="An environment variable for the app (repeatable).")
+base_image_option = click.option(
+    "--base-image", default=None, metavar="IMAGE",
+    help="Base image of the images built (default: $STACK_BASE_IMAGE, else python:3.12-slim-bookworm).")
 
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -220,11 +229,13 @@ def init(directory: Path, template: str | None, overwrite: bool) -> int:
 @engine_option
 @click.option("--production", is_flag=True, help="Serve with gunicorn and the production config (no reload).")
 @env_option
-def run(project_dir: Path | None, port: int, engine: str, production: bool, env_pairs: tuple[str, ...]) -> int:
+@base_image_option
+def run(project_dir: Path | None, port: int, engine: str, production: bool, env_pairs: tuple[str, ...],
+        base_image: str | None) -> int:
     """Serve the project with hot reload until Ctrl-C."""
     project = find_project(project_dir)
     opts = RunOptions(project=project, port=port, production=production, env=_app_env(env_pairs))
-    return _serve(engine, opts)
+    return _serve(engine, opts, base_image=base_image)
 
 
 @cli.command()
@@ -235,13 +246,14 @@ def run(project_dir: Path | None, port: int, engine: str, production: bool, env_
               help="Host TCP port of the debugger (DAP, debugpy; 127.0.0.1).")
 @click.option("--wait", is_flag=True, help="Wait for a debugger to attach before serving.")
 @env_option
+@base_image_option
 def debug(project_dir: Path | None, port: int, engine: str, debug_port: int, wait: bool,
-          env_pairs: tuple[str, ...]) -> int:
+          env_pairs: tuple[str, ...], base_image: str | None) -> int:
     """Serve the project in debug mode: Flask debugger, and debugpy for VS Code to attach."""
     project = find_project(project_dir)
     opts = RunOptions(project=project, port=port, debug=True, debug_port=debug_port, debug_wait=wait,
                       env=_app_env(env_pairs))
-    return _serve(engine, opts, debug_port)
+    return _serve(engine, opts, debug_port, base_image)
 
 
 @cli.command()
@@ -297,8 +309,7 @@ def _stop_containers(project: Path, engine: str) -> str:
 @project_option
 @build_engine_option
 @click.option("-t", "--tag", default=None, metavar="TAG", help="Image tag (default: <project-name>:latest).")
-@click.option("--base-image", default=None, metavar="IMAGE",
-              help="Base image for the build (default: $STACK_BASE_IMAGE, else python:3.12-slim-bookworm).")
+@base_image_option
 def build(project_dir: Path | None, engine: str, tag: str | None, base_image: str | None) -> int:
     """Build the project's deployable image (needs docker or podman)."""
     project = find_project(project_dir)
@@ -312,14 +323,28 @@ def build(project_dir: Path | None, engine: str, tag: str | None, base_image: st
               help="Directory for the manifests (default: <project>/deploy).")
 @click.option("--image", default=None, metavar="IMAGE",
               help="Image the Deployment runs (default: <project-name>:latest).")
-def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, image: str | None) -> int:
-    """Write Kubernetes manifests (Deployment, Service) for the project, and apply them unless --generate-only."""
+@click.option("--min-replicas", type=click.IntRange(1), default=2, show_default=True, metavar="N",
+              help="Fewest pods the autoscaler keeps.")
+@click.option("--max-replicas", type=click.IntRange(1), default=10, show_default=True, metavar="N",
+              help="Most pods the autoscaler starts.")
+@click.option("--cpu-target", type=click.IntRange(1, 100), default=70, show_default=True, metavar="PERCENT",
+              help="The autoscaler's target average CPU use, percent of the pods' CPU request.")
+@click.option("--openshift", is_flag=True,
+              help="No fixed uid/gid in the pod spec: OpenShift's restricted policy assigns an arbitrary uid.")
+@click.option("--service-monitor", is_flag=True,
+              help="Also write a ServiceMonitor for the Prometheus Operator.")
+def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, image: str | None,
+           min_replicas: int, max_replicas: int, cpu_target: int, openshift: bool, service_monitor: bool) -> int:
+    """Write Kubernetes manifests (Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, and a
+    ServiceMonitor when asked) for the project, and apply them unless --generate-only."""
     project = find_project(project_dir)
     try:
         from . import deploy as deployer
     except ImportError:
         raise StackError("deploy is not available in this flask-stack (flask_stack.deploy is missing)") from None
-    paths = deployer.generate(project, output or project / "deploy", image or f"{project_name(project)}:latest")
+    paths = deployer.generate(project, output or project / "deploy", image or f"{project_name(project)}:latest",
+                              min_replicas=min_replicas, max_replicas=max_replicas, cpu_target=cpu_target,
+                              openshift=openshift, service_monitor=service_monitor)
     for path in paths:
         say(f"wrote {path}")
     if generate_only:

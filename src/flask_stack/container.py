@@ -7,7 +7,12 @@ built on first use, rebuilt when the stack's files change) with:
 * a named volume ``flask-stack-<name>-<hash>-deps`` at ``/project/deps`` (the Pipfile's packages,
   installed once and kept across restarts);
 * ports published on 127.0.0.1 only: ``-p 127.0.0.1:PORT:8080`` and, for debug, ``:DEBUG_PORT:5678``;
-* the container named ``flask-stack-<name>-<hash>`` (``-test`` for tests), so ``stop`` finds it.
+* the container named ``flask-stack-<name>-<hash>`` (``-test`` for tests), so ``stop`` finds it;
+* in debug mode, a network of its own, so that only the host's loopback reaches the debugger and the
+  Werkzeug console, never another container: with podman (or the Docker CLI on podman's Docker API)
+  ``--network slirp4netns``, a user-mode network stack nothing else can route to (podman 4's bridge
+  networks forward traffic between each other); with Docker's own engine a bridge network
+  ``flask-stack-<name>-<hash>`` (Docker isolates bridge networks from each other), removed afterwards.
 
 Who the container runs as, so that nothing it writes into the project is root-owned on the host:
 
@@ -223,7 +228,8 @@ class ContainerEngine(Engine):
         image = self._image()
         argv = [self.binary, *self._dev_run_args(project, name), "-p", f"127.0.0.1:{opts.port}:8080"]
         if opts.debug:
-            argv += ["-p", f"127.0.0.1:{opts.debug_port}:5678", "-e", "STACK_DEBUG_PORT=5678",
+            argv += [*self._own_network(project, name), "-p", f"127.0.0.1:{opts.debug_port}:5678",
+                     "-e", "STACK_DEBUG_PORT=5678",
                      "-e", f"STACK_DEBUG_WAIT={1 if opts.debug_wait else 0}"]
         for key, value in opts.env.items():
             argv += ["-e", f"{key}={value}"]
@@ -245,11 +251,29 @@ class ContainerEngine(Engine):
 
     def _foreground(self, argv: list[str], project: Path, name: str) -> int:
         """Run the engine client ``argv`` in the foreground (signals forwarded to the container through the
-        client's signal proxy); afterwards make sure the container is gone; return its exit status."""
+        client's signal proxy); afterwards make sure the container (and a network of its own) is gone;
+        return its exit status."""
         try:
             return run_foreground(argv, dict(os.environ), project)
         finally:
             self._remove(name)
+            if "--network" in argv and argv[argv.index("--network") + 1] == name:
+                self._cmd("network", "rm", name)
+
+    def _own_network(self, project: Path, name: str) -> list[str]:
+        """Return the ``run`` options giving the container ``name`` a network of its own (module docstring).
+
+        Raises:
+            StackError: Docker cannot create the bridge network ``name``.
+        """
+        if images.podman_server(self.binary):
+            return ["--network", "slirp4netns"]
+        if self._cmd("network", "inspect", name).returncode != 0:
+            created = self._cmd("network", "create", "--label", f"{PROJECT_LABEL}={project}", name)
+            if created.returncode != 0 and self._cmd("network", "inspect", name).returncode != 0:
+                detail = (created.stderr or "").strip().splitlines() or [f"exit {created.returncode}"]
+                raise StackError(f"cannot create the network {name} for the debug container: {detail[-1]}")
+        return ["--network", name]
 
     def test(self, project: Path, junitxml: Path | None = None) -> int:
         """Run the stack's checks and the project's tests once in a container; return pytest's exit status.
@@ -334,7 +358,7 @@ class ContainerEngine(Engine):
                 argv += ["--build-arg", f"{key}={value}"]
             self.say(f"building image {tag} with {self.name} (base {base or 'python:3.12-slim-bookworm'})")
             started = time.monotonic()
-            status = subprocess.run([*argv, str(context)], check=False).returncode
+            status = subprocess.run([*argv, str(context)], env=images.build_env(self.binary), check=False).returncode
         if status != 0:
             raise StackError(f"building image {tag} failed (exit {status}); see the build output above")
         self.say(f"built image {tag} in {time.monotonic() - started:.0f} s")

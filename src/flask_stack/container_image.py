@@ -13,6 +13,7 @@ contents plus the user's project in ``userapp/``.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import json
 import os
@@ -32,8 +33,6 @@ BASE_IMAGE_ENV = "STACK_BASE_IMAGE"
 #: Names never copied into a build context (and never hashed): caches, VCS data, virtual environments.
 IGNORED_NAMES = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".git", ".hg", ".svn", ".venv", "venv",
                  "node_modules", ".mypy_cache", ".ruff_cache", ".tox")
-#: Paths under ``image/`` that are not in the development image's context (see image/.dockerignore).
-DEV_CONTEXT_EXCLUDED = ("config", "project/Dockerfile", "project/.dockerignore")
 #: Extra names left out of the user's project in the deployable image's context.
 PROJECT_EXCLUDED = (".deps", ".flask-stack", "deploy")
 
@@ -58,7 +57,7 @@ def _ignored(name: str) -> bool:
 
 def source_hash(base: str | None) -> str:
     """Return the sha256 hex digest of the development image's inputs: the relative path and bytes of every
-    file in its build context (``image/`` minus :data:`DEV_CONTEXT_EXCLUDED` and caches) and ``base``.
+    file in its build context (all of ``image/`` but caches, as image/.dockerignore says) and ``base``.
 
     Raises:
         StackError: a stack file cannot be read.
@@ -80,12 +79,39 @@ def _context_files(image_dir: Path) -> list[Path]:
     """Return the files of the development image's build context under ``image_dir``."""
     files = []
     for root, dirs, names in os.walk(image_dir):
-        rel_root = Path(root).relative_to(image_dir)
-        dirs[:] = [d for d in dirs if not _ignored(d) and (rel_root / d).as_posix() not in DEV_CONTEXT_EXCLUDED]
-        for name in names:
-            if not _ignored(name) and (rel_root / name).as_posix() not in DEV_CONTEXT_EXCLUDED:
-                files.append(Path(root) / name)
+        dirs[:] = [d for d in dirs if not _ignored(d)]
+        files.extend(Path(root) / name for name in names if not _ignored(name))
     return files
+
+
+@functools.lru_cache(maxsize=8)
+def _podman_server(binary: str, docker_host: str | None) -> bool:
+    """Return True when ``binary`` (its server at ``docker_host``) is podman or the Docker CLI talking to
+    podman's Docker-compatible service (its version lists a "Podman Engine" component)."""
+    if os.path.basename(binary) == "podman":
+        return True
+    try:
+        result = subprocess.run([binary, "version", "--format", "{{range .Server.Components}}{{.Name}};{{end}}"],
+                                capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return "Podman" in result.stdout
+
+
+def podman_server(binary: str) -> bool:
+    """Return True when the engine behind ``binary`` is podman (directly, or behind the Docker CLI through
+    ``DOCKER_HOST``): the Docker API then differs from Docker's own engine in a few places (no BuildKit,
+    rootful bridge networks not isolated from each other)."""
+    return _podman_server(binary, os.environ.get("DOCKER_HOST"))
+
+
+def build_env(binary: str) -> dict[str, str]:
+    """Return the environment for ``binary build``: the Docker CLI talking to podman gets ``DOCKER_BUILDKIT=0``
+    (podman's Docker API serves the classic builder's endpoint, not BuildKit's), unless it is set already."""
+    env = dict(os.environ)
+    if os.path.basename(binary) == "docker" and "DOCKER_BUILDKIT" not in env and podman_server(binary):
+        env["DOCKER_BUILDKIT"] = "0"
+    return env
 
 
 def image_label(binary: str, image: str, label: str) -> str | None:
@@ -123,7 +149,7 @@ def ensure_dev_image(binary: str, base: str | None, echo: Echo) -> str:
     if base:
         argv += ["--build-arg", f"BASE_IMAGE={base}"]
     previous = _image_id(binary, tag)
-    status = subprocess.run([*argv, str(image_dir)], check=False).returncode
+    status = subprocess.run([*argv, str(image_dir)], env=build_env(binary), check=False).returncode
     if status != 0:
         raise StackError(f"building the development image {tag} failed (exit {status}; see the output above); "
                          f"if the base image cannot be pulled, set {BASE_IMAGE_ENV} to one you have")

@@ -8,7 +8,9 @@ every container a test starts is removed in a ``finally``.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -129,10 +131,10 @@ def flask_stack(*args: str, cwd: Path | None = None, timeout: float = 600.0, **e
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def start_flask_stack(*args: str, cwd: Path, log: Path) -> subprocess.Popen:
-    """Start ``flask-stack args`` in the background with its output in ``log``."""
+def start_flask_stack(*args: str, cwd: Path, log: Path, **extra: str) -> subprocess.Popen:
+    """Start ``flask-stack args`` in the background with its output in ``log`` (``extra``: more environment)."""
     handle = open(log, "wb")  # noqa: SIM115 - closed by the caller's process end
-    return subprocess.Popen([sys.executable, "-m", "flask_stack", *args], cwd=cwd, env=cli_env(),
+    return subprocess.Popen([sys.executable, "-m", "flask_stack", *args], cwd=cwd, env=cli_env(**extra),
                             stdout=handle, stderr=subprocess.STDOUT)
 
 
@@ -177,7 +179,7 @@ def container_cleanup(engine: str) -> Iterator[list[str]]:
         yield names
     finally:
         for name in names:
-            subprocess.run([engine, "rm", "-f", "-t", "2", name], capture_output=True, check=False, timeout=60)
+            subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ARG001 - pytest hook
@@ -192,3 +194,120 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # no
 def engine_object(binary: str) -> ContainerEngine:
     """A ContainerEngine on ``binary`` using this session's base image, printing status lines to stderr."""
     return ContainerEngine(binary, base=base_image_name(), echo=lambda line: print(line, file=sys.stderr))
+
+
+BOOM_ROUTE = '''
+
+@blueprint.get("/boom")
+def boom():
+    """Always fails (tests: no traceback and no debugger may leave the production server)."""
+    raise RuntimeError("secret-internal-detail")
+'''
+
+
+@pytest.fixture(scope="session")
+def app_project(template_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A template project with a failing /boom route, a runtime package (six) whose lock is stale, and a git
+    commit; returns (project, commit sha)."""
+    project = tmp_path_factory.mktemp("build") / "shop-api"
+    shutil.copytree(template_project, project)
+    (project / "__init__.py").write_text((project / "__init__.py").read_text() + BOOM_ROUTE)
+    pipfile = project / "Pipfile"
+    pipfile.write_text(pipfile.read_text().replace("[packages]\n", '[packages]\nsix = "==1.17.0"\n', 1))
+    (project / ".venv").mkdir()
+    (project / ".venv" / "junk.txt").write_text("must not reach the build context")
+    if shutil.which("git") is None:
+        return project, ""
+    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
+    subprocess.run([*git, "init", "-q"], check=True, timeout=60)
+    subprocess.run([*git, "add", "-A"], check=True, timeout=60)
+    subprocess.run([*git, "commit", "-qm", "app"], check=True, timeout=60)
+    sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=60)
+    return project, sha.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def docker_api(engine: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """The Docker CLI's environment for talking to podman's Docker-compatible API: ``podman system service``
+    on a unix socket of its own (in a temp dir), stopped at the end of the session. Returns the variables
+    to add to a ``docker`` (or ``flask-stack --engine docker``) subprocess: DOCKER_HOST, DOCKER_BUILDKIT=0."""
+    docker, podman = shutil.which("docker"), shutil.which("podman")
+    if docker is None or podman is None:
+        unavailable("the Docker CLI tests need both docker (the client) and podman (its API service)")
+    folder = tmp_path_factory.mktemp("docker-api")
+    socket_path = folder / "podman.sock"
+    log = open(folder / "service.log", "wb")  # noqa: SIM115 - closed below
+    service = subprocess.Popen([podman, "system", "service", "--time=0", f"unix://{socket_path}"],
+                               stdout=log, stderr=subprocess.STDOUT)
+    env = {"DOCKER_HOST": f"unix://{socket_path}", "DOCKER_BUILDKIT": "0"}
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            probe = subprocess.run([docker, "version", "--format", "{{.Server.Version}}"], env={**os.environ, **env},
+                                   capture_output=True, text=True, timeout=30, check=False)
+            if probe.returncode == 0:
+                break
+            if service.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"podman's Docker API did not start: {probe.stderr.strip()} "
+                            f"{(folder / 'service.log').read_text()[-1000:]}")
+            time.sleep(0.2)
+        yield env
+    finally:
+        stop_process(service, timeout=30)
+        log.close()
+
+
+def docker(env: dict[str, str], *args: str, timeout: float = 120.0, check: bool = True) -> subprocess.CompletedProcess:
+    """Run the Docker CLI ``docker args`` with ``env`` (from :func:`docker_api`); return its text result."""
+    return subprocess.run(["docker", *args], env={**os.environ, **env}, capture_output=True, text=True,
+                          timeout=timeout, check=check)
+
+
+#: Run by a second container: tries TCP connections to each host:port given (argv pairs) and, when one
+#: connects, a DAP initialize; prints one JSON line {"host:port": "refused" | "connected" | "dap" | error}.
+REACH_PROBE = r"""
+import json, socket, sys
+body = json.dumps({"seq": 1, "type": "request", "command": "initialize", "arguments": {"adapterID": "x"}}).encode()
+result = {}
+for target in sys.argv[1:]:
+    host, port = target.rsplit(":", 1)
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=2)
+    except OSError as exc:
+        result[target] = type(exc).__name__
+        continue
+    result[target] = "connected"
+    try:
+        sock.settimeout(3)
+        sock.sendall(b"Content-Length: %d
+
+" % len(body) + body)
+        if b"Content-Length" in sock.recv(65536):
+            result[target] = "dap"
+    except OSError:
+        pass
+    sock.close()
+print(json.dumps(result))
+"""
+
+
+def reach_from_another_container(engine: str, targets: list[str], env: dict[str, str] | None = None) -> dict[str, str]:
+    """Start a second container (the base image, on the engine's default network) that tries to connect to
+    each ``host:port`` in ``targets``; return what it found for each (see :data:`REACH_PROBE`)."""
+    result = subprocess.run([engine, "run", "--rm", base_image_name(), "python3", "-c", REACH_PROBE, *targets],
+                            env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120,
+                            check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def host_addresses(engine: str, env: dict[str, str] | None = None) -> list[str]:
+    """Addresses by which a container on the default network may reach this host: the default network's
+    gateway and the host's own non-loopback IPv4 addresses."""
+    found = set()
+    names = subprocess.run(["hostname", "-I"], capture_output=True, text=True, check=False, timeout=10).stdout.split()
+    found.update(a for a in names if ":" not in a)
+    inspect = subprocess.run([engine, "network", "inspect", "podman" if engine == "podman" else "bridge"],
+                             env={**os.environ, **(env or {})}, capture_output=True, text=True, check=False,
+                             timeout=60)
+    found.update(re.findall(r'"[Gg]ateway":\s*"([0-9.]+)"', inspect.stdout))
+    return sorted(found)

@@ -29,14 +29,6 @@ from .conftest import (
 
 pytestmark = pytest.mark.container
 
-BOOM_ROUTE = '''
-
-@blueprint.get("/boom")
-def boom():
-    """Always fails (tests: no traceback and no debugger may leave the production server)."""
-    raise RuntimeError("secret-internal-detail")
-'''
-
 CONTENTS_PROBE = r"""
 import importlib.util, json, os, shutil
 print(json.dumps({
@@ -59,27 +51,6 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         continue
     print(re.search(r"Uid:\s+(\d+)", status).group(1), pid, cmdline)
 """
-
-
-@pytest.fixture(scope="session")
-def app_project(template_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A template project with a failing /boom route, a runtime package (six) whose lock is stale, and a git
-    commit; returns (project, commit sha)."""
-    project = tmp_path_factory.mktemp("build") / "shop-api"
-    shutil.copytree(template_project, project)
-    (project / "__init__.py").write_text((project / "__init__.py").read_text() + BOOM_ROUTE)
-    pipfile = project / "Pipfile"
-    pipfile.write_text(pipfile.read_text().replace("[packages]\n", '[packages]\nsix = "==1.17.0"\n', 1))
-    (project / ".venv").mkdir()
-    (project / ".venv" / "junk.txt").write_text("must not reach the build context")
-    if shutil.which("git") is None:
-        return project, ""
-    git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
-    subprocess.run([*git, "init", "-q"], check=True, timeout=60)
-    subprocess.run([*git, "add", "-A"], check=True, timeout=60)
-    subprocess.run([*git, "commit", "-qm", "app"], check=True, timeout=60)
-    sha = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=60)
-    return project, sha.stdout.strip()
 
 
 @pytest.fixture(scope="session")

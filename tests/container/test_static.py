@@ -3,7 +3,9 @@ the deployable image's build context and the development image's source hash."""
 
 from __future__ import annotations
 
+import fnmatch
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -88,17 +90,65 @@ def test_build_context_is_laid_out_like_appsody_extract(tmp_path: Path) -> None:
 
 
 def test_source_hash_tracks_stack_files_and_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The dev image's hash is stable, changes with the base image and with any file of its build context,
-    and ignores caches and the k8s config (not in the context)."""
+    """The dev image's hash is stable, changes with the base image and with any file of its build context
+    (the deploy config and the deployable image's Dockerfile among them: the image carries both), and
+    ignores caches."""
     stack = tmp_path / "stack"
     shutil.copytree(REPO / "image", stack / "image", ignore=shutil.ignore_patterns("__pycache__"))
     monkeypatch.setattr(container_image, "stack_root", lambda: stack)
     first = container_image.source_hash("base:a")
     assert container_image.source_hash("base:a") == first
     assert container_image.source_hash("base:b") != first
-    (stack / "image" / "config" / "deployment.yaml").write_text("changed")
     (stack / "image" / "project" / "server" / "__pycache__").mkdir(exist_ok=True)
     (stack / "image" / "project" / "server" / "__pycache__" / "x.pyc").write_text("cache")
     assert container_image.source_hash("base:a") == first
-    (stack / "image" / "project" / "server" / "__init__.py").write_text("# changed\n", encoding="utf-8")
-    assert container_image.source_hash("base:a") != first
+    seen = {first}
+    for changed in ("project/server/__init__.py", "config/app-deploy.yaml", "project/Dockerfile",
+                    "project/.dockerignore"):
+        path = stack / "image" / changed
+        path.write_text(path.read_text(encoding="utf-8") + "# changed\n", encoding="utf-8")
+        now = container_image.source_hash("base:a")
+        assert now not in seen, changed
+        seen.add(now)
+
+
+def dockerfile_instructions(path: Path) -> list[str]:
+    """Return the Dockerfile's instructions, continuation lines joined and comments dropped."""
+    instructions, current = [], ""
+    for line in path.read_text().splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            current += line.rstrip()[:-1] + " "
+            continue
+        instructions.append(current + line)
+        current = ""
+    return instructions
+
+
+def test_each_appsody_variable_has_its_own_env_line() -> None:
+    """`appsody stack lint` reads one variable per ENV instruction: no ENV names two APPSODY_* variables, and
+    every variable the Appsody CLI checks for is declared."""
+    env_lines = [i for i in dockerfile_instructions(REPO / "image" / "Dockerfile-stack") if i.startswith("ENV ")]
+    declared = []
+    for line in env_lines:
+        names = re.findall(r"\b(APPSODY_[A-Z_]+)=", line)
+        assert len(names) <= 1, line
+        declared += names
+    for name in ("APPSODY_MOUNTS", "APPSODY_DEPS", "APPSODY_WATCH_REGEX", "APPSODY_RUN", "APPSODY_RUN_ON_CHANGE",
+                 "APPSODY_RUN_KILL", "APPSODY_DEBUG", "APPSODY_DEBUG_ON_CHANGE", "APPSODY_DEBUG_KILL",
+                 "APPSODY_TEST", "APPSODY_TEST_ON_CHANGE", "APPSODY_TEST_KILL", "APPSODY_DEBUG_PORT",
+                 "APPSODY_PREP", "APPSODY_USER_RUN_AS_LOCAL"):
+        assert declared.count(name) == 1, name
+    assert len(declared) == len(set(declared))
+
+
+def test_dev_image_context_carries_what_appsody_extract_needs() -> None:
+    """image/.dockerignore keeps the deployable image's Dockerfile and .dockerignore (copied to /project) and
+    config/ (copied to /config) in the development image's build context."""
+    ignored = [line.strip() for line in (REPO / "image" / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    for kept in ("project/Dockerfile", "project/.dockerignore", "config", "config/app-deploy.yaml"):
+        assert not any(fnmatch.fnmatch(kept, pattern) for pattern in ignored), kept
+    instructions = dockerfile_instructions(REPO / "image" / "Dockerfile-stack")
+    assert "COPY config/ /config/" in instructions and "COPY project/ /project/" in instructions

@@ -66,3 +66,74 @@ def dap_initialize(port: int, timeout: float = 30.0, host: str = "127.0.0.1") ->
             last = exc
             time.sleep(0.2)
     raise AssertionError(f"no DAP initialize response on {host}:{port} within {timeout:.0f} s ({last})")
+
+
+class DapSession:
+    """One DAP client connection: send requests, wait for their responses and for events.
+
+    Args:
+        port (int): the debug adapter's TCP port on ``host``.
+        host (str): address to connect to.
+        timeout (float): seconds to keep retrying the connection (the adapter may still be starting).
+    """
+
+    def __init__(self, port: int, host: str = "127.0.0.1", timeout: float = 30.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.sock = socket.create_connection((host, port), timeout=5)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        self.buffer = bytearray()
+        self.seq = 0
+        self.events: list[dict] = []
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.sock.close()
+
+    def send(self, command: str, **arguments: object) -> int:
+        """Send the request ``command`` with ``arguments``; return its sequence number."""
+        self.seq += 1
+        self.sock.sendall(frame({"seq": self.seq, "type": "request", "command": command, "arguments": arguments}))
+        return self.seq
+
+    def _next(self, deadline: float) -> dict:
+        self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+        return read_message(self.sock, self.buffer)
+
+    def response(self, seq: int, timeout: float = 30.0) -> dict:
+        """Wait for the response to request ``seq`` (events meanwhile are kept); return it.
+
+        Raises:
+            OSError: no response within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            message = self._next(deadline)
+            if message.get("type") == "response" and message.get("request_seq") == seq:
+                return message
+            if message.get("type") == "event":
+                self.events.append(message)
+
+    def request(self, command: str, timeout: float = 30.0, **arguments: object) -> dict:
+        """Send ``command`` and return its response."""
+        return self.response(self.send(command, **arguments), timeout)
+
+    def event(self, name: str, timeout: float = 30.0) -> dict:
+        """Return the first event called ``name`` (one seen before, or the next to arrive).
+
+        Raises:
+            OSError: none within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            for index, message in enumerate(self.events):
+                if message.get("event") == name:
+                    return self.events.pop(index)
+            message = self._next(deadline)
+            if message.get("type") == "event":
+                self.events.append(message)
