@@ -200,7 +200,7 @@ class ContainerEngine(Engine):
     def _dev_run_args(self, project: Path, name: str) -> list[str]:
         """Return the ``run`` options shared by run/debug/test: name, label, user, mounts."""
         self._remove(name)  # a stopped leftover of an interrupted run would block the name
-        return ["run", "--rm", "--name", name, "--label", f"{PROJECT_LABEL}={project}", *self.user_args(),
+        return ["run", "--name", name, "--label", f"{PROJECT_LABEL}={project}", *self.user_args(),
                 "-v", self._mount(project, USERAPP_DIR), "-v", f"{self.volume_name(project)}:{DEPS_DIR}"]
 
     def _image(self) -> str:
@@ -242,7 +242,7 @@ class ContainerEngine(Engine):
         """Build the deployable image (tag ``flask-stack-<key>:production``) and run it on 127.0.0.1:PORT."""
         tag = f"localhost/flask-stack-{project_key(project)}:production"
         self.build(project, tag, None)
-        argv = [self.binary, "run", "--rm", "--name", name, "--label", f"{PROJECT_LABEL}={project}",
+        argv = [self.binary, "run", "--name", name, "--label", f"{PROJECT_LABEL}={project}",
                 "-p", f"127.0.0.1:{opts.port}:8080"]
         for key, value in opts.env.items():
             argv += ["-e", f"{key}={value}"]
@@ -252,7 +252,12 @@ class ContainerEngine(Engine):
     def _foreground(self, argv: list[str], project: Path, name: str) -> int:
         """Run the engine client ``argv`` in the foreground (signals forwarded to the container through the
         client's signal proxy); afterwards make sure the container (and a network of its own) is gone;
-        return its exit status."""
+        return its exit status.
+
+        The containers are started without ``--rm`` and removed here instead: through podman's Docker API
+        (4.3), ``docker run --rm`` exits 0 whatever the container's status, which would turn a failing
+        ``test`` into a pass; without it the client returns the container's own status on every engine.
+        """
         try:
             return run_foreground(argv, dict(os.environ), project)
         finally:

@@ -10,7 +10,7 @@ def test_generate_only_writes_the_manifests_into_deploy(flask_stack, tmp_path):
     result = flask_stack("deploy", "--generate-only", cwd=tmp_path / "shop")
     assert result.returncode == 0, result.stderr
     written = sorted(p.name for p in (tmp_path / "shop" / "deploy").iterdir())
-    assert written == ["deployment.yaml", "service.yaml"]
+    assert written == ["deployment.yaml", "hpa.yaml", "pdb.yaml", "service.yaml"]
     deployment = (tmp_path / "shop" / "deploy" / "deployment.yaml").read_text()
     assert "image: shop:latest" in deployment
     assert f"flask-stack: wrote {tmp_path / 'shop' / 'deploy' / 'deployment.yaml'}" in result.stderr

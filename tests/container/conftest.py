@@ -263,8 +263,9 @@ def docker(env: dict[str, str], *args: str, timeout: float = 120.0, check: bool 
                           timeout=timeout, check=check)
 
 
-#: Run by a second container: tries TCP connections to each host:port given (argv pairs) and, when one
-#: connects, a DAP initialize; prints one JSON line {"host:port": "refused" | "connected" | "dap" | error}.
+#: Run by a second container: connects to each host:port given (argv) and sends a DAP ``initialize``; prints
+#: one JSON line {"host:port": exception name | "silent" (connected, no answer) | "answered: <first line>"}.
+#: A DAP adapter answers with a DAP frame, an HTTP server (the Werkzeug console's port) with a 400.
 REACH_PROBE = r"""
 import json, socket, sys
 body = json.dumps({"seq": 1, "type": "request", "command": "initialize", "arguments": {"adapterID": "x"}}).encode()
@@ -276,14 +277,13 @@ for target in sys.argv[1:]:
     except OSError as exc:
         result[target] = type(exc).__name__
         continue
-    result[target] = "connected"
+    result[target] = "silent"
     try:
-        sock.settimeout(3)
-        sock.sendall(b"Content-Length: %d
-
-" % len(body) + body)
-        if b"Content-Length" in sock.recv(65536):
-            result[target] = "dap"
+        sock.settimeout(5)
+        sock.sendall(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        answer = sock.recv(65536)
+        if answer:
+            result[target] = "answered: " + answer.decode("latin-1").splitlines()[0]
     except OSError:
         pass
     sock.close()
@@ -293,7 +293,10 @@ print(json.dumps(result))
 
 def reach_from_another_container(engine: str, targets: list[str], env: dict[str, str] | None = None) -> dict[str, str]:
     """Start a second container (the base image, on the engine's default network) that tries to connect to
-    each ``host:port`` in ``targets``; return what it found for each (see :data:`REACH_PROBE`)."""
+    each ``host:port`` in ``targets``; return what it found for each (see :data:`REACH_PROBE`).
+
+    Only local addresses mean anything here: on these machines an outgoing connection to any other address
+    is accepted (and answered with an HTTP 400) by the network's egress proxy."""
     result = subprocess.run([engine, "run", "--rm", base_image_name(), "python3", "-c", REACH_PROBE, *targets],
                             env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=120,
                             check=True)
@@ -311,3 +314,16 @@ def host_addresses(engine: str, env: dict[str, str] | None = None) -> list[str]:
                              timeout=60)
     found.update(re.findall(r'"[Gg]ateway":\s*"([0-9.]+)"', inspect.stdout))
     return sorted(found)
+
+
+#: Prints "uid pid cmdline" for every process of the container it runs in (`<engine> exec NAME python3 -c`).
+PROCESS_PROBE = r"""
+import os, re
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        status = open(f"/proc/{pid}/status").read()
+        cmdline = " ".join(open(f"/proc/{pid}/cmdline", "rb").read().decode().replace("\0", " ").split())
+    except OSError:
+        continue
+    print(re.search(r"Uid:\s+(\d+)", status).group(1), pid, cmdline)
+"""

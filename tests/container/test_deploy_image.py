@@ -21,6 +21,7 @@ from .conftest import (
     flask_stack,
     free_port,
     http_get,
+    PROCESS_PROBE,
     image_size,
     start_flask_stack,
     stop_process,
@@ -39,17 +40,6 @@ print(json.dumps({
                "/project/server/testing.py", "/project/serve", "/project/gunicorn.conf.py",
                "/project/userapp/.venv", "/project/userapp/.git")},
 }))
-"""
-
-PROCESS_PROBE = r"""
-import os, re
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        status = open(f"/proc/{pid}/status").read()
-        cmdline = " ".join(open(f"/proc/{pid}/cmdline", "rb").read().decode().replace("\0", " ").split())
-    except OSError:
-        continue
-    print(re.search(r"Uid:\s+(\d+)", status).group(1), pid, cmdline)
 """
 
 
@@ -83,7 +73,7 @@ def running_app(engine: str, app_image: str) -> Iterator[tuple[str, str]]:
     try:
         yield name, f"http://127.0.0.1:{port}"
     finally:
-        subprocess.run([engine, "rm", "-f", "-t", "5", name], capture_output=True, check=False, timeout=120)
+        subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=120)
 
 
 def test_image_metadata(engine: str, app_image: str, app_project: tuple[Path, str]) -> None:

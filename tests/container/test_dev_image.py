@@ -6,6 +6,8 @@ import json
 import os
 import re
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -14,14 +16,16 @@ import pytest
 from flask_stack import container_image
 from flask_stack.container import ContainerEngine
 
-from testkit.dap import dap_initialize
+from testkit.dap import INITIALIZE_ARGUMENTS, DapSession, dap_initialize
 
 from .conftest import (
     base_image_name,
     engine_object,
     flask_stack,
     free_port,
+    host_addresses,
     http_get,
+    reach_from_another_container,
     start_flask_stack,
     stop_process,
     wait_for,
@@ -167,18 +171,98 @@ def test_plain_engine_run_without_cli(engine: str, dev_image: str, project: Path
     assert waited.stdout.strip().splitlines()[-1] == "0", waited
 
 
-def test_debug_attaches_over_dap(engine: str, dev_image: str, dev_project: Path, tmp_path: Path) -> None:
-    """`flask-stack debug --engine X`: the app serves and a DAP client completes `initialize` on the host port."""
+def container_addresses(engine: str, name: str) -> list[str]:
+    """The IPv4 addresses the container ``name`` has on the engine's networks (none with slirp4netns)."""
+    settings = inspect(engine, "container", name)["NetworkSettings"]
+    found = {settings.get("IPAddress")} | {n.get("IPAddress") for n in (settings.get("Networks") or {}).values()}
+    return sorted(a for a in found if a)
+
+
+def test_debug_attaches_over_dap_from_the_host_only(engine: str, dev_image: str, dev_project: Path, tmp_path: Path,
+                                                   container_cleanup: list[str]) -> None:
+    """`flask-stack debug --engine X`: a DAP client completes `initialize` on the host's loopback port, and a
+    second container reaches neither the debugger nor the app's port (the Werkzeug console): not through the
+    host's addresses, and the debug container has no address on a network other containers share. Control:
+    the same image started plainly on the default network answers that second container (the probe works)."""
     project = dev_project
     port, debug_port = free_port(), free_port()
     proc = start_flask_stack("debug", "--engine", engine, "--port", str(port), "--debug-port", str(debug_port),
                              cwd=project, log=tmp_path / "debug.log")
     name = ContainerEngine(engine).container_name(project)
+    plain = f"flask-stack-test-plain-debug-{os.getpid()}"
+    container_cleanup.append(plain)
     try:
         wait_for(f"http://127.0.0.1:{port}/hello", proc=proc)
         response = dap_initialize(debug_port)
         assert response["command"] == "initialize" and response["success"] is True
+        assert container_addresses(engine, name) == []
+        targets = [f"{host}:{p}" for host in host_addresses(engine) for p in (port, debug_port)]
+        found = reach_from_another_container(engine, targets)
+        assert all(what == "ConnectionRefusedError" for what in found.values()), found
+
+        subprocess.run([engine, "run", "-d", "--name", plain, "-p", f"127.0.0.1:{free_port()}:5678",
+                        "-v", f"{project}:/project/userapp", dev_image, "debug"],
+                       check=True, capture_output=True, timeout=120)
+        (address,) = container_addresses(engine, plain)
+        deadline = time.monotonic() + 60
+        while True:
+            control = reach_from_another_container(engine, [f"{address}:5678", f"{address}:8080"])
+            if all(what.startswith("answered") for what in control.values()) or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        # debugpy answers with a DAP frame, Werkzeug with an error page
+        assert "Content-Length" in control[f"{address}:5678"], control
+        assert control[f"{address}:8080"].startswith("answered"), control
     finally:
+        stop_process(proc, timeout=60)
+        subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
+
+
+PTVSD_VIEW_LINE = 'return "Hello from Appsody!"'
+
+
+def test_ptvsd_breakpoint_in_the_users_view(engine: str, dev_image: str, dev_project: Path, tmp_path: Path) -> None:
+    """The original stack's debugger: ptvsd 4.3.2 in the project's [dev-packages] and STACK_DEBUGGER=ptvsd; a DAP
+    client attaches to `flask-stack debug`, sets a breakpoint in the user's view, sees it hit on a request,
+    reads the stack there and continues; the request then completes."""
+    project = dev_project
+    pipfile = project / "Pipfile"
+    pipfile.write_text(pipfile.read_text().replace("[dev-packages]\n", '[dev-packages]\nptvsd = "==4.3.2"\n', 1))
+    source = project / "__init__.py"
+    line = next(n for n, text in enumerate(source.read_text().splitlines(), 1) if PTVSD_VIEW_LINE in text)
+    port, debug_port = free_port(), free_port()
+    proc = start_flask_stack("debug", "--engine", engine, "--port", str(port), "--debug-port", str(debug_port),
+                             "-e", "STACK_DEBUGGER=ptvsd", cwd=project, log=tmp_path / "debug.log")
+    name = ContainerEngine(engine).container_name(project)
+    session = None
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health/ready", timeout=300, proc=proc)
+        assert "debugger (ptvsd) listening" in (tmp_path / "debug.log").read_text()
+        session = DapSession(debug_port)
+        assert session.request("initialize", **INITIALIZE_ARGUMENTS)["success"] is True
+        attach = session.send("attach", justMyCode=False)
+        assert session.response(attach)["success"] is True
+        session.event("initialized")
+        remote = "/project/userapp/__init__.py"
+        placed = session.request("setBreakpoints", source={"path": remote}, breakpoints=[{"line": line}])
+        assert placed["success"] and placed["body"]["breakpoints"][0]["verified"], placed
+        assert session.request("configurationDone")["success"] is True
+
+        answer: dict[str, object] = {}
+        request = threading.Thread(target=lambda: answer.update(hello=http_get(f"http://127.0.0.1:{port}/hello",
+                                                                                 timeout=60)))
+        request.start()
+        stopped = session.event("stopped", timeout=60)
+        assert stopped["body"]["reason"] == "breakpoint"
+        frames = session.request("stackTrace", threadId=stopped["body"]["threadId"])["body"]["stackFrames"]
+        assert (frames[0]["source"]["path"], frames[0]["line"], frames[0]["name"]) == (remote, line, "hello")
+        assert "hello" not in answer  # held at the breakpoint
+        assert session.request("continue", threadId=stopped["body"]["threadId"])["success"] is True
+        request.join(60)
+        assert answer["hello"][:2] == (200, "Hello from Appsody!")
+    finally:
+        if session is not None:
+            session.close()
         stop_process(proc, timeout=60)
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
@@ -206,6 +290,22 @@ def test_appsody_controller_commands(engine: str, dev_image: str, project: Path,
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     assert "passed" in result.stdout
+
+
+def test_appsody_as_root_runs_the_app_as_worker(engine: str, dev_image: str, project: Path,
+                                                container_cleanup: list[str]) -> None:
+    """Appsody with APPSODY_USER_RUN_AS_LOCAL=true and a root host user starts the container with `-u 0:0`; its
+    controller runs APPSODY_PREP and APPSODY_TEST, which run the dev loop (and the user's tests) as worker."""
+    (project / "tests" / "test_uid.py").write_text("import os\n\n\ndef test_uid():\n    assert os.getuid() == 1001\n")
+    name = f"flask-stack-test-appsody-root-{os.getpid()}"
+    container_cleanup.append(name)
+    result = subprocess.run([engine, "run", "--name", name, "--user", "0:0", "-v", f"{project}:/project/userapp",
+                             "--entrypoint", "/bin/sh", dev_image, "-c",
+                             'id -u && eval "$APPSODY_PREP" && eval "$APPSODY_TEST"'],
+                            capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert result.stdout.splitlines()[0] == "0"  # the controller's shell is root; the tests ran as worker:
+    assert "test_uid" in result.stdout and "passed" in result.stdout
 
 
 def test_any_uid_with_user_deps(engine: str, dev_image: str, project: Path, container_cleanup: list[str]) -> None:
@@ -249,3 +349,17 @@ def test_dev_image_rebuilt_when_stack_files_change(engine: str, dev_image: str,
     monkeypatch.undo()
     container_image.ensure_dev_image(engine, base_image_name(), lambda line: None)
     assert inspect(engine, "image", dev_image)["Config"]["Labels"][container_image.HASH_LABEL] == real
+
+
+@pytest.mark.parametrize("command", ["run", "debug"])
+def test_base_image_option_reaches_the_build(engine: str, dev_image: str, project: Path, command: str) -> None:
+    """`run`/`debug --base-image IMG` build the development image on IMG (and say so): with an image that does
+    not exist the build fails in one `flask-stack:` line, the current development image left as it was."""
+    image_id = inspect(engine, "image", dev_image)["Id"]
+    result = flask_stack(command, "--engine", engine, "--port", str(free_port()), "--base-image",
+                         "localhost/flask-stack-no-such-base:0", cwd=project, timeout=300)
+    assert result.returncode != 0
+    assert "base localhost/flask-stack-no-such-base:0" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("flask-stack: building the development image") and "Traceback" not in result.stderr
+    assert inspect(engine, "image", dev_image)["Id"] == image_id

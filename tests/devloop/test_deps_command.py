@@ -213,4 +213,4 @@ def test_unwritable_deps_dir_is_one_error_line(devloop, shared_dir, other_uid):
 def test_dev_image_prep_uses_the_deps_command():
     dockerfile = (Path(__file__).resolve().parents[2] / "image" / "Dockerfile-stack").read_text()
     prep = [line for line in dockerfile.splitlines() if "APPSODY_PREP=" in line]
-    assert prep == ['    APPSODY_PREP="python -m devloop deps" \\'], prep
+    assert prep == ['ENV APPSODY_PREP="as-worker python -m devloop deps"'], prep
