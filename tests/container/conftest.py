@@ -316,7 +316,7 @@ def host_addresses(engine: str, env: dict[str, str] | None = None) -> list[str]:
     return sorted(found)
 
 
-#: Prints "uid pid cmdline" for every process of the container it runs in (`<engine> exec NAME python3 -c`).
+#: Prints "uid pid ppid cmdline" for every process of the container it runs in (`<engine> exec NAME python3 -c`).
 PROCESS_PROBE = r"""
 import os, re
 for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -325,5 +325,21 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
         cmdline = " ".join(open(f"/proc/{pid}/cmdline", "rb").read().decode().replace("\0", " ").split())
     except OSError:
         continue
-    print(re.search(r"Uid:\s+(\d+)", status).group(1), pid, cmdline)
+    print(re.search(r"Uid:\s+(\d+)", status).group(1), pid, re.search(r"PPid:\s+(\d+)", status).group(1), cmdline)
 """
+
+
+def container_processes(engine: str, name: str, env: dict[str, str] | None = None) -> list[tuple[str, ...]]:
+    """(uid, pid, ppid, command line) of every process in the running container ``name``."""
+    result = subprocess.run([engine, "exec", name, "python3", "-c", PROCESS_PROBE], env={**os.environ, **(env or {})},
+                            capture_output=True, text=True, check=True, timeout=60)
+    return [tuple(line.split(" ", 3)) for line in result.stdout.splitlines()]
+
+
+def assert_production_server(table: list[tuple[str, ...]], workers: int = 2) -> None:
+    """Every process runs as uid 1001; PID 1 is the stack's production entry (``serve`` execs ``server.serving``,
+    which runs gunicorn's arbiter in that process) and at least ``workers`` worker processes were forked from it."""
+    assert {uid for uid, *_ in table} == {"1001"}, table
+    pid1 = [cmd for _, pid, _, cmd in table if pid == "1"]
+    assert pid1 and "server.serving" in pid1[0], table
+    assert len([pid for _, pid, ppid, cmd in table if ppid == "1" and cmd == pid1[0]]) >= workers, table

@@ -18,10 +18,11 @@ from flask_stack.project import project_name
 from .conftest import (
     BUILD_TIMES,
     base_image_name,
+    container_processes,
     flask_stack,
     free_port,
     http_get,
-    PROCESS_PROBE,
+    assert_production_server,
     image_size,
     start_flask_stack,
     stop_process,
@@ -112,7 +113,7 @@ def test_image_contents(engine: str, app_image: str) -> None:
 
 def test_serves_every_endpoint_as_non_root(engine: str, running_app: tuple[str, str],
                                            app_project: tuple[Path, str]) -> None:
-    """gunicorn (PID 1 after serve's exec) answers every endpoint; all processes run as uid 1001; errors
+    """gunicorn (in PID 1, which serve's exec makes the stack's serving entry) answers every endpoint; all processes run as uid 1001; errors
     carry no traceback and no Werkzeug debugger although STACK_DEBUG=1 was passed."""
     name, base = running_app
     _, sha = app_project
@@ -133,12 +134,7 @@ def test_serves_every_endpoint_as_non_root(engine: str, running_app: tuple[str, 
     assert status == 500
     assert "Traceback" not in body and "secret-internal-detail" not in body and "Werkzeug Debugger" not in body
 
-    procs = subprocess.run([engine, "exec", name, "python3", "-c", PROCESS_PROBE],
-                           capture_output=True, text=True, check=True, timeout=60).stdout.splitlines()
-    table = [line.split(" ", 2) for line in procs]
-    assert all(uid == "1001" for uid, _, _ in table), procs
-    pid1 = [cmd for _, pid, cmd in table if pid == "1"]
-    assert pid1 and "gunicorn" in pid1[0], procs
+    assert_production_server(container_processes(engine, name), workers=2)  # WEB_CONCURRENCY=2
 
 
 def test_healthcheck_passes(engine: str, running_app: tuple[str, str]) -> None:
@@ -183,9 +179,7 @@ def test_cli_run_production(engine: str, template_project: Path, tmp_path: Path)
                              log=tmp_path / "prod.log")
     try:
         assert wait_for(f"http://127.0.0.1:{port}/hello", timeout=600, proc=proc) == "Hello from Appsody!"
-        pid1 = subprocess.run([engine, "exec", name, "cat", "/proc/1/cmdline"], capture_output=True,
-                              check=True, timeout=60).stdout
-        assert b"gunicorn" in pid1
+        assert_production_server(container_processes(engine, name))
         assert stop_process(proc, timeout=90) == 0, (tmp_path / "prod.log").read_text()[-3000:]
         left = subprocess.run([engine, "ps", "-a", "--filter", f"name={name}", "--format", "{{.Names}}"],
                               capture_output=True, text=True, check=True, timeout=60).stdout.split()

@@ -23,8 +23,9 @@ from testkit.dap import dap_initialize
 
 from .conftest import (
     BUILD_TIMES,
-    PROCESS_PROBE,
+    assert_production_server,
     base_image_name,
+    container_processes,
     docker,
     flask_stack,
     free_port,
@@ -55,12 +56,6 @@ def gone(env: dict[str, str], name: str) -> bool:
     return docker(env, "container", "inspect", name, check=False).returncode != 0
 
 
-def processes(env: dict[str, str], name: str) -> list[tuple[str, str, str]]:
-    """(uid, pid, command line) of every process in the running container ``name``."""
-    lines = docker(env, "exec", name, "python3", "-c", PROCESS_PROBE).stdout.splitlines()
-    return [tuple(line.split(" ", 2)) for line in lines]  # type: ignore[misc]
-
-
 def test_docker_run_reloads_and_stops(dev_image: str, docker_api: dict[str, str], docker_project: Path,
                                       tmp_path: Path) -> None:
     """`flask-stack run --engine docker`: served on the host's loopback, reloaded on save, as worker (uid 1001);
@@ -74,7 +69,7 @@ def test_docker_run_reloads_and_stops(dev_image: str, docker_api: dict[str, str]
         assert wait_for(f"{base}/hello", proc=proc) == "Hello from Appsody!"
         assert http_get(f"{base}/health/ready")[0] == 200
         assert f"8080/tcp -> 127.0.0.1:{port}" in docker(docker_api, "port", name).stdout
-        assert {uid for uid, _, _ in processes(docker_api, name)} == {"1001"}
+        assert {uid for uid, *_ in container_processes("docker", name, docker_api)} == {"1001"}
         source = project / "__init__.py"
         source.write_text(source.read_text().replace("Hello from Appsody!", "Hello after a save!"))
         assert wait_for(f"{base}/hello", timeout=30, expect="after a save", proc=proc) == "Hello after a save!"
@@ -123,16 +118,15 @@ def test_docker_test_exit_status(dev_image: str, docker_api: dict[str, str], doc
 
 
 def serve_and_check(env: dict[str, str], image: str, label: str) -> None:
-    """`docker run` the deployable ``image``: it answers /hello and /health/ready, every process (gunicorn as
-    PID 1) runs as uid 1001, its container carries the HEALTHCHECK, and `docker stop` ends it with status 0."""
+    """`docker run` the deployable ``image``: it answers /hello and /health/ready, every process (the serving
+    entry as PID 1, running gunicorn, and its workers) runs as uid 1001, its container carries the HEALTHCHECK,
+    and `docker stop` ends it with status 0."""
     name, port = f"flask-stack-test-{label}-{time.monotonic_ns()}", free_port()
     try:
         docker(env, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", image)
         assert wait_for(f"http://127.0.0.1:{port}/hello") == "Hello from Appsody!"
         assert json.loads(wait_for(f"http://127.0.0.1:{port}/health/ready"))["status"] == "UP"
-        table = processes(env, name)
-        assert {uid for uid, _, _ in table} == {"1001"}, table
-        assert any(pid == "1" and "gunicorn" in cmd for _, pid, cmd in table), table
+        assert_production_server(container_processes("docker", name, env))
         # podman's Docker API leaves the healthcheck out of `docker image inspect`; the container has it
         config = json.loads(docker(env, "container", "inspect", name).stdout)[0]["Config"]
         assert "/health/live" in " ".join(config["Healthcheck"]["Test"])
