@@ -24,7 +24,8 @@ def clean_env(monkeypatch):
 
 @pytest.fixture
 def make_app():
-    """``make_app("basic", KEY=value)``: create_app for a fixture package (TESTING on unless given)."""
+    """``make_app("basic", KEY=value)``: create_app for a fixture package (TESTING on unless given), imported
+    under the module name ``userapp`` (the original stack's) unless ``USERAPP`` is given."""
     from server import create_app
 
     def make(name: str | None = "basic", **config):
@@ -32,6 +33,7 @@ def make_app():
             config.setdefault("USERAPP", "")
         else:
             config.setdefault("USERAPP_DIR", str(USERAPPS / name))
+            config.setdefault("USERAPP", "userapp")
         config.setdefault("TESTING", True)
         return create_app(config)
 

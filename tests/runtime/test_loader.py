@@ -75,11 +75,12 @@ def test_missing_dependency_has_hint(make_app):
     assert info.value.lineno == 2
 
 
-def test_missing_package_one_line(make_app):
+def test_no_app_found_is_one_line(make_app):
     with pytest.raises(UserAppImportError) as info:
-        make_app("no_init")
-    assert "__init__.py does not exist" in info.value.summary
-    assert info.value.filename == str(USERAPPS / "no_init" / "__init__.py")
+        make_app("no_init")  # app.py, Flask's default module, holds no app
+    assert "app (" in info.value.summary and "no Flask app found" in info.value.summary
+    assert "\n" not in info.value.summary
+    assert info.value.filename == str(USERAPPS / "no_init" / "app.py")
     with pytest.raises(UserAppImportError, match="does not exist"):
         make_app("no_such_dir_at_all")
 
@@ -125,12 +126,15 @@ def test_no_user_package(make_app):
     assert client.get("/").status_code == 302
 
 
+_BP = "from flask import Blueprint\nblueprint = Blueprint('b', __name__)\n"
+
+
 @pytest.mark.parametrize("source, message", [
     ("blueprint = 'not a blueprint'\n", "blueprint 'not a blueprint' is a str, not a flask.Blueprint"),
     ("blueprints = 'api'\n", "userapp.blueprints must be a list of flask.Blueprint, not str"),
-    ("swagger_template = ['x']\n", "swagger_template must be a dict, not list"),
-    ("readiness_checks = {'db': 42}\n", "health check 'db' is not callable"),
-    ("liveness_checks = [lambda: True]\n", "liveness_checks must be a dict of name -> function, not list"),
+    (_BP + "swagger_template = ['x']\n", "swagger_template must be a dict, not list"),
+    (_BP + "readiness_checks = {'db': 42}\n", "health check 'db' is not callable"),
+    (_BP + "liveness_checks = [lambda: True]\n", "liveness_checks must be a dict of name -> function, not list"),
 ], ids=["blueprint", "blueprints", "swagger_template", "check-not-callable", "checks-not-dict"])
 def test_wrong_hook_types_are_one_line_errors(make_app, tmp_path, source, message):
     from .support import write_userapp
@@ -142,10 +146,13 @@ def test_wrong_hook_types_are_one_line_errors(make_app, tmp_path, source, messag
     assert info.value.filename == str(tmp_path / "wrong" / "__init__.py")
 
 
-def test_own_flask_app_gets_a_warning(make_app, tmp_path, caplog):
+def test_own_flask_app_is_served_as_it_is(make_app, tmp_path):
     from .support import write_userapp
 
-    write_userapp(tmp_path / "own", "from flask import Flask\napp = Flask(__name__)\n\n@app.route('/mine')\n"
-                                    "def mine():\n    return 'mine'\n")
-    make_app(None, USERAPP="userapp", USERAPP_DIR=str(tmp_path / "own"))
-    assert any("userapp.app is a Flask app of its own" in r.getMessage() for r in caplog.records)
+    write_userapp(tmp_path / "own", "from flask import Flask, url_for\napp = Flask(__name__)\n\n@app.route('/mine')\n"
+                                    "def mine():\n    return url_for('mine')\n")
+    app = make_app(None, USERAPP="userapp", USERAPP_DIR=str(tmp_path / "own"))
+    assert app is sys.modules["userapp"].app and app.name == "userapp"
+    client = app.test_client()
+    assert client.get("/mine").get_data(as_text=True) == "/mine"  # its own endpoint name
+    assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200

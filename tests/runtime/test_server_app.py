@@ -12,12 +12,13 @@ import pytest
 from .support import USERAPPS, free_port, http_get, stop_group, subprocess_env, wait_ready
 
 _PROBE = r"""
-import json, sys
+import json, os, sys
 import flask
 import server
-before = "userapp" in sys.modules
+name = os.path.basename(os.environ["STACK_USERAPP_DIR"])  # the project package's module name
+before = name in sys.modules
 app = server.app
-print(json.dumps({"before": before, "after": "userapp" in sys.modules, "same": app is server.app,
+print(json.dumps({"before": before, "after": name in sys.modules, "same": app is server.app,
                   "flask": isinstance(app, flask.Flask), "rules": sorted(r.rule for r in app.url_map.iter_rules())}))
 """
 
@@ -34,7 +35,7 @@ def test_lazy_app_created_on_first_access():
     assert result["before"] is False  # import server alone imported no user code
     assert result["after"] is True
     assert result["same"] is True  # cached
-    assert result["flask"] is True  # a flask.Flask (the stack's subclass, server.observe.StackFlask)
+    assert result["flask"] is True  # a flask.Flask (the stack's subclass, server.apps.StackFlask)
     assert "/hello" in result["rules"]
 
 
@@ -54,7 +55,7 @@ def test_other_attributes_raise_attribute_error():
 
 @pytest.mark.parametrize("fixture, expected", [
     ("syntax_error", ":7: SyntaxError: "),
-    ("no_init", "__init__.py does not exist"),
+    ("no_init", "no Flask app found"),
 ])
 def test_import_failure_exits_4_with_one_line(fixture, expected):
     proc = run_python("import server\nserver.app\n", STACK_USERAPP_DIR=str(USERAPPS / fixture))
@@ -127,5 +128,5 @@ def test_gunicorn_stops_on_import_error(args):
     finally:
         output = stop_group(proc)
     assert proc.returncode == 4, output
-    assert "userapp failed to import:" in output and ":7: SyntaxError" in output
+    assert "syntax_error failed to import:" in output and ":7: SyntaxError" in output
     assert "Traceback" not in output

@@ -26,12 +26,13 @@ def test_stack_checks_report_import_error_in_one_line(tmp_path):
     proc = run_pytest(["--pyargs", "server.checks", "-q"], tmp_path,
                       STACK_USERAPP_DIR=str(USERAPPS / "syntax_error"))
     assert proc.returncode == 1
-    assert "userapp failed to import:" in proc.stdout and ":7: SyntaxError" in proc.stdout
+    assert "syntax_error failed to import:" in proc.stdout and ":7: SyntaxError" in proc.stdout
     assert "Traceback" not in proc.stdout
 
 
 def test_stack_checks_fail_when_health_is_down(tmp_path):
-    app_dir = write_userapp(tmp_path / "down", "readiness_checks = {'db': lambda: False}\n")
+    app_dir = write_userapp(tmp_path / "down", "from flask import Flask\napp = Flask(__name__)\n"
+                                               "readiness_checks = {'db': lambda: False}\n")
     proc = run_pytest(["--pyargs", "server.checks", "-q"], tmp_path, STACK_USERAPP_DIR=str(app_dir))
     assert proc.returncode == 1
     assert "/health is DOWN; failing checks:" in proc.stdout and "'db'" in proc.stdout

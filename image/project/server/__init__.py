@@ -1,10 +1,11 @@
-"""The python-flask stack's runtime: ``create_app`` builds a Flask app around the user's package ``userapp``.
+"""The python-flask stack's runtime: a Flask extension (``Stack``) and the app factory ``create_app``, which finds
+the user's app as ``flask run`` does (``server.discovery``) and applies the stack to it.
 
 ``server.app`` is the WSGI app for ``gunicorn server:app`` and ``flask --app server run``: created by
 ``create_app()`` on first access (PEP 562 module ``__getattr__``) and cached; ``import server`` alone imports no
-user code. While ``create_app`` imports the user's package, ``server.app`` is the app under construction, so
-Appsody-style code (``from server import app`` then ``@app.route``) works unchanged. If the user's package fails
-to load when ``server.app`` is first accessed, one line is logged (no traceback) and ``SystemExit(4)`` is raised:
+user code. While ``create_app`` imports the user's module, ``server.app`` is the app the stack makes for it, so
+Appsody-style code (``from server import app`` then ``@app.route``) works unchanged. If the user's app fails to
+load when ``server.app`` is first accessed, one line is logged (no traceback) and ``SystemExit(4)`` is raised:
 gunicorn's APP_LOAD_ERROR, which stops its arbiter instead of re-spawning workers.
 """
 
@@ -15,9 +16,10 @@ import threading
 from typing import Any
 
 from .factory import app_under_construction, create_app
+from .stack import Stack
 from .version import __version__
 
-__all__ = ["__version__", "app", "create_app"]
+__all__ = ["Stack", "__version__", "app", "create_app"]
 
 APP_LOAD_ERROR = 4
 _lock = threading.RLock()

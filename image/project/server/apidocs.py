@@ -10,7 +10,12 @@ If the user's code already set up flasgger (``Swagger(app)``, which sets ``app.s
 
 The UI works offline: its JavaScript and CSS come from flasgger's bundled static files, and the stack's templates
 ``server/templates/flasgger/head.html`` and ``footer.html`` replace flasgger's, which load Google Fonts and link
-to GitHub. They are found through a loader that the app's own (user's) template folder precedes.
+to GitHub. They come from a blueprint (``server.stack.templates_blueprint``) registered before flasgger's, so
+Flask's template loader finds them after the app's own templates and before flasgger's.
+
+Only flasgger's public API is used: ``StackSwagger`` overrides two public methods of ``flasgger.Swagger``,
+``add_headers`` (no per-request hook when no ``SWAGGER["headers"]`` are configured) and ``get_apispecs`` (an
+OpenAPI 3 spec gets the stack's Swagger-2-style parts rewritten, see ``swagger2_responses_to_openapi3``).
 """
 
 from __future__ import annotations
@@ -20,8 +25,7 @@ import os
 from typing import Any, Mapping
 
 from flasgger import Swagger
-from flask import Flask, jsonify
-from jinja2 import ChoiceLoader, FileSystemLoader
+from flask import Flask
 
 from .routes.health import HEALTH_SCHEMA
 
@@ -62,17 +66,25 @@ def base_template(title: str, version: str | None) -> dict[str, Any]:
     }
 
 
-def install_template_loader(app: Flask) -> None:
-    """Make the app's templates come from its own folder first, then the stack's (offline flasgger UI parts)."""
-    loaders = []
-    if app.template_folder:
-        loaders.append(FileSystemLoader(os.path.join(app.root_path, app.template_folder)))
-    loaders.append(FileSystemLoader(STACK_TEMPLATES))
-    app.jinja_loader = ChoiceLoader(loaders)  # type: ignore[assignment,misc] # replaces Flask's cached property
+class StackSwagger(Swagger):
+    """``flasgger.Swagger`` with two of its public methods overridden (see the module docstring)."""
+
+    def add_headers(self, app: Flask) -> None:
+        """Install flasgger's header hook only when ``SWAGGER["headers"]`` configures some."""
+        if self.config.get("headers"):
+            super().add_headers(app)
+
+    def get_apispecs(self, endpoint: str = "apispec_1") -> dict[str, Any]:
+        """flasgger's spec; for OpenAPI 3, with the Health schema and Swagger-2-style parts rewritten."""
+        spec = super().get_apispecs(endpoint)
+        if str(self.config.get("openapi", "")).startswith("3"):
+            spec.setdefault("components", {}).setdefault("schemas", {}).setdefault("Health", HEALTH_SCHEMA)
+            spec = swagger2_responses_to_openapi3(spec)
+        return spec
 
 
 def setup_apidocs(app: Flask, title: str, version: str | None, user_template: Mapping[str, Any] | None) -> None:
-    """Set up flasgger on ``app`` unless the user's code did already.
+    """Set up flasgger on ``app`` unless the user's code did already (``app.swag`` is set).
 
     Raises:
         TypeError: ``user_template`` is not a dict.
@@ -85,28 +97,7 @@ def setup_apidocs(app: Flask, title: str, version: str | None, user_template: Ma
     config: dict[str, Any] = {"title": f"{title} API", "specs_route": UI_URL, "hide_top_bar": False}
     if "openapi" in template:  # flasgger reads the OpenAPI version from its config, not from the template
         config["openapi"] = template["openapi"]
-    swagger = Swagger(app, template=template, config=config, merge=True)
-    if not swagger.config.get("headers"):
-        _drop_flasgger_header_hook(app)
-    if str(template.get("openapi", "")).startswith("3"):
-        endpoint = config.get("specs", Swagger.DEFAULT_CONFIG["specs"])[0]["endpoint"]
-
-        def openapi3_spec() -> Any:
-            spec = swagger.get_apispecs(endpoint)
-            spec.setdefault("components", {}).setdefault("schemas", {}).setdefault("Health", HEALTH_SCHEMA)
-            return jsonify(swagger2_responses_to_openapi3(spec))
-
-        app.view_functions[f"flasgger.{endpoint}"] = openapi3_spec
-
-
-def _drop_flasgger_header_hook(app: Flask) -> None:
-    """Remove flasgger's ``after_request`` that copies its config's ``headers`` (app.config["SWAGGER"]) onto every
-    response: with none configured it only costs a hook call per request."""
-    funcs = app.after_request_funcs.get(None)
-    if funcs:
-        app.after_request_funcs[None] = [
-            f for f in funcs if not (getattr(f, "__module__", "").startswith("flasgger")
-                                     and getattr(f, "__qualname__", "") == "Swagger.add_headers.<locals>.after_request")]
+    StackSwagger(app, template=template, config=config, merge=True)
 
 
 def swagger2_responses_to_openapi3(spec: dict[str, Any]) -> dict[str, Any]:

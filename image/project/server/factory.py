@@ -1,219 +1,175 @@
-"""The app factory ``create_app``: builds one Flask app around the user's package.
+"""The app factory ``create_app``: the user's app, whatever its shape, with the stack applied.
 
-Steps: resolve settings (``server.settings``), configure logging, locate the user's package, create the Flask app
-(the package directory's ``templates/`` and ``static/`` are the app's template and static folders), install the
-error handlers, request hooks and the stack's endpoints, import the user's package (during which
-``from server import app`` returns this app), register its ``blueprint`` / ``blueprints``, call its
-``init_app(app)``, collect its health checks, set up the API docs (unless the user did), check reserved routes,
-add the ``/`` redirect to ``/apidocs/`` when the user has no ``/``, and mark the app started (readiness UP).
+Steps: load the project's ``.env`` and ``.flaskenv`` (when python-dotenv is installed, as ``flask run`` does; the
+environment wins), resolve the settings (``server.settings``), configure logging, find the user's module
+(``server.discovery.locate``) and import it once per process, with ``server.app`` answering the app the stack
+makes for it should the module ask (Appsody-style ``from server import app``). Then the app is:
+
+* the user's own (``app``/``application``, the single Flask instance, or what ``create_app()``/``make_app()`` or
+  ``FLASK_APP``'s ``name``/``factory(args)`` returns), kept as it is: its name, root path, templates, static and
+  instance folders, config, endpoints and ``url_for`` names;
+* else an app the stack makes (``server.apps.new_stack_app``) with the module's ``blueprint``/``blueprints``.
+
+The stack is applied to it (``server.stack.Stack``; a no-op where the user's factory did it) with the module's
+hooks (``init_app``, ``swagger_template``, health checks). An app object that lives in the module (``app =
+Flask(...)``, Appsody's ``server.app``) is the same object on every call (its module is imported once); a factory
+is called, and a Blueprint-shape app made, anew on every call.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import logging
 import os
 import threading
-from dataclasses import dataclass
-from types import ModuleType
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from flask import Blueprint, Flask, redirect, request
-from werkzeug.wrappers import Response
+from flask import Flask
 
-from .apidocs import UI_URL, install_template_loader, setup_apidocs
-from .errors import register_error_handlers
-from .exceptions import RouteConflictError, UserAppImportError
-from .health import HealthChecks
-from .loader import UserPackage, import_package, locate
+from .apps import new_stack_app
+from .discovery import AppLocation, find_app, import_module, locate
+from .exceptions import UserAppImportError
 from .logs import configure_logging
-from .metrics import HttpMetrics
-from .observe import StackFlask, install_observation
-from .routes import health as health_routes
-from .routes import prometheus as prometheus_routes
-from .version import __version__
-from .settings import STACK_KEYS, Settings, load_settings, read_commit
+from .settings import STACK_KEYS, Settings, load_settings
+from .stack import Stack, module_blueprints, state_of
 
 log = logging.getLogger("server")
-SERVER_DIR = os.path.dirname(os.path.abspath(__file__))
 _local = threading.local()
 
 
-@dataclass
-class StackState:
-    """What the stack keeps per app, at ``app.extensions["flask_stack"]``.
+class _Building:
+    """The app ``server.app`` answers while the user's module is imported: made on first access."""
 
-    Attributes:
-        settings (Settings): the resolved settings.
-        package (UserPackage | None): where the user's package is (None: no user package configured).
-        module (ModuleType | None): the user's imported package.
-        health (HealthChecks): the app's health checks.
-        metrics (HttpMetrics): the app's metrics.
-        commit (str | None): git commit shown by ``/health``.
-    """
+    def __init__(self, make: Callable[[], Flask]):
+        self._make = make
+        self.app: Flask | None = None
 
-    settings: Settings
-    package: UserPackage | None
-    health: HealthChecks
-    metrics: HttpMetrics
-    commit: str | None
-    module: ModuleType | None = None
+    def get(self) -> Flask:
+        if self.app is None:
+            self.app = self._make()
+        return self.app
 
 
 @contextlib.contextmanager
-def building(app: Flask) -> Iterator[Flask]:
-    """Within this block (in this thread) ``server.app`` returns ``app`` (Appsody-style ``from server import app``)."""
+def building(make: Callable[[], Flask]) -> Iterator[_Building]:
+    """Within this block (in this thread) ``server.app`` returns the app ``make()`` returns (made once, lazily)."""
     stack = _local.__dict__.setdefault("stack", [])
-    stack.append(app)
+    frame = _Building(make)
+    stack.append(frame)
     try:
-        yield app
+        yield frame
     finally:
         stack.pop()
 
 
 def app_under_construction() -> Flask | None:
-    """The app ``create_app`` is building in this thread, or None."""
+    """The app ``create_app`` makes for the module being imported in this thread (made now if need be), or None."""
     stack = getattr(_local, "stack", None)
-    return stack[-1] if stack else None
+    return stack[-1].get() if stack else None
 
 
-def _new_flask(package: UserPackage | None) -> Flask:
-    if package is None:
-        return StackFlask("server", root_path=SERVER_DIR, static_folder=None, template_folder=None,
-                     instance_path=os.path.join(SERVER_DIR, "instance"))
-    root = package.directory
-    static = "static" if os.path.isdir(os.path.join(root, "static")) else None
-    return StackFlask(package.name, root_path=root, static_folder=static, template_folder="templates",
-                 instance_path=os.path.join(root, "instance"))
+def load_project_dotenv(project_dir: str | None) -> None:
+    """Set variables from ``project_dir``'s ``.env`` then ``.flaskenv`` (``flask.cli.load_dotenv``; a variable
+    already set is kept) when python-dotenv is installed; nothing otherwise."""
+    if importlib.util.find_spec("dotenv") is None:
+        return
+    from flask.cli import load_dotenv
+
+    directory = os.path.abspath(project_dir or os.getcwd())
+    for name in (".env", ".flaskenv"):
+        path = os.path.join(directory, name)
+        if os.path.isfile(path):
+            load_dotenv(path, load_defaults=False)
 
 
-def _user_blueprints(package: UserPackage, namespace: Mapping[str, Any]) -> list[Blueprint]:
-    found: list[Any] = []
-    if namespace.get("blueprint") is not None:
-        found.append(namespace["blueprint"])
-    many = namespace.get("blueprints")
-    if many is not None:
-        if not isinstance(many, (list, tuple)):
-            raise UserAppImportError(f"{package.name}.blueprints must be a list of flask.Blueprint, "
-                                     f"not {type(many).__name__}", package.init_file, None)
-        found.extend(many)
-    for bp in found:
-        if not isinstance(bp, Blueprint):
-            raise UserAppImportError(f"{package.name}: blueprint {bp!r} is a {type(bp).__name__}, "
-                                     f"not a flask.Blueprint", package.init_file, None)
-    return found
+def _flask_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in config.items() if k not in STACK_KEYS}
 
 
-def _load_user_code(app: Flask, state: StackState) -> None:
-    package = state.package
-    assert package is not None
-    with building(app):
-        module = import_package(package, app)
-        state.module = module
-        namespace = vars(module)
-        for bp in _user_blueprints(package, namespace):
-            if app.blueprints.get(bp.name) is bp:
-                continue  # registered by the user's own code
-            try:
-                app.register_blueprint(bp)
-            except Exception as exc:  # noqa: BLE001
-                raise UserAppImportError.from_exception(
-                    f"{package.name}: registering blueprint {bp.name!r} failed", exc, package.directory, package.name
-                ) from exc
-        init_app = namespace.get("init_app")
-        if callable(init_app):
-            try:
-                init_app(app)
-            except Exception as exc:  # noqa: BLE001
-                raise UserAppImportError.from_exception(
-                    f"{package.name}.init_app(app) failed", exc, package.directory, package.name
-                ) from exc
-    for attr, value in list(namespace.items()):
-        if isinstance(value, Flask) and value is not app:
-            log.warning("%s.%s is a Flask app of its own; the stack does not serve its routes. Put them on a "
-                        "Blueprint (blueprint = Blueprint(...)) or use `from server import app`", package.name, attr)
-    try:
-        state.health.collect(namespace)
-    except ValueError as exc:
-        raise UserAppImportError(f"{package.name}: {exc}", package.init_file, None) from None
+def _settings(config: Mapping[str, Any]) -> tuple[Settings, Stack]:
+    project_dir = next((config[k] for k in ("USERAPP_DIR", "STACK_USERAPP_DIR") if config.get(k)), None)
+    load_project_dotenv(project_dir or os.environ.get("STACK_USERAPP_DIR"))
+    settings = load_settings(config)
+    configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
+    return settings, Stack(settings=settings)
 
 
-def _check_reserved(app: Flask, package: UserPackage | None) -> None:
-    reserved = health_routes.RESERVED_RULES | prometheus_routes.RESERVED_RULES
-    for rule in app.url_map.iter_rules():
-        if rule.rule in reserved and not rule.endpoint.startswith("stack_"):
-            view = app.view_functions.get(rule.endpoint)
-            code = getattr(view, "__code__", None)
-            filename = code.co_filename if code else (package.init_file if package else None)
-            lineno = code.co_firstlineno if code else None
-            where = f"{filename}:{lineno}: " if filename and lineno else ""
-            raise RouteConflictError(
-                f"{package.name if package else 'app'}: {where}route {rule.rule} (endpoint {rule.endpoint!r}) is "
-                f"reserved by the stack; use another URL", filename, lineno)
+def _maker(stack: Stack, location: AppLocation, config: Mapping[str, Any]) -> Callable[[], Flask]:
+    def make() -> Flask:
+        made = new_stack_app(location)
+        made.config.update(_flask_config(config))
+        stack.prepare(made, stack_made=True)
+        return made
+
+    return make
 
 
-def _redirect_to_docs() -> Response:
-    return redirect(request.script_root + UI_URL)
+def import_user_module(config: Mapping[str, Any] | None = None) -> None:
+    """Import the user's module as ``create_app`` would (nothing is called, no app is finished), so that other
+    importers (pytest's conftest files) find it in ``sys.modules`` under its one name.
+
+    Raises:
+        server.exceptions.StackError: as ``create_app``.
+    """
+    config = dict(config or {})
+    settings, stack = _settings(config)
+    if settings.userapp == "":
+        return
+    location = locate(settings.app, settings.userapp_dir, settings.userapp or None)
+    with building(_maker(stack, location, config)):
+        import_module(location)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the Flask app for the user's package (see the module docstring for the steps).
+    """The user's app with the stack applied (see the module docstring).
 
     Args:
-        config: Flask config values (``TESTING``, ``SECRET_KEY``...) and stack settings overriding the
-            environment (``USERAPP``, ``USERAPP_DIR``, ``DEBUG``, ``HEALTH_TIMEOUT``, ``HEALTH_THREADS``,
-            ``COMMIT``, ``COMMIT_FILE``, ``APP_VERSION``, ``LOG_LEVEL``, ``LOG_FORMAT``, ``LOG_FLUSH_SECONDS``,
-            ``METRICS_IN_PROGRESS``; see ``server.settings``).
-            ``USERAPP=""`` builds the stack's endpoints only.
+        config: Flask config values (``TESTING``, ``SECRET_KEY``...) set on the app, and stack settings
+            overriding the environment (``APP``, ``USERAPP_DIR``, ``USERAPP``, ``DEBUG``, ``HEALTH_TIMEOUT``...;
+            see ``server.settings``). ``USERAPP=""`` builds the stack's endpoints only.
 
     Returns:
-        flask.Flask: a new app with its own metrics registry and health checks.
+        flask.Flask: the app, with ``app.extensions["flask_stack"]`` (``server.stack.StackState``).
 
     Raises:
-        UserAppImportError: the user's package is missing or failed to import/initialise (one line, file:line).
-        RouteConflictError: the user's package defines ``/metrics`` or a ``/health`` route.
-        server.settings.SettingsError: a setting has an unusable value.
+        UserAppImportError: no app found, or the user's module failed to import or initialise (one line,
+            file:line).
+        RouteConflictError: the user's app has a route on ``/metrics`` or ``/health*``.
+        server.exceptions.SettingsError: a setting has an unusable value.
     """
     config = dict(config or {})
-    settings = load_settings(config)
-    configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
-    package = locate(settings.userapp, settings.userapp_dir) if settings.userapp else None
-    app = _new_flask(package)
-    app.config.update({k: v for k, v in config.items() if k not in STACK_KEYS})
-    app.debug = settings.debug
-    app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length  # 413 before a larger body is read (issue 9)
-    app.config.update({
-        "STACK_USERAPP": settings.userapp, "STACK_USERAPP_DIR": package.directory if package else None,
-        "STACK_HEALTH_TIMEOUT": settings.health_timeout, "STACK_APP_VERSION": settings.app_version,
-    })
-    state = StackState(
-        settings=settings,
-        package=package,
-        health=HealthChecks(app, settings.health_timeout, settings.health_threads),
-        metrics=HttpMetrics(__version__, settings.app_version, settings.metrics_in_progress),
-        commit=read_commit(settings),
-    )
-    app.extensions["flask_stack"] = state
-    install_template_loader(app)
-    register_error_handlers(app)
-    install_observation(app, state.metrics)
-    app.register_blueprint(health_routes.blueprint)
-    app.register_blueprint(prometheus_routes.blueprint)
-    namespace: Mapping[str, Any] = {}
-    if package is not None:
-        _load_user_code(app, state)
-        namespace = vars(state.module)
-    try:
-        setup_apidocs(app, package.name if package else "python-flask stack", settings.app_version,
-                      namespace.get("swagger_template"))
-    except TypeError as exc:
-        raise UserAppImportError(f"{package.name if package else 'app'}: {exc}",
-                                 package.init_file if package else None, None) from None
-    _check_reserved(app, package)
-    if not any(rule.rule == "/" for rule in app.url_map.iter_rules()):
-        app.add_url_rule("/", "stack_index", _redirect_to_docs)
-    state.health.started = True
-    if package is not None:
-        routes = sum(1 for r in app.url_map.iter_rules() if not r.endpoint.startswith(("stack_", "flasgger", "static")))
-        log.info("%s loaded from %s: %d routes", package.name, package.directory, routes)
+    settings, stack = _settings(config)
+    if settings.userapp == "":
+        app = new_stack_app(None)
+        app.config.update(_flask_config(config))
+        stack.prepare(app, stack_made=True)
+        stack.finish(app)
+        return app
+    location = locate(settings.app, settings.userapp_dir, settings.userapp or None)
+    with building(_maker(stack, location, config)) as frame:
+        module = import_module(location)
+        app = find_app(module, location)
+        if app is None:
+            if not module_blueprints(module, location.file):
+                raise UserAppImportError(
+                    f"{location.describe()} ({location.file}): no Flask app found: define app = Flask(__name__), "
+                    f"create_app(), or blueprint = Blueprint(...)", location.file)
+            app = frame.get()
+    state = state_of(app)
+    if state is not None and state.finished and state.module is module:
+        app.config.update(_flask_config(config))  # the module's own app, already served by the stack
+        return app
+    if app is not frame.app:
+        app.config.update(_flask_config(config))
+    stack.finish(app, module, location.file)
+    _log_loaded(app, location, settings)
     return app
+
+
+def _log_loaded(app: Flask, location: AppLocation, settings: Settings) -> None:
+    routes = sum(1 for r in app.url_map.iter_rules() if not r.endpoint.startswith(("stack_", "flasgger", "static")))
+    state = state_of(app)
+    shape = "app made by the stack" if state is not None and state.stack_made else f"app {app.name!r}"
+    log.info("%s loaded from %s (%s): %d routes", location.describe(), location.package_dir or location.file,
+             shape, routes)

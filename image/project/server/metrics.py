@@ -13,12 +13,16 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
   in multiprocess mode (about 0.7 us each); the in-progress gauge adds an inc and a dec (about 1.4 us), which is
   why it is opt-in (as in prometheus-fastapi-instrumentator).
 * ``flask_stack_info{stack_version, app_version, python_version, flask_version}`` = 1.
-* Single process: ``process_*`` (CPU seconds, memory bytes, fds, start time), ``python_info``, ``python_gc_*``.
+* Single process: ``process_*`` (CPU seconds, memory bytes, fds, start time), ``python_info``, ``python_gc_*``, and
+  every metric in prometheus_client's default registry (``prometheus_client.REGISTRY``, where a ``Counter(...)``
+  without ``registry=`` goes: the user's module-level metrics, libraries'), less its own process, platform and GC
+  collectors, which would repeat the app's (``DefaultRegistryCollector``).
 * Multiprocess (PROMETHEUS_MULTIPROC_DIR set in the environment before prometheus_client is imported, as its
   docs require): values live in mmap files in that directory; each scrape builds a fresh registry with
   ``MultiProcessCollector``, so counters and histograms are exact totals over all workers. ``process_*`` cannot
   work there, so each worker exports ``flask_stack_worker_*{pid}`` gauges (mode ``liveall``): resident and virtual
-  memory (bytes), CPU time (seconds), open fds, start time (unix seconds); refreshed when that worker serves a
+  memory (bytes), CPU time (seconds), open fds, start time (unix seconds); metrics the user made, in any registry,
+  come from the mmap files like the stack's. Refreshed when that worker serves a
   scrape and at most every ``WORKER_REFRESH_SECONDS`` on requests. Call ``mark_process_dead(pid)`` from gunicorn's
   ``child_exit`` hook so dead workers' gauges disappear.
 """
@@ -31,6 +35,7 @@ import threading
 import time
 from typing import Any, Iterable
 
+import prometheus_client
 from prometheus_client import values
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import choose_encoder
@@ -94,6 +99,27 @@ _WORKER_GAUGES = (
 )
 
 
+class DefaultRegistryCollector:
+    """The metrics of prometheus_client's default registry (``prometheus_client.REGISTRY``) except the families of
+    its default process, platform and GC collectors (``PROCESS_COLLECTOR``, ``PLATFORM_COLLECTOR``,
+    ``GC_COLLECTOR``), which the app's registry has already. Collected through the public ``collect()`` calls."""
+
+    def __init__(self) -> None:
+        self._skip = {family.name for collector in (prometheus_client.PROCESS_COLLECTOR,
+                                                    prometheus_client.PLATFORM_COLLECTOR,
+                                                    prometheus_client.GC_COLLECTOR)
+                      for family in collector.collect()}
+
+    def describe(self) -> list[Metric]:
+        """Nothing: the default registry's names may change after registration (no duplicate check here)."""
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        for family in prometheus_client.REGISTRY.collect():
+            if family.name not in self._skip:
+                yield family
+
+
 class HttpMetrics:
     """The metrics of one app. ``observe`` records a request; ``render`` produces a scrape.
 
@@ -134,6 +160,7 @@ class HttpMetrics:
             PlatformCollector(registry=self.registry)
             GCCollector(registry=self.registry)
             self.registry.register(self.info)
+            self.registry.register(DefaultRegistryCollector())
 
     def observe(self, method: str, endpoint: str | None, status: int, seconds: float) -> None:
         """Record one request: ``endpoint`` is the URL rule or None (unmatched); ``seconds`` its duration."""

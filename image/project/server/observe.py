@@ -6,7 +6,7 @@ middleware the user adds (``ProxyFix``, say) wraps it and its changes to the env
 
 * the request id: the incoming ``X-Request-ID`` when usable, else a new one (``server.logs.request_id_from``),
   kept in the WSGI environ under ``REQUEST_ID_ENVIRON`` (``request.environ["flask_stack.request_id"]``) and
-  readable as ``g.request_id`` (``StackGlobals``); echoed in the response's ``X-Request-ID`` header unless the app
+  readable as ``g.request_id`` (``server.apps.StackGlobals``); echoed in the response's ``X-Request-ID`` header unless the app
   set that header itself;
 * when Flask calls ``start_response`` (after every ``after_request`` function, with the final status, still inside
   the request context): the duration (seconds, from entering the app), ``http_requests_total`` and
@@ -23,7 +23,6 @@ import time
 from typing import Any, Callable, Iterable
 
 from flask import Flask, got_request_exception, request
-from flask.ctx import _AppCtxGlobals
 
 from .logs import REQUEST_ID_HEADER, log_access, request_id_from
 from .metrics import HttpMetrics
@@ -36,22 +35,6 @@ _HEADER_LENGTH = len(REQUEST_ID_HEADER)
 _FAILED_REQUEST_ENVIRON = "flask_stack.failed_request"  # (method, path, URL rule) saved when an exception escapes
 
 StartResponse = Callable[..., Any]
-
-
-class StackGlobals(_AppCtxGlobals):
-    """``flask.g`` of the stack's apps (``Flask.app_ctx_globals_class``): ``g.request_id`` is the request id of the
-    request being served (or None outside a request) unless the app set ``g.request_id`` itself."""
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "request_id":
-            return current_request_id()
-        return super().__getattr__(name)
-
-
-class StackFlask(Flask):
-    """The stack's app class: ``Flask`` whose ``g`` offers ``g.request_id`` (``StackGlobals``)."""
-
-    app_ctx_globals_class = StackGlobals
 
 
 def current_request_id() -> str | None:

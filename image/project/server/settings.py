@@ -7,8 +7,11 @@ prefix. The resolved values are stored in ``app.config`` under the prefixed name
 ===================  =========================  ================  ====================================================
 key                  environment variable       default           meaning
 ===================  =========================  ================  ====================================================
-USERAPP              STACK_USERAPP              ``userapp``       module name of the user's package ("" = no user app)
-USERAPP_DIR          STACK_USERAPP_DIR          unset             directory holding the user's ``__init__.py``
+APP                  FLASK_APP                  unset             where the app is: ``module``, ``module:name``,
+                                                                  ``module:factory(args)`` (``server.discovery``)
+USERAPP_DIR          STACK_USERAPP_DIR          unset             the project directory (where the app is looked for)
+USERAPP              STACK_USERAPP              unset             module name of the project's own ``__init__.py``
+                                                                  (default: the directory's name; "" = no user app)
 DEBUG                STACK_DEBUG                ``0``             debug mode (Flask debug, tracebacks in error pages)
 HEALTH_TIMEOUT       STACK_HEALTH_TIMEOUT       ``1``             default timeout of one health check, seconds
 HEALTH_THREADS       STACK_HEALTH_THREADS       ``4``             health-check threads per app (concurrency cap)
@@ -56,7 +59,8 @@ _FALSE = {"0", "false", "no", "off", ""}
 class Settings:
     """The resolved stack settings of one app (see the module docstring for meanings and units)."""
 
-    userapp: str = "userapp"
+    app: str | None = None
+    userapp: str | None = None
     userapp_dir: str | None = None
     debug: bool = False
     health_timeout: float = 1.0
@@ -73,6 +77,7 @@ class Settings:
 
 # (field, config key, environment variable)
 _FIELDS = (
+    ("app", "APP", "FLASK_APP"),
     ("userapp", "USERAPP", "STACK_USERAPP"),
     ("userapp_dir", "USERAPP_DIR", "STACK_USERAPP_DIR"),
     ("debug", "DEBUG", "STACK_DEBUG"),
@@ -212,6 +217,8 @@ def load_settings(config: Mapping[str, Any] | None = None, environ: Mapping[str,
             values[field] = parse_level(name, value)
         elif field == "userapp":
             values[field] = "" if value is None else str(value).strip()
+        elif field == "app":
+            values[field] = str(value).strip() or None if value is not None else None
         else:
             values[field] = None if value in (None, "") else str(value)
     return Settings(**values)

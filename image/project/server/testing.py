@@ -1,13 +1,24 @@
 """pytest plugin for testing a user's app as the stack serves it: ``pytest -p server.testing``.
 
-Fixtures:
-    app: ``create_app({"TESTING": True})`` for the user's package (one new app per test).
+Fixtures (a project's own ``conftest.py`` fixtures of the same names take precedence, as pytest's always do):
+    app: ``create_app({"TESTING": True, **app_config})``: the user's app, whatever its shape, with the stack applied
+        (a factory is called and a Blueprint-shape app made anew per test; an app object living in the user's
+        module is the same object in every test).
     client: ``app.test_client()``.
     runner: ``app.test_cli_runner()``.
+    app_config: extra config for ``create_app`` (override it in your conftest.py); default none.
 
-The package is found as ``create_app`` finds it (STACK_USERAPP_DIR, else ``userapp`` on sys.path); when neither
-works and pytest's rootdir (or else the directory pytest was started in) holds an ``__init__.py``, that is used, so ``pytest -p server.testing`` run in
-the project directory just works. Override ``app_config`` (a fixture returning a dict) to pass more config.
+The project is found as ``create_app`` finds it (``STACK_USERAPP_DIR``, ``FLASK_APP``); with neither set, and no
+module ``userapp`` on ``sys.path``, pytest's rootdir is the project directory, so ``pytest -p server.testing`` run
+in a project just works.
+
+Hooks:
+    * Before pytest imports any ``conftest.py``, the user's module is imported through the stack (nothing is
+      called), so it has one name in ``sys.modules`` and is never imported twice (a second import would register
+      its routes, flasgger or Prometheus metrics again). An import error is reported by the fixtures, in one line.
+    * ``--stack-checks`` (``flask-stack test`` passes it): when no test path was given on the command line, the
+      stack's checks (``server/checks``) are collected with the project's own tests (``testpaths`` or the
+      project directory, as pytest would choose them).
 
 pytest is a dev-package of the stack: present in the development image and the local engine, not in production.
 """
@@ -23,23 +34,40 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
-from . import create_app
-from .exceptions import UserAppImportError
+from .exceptions import StackError
+from .factory import create_app, import_user_module
+
+CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 
 
-def _default_userapp_dir(*candidates: Path) -> str | None:
-    if os.environ.get("STACK_USERAPP_DIR"):
-        return None
-    name = os.environ.get("STACK_USERAPP", "userapp")
+def _project_config(rootpath: Path) -> dict[str, Any]:
+    """``{"USERAPP_DIR": rootdir}`` unless the environment says where the app is (see the module docstring)."""
+    if os.environ.get("STACK_USERAPP_DIR") or os.environ.get("FLASK_APP") or os.environ.get("STACK_USERAPP"):
+        return {}
     try:
-        if name and importlib.util.find_spec(name) is not None:
-            return None
+        if importlib.util.find_spec("userapp") is not None:
+            return {}
     except (ImportError, ValueError):
         pass
-    for directory in candidates:
-        if (directory / "__init__.py").is_file():
-            return str(directory)
-    return None
+    return {"USERAPP_DIR": str(rootpath)}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--stack-checks", action="store_true", default=False,
+                     help="also run the python-flask stack's checks when no test path is given")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    try:
+        import_user_module(_project_config(early_config.rootpath))
+    except StackError:
+        pass  # the app fixture reports it, with its one-line message
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("stack_checks") and config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args.append(str(CHECKS_DIR))
 
 
 @pytest.fixture
@@ -50,15 +78,12 @@ def app_config() -> dict[str, Any]:
 
 @pytest.fixture
 def app(request: pytest.FixtureRequest, app_config: dict[str, Any]) -> Iterator[Flask]:
-    """The user's app built by the stack's ``create_app`` with ``TESTING=True``."""
-    config: dict[str, Any] = {"TESTING": True}
-    directory = _default_userapp_dir(Path(str(request.config.rootpath)), Path(request.config.invocation_params.dir))
-    if directory:
-        config["USERAPP_DIR"] = directory
+    """The user's app with the stack applied, ``TESTING=True``."""
+    config: dict[str, Any] = {"TESTING": True, **_project_config(request.config.rootpath)}
     config.update(app_config)
     try:
         built = create_app(config)
-    except UserAppImportError as exc:
+    except StackError as exc:
         pytest.fail(str(exc), pytrace=False)
     yield built
 
