@@ -61,13 +61,11 @@ def _check_settings() -> None:
         raise DevloopError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
-def _project(path: str, need_init: bool = True) -> Path:
+def _project(path: str) -> Path:
+    """The project directory (the runtime finds the app in it, or reports in one line that it cannot)."""
     project = Path(path).expanduser().resolve()
     if not project.is_dir():
         raise DevloopError(f"project directory {project} does not exist; pass --project DIR")
-    if need_init and not (project / "__init__.py").is_file():
-        raise DevloopError(f"{project} has no __init__.py; pass --project DIR of a stack project "
-                           f"(create one with `flask-stack init`)")
     return project
 
 
@@ -114,7 +112,8 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
 
 
 _project_opt = click.option("--project", "project", default=default_project, show_default="STACK_USERAPP_DIR, "
-                            "$APPSODY_PROJECT_DIR/userapp, or .", help="The user's project (holds __init__.py).")
+                            "$APPSODY_PROJECT_DIR/userapp, or .", help="The user's project directory (the app is "
+                            "found there as `flask run` finds it; FLASK_APP says where when it cannot).")
 _deps_opt = click.option("--deps-dir", "deps_dir", default=lambda: os.environ.get("APPSODY_DEPS") or None,
                          show_default="APPSODY_DEPS", help="Install the Pipfile's packages here (pip --target) "
                          "instead of into this Python environment.")
@@ -159,7 +158,7 @@ def deps(project, deps_dir):
     """Install the project's Pipfile [packages] once (locking a missing or stale Pipfile.lock), then exit."""
     from . import deps as deps_mod
 
-    project_path = _project(project, need_init=False)
+    project_path = _project(project)
     deps_path = Path(deps_dir).expanduser().resolve() if deps_dir else None
     if not (project_path / deps_mod.PIPFILE).is_file():
         log.info("no Pipfile in %s; nothing to install", project_path)
@@ -184,6 +183,24 @@ def test(project, deps_dir, junitxml, watch, pytest_args):
     project_path, deps_path, state = _prepare(project, deps_dir)
     sys.exit(testcmd.run_tests(project_path, deps_path, state, junitxml=junitxml, watch=watch,
                                extra=list(pytest_args)))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@_project_opt
+@_deps_opt
+@click.argument("flask_args", nargs=-1, type=click.UNPROCESSED)
+def flask(project, deps_dir, flask_args):
+    """Run the Flask CLI on the project's app with the stack applied: `flask --app server:app FLASK_ARGS`, in
+    the project directory (for the app's own commands, such as a tutorial's `init-db`)."""
+    import subprocess
+
+    from . import deps as deps_mod
+
+    project_path, _deps_path, state = _prepare(project, deps_dir)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = deps_mod.pythonpath(state)
+    argv = [sys.executable, "-m", "flask", "--app", "server:app", *flask_args]
+    sys.exit(subprocess.run(argv, cwd=project_path, env=env).returncode)
 
 
 def main(argv: list[str] | None = None) -> int:

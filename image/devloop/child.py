@@ -152,6 +152,10 @@ def _build_app(spec: ChildSpec):
     except Exception as exc:  # any failure building the user's app must keep the loop serving
         message = describe_exception(exc, spec.project)
     else:
+        # Jinja template edits are served on the next request, no restart (Flask's TEMPLATES_AUTO_RELOAD; set on
+        # the environment too, which Flask may have made already with its default)
+        app.config["TEMPLATES_AUTO_RELOAD"] = True
+        app.jinja_env.auto_reload = True
         if spec.debug:
             app.debug = True
             from werkzeug.debug import DebuggedApplication

@@ -1,11 +1,13 @@
-"""``python -m devloop test``: the stack's checks plus the project's tests, with pytest.
+"""``python -m devloop test``: the project's own test suite plus the stack's checks, with pytest.
 
-Runs ``python -m pytest -p server.testing <server/checks> <project>/tests [--junitxml PATH] [extra]``
-in a subprocess, in the project directory, with ``STACK_USERAPP_DIR`` set so the ``server.testing``
-plugin's fixtures (``app``, ``client``) load the project as ``userapp``, and the project's installed
-packages first on ``PYTHONPATH``. Returns pytest's exit status (0 all passed, 1 failures, 2
-interrupted/usage error, 5 nothing collected). ``--watch`` runs again after every save of a ``*.py``
-file or the Pipfile (reinstalling first) until SIGINT/SIGTERM, then returns 0.
+Runs ``python -m pytest -p server.testing --stack-checks [--junitxml PATH] [extra]`` in a subprocess, in the
+project directory, as ``pytest`` would run there: the project's ``pytest.ini``/``pyproject.toml``/``setup.cfg``
+settings apply and pytest finds its tests (``testpaths``, else the whole project); with no test path in
+``extra`` the stack's checks (``server/checks``) run too. ``STACK_USERAPP_DIR`` is set so the ``server.testing``
+plugin's fixtures (``app``, ``client``) give the project's app with the stack applied, and the project's
+installed packages come first on ``PYTHONPATH``. Returns pytest's exit status (0 all passed, 1 failures, 2
+interrupted/usage error, 5 nothing collected). ``--watch`` runs again after every save of a ``*.py`` file or the
+Pipfile (reinstalling first) until SIGINT/SIGTERM, then returns 0.
 """
 
 from __future__ import annotations
@@ -25,25 +27,12 @@ from .logs import get_logger
 log = get_logger()
 
 
-def checks_dir() -> Path | None:
-    """Return the stack's checks directory (``server/checks``), or None when the runtime has none."""
-    spec = importlib.util.find_spec("server")
-    if spec is None or not spec.submodule_search_locations:
+def pytest_argv(project: Path, junitxml: str | None = None, extra: list[str] | None = None) -> list[str]:
+    """Return the pytest command line for ``project`` (see the module docstring); run it with cwd ``project``."""
+    if importlib.util.find_spec("server") is None:
         raise DevloopError("cannot find the stack's runtime package `server`; run with the stack's image/project "
                            "on PYTHONPATH")
-    checks = Path(list(spec.submodule_search_locations)[0]) / "checks"
-    return checks if checks.is_dir() else None
-
-
-def pytest_argv(project: Path, junitxml: str | None = None, extra: list[str] | None = None) -> list[str]:
-    """Return the pytest command line for ``project`` (see the module docstring)."""
-    argv = [sys.executable, "-m", "pytest", "-p", "server.testing", "--rootdir", str(project)]
-    checks = checks_dir()
-    if checks is not None:
-        argv.append(str(checks))
-    tests = project / "tests"
-    if tests.is_dir():
-        argv.append(str(tests))
+    argv = [sys.executable, "-m", "pytest", "-p", "server.testing", "--stack-checks"]
     if junitxml:
         argv += ["--junitxml", str(Path(junitxml).resolve())]
     return argv + list(extra or [])

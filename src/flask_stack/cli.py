@@ -9,6 +9,7 @@ Progress and status lines go to stderr; the served app's own log goes to stdout.
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import sys
 import threading
@@ -139,10 +140,13 @@ def _serve(chosen_name: str, opts: RunOptions, debug_port: int | None = None, ba
         remove_record(record_path)
 
 
-def _app_env(env_pairs: tuple[str, ...]) -> dict[str, str]:
-    """Return the ``-e`` pairs plus ``STACK_SHOW_URLS=0`` (the CLI prints the URLs, the dev loop need not);
-    an explicit ``-e STACK_SHOW_URLS=...`` wins."""
-    return {"STACK_SHOW_URLS": "0", **_env_pairs(env_pairs)}
+def _app_env(env_pairs: tuple[str, ...], app_spec: str | None = None, urls: bool = True) -> dict[str, str]:
+    """Return the ``-e`` pairs, plus ``FLASK_APP`` for ``--app``, plus ``STACK_SHOW_URLS=0`` (the CLI prints the
+    URLs, the dev loop need not); an explicit ``-e`` wins."""
+    env = {"STACK_SHOW_URLS": "0"} if urls else {}
+    if app_spec:
+        env["FLASK_APP"] = app_spec
+    return {**env, **_env_pairs(env_pairs)}
 
 
 engine_option = click.option(
@@ -155,7 +159,11 @@ build_engine_option = click.option(
     "docker or podman (the local engine cannot build images).")
 project_option = click.option(
     "--project", "project_dir", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
-    help="The project directory (holds __init__.py). Default: the current directory.")
+    help="The project directory. Default: the current directory.")
+app_option = click.option(
+    "--app", "app_spec", default=None, metavar="MODULE[:NAME]", envvar="FLASK_APP", show_envvar=True,
+    help="Where the app is, as `flask --app` takes it: module, module:name or module:create_app(args) "
+         "(default: wsgi.py, app.py, the project's __init__.py, or its one package).")
 port_option = click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, metavar="PORT",
                            help="Host TCP port the app is served on (127.0.0.1).")
 env_option = click.option("-e", "--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
@@ -225,21 +233,23 @@ def init(directory: Path, template: str | None, overwrite: bool) -> int:
 
 @cli.command()
 @project_option
+@app_option
 @port_option
 @engine_option
 @click.option("--production", is_flag=True, help="Serve with gunicorn and the production config (no reload).")
 @env_option
 @base_image_option
-def run(project_dir: Path | None, port: int, engine: str, production: bool, env_pairs: tuple[str, ...],
-        base_image: str | None) -> int:
+def run(project_dir: Path | None, app_spec: str | None, port: int, engine: str, production: bool,
+        env_pairs: tuple[str, ...], base_image: str | None) -> int:
     """Serve the project with hot reload until Ctrl-C."""
-    project = find_project(project_dir)
-    opts = RunOptions(project=project, port=port, production=production, env=_app_env(env_pairs))
+    project = find_project(project_dir, app_spec)
+    opts = RunOptions(project=project, port=port, production=production, env=_app_env(env_pairs, app_spec))
     return _serve(engine, opts, base_image=base_image)
 
 
 @cli.command()
 @project_option
+@app_option
 @port_option
 @engine_option
 @click.option("--debug-port", type=click.IntRange(1, 65535), default=5678, show_default=True, metavar="PORT",
@@ -247,24 +257,45 @@ def run(project_dir: Path | None, port: int, engine: str, production: bool, env_
 @click.option("--wait", is_flag=True, help="Wait for a debugger to attach before serving.")
 @env_option
 @base_image_option
-def debug(project_dir: Path | None, port: int, engine: str, debug_port: int, wait: bool,
+def debug(project_dir: Path | None, app_spec: str | None, port: int, engine: str, debug_port: int, wait: bool,
           env_pairs: tuple[str, ...], base_image: str | None) -> int:
     """Serve the project in debug mode: Flask debugger, and debugpy for VS Code to attach."""
-    project = find_project(project_dir)
+    project = find_project(project_dir, app_spec)
     opts = RunOptions(project=project, port=port, debug=True, debug_port=debug_port, debug_wait=wait,
-                      env=_app_env(env_pairs))
+                      env=_app_env(env_pairs, app_spec))
     return _serve(engine, opts, debug_port, base_image)
 
 
-@cli.command()
+@cli.command(context_settings={"ignore_unknown_options": True})
 @project_option
+@app_option
 @engine_option
 @click.option("--junitxml", type=click.Path(path_type=Path, dir_okay=False), default=None, metavar="FILE",
               help="Also write a JUnit XML report to FILE.")
-def test(project_dir: Path | None, engine: str, junitxml: Path | None) -> int:
-    """Run the stack's checks and the project's tests once; exit with pytest's status."""
-    project = find_project(project_dir)
-    return _engine(engine).test(project, junitxml)
+@env_option
+@click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED, metavar="[PYTEST ARGS]...")
+def test(project_dir: Path | None, app_spec: str | None, engine: str, junitxml: Path | None,
+         env_pairs: tuple[str, ...], pytest_args: tuple[str, ...]) -> int:
+    """Run the project's tests as pytest would in the project directory (its pytest settings, its conftest.py
+    fixtures first), plus the stack's checks when no test path is given; exit with pytest's status.
+
+    PYTEST ARGS go to pytest as they are (`flask-stack test -k hello -x`, or after `--`)."""
+    project = find_project(project_dir, app_spec)
+    return _engine(engine).test(project, junitxml, tuple(pytest_args), _app_env(env_pairs, app_spec, urls=False))
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
+@project_option
+@app_option
+@engine_option
+@env_option
+@click.argument("flask_args", nargs=-1, type=click.UNPROCESSED, metavar="[FLASK ARGS]...")
+def flask(project_dir: Path | None, app_spec: str | None, engine: str, env_pairs: tuple[str, ...],
+          flask_args: tuple[str, ...]) -> int:
+    """Run the Flask CLI on the project's app, with the stack applied, in the project's environment
+    (`flask-stack flask init-db`, `flask-stack flask routes`, `flask-stack flask --help`)."""
+    project = find_project(project_dir, app_spec)
+    return _engine(engine).flask(project, tuple(flask_args), _app_env(env_pairs, app_spec, urls=False))
 
 
 @cli.command()
@@ -307,12 +338,16 @@ def _stop_containers(project: Path, engine: str) -> str:
 
 @cli.command()
 @project_option
+@app_option
 @build_engine_option
 @click.option("-t", "--tag", default=None, metavar="TAG", help="Image tag (default: <project-name>:latest).")
 @base_image_option
-def build(project_dir: Path | None, engine: str, tag: str | None, base_image: str | None) -> int:
-    """Build the project's deployable image (needs docker or podman)."""
-    project = find_project(project_dir)
+def build(project_dir: Path | None, app_spec: str | None, engine: str, tag: str | None,
+          base_image: str | None) -> int:
+    """Build the project's deployable image (needs docker or podman); --app is recorded in it (FLASK_APP)."""
+    project = find_project(project_dir, app_spec)
+    if app_spec:
+        os.environ["FLASK_APP"] = app_spec  # the build passes it on as the image's FLASK_APP
     return _engine(engine).build(project, tag or f"{project_name(project)}:latest", base_image)
 
 

@@ -280,7 +280,8 @@ class ContainerEngine(Engine):
                 raise StackError(f"cannot create the network {name} for the debug container: {detail[-1]}")
         return ["--network", name]
 
-    def test(self, project: Path, junitxml: Path | None = None) -> int:
+    def test(self, project: Path, junitxml: Path | None = None, args: tuple[str, ...] = (),
+             env: dict[str, str] | None = None) -> int:
         """Run the stack's checks and the project's tests once in a container; return pytest's exit status.
 
         ``junitxml`` is written by pytest into a temporary directory mounted at /project/output and copied
@@ -298,9 +299,12 @@ class ContainerEngine(Engine):
             output = Path(tempfile.mkdtemp(prefix="flask-stack-junit-"))
             output.chmod(0o777)
             argv += ["-v", self._mount(output, OUTPUT_DIR)]
+        for key, value in (env or {}).items():
+            argv += ["-e", f"{key}={value}"]
         argv += [image, "test"]
         if output is not None:
             argv += ["--junitxml", f"{OUTPUT_DIR}/junit.xml"]
+        argv += ["--", *args]
         try:
             status = self._foreground(argv, project, name)
             if output is not None and (output / "junit.xml").is_file():
@@ -313,6 +317,23 @@ class ContainerEngine(Engine):
             if output is not None:
                 shutil.rmtree(output, ignore_errors=True)
         return status
+
+    def flask(self, project: Path, args: tuple[str, ...], env: dict[str, str] | None = None) -> int:
+        """Run ``flask ARGS`` on the project's app in a development container (``<image> flask``), with the
+        project mounted as for ``run`` (so files the command writes land in the project); return its status.
+
+        Raises:
+            StackError: the image cannot be built.
+        """
+        project = project.resolve()
+        image = self._image()
+        name = self.container_name(project, "flask")
+        argv = [self.binary, *self._dev_run_args(project, name)]
+        if sys.stdin.isatty():
+            argv.append("-it")
+        for key, value in (env or {}).items():
+            argv += ["-e", f"{key}={value}"]
+        return self._foreground([*argv, image, "flask", "--", *args], project, name)
 
     def stop(self, project: Path) -> int:
         """Stop the project's run/debug and test containers (SIGTERM, SIGKILL after 15 s); return 0."""

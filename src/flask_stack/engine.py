@@ -48,8 +48,15 @@ class Engine(abc.ABC):
         """Serve the project in the foreground until Ctrl-C/SIGTERM; return the exit status."""
 
     @abc.abstractmethod
-    def test(self, project: Path, junitxml: Path | None = None) -> int:
-        """Run the stack's checks and the project's tests once; return pytest's exit status."""
+    def test(self, project: Path, junitxml: Path | None = None, args: tuple[str, ...] = (),
+             env: dict[str, str] | None = None) -> int:
+        """Run the project's tests and the stack's checks once (``args``: more pytest arguments; ``env``: more
+        environment variables); return pytest's exit status."""
+
+    @abc.abstractmethod
+    def flask(self, project: Path, args: tuple[str, ...], env: dict[str, str] | None = None) -> int:
+        """Run the Flask CLI (``flask ARGS``) on the project's app with the stack applied, in the project's
+        environment; return its exit status."""
 
     def stop(self, project: Path) -> int:
         """Stop the project's running server/container; return 0 when something was stopped or nothing ran."""

@@ -68,8 +68,9 @@ class LocalEngine(Engine):
                        STACK_DEBUG_WAIT="1" if opts.debug_wait else "0")
         return run_foreground(argv, env, opts.project)
 
-    def test(self, project: Path, junitxml: Path | None = None) -> int:
-        """Run the stack's checks and the project's tests once; return pytest's exit status.
+    def test(self, project: Path, junitxml: Path | None = None, args: tuple[str, ...] = (),
+             env: dict[str, str] | None = None) -> int:
+        """Run the project's tests and the stack's checks once; return pytest's exit status.
 
         Raises:
             StackError: the venv cannot be made or the dev loop is missing.
@@ -79,7 +80,18 @@ class LocalEngine(Engine):
         argv = [str(env_python(venv)), "-m", "devloop", "test", "--project", str(project)]
         if junitxml is not None:
             argv += ["--junitxml", str(junitxml.expanduser().absolute())]
-        return run_foreground(argv, self._env(project, {}), project)
+        return run_foreground([*argv, "--", *args], self._env(project, env or {}), project)
+
+    def flask(self, project: Path, args: tuple[str, ...], env: dict[str, str] | None = None) -> int:
+        """Run ``flask ARGS`` on the project's app (``python -m devloop flask``); return its exit status.
+
+        Raises:
+            StackError: the venv cannot be made or the dev loop is missing.
+        """
+        self._require_devloop()
+        venv = ensure_env(project, _echo)
+        argv = [str(env_python(venv)), "-m", "devloop", "flask", "--project", str(project), "--", *args]
+        return run_foreground(argv, self._env(project, env or {}), project)
 
     def _run_production(self, opts: RunOptions) -> int:
         """Serve with the stack's production entry ``image/project/serve`` (gunicorn + gunicorn.conf.py)

@@ -1,6 +1,8 @@
 """A user's project: finding it, naming it, and the stack facts written into its config.
 
-A project is any directory holding ``__init__.py`` (the user's package, imported as ``userapp``).
+A project is a directory holding a Flask app where the stack's runtime finds it (``server.discovery``, as
+``flask run`` does): ``wsgi.py`` or ``app.py``, an ``__init__.py`` (the project is a package: the Blueprint and
+Appsody shapes), or a package below it; ``--app``/``FLASK_APP`` or ``.flaskenv`` say where when it is elsewhere.
 ``.appsody-config.yaml`` (written by ``flask-stack init`` and by the Appsody CLI) is optional, so a
 project made by hand or for the original Appsody python-flask stack works as is.
 """
@@ -18,19 +20,31 @@ CONFIG_FILE = ".appsody-config.yaml"
 STACK_IMAGE_REPO = "dev.local/python-flask"
 
 
-def find_project(directory: Path | None) -> Path:
+#: Files or directories (besides a package below the project) that show a directory holds a Flask project.
+PROJECT_MARKERS = ("__init__.py", "app.py", "wsgi.py", ".flaskenv", "Pipfile", "pyproject.toml", CONFIG_FILE)
+
+
+def find_project(directory: Path | None, app_spec: str | None = None) -> Path:
     """Return the absolute project directory: ``directory`` or the current one.
 
+    Args:
+        directory: the ``--project`` value, or None.
+        app_spec: the ``--app`` value; when given, any directory will do (the runtime reports a wrong one).
+
     Raises:
-        StackError: ``not a python-flask stack project: DIR has no __init__.py`` (or DIR is missing).
+        StackError: DIR is missing, or holds nothing of a Flask project (no ``__init__.py``, ``app.py``,
+            ``wsgi.py``, ``.flaskenv``, Pipfile, pyproject.toml, or package).
     """
     path = (directory or Path.cwd()).expanduser()
     if not path.is_dir():
         raise StackError(f"not a python-flask stack project: {path} is not a directory")
     path = path.resolve()
-    if not (path / "__init__.py").is_file():
-        raise StackError(f"not a python-flask stack project: {path} has no __init__.py")
-    return path
+    if app_spec or any((path / name).exists() for name in PROJECT_MARKERS):
+        return path
+    if any((child / "__init__.py").is_file() for child in path.iterdir() if child.is_dir()):
+        return path
+    raise StackError(f"not a python-flask stack project: {path} has no Flask app (no app.py, wsgi.py, "
+                     f"__init__.py or package); pass --app, or create one with `flask-stack init`")
 
 
 def sanitise_name(name: str) -> str:

@@ -31,15 +31,20 @@ def busy_port():
         sock.close()
 
 
-@pytest.mark.parametrize("command", ["run", "debug", "test", "stop", "build", "deploy"])
+NO_APP = ("has no Flask app (no app.py, wsgi.py, __init__.py or package); pass --app, or create one with "
+          "`flask-stack init`")
+
+
+@pytest.mark.parametrize("command", ["run", "debug", "test", "stop", "build", "deploy", "flask"])
 def test_not_a_project(flask_stack, tmp_path, command):
+    (tmp_path / "notes.txt").write_text("no app here\n")
     line = one_line_error(flask_stack(command, "--project", str(tmp_path)))
-    assert line == f"flask-stack: not a python-flask stack project: {tmp_path.resolve()} has no __init__.py"
+    assert line == f"flask-stack: not a python-flask stack project: {tmp_path.resolve()} {NO_APP}"
 
 
 def test_not_a_project_in_the_current_directory(flask_stack, tmp_path):
     line = one_line_error(flask_stack("run", "--engine", "local", cwd=tmp_path))
-    assert line.endswith(f"{tmp_path.resolve()} has no __init__.py")
+    assert line.endswith(f"{tmp_path.resolve()} {NO_APP}")
 
 
 def test_missing_project_directory(flask_stack, tmp_path):

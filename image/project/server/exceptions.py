@@ -60,12 +60,26 @@ class UserAppImportError(StackError):
         if len(message) > 300:
             message = message[:297] + "..."
         hint = ""
-        if isinstance(exc, ModuleNotFoundError) and exc.name and exc.name.split(".")[0] != module_name:
-            hint = " (add the package to your project's Pipfile)"
+        if isinstance(exc, ModuleNotFoundError) and exc.name:
+            hint = _missing_module_hint(exc.name.split(".")[0], user_dir, module_name)
         where = f"{filename}:{lineno}: " if filename else ""
         kind = type(exc).__name__
         text = f"{what}: {where}{kind}: {message}{hint}" if message else f"{what}: {where}{kind}{hint}"
         return cls(text, filename, lineno)
+
+
+def _missing_module_hint(top: str, user_dir: str | None, module_name: str) -> str:
+    """What to do about ``No module named TOP``: nothing to add for a submodule of the user's own module; for a
+    name of the project's own code, how to import it; else, add the package to the Pipfile."""
+    if top == module_name.split(".")[0]:
+        return ""
+    own = user_dir is not None and (top == os.path.basename(os.path.abspath(user_dir))
+                                    or os.path.exists(os.path.join(user_dir, top))
+                                    or os.path.exists(os.path.join(user_dir, top + ".py")))
+    if own:
+        return (f" ({top!r} is your project's own code, imported by the stack as {module_name!r}: import it "
+                f"relatively, from . import ..., or as {module_name!r}; it does not belong in the Pipfile)")
+    return " (add the package to your project's Pipfile)"
 
 
 class RouteConflictError(UserAppImportError):
