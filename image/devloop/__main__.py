@@ -199,6 +199,7 @@ def flask(project, deps_dir, flask_args):
     project_path, _deps_path, state = _prepare(project, deps_dir)
     env = dict(os.environ)
     env["PYTHONPATH"] = deps_mod.pythonpath(state)
+    env.setdefault("LOG_LEVEL", "WARNING")  # a command's output is its own; the stack's INFO lines stay out of it
     argv = [sys.executable, "-m", "flask", "--app", "server:app", *flask_args]
     sys.exit(subprocess.run(argv, cwd=project_path, env=env).returncode)
 

@@ -25,7 +25,8 @@ import os
 from typing import Any, Mapping
 
 from flasgger import Swagger
-from flask import Flask
+from flask import Flask, current_app
+from werkzeug.routing import Rule
 
 from .routes.health import HEALTH_SCHEMA
 
@@ -66,6 +67,12 @@ def base_template(title: str, version: str | None) -> dict[str, Any]:
     }
 
 
+def _has_view(rule: Rule) -> bool:
+    """flasgger's ``rule_filter``: only rules with a view function (a rule added as
+    ``app.add_url_rule("/", endpoint="index")`` for a blueprint's view has none, and flasgger would fail on it)."""
+    return rule.endpoint in current_app.view_functions
+
+
 class StackSwagger(Swagger):
     """``flasgger.Swagger`` with two of its public methods overridden (see the module docstring)."""
 
@@ -94,7 +101,11 @@ def setup_apidocs(app: Flask, title: str, version: str | None, user_template: Ma
     if getattr(app, "swag", None) is not None:
         return
     template = merge_template(base_template(title, version), user_template)
-    config: dict[str, Any] = {"title": f"{title} API", "specs_route": UI_URL, "hide_top_bar": False}
+    config: dict[str, Any] = {
+        "title": f"{title} API", "specs_route": UI_URL, "hide_top_bar": False,
+        "specs": [{"endpoint": "apispec_1", "route": SPEC_URL, "rule_filter": _has_view,
+                   "model_filter": lambda tag: True}],
+    }
     if "openapi" in template:  # flasgger reads the OpenAPI version from its config, not from the template
         config["openapi"] = template["openapi"]
     StackSwagger(app, template=template, config=config, merge=True)

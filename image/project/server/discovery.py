@@ -15,8 +15,8 @@ Where the app is (:func:`locate`, no import), from the settings:
 The project directory goes first on ``sys.path``, so the user's absolute imports of their own package work. A
 module below it has its ordinary name (``wsgi``, ``flaskr``). The project's own ``__init__.py`` is imported under
 the directory's name (``/project/userapp`` is ``userapp``), the name pytest gives it too, so it is imported once;
-``USERAPP`` overrides that name, and ``userapp`` stands in for a directory name that is not an identifier or is
-taken by another module.
+``USERAPP`` overrides that name, and ``userapp`` stands in for a directory name that is not an identifier
+(``hello-app``) or names another module.
 
 Which object is the app (:func:`find_app`), in the imported module: with a ``name`` from ``FLASK_APP``, Flask's
 ``find_app_by_string``; else Flask's ``find_best_app`` (``app``, ``application``, the single ``Flask`` instance, a
@@ -87,7 +87,7 @@ def _packages_below(project: str) -> list[str]:
 
 def _root_package_name(project: str, override: str | None) -> str:
     """The module name of the project's own ``__init__.py``: ``override``, else the directory's name unless that
-    is no identifier or names another module (``flask``, an installed ``app``), else ``FALLBACK_NAME``."""
+    is not an identifier or names another module (``flask``, an installed ``app``), else ``FALLBACK_NAME``."""
     if override:
         return override
     name = os.path.basename(project)

@@ -23,6 +23,7 @@ import importlib.util
 import logging
 import os
 import threading
+from types import ModuleType
 from typing import Any, Callable, Iterator, Mapping
 
 from flask import Flask
@@ -105,9 +106,10 @@ def _maker(stack: Stack, location: AppLocation, config: Mapping[str, Any]) -> Ca
     return make
 
 
-def import_user_module(config: Mapping[str, Any] | None = None) -> None:
+def import_user_module(config: Mapping[str, Any] | None = None) -> tuple[AppLocation, ModuleType] | None:
     """Import the user's module as ``create_app`` would (nothing is called, no app is finished), so that other
-    importers (pytest's conftest files) find it in ``sys.modules`` under its one name.
+    importers (pytest's conftest files) find it in ``sys.modules`` under its one name; return where it is and the
+    module (None: no user app configured).
 
     Raises:
         server.exceptions.StackError: as ``create_app``.
@@ -115,10 +117,10 @@ def import_user_module(config: Mapping[str, Any] | None = None) -> None:
     config = dict(config or {})
     settings, stack = _settings(config)
     if settings.userapp == "":
-        return
+        return None
     location = locate(settings.app, settings.userapp_dir, settings.userapp or None)
     with building(_maker(stack, location, config)):
-        import_module(location)
+        return location, import_module(location)
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -60,9 +61,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
     try:
-        import_user_module(_project_config(early_config.rootpath))
+        loaded = import_user_module(_project_config(early_config.rootpath))
     except StackError:
-        pass  # the app fixture reports it, with its one-line message
+        return  # the app fixture reports it, with its one-line message
+    if loaded is not None:
+        location, module = loaded
+        if location.root_package and not os.path.basename(location.project_dir or "").isidentifier():
+            # pytest imports the __init__.py of a package directory whose name is no identifier (hello-app) as the
+            # top-level module "__init__" (_pytest.pathlib.resolve_pkg_root_and_module_name); that is this module
+            sys.modules.setdefault("__init__", module)
 
 
 def pytest_configure(config: pytest.Config) -> None:
