@@ -375,6 +375,8 @@ class ContainerEngine(Engine):
         }
         if base:
             args["BASE_IMAGE"] = base
+        if os.environ.get("FLASK_APP"):  # flask-stack build --app: where the image's runtime finds the app
+            args["FLASK_APP"] = os.environ["FLASK_APP"]
         with tempfile.TemporaryDirectory(prefix="flask-stack-build-") as tmp:
             context = images.layout_build_context(project, Path(tmp) / "context")
             argv = [self.binary, "build", "-f", str(context / "Dockerfile"), "-t", tag]
