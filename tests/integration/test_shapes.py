@@ -291,6 +291,30 @@ def test_flask_command_runs_the_apps_own_cli(shaped, cli_env):
     assert "[INFO]" not in result.stdout  # only the command's own output
 
 
+def test_dev_packages_are_installed_for_tests(shaped, cli_env):
+    files = dict(FACTORY)
+    files["Pipfile"] = """
+        [[source]]
+        url = "https://pypi.org/simple"
+        verify_ssl = true
+        name = "pypi"
+
+        [packages]
+
+        [dev-packages]
+        pytest-mock = "*"
+    """
+    files["tests/test_mocked.py"] = """
+        def test_mocker_fixture_from_a_dev_package(mocker, client):
+            fake = mocker.patch("shop.views.url_for", return_value="/mocked")
+            assert client.get("/items/1").get_json()["url"] == "/mocked" and fake.called
+    """
+    project = shaped(files)
+    result = flask_stack_test(cli_env, project, "-q", "-k", "mocker")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert passed(result.stdout) == 1, result.stdout[-2000:]
+
+
 @pytest.fixture(scope="session")
 def flaskr_source(tmp_path_factory) -> Path:
     """Flask's tutorial app (flaskr) with its tests, from the sdist of the Flask the stack pins (downloaded here)."""
