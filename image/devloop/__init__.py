@@ -11,7 +11,8 @@ the stack's ``image/project`` (runtime package ``server``) and ``image`` (this p
 
 Options and their environment defaults:
 
-* ``--project DIR``: the user's project (holds ``__init__.py``, loaded as package ``userapp``).
+* ``--project DIR``: the user's project directory; the runtime finds the app there as ``flask run`` does
+  (``server.discovery``; ``FLASK_APP`` says where when it cannot).
   Default ``STACK_USERAPP_DIR``, else ``$APPSODY_PROJECT_DIR/userapp``, else the current directory.
   The loop sets ``STACK_USERAPP_DIR`` to it for the runtime.
 * ``--host H``: default ``STACK_HOST``, else ``0.0.0.0`` in a container, ``127.0.0.1`` elsewhere.

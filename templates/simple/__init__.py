@@ -1,7 +1,7 @@
 """The smallest app: one Blueprint with a /hello route, its API docs and its test.
 
 Your Flask application: a Blueprint named ``blueprint`` that the python-flask stack serves. The
-stack imports this package as ``userapp`` and registers ``blueprint`` on its own app, which already
+stack imports this package (as ``userapp`` in its containers) and registers ``blueprint`` on an app it makes, which already
 provides, with no wiring from you:
 
 * ``/health`` (plus ``/health/live``, ``/health/ready``, ``/health/started``): Kubernetes probes.

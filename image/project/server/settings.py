@@ -2,7 +2,7 @@
 
 Each setting has a config key (``USERAPP``) and an environment variable (``STACK_USERAPP``); a key in the
 mapping passed to ``create_app`` wins over the environment. Keys may be given with or without the ``STACK_``
-prefix. The resolved values are stored in ``app.config`` under the prefixed name (``app.config["STACK_USERAPP"]``).
+prefix. The resolved values are the stack's state of the app: ``app.extensions["flask_stack"].settings``.
 
 ===================  =========================  ================  ====================================================
 key                  environment variable       default           meaning
