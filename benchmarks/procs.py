@@ -87,10 +87,20 @@ def cpu_seconds(pids) -> float:
     return total / ticks
 
 
+def serving_settings(env: dict):
+    """The stack's production serving settings (``server.settings.ServingSettings``) for environment ``env``."""
+    if str(PROJECT_DIR) not in sys.path:
+        sys.path.insert(0, str(PROJECT_DIR))
+    from server.settings import load_serving_settings
+
+    return load_serving_settings(env)
+
+
 @dataclass
 class Server:
     """One server under test. ``kind``: stack-gunicorn, stack-granian, stack-flask-run, bare-gunicorn,
-    bare-granian. ``project``: the user project for stack kinds."""
+    bare-granian, peer-gunicorn (Flask + prometheus_flask_exporter, multiprocess, 3 workers x 4 threads).
+    ``project``: the user project for stack kinds."""
 
     kind: str
     project: Path | None = None
@@ -125,17 +135,18 @@ class Server:
             env["PYTHONPATH"] = str(PROJECT_DIR)
             argv = [str(BIN / "python"), "-m", "flask", "--app", "server:app", "run", "--host", "127.0.0.1"]
             return argv + ["--port", str(self.port), "--with-threads", "--no-reload", "--no-debugger"], env
+        if self.kind == "peer-gunicorn":
+            (self.workdir / "metrics").mkdir(exist_ok=True)
+            env.update(PYTHONPATH=str(APPS), PEER_METRICS_PORT=str(free_port()))
+            return [str(BIN / "gunicorn"), "--config", str(APPS / "peer_gunicorn.conf.py"), "peer_flask:app"], env
         env.pop("PROMETHEUS_MULTIPROC_DIR")
         env["PYTHONPATH"] = f"{APPS}:{PROJECT_DIR}"
         if self.kind == "bare-gunicorn":
             return [str(BIN / "gunicorn"), "--config", str(conf), "bare_flask:app"], env
         if self.kind == "bare-granian":
-            import runpy
-
-            settings = runpy.run_path(str(conf))  # same worker and thread counts as the stack's launcher
-            workers = self.workers or settings["workers"]
+            settings = serving_settings(env)  # same worker and thread counts as the stack's
             argv = [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(self.port)]
-            argv += ["--workers", str(workers), "--blocking-threads", str(settings["threads"]), "--no-ws"]
+            argv += ["--workers", str(settings.workers), "--blocking-threads", str(settings.threads), "--no-ws"]
             return argv + ["--log-level", "warning", "bare_flask:app"], env
         raise ValueError(f"unknown server kind {self.kind!r}")
 

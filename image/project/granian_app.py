@@ -1,6 +1,6 @@
 """granian's mapping of the stack's serving settings (``server.serving``) onto granian's options and hooks.
 
-``/project/serve`` with STACK_SERVER=granian calls ``run_granian``: granian's WSGI interface, WEB_CONCURRENCY worker
+``/project/serve`` with STACK_SERVER=granian runs ``python3 granian_app.py`` (``main``), which calls ``run_granian``: granian's WSGI interface, WEB_CONCURRENCY worker
 processes with STACK_THREADS blocking threads each, STACK_GRACEFUL_TIMEOUT as the workers' kill timeout, the
 stack's log format. What granian has no option or hook for is added here:
 
@@ -21,6 +21,7 @@ import sys
 import threading
 
 from server import serving
+from server.exceptions import StackError
 
 REAP_INTERVAL = 1.0  # seconds between scans of the metrics dir for dead workers
 # Seconds a worker keeps serving after SIGTERM even with STACK_SHUTDOWN_DELAY=0: granian's stop closes idle
@@ -237,3 +238,19 @@ def run_granian(settings) -> int:
         stop.set()
     return 0
 
+
+def main() -> int:
+    """The granian master (``serve`` with STACK_SERVER=granian execs ``python3 granian_app.py`` once the serving
+    layer validated the settings and loaded the app): serve, then remove a temporary metrics dir."""
+    try:
+        serving.prepare_metrics_dir()  # this process owns the dir from now on
+        return run_granian(serving.serving_settings())
+    except StackError as exc:
+        sys.stderr.write(f"granian_app: {exc}\n")
+        return serving.EXIT_BAD_SETTING
+    finally:
+        serving.remove_temp_metrics_dir()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

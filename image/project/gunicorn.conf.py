@@ -98,3 +98,9 @@ def pre_request(worker, req) -> None:
 def child_exit(server, worker) -> None:
     """In the master, after a worker exited: drop its live-gauge metric files."""
     serving.worker_exited(worker.pid)
+
+
+def on_exit(server) -> None:
+    """In the master, at exit (also when it halts): remove the metrics dir when ``serve`` made it as a temporary
+    one."""
+    serving.remove_temp_metrics_dir()

@@ -236,7 +236,7 @@ def init(directory: Path, template: str | None, overwrite: bool) -> int:
 @app_option
 @port_option
 @engine_option
-@click.option("--production", is_flag=True, help="Serve with gunicorn and the production config (no reload).")
+@click.option("--production", is_flag=True, help="Serve with the production server and config (no reload).")
 @env_option
 @base_image_option
 def run(project_dir: Path | None, app_spec: str | None, port: int, engine: str, production: bool,

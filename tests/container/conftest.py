@@ -337,10 +337,10 @@ def container_processes(engine: str, name: str, env: dict[str, str] | None = Non
 
 
 def assert_production_server(table: list[tuple[str, ...]], workers: int = 2) -> None:
-    """Every process runs as uid 1001; PID 1 is the stack's production entry (``serve`` execs ``server.serving``,
-    which runs the configured server's main process, gunicorn's arbiter or granian's, in that process) and at
-    least ``workers`` worker processes were started by it."""
+    """Every process runs as uid 1001; PID 1 is the production server's main process (``serve`` runs the serving
+    layer, which execs it: granian by default, ``granian_app.py``) and at least ``workers`` worker processes were
+    started by it."""
     assert {uid for uid, *_ in table} == {"1001"}, table
     pid1 = [cmd for _, pid, _, cmd in table if pid == "1"]
-    assert pid1 and "server.serving" in pid1[0], table
+    assert pid1 and "granian" in pid1[0], table
     assert len([pid for _, pid, ppid, _ in table if ppid == "1"]) >= workers, table

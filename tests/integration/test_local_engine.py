@@ -164,7 +164,7 @@ def test_test_command_reports_pytest_status(cli_env, project, tmp_path):
     assert 'failures="1"' in report.read_text() or 'failures="1"' in report.read_text().replace("'", '"')
 
 
-def test_production_serves_with_gunicorn(cli_env, project, tmp_path):
+def test_production_serves_with_the_default_server(cli_env, project, tmp_path):
     with serve(cli_env, project, tmp_path, "run", "--production", "-e", "WEB_CONCURRENCY=2") as app:
         assert app.wait_for("/hello", lambda r: r.status_code == 200).text == "Hello from Appsody!"
         assert app.wait_for("/health/ready", lambda r: r.status_code == 200).json()["status"] == "UP"
@@ -174,7 +174,7 @@ def test_production_serves_with_gunicorn(cli_env, project, tmp_path):
                   if line.startswith("http_requests_total{") and '"/hello"' in line]
         assert sum(totals) >= 7
         family = descendants(app.proc.pid)
-        assert any(b"gunicorn" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in family)
+        assert any(b"granian" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in family)
         assert app.stop() == 0, app.output()[-3000:]
         deadline = time.monotonic() + 10
         while still_running(family) and time.monotonic() < deadline:

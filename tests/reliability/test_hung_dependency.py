@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .harness import get, thread_count
+from .harness import SERVERS, get, thread_count
 
 pytestmark = pytest.mark.slow
 
@@ -16,8 +16,10 @@ HEALTH_TIMEOUT = 1.0  # STACK_HEALTH_TIMEOUT, seconds
 SLACK = 2.0  # seconds allowed on top of the check timeout (scheduling on a loaded 2-core machine)
 
 
-def test_hung_readiness_check_times_out_without_harm(start_server):
+@pytest.mark.parametrize("server", SERVERS)
+def test_hung_readiness_check_times_out_without_harm(server, start_server):
     srv = start_server(
+        server=server,
         workers=2,
         env={"RELIABILITY_HANG_CHECK": "1", "STACK_HEALTH_TIMEOUT": str(HEALTH_TIMEOUT)},
         ready_path="/health/live",

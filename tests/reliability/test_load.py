@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .harness import TEMPLATE, run_wrk
+from .harness import SERVERS, TEMPLATE, run_wrk
 
 pytestmark = pytest.mark.slow
 
@@ -14,8 +14,9 @@ CONNECTIONS = 32
 MAX_RSS_GROWTH = 0.10  # fraction of the workers' summed RSS after warm-up
 
 
-def test_sustained_load_has_no_errors_and_no_memory_growth(start_server):
-    srv = start_server(source=TEMPLATE, workers=2)
+@pytest.mark.parametrize("server", SERVERS)
+def test_sustained_load_has_no_errors_and_no_memory_growth(server, start_server):
+    srv = start_server(source=TEMPLATE, server=server, workers=2)
     workers = srv.worker_pids()
 
     warmup = run_wrk(srv.port, "/hello", WARMUP_SECONDS, CONNECTIONS)

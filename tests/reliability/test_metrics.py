@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from .harness import free_port, get, require_tool, run_wrk, sample_value, scrape, series_keys
+from .harness import SERVERS, free_port, get, require_tool, run_wrk, sample_value, scrape, series_keys
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +27,11 @@ end
 """
 
 
-def test_request_totals_are_exact_over_all_workers(start_server):
+@pytest.mark.parametrize("server", SERVERS)
+def test_request_totals_are_exact_over_all_workers(server, start_server):
     # A worker takes at most 5 connections at once and each request is held 20 ms, so 12 concurrent clients
     # (a fresh connection per request) are necessarily spread over the 3 workers.
-    srv = start_server(workers=3, env={"GUNICORN_CMD_ARGS": "--worker-connections 5"})
+    srv = start_server(server=server, workers=3, env={"GUNICORN_CMD_ARGS": "--worker-connections 5"})
     total = 300
     with ThreadPoolExecutor(max_workers=12) as pool:
         answers = list(pool.map(lambda _: get(srv.port, "/whoami?hold=0.02"), range(total)))
@@ -45,8 +46,9 @@ def test_request_totals_are_exact_over_all_workers(start_server):
         assert sample_value(samples, "http_request_duration_seconds_count", endpoint="/whoami") == total
 
 
-def test_random_unknown_paths_add_no_series(start_server, tmp_path):
-    srv = start_server(workers=2)
+@pytest.mark.parametrize("server", SERVERS)
+def test_random_unknown_paths_add_no_series(server, start_server, tmp_path):
+    srv = start_server(server=server, workers=2)
     script = tmp_path / "random_paths.lua"
     script.write_text(RANDOM_PATHS_LUA)
     # Warm up: the shared "unmatched" series exist, every worker has written its files.
@@ -70,8 +72,9 @@ def test_random_unknown_paths_add_no_series(start_server, tmp_path):
     assert unmatched >= sent, "the unknown-path requests were not counted"
 
 
-def test_unknown_methods_add_no_series(start_server):
-    srv = start_server(workers=2)
+@pytest.mark.parametrize("server", SERVERS)
+def test_unknown_methods_add_no_series(server, start_server):
+    srv = start_server(server=server, workers=2)
     rng = random.Random(7)
     get(srv.port, "/hello", method="NOPE")
     get(srv.port, "/no/such/path", method="NOPE")
@@ -93,9 +96,10 @@ def _prometheus_query(api_port: int, query: str) -> list:
     return payload["data"]["result"]
 
 
-def test_real_prometheus_scrapes_the_app(start_server, tmp_path):
+@pytest.mark.parametrize("server", SERVERS)
+def test_real_prometheus_scrapes_the_app(server, start_server, tmp_path):
     prometheus = require_tool("prometheus")
-    srv = start_server(workers=2)
+    srv = start_server(server=server, workers=2)
     count = 37
     for _ in range(count):
         assert get(srv.port, "/hello")[0] == 200

@@ -37,7 +37,7 @@ def _left_in(tmp_path) -> list:
 
 
 BAD_SETTINGS = [
-    ({"STACK_SERVER": "uwsgi"}, "STACK_SERVER='uwsgi' is not a server; use gunicorn or granian"),
+    ({"STACK_SERVER": "uwsgi"}, "STACK_SERVER='uwsgi' is not a server; use granian or gunicorn"),
     ({"PORT": "eighty"}, "PORT='eighty' is not a whole number"),
     ({"PORT": "x"}, "PORT='x' is not a whole number"),
     ({"PORT": "70000"}, "PORT='70000' must be from 1 to 65535"),

@@ -13,7 +13,8 @@ server.serving``; ``main`` then
 3. loads the app once in a short-lived child process before any worker starts: an app that fails to load is one
    line naming file and line (``server.app``'s message) and exit status 4, for any worker count and any server;
 4. runs the chosen server through its thin mapping of these settings onto its own options and hooks
-   (``gunicorn.conf.py``, ``granian_app.py`` beside ``serve``).
+   (``gunicorn.conf.py``, for which this process becomes gunicorn's master; ``granian_app.py``, run here; both
+   beside ``serve``).
 
 Every server's worker handles SIGTERM through ``Drain``: readiness DOWN at once, ``Connection: close`` on every
 response (so clients that hold connections move away), new connections accepted until STACK_SHUTDOWN_DELAY
@@ -332,9 +333,7 @@ def main(argv: list[str]) -> int:
         status = check_app_loads()
         if status:
             return status
-        if settings.server == "granian":
-            return _run_script("granian_app.py").run_granian(settings)
-        return _run_gunicorn(argv)
+        return _exec_server(settings.server, argv)
     except StackError as exc:  # SettingsError, ServingError
         sys.stderr.write(f"serve: {exc}\n")
         return getattr(exc, "exit_status", EXIT_BAD_SETTING)
@@ -342,24 +341,28 @@ def main(argv: list[str]) -> int:
         remove_temp_metrics_dir()
 
 
-def _run_script(name: str):
-    """Import the server mapping ``name`` that lives beside ``serve`` (``granian_app.py``) and return the module."""
-    if HERE not in sys.path:
-        sys.path.insert(0, HERE)
-    import importlib
+def _exec_server(server: str, argv: list[str]) -> int:
+    """Replace this process with the server's master, so it is the process ``serve`` started (PID 1 in a
+    container) and named after the server: ``python3 -m gunicorn --config gunicorn.conf.py [argv]
+    server.serving:app``, or ``python3 granian_app.py``. From then on the server's mapping removes a temporary
+    metrics dir at exit (gunicorn.conf.py's ``on_exit``, granian_app.py's ``main``).
 
-    return importlib.import_module(name[:-3])
+    Raises:
+        ServingError: the server is not installed in this Python environment.
+    """
+    import importlib.util
 
-
-def _run_gunicorn(argv: list[str]) -> int:
-    """gunicorn's own entry point (``gunicorn --config gunicorn.conf.py [argv] server:app``) in this process."""
-    try:
-        from gunicorn.app.wsgiapp import WSGIApplication
-    except ImportError:
-        raise ServingError("gunicorn is not installed in this environment") from None
-    sys.argv = ["gunicorn", "--config", os.path.join(HERE, "gunicorn.conf.py"), *argv, "server.serving:app"]
-    WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]", prog="gunicorn").run()
-    return 0
+    if importlib.util.find_spec(server) is None:
+        raise ServingError(f"{server} is not installed in this environment; install it or set STACK_SERVER")
+    if server == "granian":
+        command = [sys.executable, "-P", os.path.join(HERE, "granian_app.py")]
+    else:
+        command = [sys.executable, "-P", "-m", "gunicorn", "--config", os.path.join(HERE, "gunicorn.conf.py"),
+                   *argv, "server.serving:app"]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+    return 1  # pragma: no cover - execv does not return
 
 
 if __name__ == "__main__":

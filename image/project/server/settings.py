@@ -255,7 +255,7 @@ class ServingSettings:
         control_socket: gunicorn's control socket path, None = off.
     """
 
-    server: str = "gunicorn"
+    server: str = "granian"
     host: str = "0.0.0.0"
     port: int = 8080
     workers: int = 2
@@ -275,7 +275,7 @@ class ServingSettings:
         return f"[{host}]:{self.port}" if ":" in host and not host.startswith("[") else f"{host}:{self.port}"
 
 
-SERVERS = ("gunicorn", "granian")
+SERVERS = ("granian", "gunicorn")  # the default first (README.md, "Production serving", says why)
 
 
 def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | None = None) -> ServingSettings:
@@ -296,7 +296,7 @@ def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | 
     def given(name: str) -> bool:
         return name in env
 
-    server = parse_choice("STACK_SERVER", env.get("STACK_SERVER", ""), SERVERS, "gunicorn", "a server")
+    server = parse_choice("STACK_SERVER", env.get("STACK_SERVER", ""), SERVERS, ServingSettings.server, "a server")
     port = parse_int("PORT", env["PORT"], 1, 65535, example=8080) if given("PORT") else 8080
     host = env.get("STACK_HOST", "").strip() or "0.0.0.0"
     if given("WEB_CONCURRENCY"):

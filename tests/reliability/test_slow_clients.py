@@ -1,0 +1,121 @@
+"""Slow clients against the real production server: 64 connections send their headers, or a body, one byte a second
+while normal requests are timed. They must keep being answered (p99 under 250 ms, none failed) and the slow
+connections must be closed after a bounded time."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from .harness import SERVERS, get
+
+pytestmark = pytest.mark.slow
+
+SLOW = 64  # connections
+PROBE_SECONDS = 12.0  # normal requests are timed this long, from 2 s after the slow connections opened
+HEADER_TIMEOUT = 10.0  # the serving layer's bound on reading a request head (granian: header_read_timeout)
+SLOW_HEAD = b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 4000 + b"\r\n\r\n"
+SLOW_BODY_HEAD = (b"POST /size HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\n"
+                  b"Content-Length: 100000\r\n\r\n")
+
+
+class Trickle(threading.Thread):
+    """``SLOW`` connections, each sending ``payload`` one byte a second (after ``head`` at once) until ``stop``;
+    ``closed_after`` holds, per connection the server closed, the seconds it took."""
+
+    def __init__(self, port: int, head: bytes, payload: bytes):
+        super().__init__(daemon=True)
+        self.socks = []
+        for _ in range(SLOW):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            if head:
+                sock.sendall(head)
+            sock.setblocking(False)
+            self.socks.append(sock)
+        self.payload = payload
+        self.stop = threading.Event()
+        self.closed_after: list[float] = []
+
+    def run(self) -> None:
+        began = time.monotonic()
+        position = 0
+        alive = list(self.socks)
+        while alive and not self.stop.wait(1.0):
+            for sock in list(alive):
+                try:
+                    sock.send(self.payload[position:position + 1])
+                except BlockingIOError:
+                    continue
+                except OSError:
+                    self.closed_after.append(time.monotonic() - began)
+                    alive.remove(sock)
+            position += 1
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(5)
+        for sock in self.socks:
+            sock.close()
+
+
+def _probe(port: int, seconds: float) -> tuple[list[float], list[str]]:
+    """GET /hello on a fresh connection every 50 ms for ``seconds``; return the latencies and the failures."""
+    latencies, failures = [], []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        began = time.monotonic()
+        try:
+            status = get(port, "/hello", timeout=5)[0]
+            if status != 200:
+                failures.append(f"status {status}")
+        except OSError as exc:
+            failures.append(repr(exc))
+        latencies.append(time.monotonic() - began)
+        time.sleep(0.05)
+    return latencies, failures
+
+
+def _p99(latencies: list[float]) -> float:
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+def _served_despite(start_server, server: str, head: bytes, payload: bytes) -> Trickle:
+    """Start ``server`` (3 workers), open the slow connections, time normal requests; assert none failed and p99
+    is under 250 ms; return the (closed) Trickle."""
+    srv = start_server(server=server, workers=3, env={"STACK_GRACEFUL_TIMEOUT": "3"})
+    trickle = Trickle(srv.port, head, payload)
+    trickle.start()
+    try:
+        time.sleep(2)
+        latencies, failures = _probe(srv.port, PROBE_SECONDS)
+    finally:
+        trickle.close()
+    assert not failures, failures[:5]
+    assert _p99(latencies) < 0.25, f"p99 {_p99(latencies) * 1000:.0f} ms over {len(latencies)} requests"
+    return trickle
+
+
+GUNICORN_HEADS = "gunicorn's gthread worker gives each connection a thread while it reads the request head, with no " \
+                 "time limit: 64 slow heads take every thread"
+SLOW_BODIES = "both servers read a body in the worker thread that runs the app (granian: a blocking thread waiting " \
+              "on its Rust body stream), with no time limit; a buffering front would hold them instead"
+
+
+@pytest.mark.parametrize("server", [
+    pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=GUNICORN_HEADS) if name == "gunicorn" else ())
+    for name in SERVERS
+])
+def test_slow_request_heads_do_not_stall_normal_requests(server, start_server):
+    trickle = _served_despite(start_server, server, b"", SLOW_HEAD)
+    assert len(trickle.closed_after) == SLOW, f"{len(trickle.closed_after)} of {SLOW} slow heads closed"
+    assert max(trickle.closed_after) < HEADER_TIMEOUT + 3
+
+
+@pytest.mark.parametrize("server", [pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=SLOW_BODIES))
+                                    for name in SERVERS])
+def test_slow_request_bodies_do_not_stall_normal_requests(server, start_server):
+    _served_despite(start_server, server, SLOW_BODY_HEAD, b"x" * 100_000)
