@@ -35,10 +35,11 @@ CONTENTS_PROBE = r"""
 import importlib.util, json, os, shutil
 print(json.dumps({
     "importable": {m: importlib.util.find_spec(m) is not None
-                   for m in ("debugpy", "watchfiles", "pipenv", "pytest", "pip", "six", "flask", "gunicorn")},
+                   for m in ("debugpy", "watchfiles", "pipenv", "pytest", "pip", "six", "flask", "gunicorn",
+                             "granian")},
     "compilers": [c for c in ("gcc", "cc", "clang") if shutil.which(c)],
     "exists": {p: os.path.exists(p) for p in ("/project/userapp/tests", "/project/server/checks",
-               "/project/server/testing.py", "/project/serve", "/project/gunicorn.conf.py",
+               "/project/server/testing.py", "/project/serve", "/project/gunicorn.conf.py", "/project/granian_app.py",
                "/project/userapp/.venv", "/project/userapp/.git")},
 }))
 """
@@ -102,19 +103,20 @@ def test_image_contents(engine: str, app_image: str) -> None:
     found = json.loads(result.stdout.strip().splitlines()[-1])
     importable = found["importable"]
     assert not any(importable[m] for m in ("debugpy", "watchfiles", "pipenv", "pytest", "pip")), importable
-    assert importable["six"] and importable["flask"] and importable["gunicorn"]
+    assert importable["six"] and importable["flask"] and importable["gunicorn"] and importable["granian"]
     assert found["compilers"] == []
     exists = found["exists"]
     assert not exists["/project/userapp/tests"] and not exists["/project/server/checks"]
     assert not exists["/project/server/testing.py"]
     assert not exists["/project/userapp/.venv"] and not exists["/project/userapp/.git"]
-    assert exists["/project/serve"] and exists["/project/gunicorn.conf.py"]
+    assert exists["/project/serve"] and exists["/project/gunicorn.conf.py"] and exists["/project/granian_app.py"]
 
 
 def test_serves_every_endpoint_as_non_root(engine: str, running_app: tuple[str, str],
                                            app_project: tuple[Path, str]) -> None:
-    """gunicorn (in PID 1, which serve's exec makes the stack's serving entry) answers every endpoint; all processes run as uid 1001; errors
-    carry no traceback and no Werkzeug debugger although STACK_DEBUG=1 was passed."""
+    """The default production server (granian, PID 1 after the serving layer's exec) answers every endpoint; all
+    processes run as uid 1001; errors carry no traceback and no Werkzeug debugger although STACK_DEBUG=1 was
+    passed."""
     name, base = running_app
     _, sha = app_project
     assert wait_for(f"{base}/hello") == "Hello from Appsody!"
@@ -151,7 +153,7 @@ def test_healthcheck_passes(engine: str, running_app: tuple[str, str]) -> None:
 
 
 def test_sigterm_stops_cleanly(engine: str, app_image: str) -> None:
-    """`<engine> stop` (SIGTERM) drains and stops gunicorn with exit status 0, no SIGKILL needed."""
+    """`<engine> stop` (SIGTERM) drains and stops the server with exit status 0, no SIGKILL needed."""
     name = f"flask-stack-test-stop-{os.getpid()}"
     port = free_port()
     try:
@@ -167,7 +169,7 @@ def test_sigterm_stops_cleanly(engine: str, app_image: str) -> None:
 
 
 def test_cli_run_production(engine: str, template_project: Path, tmp_path: Path) -> None:
-    """`flask-stack run --production --engine X` builds the deployable image and serves it with gunicorn
+    """`flask-stack run --production --engine X` builds the deployable image and serves it with granian
     on the host port; SIGTERM to the CLI stops it (exit 0) and removes the container."""
     project = tmp_path / "prod-app"
     shutil.copytree(template_project, project)
