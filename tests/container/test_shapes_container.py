@@ -7,81 +7,21 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import textwrap
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
 from flask_stack.container import ContainerEngine
+from testkit.apps import FACTORY, lay_out
 
 from .conftest import flask_stack, free_port, http_get, start_flask_stack, stop_process, wait_for
 
 pytestmark = pytest.mark.container
 
-FILES = {
-    "pyproject.toml": """
-        [project]
-        name = "shop"
-        version = "1.0"
-        [tool.pytest.ini_options]
-        testpaths = ["tests"]
-    """,
-    "shop/__init__.py": """
-        import click
-        from flask import Flask
-
-        def create_app(test_config=None):
-            app = Flask(__name__)
-            app.config.from_mapping(SHOP_NAME="corner shop")
-            if test_config:
-                app.config.update(test_config)
-            from shop import views
-            app.register_blueprint(views.bp)
-
-            @app.cli.command("count-items")
-            @click.argument("n", type=int)
-            def count_items(n):
-                click.echo(f"{n} items in {app.name}")
-
-            return app
-    """,
-    "shop/views.py": """
-        from flask import Blueprint, current_app, url_for
-
-        bp = Blueprint("shop", __name__)
-
-        @bp.get("/items/<int:item_id>")
-        def item(item_id):
-            return {"id": item_id, "url": url_for("shop.item", item_id=item_id),
-                    "shop": current_app.config["SHOP_NAME"], "module": __name__}
-    """,
-    "tests/conftest.py": """
-        import pytest
-        from shop import create_app
-
-        @pytest.fixture
-        def app():
-            return create_app({"TESTING": True, "SHOP_NAME": "test shop"})
-
-        @pytest.fixture
-        def client(app):
-            return app.test_client()
-    """,
-    "tests/test_items.py": """
-        def test_item(client):
-            assert client.get("/items/3").get_json()["shop"] == "test shop"
-    """,
-}
-
-
 @pytest.fixture
 def factory_project(engine: str, tmp_path: Path) -> Iterator[Path]:
-    root = tmp_path / "shop-project"
-    for rel, text in FILES.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n"))
+    root = lay_out(tmp_path / "shop-project", FACTORY)
     cli_engine = ContainerEngine(engine)
     try:
         yield root
@@ -98,7 +38,7 @@ def test_factory_app_in_the_development_container(engine: str, dev_image: str, f
     project = factory_project
     tested = flask_stack("test", "--engine", engine, "-q", cwd=project, timeout=600)
     assert tested.returncode == 0, tested.stdout[-3000:] + tested.stderr[-2000:]
-    assert "7 passed" in tested.stdout and "1 skipped" in tested.stdout, tested.stdout[-2000:]  # 1 own + 6 checks
+    assert "8 passed" in tested.stdout and "1 skipped" in tested.stdout, tested.stdout[-2000:]  # 2 own + 6 checks
 
     command = flask_stack("flask", "--engine", engine, "count-items", "4", cwd=project, timeout=300)
     assert command.returncode == 0, command.stdout[-2000:] + command.stderr[-2000:]

@@ -12,75 +12,16 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
+from testkit.apps import FACTORY, lay_out
+
 from .conftest import flask_stack_cmd, serve
 
 pytestmark = pytest.mark.slow
-
-FACTORY = {
-    "pyproject.toml": """
-        [project]
-        name = "shop"
-        version = "1.0"
-        [tool.pytest.ini_options]
-        testpaths = ["tests"]
-        filterwarnings = ["error"]
-    """,
-    "shop/__init__.py": """
-        from flask import Flask
-
-        def create_app(test_config=None):
-            app = Flask(__name__)
-            app.config.from_mapping(SHOP_NAME="corner shop")
-            if test_config:
-                app.config.update(test_config)
-            from shop import views  # an absolute import of the project's own package
-            app.register_blueprint(views.bp)
-            return app
-    """,
-    "shop/views.py": """
-        from flask import Blueprint, current_app, url_for
-
-        bp = Blueprint("shop", __name__)
-
-        @bp.get("/items/<int:item_id>")
-        def item(item_id):
-            \"\"\"One item.
-            ---
-            parameters:
-              - {name: item_id, in: path, type: integer, required: true}
-            responses:
-              200: {description: the item}
-            \"\"\"
-            return {"id": item_id, "url": url_for("shop.item", item_id=item_id),
-                    "shop": current_app.config["SHOP_NAME"]}
-    """,
-    "tests/conftest.py": """
-        import pytest
-        from shop import create_app
-
-        @pytest.fixture
-        def app():
-            return create_app({"TESTING": True, "SHOP_NAME": "from the project's conftest"})
-
-        @pytest.fixture
-        def client(app):
-            return app.test_client()
-    """,
-    "tests/test_items.py": """
-        def test_item_uses_the_projects_own_fixture(client):
-            body = client.get("/items/3").get_json()
-            assert body == {"id": 3, "url": "/items/3", "shop": "from the project's conftest"}
-
-        def test_hello_is_selected_by_k():
-            pass
-    """,
-}
 
 MODULE_APP = {
     "app.py": """
@@ -154,17 +95,6 @@ APPSODY = {
 }
 
 
-def lay_out(project: Path, files: dict[str, str]) -> Path:
-    """Replace the project directory's contents with ``files`` (relative path -> text, dedented)."""
-    for child in project.iterdir():
-        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
-    for rel, text in files.items():
-        path = project / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(textwrap.dedent(text).lstrip("\n"))
-    return project
-
-
 @pytest.fixture
 def shaped(local_env, project_path):
     """``shaped(FILES)``: the session's project path laid out with FILES (its venv already made)."""
@@ -194,7 +124,8 @@ def test_factory_in_a_sub_package(shaped, cli_env, tmp_path):
     project = shaped(FACTORY)
     with serve(cli_env, project, tmp_path) as served:
         body = served.get("/items/7").json()
-        assert body == {"id": 7, "url": "/items/7", "shop": "corner shop"}  # its own endpoint name and config
+        # its own endpoint name, config and module name
+        assert body == {"id": 7, "url": "/items/7", "shop": "corner shop", "module": "shop.views"}
         assert_stack_endpoints(served, "/items/<int:item_id>")
         assert "/items/{item_id}" in served.get("/apispec_1.json").json()["paths"]
         assert "shop loaded from" in served.output()
@@ -265,24 +196,7 @@ def test_appsody_style_with_tests_and_a_module_level_counter(shaped, cli_env, tm
 
 
 def test_flask_command_runs_the_apps_own_cli(shaped, cli_env):
-    files = dict(FACTORY)
-    files["shop/__init__.py"] = textwrap.dedent(files["shop/__init__.py"]) + textwrap.dedent("""
-        import click
-
-        def _register(app):
-            @app.cli.command("count-items")
-            @click.argument("n", type=int)
-            def count_items(n):
-                click.echo(f"{n} items in {app.name}")
-
-        _original = create_app
-
-        def create_app(test_config=None):
-            app = _original(test_config)
-            _register(app)
-            return app
-    """)
-    project = shaped(files)
+    project = shaped(FACTORY)
     result = subprocess.run(flask_stack_cmd("flask", "--engine", "local", "--project", str(project),
                                             "count-items", "5"), env=cli_env, capture_output=True, text=True,
                             timeout=300)
