@@ -6,17 +6,18 @@ Steps, each skipped when not needed:
 1. No ``Pipfile`` in the project: nothing to install.
 2. A stamp (JSON: sha256 of the Pipfile and Pipfile.lock bytes, and the install key) says both
    files are unchanged since the last successful install: nothing to do, no pipenv call (~1 ms).
-3. A current ``Pipfile.lock`` (``pipenv verify``; ``pipenv lock`` when missing or stale), see
-   :mod:`devloop.locking`. When the project cannot be written, the Pipfile is locked in a copy:
+3. A current ``Pipfile.lock`` (its recorded Pipfile hash checked here, else ``pipenv verify``;
+   ``pipenv lock`` when missing or stale), see :mod:`devloop.locking`. When the project cannot be written, the Pipfile is locked in a copy:
    ``DEPS/lock/`` with a deps dir, else ``<env>/flask-stack-deps/<project tag>-lock/`` (a temporary
    directory when that is not writable either), and the packages are installed from that lock.
-4. ``pipenv requirements --dev`` exports the lock's default and develop packages; the packages the stack itself pins
-   (image/project/Pipfile.lock, found next to the ``server`` package) are left out, with one warning
-   line when the user's lock pins another version of one of them (the stack's version is used).
-5. ``pip install --no-deps`` of the rest (the lock is complete, so no resolution happens here):
-   with a deps dir (``--deps-dir``/``APPSODY_DEPS``) into ``DEPS/site-<key>`` via ``--target``
-   (a fresh directory, so the app keeps running on the previous one until the loop restarts);
-   without one, into the running interpreter's environment.
+4. The lock's default and develop packages become requirement lines with their hashes; the packages the
+   stack itself pins (image/project/Pipfile.lock, found next to the ``server`` package) are left out, with
+   one warning line when the user's lock pins another version of one of them (the stack's version is used).
+5. ``uv pip install --require-hashes --no-deps`` of the rest (the lock is complete, so nothing is
+   resolved; uv is ``$STACK_UV``, else ``uv`` on PATH; ``pip install`` where there is none or
+   ``STACK_UV=pip``): with a deps dir (``--deps-dir``/``APPSODY_DEPS``) into ``DEPS/site-<key>`` via
+   ``--target`` (a fresh directory, so the app keeps running on the previous one until the loop
+   restarts); without one, into the running interpreter's environment.
 
 The install key is the sha256 of the lock's ``default`` and ``develop`` sections plus the Python ABI tag, so editing
 a comment in Pipfile re-verifies but does not reinstall. Failures raise :class:`DevloopError` with
@@ -39,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DevloopError
-from .locking import LOCKFILE, PIPFILE, ensure_lock, pipenv, run_command, summarize_failure
+from .locking import LOCKFILE, PIPFILE, ensure_lock, run_command, summarize_failure
 from .logs import get_logger
 
 # Used when the stack's own Pipfile.lock cannot be found: the runtime's direct packages.
@@ -196,19 +197,63 @@ def _install_key(lock: dict) -> str:
     return _sha(f"{default}\n{tag}".encode())[:16]
 
 
+def lock_requirements(lock: dict, sections: tuple[str, ...] = ("default",)) -> list[str]:
+    """Return pip requirement lines (``name[extras]==X ; markers --hash=sha256:...``) for ``sections`` of a
+    parsed Pipfile.lock (a package in several is written once, from the first); an entry without a pinned
+    version (a VCS or path package) is passed as its name or path without hashes, and then the install runs
+    without hash checking."""
+    lines, seen = [], set()
+    entries = [(name, entry) for section in sections for name, entry in sorted((lock.get(section) or {}).items())]
+    for name, entry in entries:
+        if _normalize(name) in seen:
+            continue
+        seen.add(_normalize(name))
+        entry = entry if isinstance(entry, dict) else {}
+        extras = f"[{','.join(sorted(entry['extras']))}]" if entry.get("extras") else ""
+        if entry.get("path") or entry.get("file"):
+            requirement = f"{entry.get('path') or entry.get('file')}"
+        elif entry.get("git"):
+            requirement = f"{name}{extras} @ git+{entry['git']}" + (f"@{entry['ref']}" if entry.get("ref") else "")
+        else:
+            requirement = f"{name}{extras}{entry.get('version', '')}"
+        if entry.get("markers"):
+            requirement += f" ; {entry['markers']}"
+        lines.append(requirement + "".join(f" --hash={h}" for h in entry.get("hashes") or []))
+    return lines
+
+
+def installer() -> str | None:
+    """Return the uv binary that installs the Pipfile's packages (``$STACK_UV``, else ``uv`` on PATH), or
+    None for pip (``STACK_UV=pip``, or no uv)."""
+    explicit = os.environ.get("STACK_UV", "").strip()
+    if explicit == "pip":
+        return None
+    return explicit or shutil.which("uv")
+
+
 def _pip_install(project: Path, requirements: list[str], target: Path | None) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="devloop-req-", delete=False) as f:
         f.write("\n".join(requirements) + "\n")
         req_file = f.name
-    argv = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "--no-input",
-            "--progress-bar", "off", "--no-warn-script-location", "-r", req_file]
-    if target is not None:
-        argv += ["--target", str(target)]
-    env = dict(os.environ)
+    hashed = all("--hash=" in line for line in requirements)
+    uv = installer()
+    if uv:
+        argv = [uv, "pip", "install", "--no-deps", "--no-progress", "--python", sys.executable, "-r", req_file]
+        argv += ["--target", str(target)] if target is not None else []
+    else:
+        argv = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "--no-input",
+                "--progress-bar", "off", "--no-warn-script-location", "-r", req_file]
+        argv += ["--target", str(target)] if target is not None else []
+    if hashed:
+        argv.append("--require-hashes")
+    env = dict(os.environ, NO_COLOR="1", UV_PYTHON_DOWNLOADS="never")
     env.pop("PYTHONPATH", None)
     env["COLUMNS"] = "1000"
+    tool = "uv" if uv else "pip"
     try:
-        status, lines = run_command(argv, env=env, on_line=lambda line: log.info("pip: %s", line.strip()))
+        status, lines = run_command(argv, env=env, on_line=lambda line: log.info("%s: %s", tool, line.strip()))
+    except OSError as exc:  # uv named by STACK_UV cannot run
+        raise DevloopError(f"cannot run {argv[0]} ({exc.strerror}); set STACK_UV to uv's path, or to pip") from None
     finally:
         os.unlink(req_file)
     if status != 0:
@@ -270,13 +315,7 @@ def _install_locked(project: Path, lock_dir: Path, deps_dir: Path | None) -> tup
     installed = False
     if previous.get("key") == key and (site is None or (site / ".complete").is_file()):
         return key, site, installed
-    requirements: list[str] = []
-    count = 0
-    if lock.get("default") or lock.get("develop"):
-        status, lines = pipenv(lock_dir, "requirements", "--dev")
-        if status != 0:
-            raise DevloopError(f"cannot export Pipfile.lock: {summarize_failure(lines)}")
-        requirements, count = filter_requirements(lines, protected_versions())
+    requirements, count = filter_requirements(lock_requirements(lock, ("default", "develop")), protected_versions())
     staging = None
     if site is not None:
         staging = site.with_name(site.name + ".tmp")

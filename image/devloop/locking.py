@@ -10,7 +10,9 @@ line by :func:`summarize_failure`.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import os
 import re
 import shutil
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import tomllib
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +29,9 @@ from .logs import get_logger
 
 PIPFILE = "Pipfile"
 LOCKFILE = "Pipfile.lock"
+#: Pipfile tables that are not package categories (pipenv's hash leaves them out or puts them in ``_meta``).
+_NOT_CATEGORIES = ("source", "packages", "dev-packages", "requires", "scripts", "pipfile", "pipenv",
+                   "default", "develop")
 #: Upper bound, in seconds, of one pipenv or pip command.
 COMMAND_TIMEOUT = 900.0
 
@@ -113,9 +119,13 @@ def summarize_failure(lines: list[str]) -> str:
                 break
         detail = "; ".join(dict.fromkeys(causes)) or "see `pipenv lock` for details"
         return f"conflicting requirements ({detail})"
-    errors = [ln.strip() for ln in lines if ln.strip().startswith("ERROR:")]
+    match = re.search(r"Because ([^\s]+) was not found in the package registry", text)  # uv
+    if match:
+        return f"no version of '{match.group(1)}' is available from the package index"
+    errors = [ln.strip() for ln in lines if ln.strip().startswith(("ERROR:", "error:"))]
     if errors:
-        return re.sub(r"^(ERROR:\s*)+", "", errors[-1])
+        causes = [ln.split(":", 1)[1].strip() for ln in lines if re.match(r"^\s+(Caused by|cause):", ln)]
+        return "; ".join([re.sub(r"^((ERROR|error):\s*)+", "", errors[-1]), *causes[-1:]])
     tail = [ln.strip() for ln in lines if ln.strip()]
     return tail[-1] if tail else "no output"
 
@@ -130,6 +140,36 @@ def pipenv(project: Path, *args: str) -> tuple[int, list[str]]:
         raise DevloopError(f"pipenv is not installed in {sys.prefix}; install it there (pip install pipenv) "
                            f"or remove {project / PIPFILE}")
     return run_command([sys.executable, "-m", "pipenv", *args], env=pipenv_env(project))
+
+
+def pipfile_hash(pipfile: Path) -> str:
+    """Return the sha256 pipenv records in ``Pipfile.lock``'s ``_meta.hash`` for ``pipfile``: the digest of
+    the JSON (sorted keys, no spaces) of its sources (pipenv's default PyPI source when it names none),
+    ``requires``, ``packages`` as ``default``, ``dev-packages`` as ``develop`` and any other package category.
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: it is not valid TOML.
+    """
+    data = tomllib.loads(pipfile.read_text(encoding="utf-8"))
+    sources = data.get("source") or [{"name": "pypi", "url": "https://pypi.org/simple", "verify_ssl": True}]
+    meta = {"_meta": {"sources": sources, "requires": data.get("requires", {})},
+            "default": data.get("packages", {}), "develop": data.get("dev-packages", {})}
+    for category, values in data.items():
+        if category not in _NOT_CATEGORIES:
+            meta[category] = values
+    return hashlib.sha256(json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def lock_matches(project: Path) -> bool:
+    """Return True when the project's Pipfile.lock was made from its Pipfile as it is (the hash pipenv
+    recorded equals :func:`pipfile_hash`), without running pipenv (~1 s). False means "not sure": the caller
+    asks ``pipenv verify``, so a difference between this and pipenv's hashing only costs time."""
+    try:
+        lock = json.loads((project / LOCKFILE).read_text(encoding="utf-8"))
+        return lock["_meta"]["hash"]["sha256"] == pipfile_hash(project / PIPFILE)
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _lock_copy_dir(project: Path, where: Path) -> tuple[Path, bool]:
@@ -158,8 +198,7 @@ def ensure_lock(project: Path, copy_dir: Path) -> tuple[Path, bool]:
         OSError: neither ``copy_dir`` nor a temporary directory can be written.
     """
     if (project / LOCKFILE).is_file():
-        status, _ = pipenv(project, "verify")
-        if status == 0:
+        if lock_matches(project) or pipenv(project, "verify")[0] == 0:
             return project, False
         why = "Pipfile.lock is out of date"
     else:
@@ -168,7 +207,7 @@ def ensure_lock(project: Path, copy_dir: Path) -> tuple[Path, bool]:
     blocked = unwritable_reason(project)
     if blocked is not None:
         where, temporary = _lock_copy_dir(project, copy_dir)
-        if (where / LOCKFILE).is_file() and pipenv(where, "verify")[0] == 0:
+        if (where / LOCKFILE).is_file() and (lock_matches(where) or pipenv(where, "verify")[0] == 0):
             log.warning("%s in %s, which cannot be written (%s); using the lock made earlier in %s",
                         why, project, blocked, where)
             return where, temporary

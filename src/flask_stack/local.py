@@ -1,22 +1,26 @@
-"""The local engine: run, debug, test and stop a project with no container, in a virtual environment.
+"""The local engine: run, debug, test and stop a project with no container.
 
-The environment (see ``flask_stack.localenv``) holds the stack's locked runtime and dev packages; the
-dev loop (package ``devloop`` in the stack's ``image/``) runs in it as
+The stack's shared environment (see ``flask_stack.localenv``) holds the stack's locked runtime and dev
+packages; the dev loop (package ``devloop`` in the stack's ``image/``) runs in it as
 
-    <venv>/bin/python -m devloop {run|debug|test} --project DIR [--port N --host 127.0.0.1] [--junitxml P]
+    <stack env>/bin/python -m devloop {run|debug|test} --project DIR --deps-dir <project layer>/deps
+        [--port N --host 127.0.0.1] [--junitxml P]
 
-with ``PYTHONPATH=<stack>/image/project:<stack>/image`` and ``STACK_USERAPP_DIR=DIR`` (plus
-``STACK_DEBUG_PORT``/``STACK_DEBUG_WAIT`` for debug); the dev loop installs the project's own Pipfile
-packages into the same venv. ``--production`` runs the stack's production entry ``image/project/serve``
-instead (gunicorn with ``image/project/gunicorn.conf.py`` on ``server:app``, a fresh
-``PROMETHEUS_MULTIPROC_DIR``), with the venv first on PATH, ``STACK_HOST=127.0.0.1`` and ``PORT``.
-Servers bind 127.0.0.1 only: the local engine is for the developer's own machine.
+with ``PYTHONPATH=<stack>/image/project:<stack>/image``, ``STACK_USERAPP_DIR=DIR`` and ``STACK_UV`` (the uv
+that installs the project's packages; ``pip`` when there is none), plus ``STACK_DEBUG_PORT``/``STACK_DEBUG_WAIT``
+for debug. The dev loop installs the project's own ``[packages]`` into its layer (never into the shared
+environment) and puts it first on ``sys.path``. ``--production`` installs that layer the same way, then runs the
+stack's production entry ``image/project/serve`` (gunicorn with ``image/project/gunicorn.conf.py`` on
+``server:app``, a fresh ``PROMETHEUS_MULTIPROC_DIR``) with the environment first on PATH, the layer on
+PYTHONPATH, ``STACK_HOST=127.0.0.1`` and ``PORT``. Servers bind 127.0.0.1 only: the local engine is for the
+developer's own machine.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import tempfile
 from pathlib import Path
 
@@ -24,7 +28,7 @@ import click
 
 from .engine import Engine, RunOptions
 from .errors import StackError
-from .localenv import ensure_env, env_python
+from .localenv import PIP, ensure_stack_env, env_python, find_uv, project_dir
 from .paths import devloop_parent, runtime_dir
 from .procs import require_free_port, run_foreground
 
@@ -58,10 +62,10 @@ class LocalEngine(Engine):
         if opts.production:
             return self._run_production(opts)
         self._require_devloop()
-        venv = ensure_env(opts.project, _echo)
+        venv = ensure_stack_env(_echo)
         mode = "debug" if opts.debug else "run"
         argv = [str(env_python(venv)), "-m", "devloop", mode, "--project", str(opts.project),
-                "--port", str(opts.port), "--host", HOST]
+                "--deps-dir", str(deps_dir(opts.project)), "--port", str(opts.port), "--host", HOST]
         env = self._env(opts.project, opts.env)
         if opts.debug:
             env.update(STACK_DEBUG="1", STACK_DEBUG_PORT=str(opts.debug_port),
@@ -76,8 +80,9 @@ class LocalEngine(Engine):
             StackError: the venv cannot be made or the dev loop is missing.
         """
         self._require_devloop()
-        venv = ensure_env(project, _echo)
-        argv = [str(env_python(venv)), "-m", "devloop", "test", "--project", str(project)]
+        venv = ensure_stack_env(_echo)
+        argv = [str(env_python(venv)), "-m", "devloop", "test", "--project", str(project),
+                "--deps-dir", str(deps_dir(project))]
         if junitxml is not None:
             argv += ["--junitxml", str(junitxml.expanduser().absolute())]
         return run_foreground([*argv, "--", *args], self._env(project, env or {}), project)
@@ -100,10 +105,14 @@ class LocalEngine(Engine):
         conf = runtime_dir() / "gunicorn.conf.py"
         if not conf.is_file():
             raise StackError(f"--production needs the stack's gunicorn config {conf}, which is missing")
-        venv = ensure_env(opts.project, _echo)
+        self._require_devloop()
+        venv = ensure_stack_env(_echo)
         env = self._env(opts.project, opts.env)
+        site = self._project_packages(venv, opts.project, env)
         env.update(PORT=str(opts.port), STACK_HOST=HOST, STACK_DEBUG="0")
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+        if site:
+            env["PYTHONPATH"] = os.pathsep.join([site, env["PYTHONPATH"]])
         if serve.is_file():
             return run_foreground(["/bin/sh", str(serve)], env, opts.project)
         metrics_dir = Path(tempfile.mkdtemp(prefix="flask-stack-metrics-"))
@@ -114,6 +123,34 @@ class LocalEngine(Engine):
             return run_foreground(argv, env, opts.project)
         finally:
             shutil.rmtree(metrics_dir, ignore_errors=True)
+
+    @staticmethod
+    def _project_packages(venv: Path, project: Path, env: dict[str, str]) -> str:
+        """Install the project's ``[packages]`` into its layer (as the dev loop does) and return the directory
+        to put on PYTHONPATH ('' when the project has none).
+
+        Raises:
+            StackError: the install failed (the dev loop's one-line reason).
+        """
+        code = "\n".join([
+            "import pathlib, sys",
+            "from devloop import deps, logs",
+            "from devloop.errors import DevloopError",
+            "logs.configure()",
+            "try:",
+            "    state = deps.ensure_deps(pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2]))",
+            "except DevloopError as exc:",
+            "    logs.get_logger().error('%s', exc)",
+            "    sys.exit(1)",
+            "pathlib.Path(sys.argv[3]).write_text(str(state.site_dir or ''))",
+        ])
+        with tempfile.TemporaryDirectory(prefix="flask-stack-site-") as tmp:
+            answer = Path(tmp) / "site"
+            status = subprocess.run([str(env_python(venv)), "-c", code, str(project), str(deps_dir(project)),
+                                     str(answer)], env=env, cwd=project, timeout=1800).returncode
+            if status != 0 or not answer.is_file():
+                raise StackError(f"installing the packages of {project / 'Pipfile'} failed; see the line above")
+            return answer.read_text()
 
     @staticmethod
     def _require_devloop() -> None:
@@ -130,5 +167,11 @@ class LocalEngine(Engine):
         env.update(extra)
         env["PYTHONPATH"] = os.pathsep.join([str(runtime_dir()), str(devloop_parent())])
         env["STACK_USERAPP_DIR"] = str(project)
+        env.setdefault("STACK_UV", find_uv() or PIP)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
+
+
+def deps_dir(project: Path) -> Path:
+    """Return the directory of ``project``'s own packages (its layer over the stack's environment)."""
+    return project_dir(project) / "deps"

@@ -1,19 +1,25 @@
-"""The local engine's virtual environment: one per project, made once, reused, remade when the lock changes.
+"""The local engine's environments: the stack's, shared by every project, and each project's own layer.
 
-Where: ``<cache>/envs/<project name>-<12 hex digits of sha256(project path)>``, with ``<cache>`` =
-``$STACK_CACHE_DIR``, else ``$XDG_CACHE_HOME/flask-stack``, else ``~/.cache/flask-stack``. The user cache
-dir rather than a directory inside the project, because the project directory is what the container engine
-mounts, what ``build`` copies into an image, what the dev loop watches for changes and what the user commits:
-~100 MB of site-packages belongs in none of them. One venv per project (not one shared) because the dev
-loop installs the project's own Pipfile packages into it; pip's download cache makes a second project's
-venv quick to make.
+**The stack's environment** holds the stack's locked runtime and dev packages (``image/project/Pipfile.lock``,
+sections ``default`` and ``develop``: Flask, gunicorn, debugpy, watchfiles, pipenv, pytest, ...). It is made
+once per machine, stack lock and interpreter, and shared read-only by every project:
+``<cache>/stack/<16 hex digits of the lock's sha256>-py<X.Y>-<8 hex digits naming the interpreter>``, with
+``<cache>`` = ``$STACK_CACHE_DIR``, else ``$XDG_CACHE_HOME/flask-stack``, else ``~/.cache/flask-stack``. A new
+stack version with another lock gets a new directory; the old one is left for a flask-stack still using it.
 
-What: the stack's runtime lock ``image/project/Pipfile.lock``, sections ``default`` and ``develop``
-(debugpy, watchfiles, pipenv, pytest), installed with ``pip install --require-hashes --no-compile``
-(byte-compiling every module up front took two thirds of the install time; Python compiles what is
-imported on first use and caches it in the venv). A stamp file
-(written last) records the lock's digest and the interpreter; an environment without a matching stamp is
-removed and made again, so a failed or interrupted install is never reused.
+**A project's own layer**: ``<cache>/projects/<name>-<12 hex digits of sha256(project path)>/`` holds the
+project's ``[packages]`` (``deps/``, installed by the dev loop with ``--deps-dir``, put first on ``sys.path``,
+as the container's dependency volume does) and the record of its running server. The user cache dir rather
+than a directory inside the project, because the project directory is what the container engine mounts, what
+``build`` copies into an image, what the dev loop watches and what the user commits.
+
+Installer: ``uv`` (``uv venv``, then ``uv pip install --require-hashes --no-deps`` from the lock: every file is
+checked against the lock's sha256 hashes, nothing is resolved; its cache makes a second environment take
+well under a second), the one installed with flask-stack, ``$STACK_UV``, or ``uv`` on PATH. Where uv cannot run,
+or ``STACK_UV=pip``: ``python -m venv`` and ``pip install --require-hashes --no-compile``. Byte-compiling is
+skipped either way (Python compiles what is imported, on first use). A stamp file (written last) records the
+lock's digest and the interpreter; an environment without a matching stamp is removed and made again, so a
+failed or interrupted install is never reused.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ from .lockfile import lock_digest, requirements_from_lock
 from .paths import runtime_dir
 
 STAMP = ".flask-stack-stamp"
+#: ``STACK_UV`` value that makes the local engine install with pip instead of uv.
+PIP = "pip"
 #: The oldest Python the runtime lock installs on (its packages' python_version markers).
 MIN_PYTHON = (3, 11)
 REQUIREMENTS = ".flask-stack-requirements.txt"
@@ -52,14 +60,6 @@ def cache_root() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "flask-stack"
-
-
-def env_dir(project: Path) -> Path:
-    """Return the virtual environment directory of ``project`` (it may not exist yet)."""
-    resolved = project.resolve()
-    slug = re.sub(r"[^a-z0-9]+", "-", resolved.name.lower()).strip("-")[:40] or "project"
-    digest = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:12]
-    return cache_root() / "envs" / f"{slug}-{digest}"
 
 
 def project_dir(project: Path) -> Path:
@@ -80,18 +80,49 @@ def env_python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def ensure_env(project: Path, echo: Echo) -> Path:
-    """Return the project's ready virtual environment, making or remaking it first when needed.
+def stack_env_dir(stamp: dict[str, str]) -> Path:
+    """Return the directory of the stack's environment described by ``stamp`` (see :func:`_wanted_stamp`)."""
+    version = stamp["python"].split()[1]
+    python_id = hashlib.sha256(stamp["python"].encode()).hexdigest()[:8]
+    return cache_root() / "stack" / f"{stamp['lock'][:16]}-py{'.'.join(version.split('.')[:2])}-{python_id}"
 
-    Progress lines go to ``echo``. Concurrent callers for the same project wait on a file lock.
+
+def find_uv() -> str | None:
+    """Return the uv binary to install with, or None for pip: ``$STACK_UV`` (``pip``: None), else the uv
+    installed with flask-stack (the ``uv`` package), else ``uv`` on PATH; None when none is found or it cannot
+    run here (``uv --version`` fails)."""
+    explicit = os.environ.get("STACK_UV", "").strip()
+    if explicit == PIP:
+        return None
+    candidate = explicit or None
+    if candidate is None:
+        try:
+            from uv import find_uv_bin
+
+            candidate = find_uv_bin()
+        except (ImportError, FileNotFoundError):
+            candidate = shutil.which("uv")
+    if candidate is None:
+        return None
+    try:
+        subprocess.run([candidate, "--version"], capture_output=True, timeout=30, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return candidate
+
+
+def ensure_stack_env(echo: Echo) -> Path:
+    """Return the stack's ready environment, making it first when this machine has none for this lock.
+
+    Progress lines go to ``echo``. Concurrent callers wait on a file lock; the first makes it.
 
     Raises:
-        StackError: the venv cannot be made or a package does not install (one line naming the
-            failing step or package); the half-made venv has been removed.
+        StackError: the environment cannot be made or a package does not install (one line naming the
+            failing step or package); the half-made environment has been removed.
     """
-    venv = env_dir(project)
     lock_path = runtime_dir() / "Pipfile.lock"
     wanted = _wanted_stamp(lock_path)
+    venv = stack_env_dir(wanted)
     if _read_stamp(venv) == wanted and env_python(venv).exists():
         return venv
     venv.parent.mkdir(parents=True, exist_ok=True)
@@ -154,19 +185,60 @@ def _build(venv: Path, lock_path: Path, stamp: dict[str, str], echo: Echo) -> No
     """Make ``venv`` from scratch and install the lock into it; remove it on any failure or interrupt."""
     started = time.monotonic()
     if venv.exists():
-        echo(f"the virtual environment {venv} is out of date or incomplete: remaking it")
+        echo(f"the stack's environment {venv} is incomplete: remaking it")
         shutil.rmtree(venv)
+    uv = find_uv()
     try:
-        echo(f"creating the local engine's virtual environment {venv} (once per project)")
-        _make_venv(venv)
-        requirements = venv / REQUIREMENTS
+        echo(f"installing the stack's packages into {venv} with {'uv' if uv else 'pip'} "
+             "(once per machine and stack version)")
+        requirements = venv.parent / f".{venv.name}-requirements.txt"
         requirements.write_text(requirements_from_lock(lock_path), encoding="utf-8")
-        _pip_install(venv, requirements, echo)
+        try:
+            if uv:
+                _uv_install(uv, venv, requirements, echo)
+            else:
+                _make_venv(venv)
+                _pip_install(venv, requirements, echo)
+        finally:
+            requirements.unlink(missing_ok=True)
         (venv / STAMP).write_text(json.dumps({**stamp, "flask_stack": __version__}) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(venv, ignore_errors=True)
         raise
-    echo(f"virtual environment ready in {time.monotonic() - started:.1f} s")
+    echo(f"the stack's environment is ready in {time.monotonic() - started:.1f} s")
+
+
+def _uv_install(uv: str, venv: Path, requirements: Path, echo: Echo) -> None:
+    """Make ``venv`` with ``uv venv`` and install ``requirements`` into it (hash-checked, no resolution),
+    echoing uv's progress lines; raise StackError with uv's reason in one line."""
+    env = dict(os.environ, NO_COLOR="1", UV_PYTHON_DOWNLOADS="never")
+    for name in ("PYTHONPATH", "VIRTUAL_ENV", "UV_SYSTEM_PYTHON"):
+        env.pop(name, None)
+    steps = [
+        ("creating the virtual environment", [uv, "venv", "--quiet", "--python", base_python(), str(venv)]),
+        ("installing the stack's runtime packages", [
+            uv, "pip", "install", "--python", str(env_python(venv)), "--require-hashes", "--no-deps",
+            "--no-progress", "-r", str(requirements)]),
+    ]
+    for what, cmd in steps:
+        errors: list[str] = []
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        try:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.rstrip()
+                if line.startswith(("Resolved ", "Prepared ", "Installed ", "Downloading ")):
+                    echo(f"  {line[0].lower()}{line[1:]}")
+                elif line.startswith("error:") or re.match(r"^\s+(Caused by|cause):", line):
+                    errors.append(line.split(":", 1)[1].strip())
+            status = proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if status != 0:
+            detail = "; ".join(errors) or f"uv exited with status {status}"
+            raise StackError(f"{what} with uv failed: {detail}")
 
 
 def _make_venv(venv: Path) -> None:

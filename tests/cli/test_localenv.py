@@ -1,4 +1,5 @@
-"""The local engine's venv: requirements from the lock, and failed installs removed with a one-line reason."""
+"""The local engine's environments: requirements from the lock, one stack environment shared by every project
+(made with uv, or pip where uv cannot run), and failed installs removed with a one-line reason."""
 
 from __future__ import annotations
 
@@ -43,15 +44,24 @@ def test_lock_problems_are_one_line(tmp_path):
         requirements_from_lock(bad)
 
 
-def test_env_dir_is_per_project_under_the_cache(tmp_path, monkeypatch):
+def test_project_dir_is_per_project_under_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "c"))
     one, two = tmp_path / "a" / "My App", tmp_path / "b" / "My App"
-    assert localenv.env_dir(one).parent == tmp_path / "c" / "envs"
-    assert localenv.env_dir(one).name.startswith("my-app-")
-    assert localenv.env_dir(one) != localenv.env_dir(two)
+    assert localenv.project_dir(one).parent == tmp_path / "c" / "projects"
+    assert localenv.project_dir(one).name.startswith("my-app-")
+    assert localenv.project_dir(one) != localenv.project_dir(two)
     monkeypatch.delenv("STACK_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    assert localenv.env_dir(one).parent == tmp_path / "xdg" / "flask-stack" / "envs"
+    assert localenv.project_dir(one).parent == tmp_path / "xdg" / "flask-stack" / "projects"
+
+
+def test_stack_env_dir_is_keyed_by_the_lock_and_the_interpreter(tmp_path, monkeypatch):
+    monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "c"))
+    stamp = {"lock": "ab" * 32, "python": "/usr/bin/python3 3.11.2 /usr"}
+    where = localenv.stack_env_dir(stamp)
+    assert where.parent == tmp_path / "c" / "stack" and where.name.startswith("ab" * 8 + "-py3.11-")
+    assert localenv.stack_env_dir({**stamp, "lock": "cd" * 32}) != where
+    assert localenv.stack_env_dir({**stamp, "python": "/opt/py/bin/python3 3.11.2 /opt/py"}) != where
 
 
 def test_failed_venv_creation_names_the_step_and_leaves_nothing(tmp_path, monkeypatch):
@@ -64,13 +74,14 @@ def test_failed_venv_creation_names_the_step_and_leaves_nothing(tmp_path, monkey
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("STACK_PYTHON", str(fake))
+    monkeypatch.setenv("STACK_UV", "pip")  # uv makes venvs without ensurepip; pip's fallback needs it
     with pytest.raises(StackError) as info:
-        localenv.ensure_env(tmp_path, lambda _line: None)
+        localenv.ensure_stack_env(lambda _line: None)
     message = str(info.value)
     assert message.startswith(f"creating the virtual environment with {fake} failed: Error: Command 'ensurepip'")
     assert message.endswith("(on Debian/Ubuntu: apt-get install python3-venv)")
     assert "\n" not in message
-    assert not localenv.env_dir(tmp_path).exists()
+    assert _envs(tmp_path / "cache") == []
 
 
 def test_too_old_python_is_refused_before_anything_is_made(tmp_path, monkeypatch):
@@ -80,7 +91,7 @@ def test_too_old_python_is_refused_before_anything_is_made(tmp_path, monkeypatch
     monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("STACK_PYTHON", str(fake))
     with pytest.raises(StackError, match=r"is Python 3\.9\.2; the stack needs 3\.11\+: set STACK_PYTHON"):
-        localenv.ensure_env(tmp_path, lambda _line: None)
+        localenv.ensure_stack_env(lambda _line: None)
     assert not (tmp_path / "cache").exists()
 
 
@@ -93,29 +104,43 @@ def _lock_with(tmp_path: Path, name: str, version: str, digest: str) -> Path:
     return runtime
 
 
+def _envs(cache: Path) -> list[str]:
+    """Names of the stack environments under ``cache`` (lock files aside)."""
+    where = cache / "stack"
+    return sorted(p.name for p in where.iterdir() if not p.name.endswith(".lock")) if where.is_dir() else []
+
+
 @pytest.mark.slow
+@pytest.mark.parametrize("installer", ["uv", "pip"])
 @pytest.mark.parametrize(
     ("name", "version", "expected"),
     [
-        ("six", "1.17.0", "failed at six==1.17.0: a downloaded file does not match its hash in the lock"),
-        ("flask-stack-no-such-package-zz", "1.0", "failed at flask-stack-no-such-package-zz==1.0: "),
+        ("six", "1.17.0", {"uv": "with uv failed: Failed to download `six==1.17.0`; Hash mismatch for `six==1.17.0`",
+                           "pip": "failed at six==1.17.0: a downloaded file does not match its hash in the lock"}),
+        ("flask-stack-no-such-package-zz", "1.0",
+         {"uv": "with uv failed: ", "pip": "failed at flask-stack-no-such-package-zz==1.0: "}),
     ],
 )
-def test_failed_install_names_the_package_and_leaves_nothing(tmp_path, monkeypatch, name, version, expected):
+def test_failed_install_names_the_package_and_leaves_nothing(tmp_path, monkeypatch, name, version, expected,
+                                                             installer):
     runtime = _lock_with(tmp_path, name, version, "0" * 64)
     monkeypatch.setattr(localenv, "runtime_dir", lambda: runtime)
     monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("UV_CACHE_DIR", str(tmp_path / "uv-cache"))
     monkeypatch.delenv("STACK_PYTHON", raising=False)
+    if installer == "pip":
+        monkeypatch.setenv("STACK_UV", "pip")
     progress: list[str] = []
     with pytest.raises(StackError) as info:
-        localenv.ensure_env(tmp_path, progress.append)
+        localenv.ensure_stack_env(progress.append)
     message = str(info.value)
-    assert message.startswith("installing the stack's runtime packages " + expected), message
-    assert "\n" not in message
-    assert progress[0].startswith("creating the local engine's virtual environment")
-    if name == "six":  # downloaded before its hash was checked
+    assert message.startswith("installing the stack's runtime packages " + expected[installer]), message
+    assert name in message and "\n" not in message
+    assert progress[0].startswith(f"installing the stack's packages into {tmp_path / 'cache' / 'stack'}")
+    assert progress[0].endswith(f"with {installer} (once per machine and stack version)")
+    if name == "six" and installer == "pip":  # downloaded before its hash was checked
         assert "  collecting six==1.17.0" in progress
-    assert not localenv.env_dir(tmp_path).exists()
+    assert _envs(tmp_path / "cache") == []
 
 
 @pytest.mark.slow
@@ -136,11 +161,12 @@ def test_interrupt_during_the_install_exits_quietly_and_removes_the_venv(tmp_pat
     try:
         seen = []
         deadline = time.monotonic() + 120
-        for line in proc.stderr:  # wait until pip is busy installing
+        for line in proc.stderr:  # wait until the installer is busy
             seen.append(line)
-            if "collecting" in line or time.monotonic() > deadline:
+            if "installing the stack's packages" in line or time.monotonic() > deadline:
                 break
-        assert any("collecting" in line for line in seen), seen
+        assert any("installing the stack's packages" in line for line in seen), seen
+        time.sleep(0.3)
         if signame == "SIGINT":
             os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
         else:
@@ -148,9 +174,8 @@ def test_interrupt_during_the_install_exits_quietly_and_removes_the_venv(tmp_pat
         rest = proc.stderr.read()
         assert proc.wait(timeout=60) == status
         assert "Traceback" not in rest and "KeyboardInterrupt" not in rest
-        cache = Path(cli_env["STACK_CACHE_DIR"]) / "envs"
-        assert [p.name for p in cache.iterdir() if not p.name.endswith(".lock")] == []
-        assert _group_members(proc.pid) == []  # pip was stopped too
+        assert _envs(Path(cli_env["STACK_CACHE_DIR"])) == []
+        assert _group_members(proc.pid) == []  # the installer was stopped too
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -183,37 +208,35 @@ def _runtime_with(tmp_path: Path, names: list[str]) -> Path:
 
 
 @pytest.mark.slow
-def test_venv_is_reused_and_remade_when_the_lock_changes(tmp_path, monkeypatch):
+def test_one_stack_env_is_shared_and_a_new_lock_gets_its_own(tmp_path, monkeypatch):
     import subprocess
 
     monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.delenv("STACK_PYTHON", raising=False)
     runtime = _runtime_with(tmp_path, ["six"])
     monkeypatch.setattr(localenv, "runtime_dir", lambda: runtime)
-    project = tmp_path / "p"
-    project.mkdir()
 
     first: list[str] = []
-    venv = localenv.ensure_env(project, first.append)
-    assert first[0].startswith("creating the local engine's virtual environment")
+    venv = localenv.ensure_stack_env(first.append)
+    assert first[0].startswith(f"installing the stack's packages into {venv} with uv")
+    assert first[-1].startswith("the stack's environment is ready in ")
     stamp = (venv / localenv.STAMP).stat().st_mtime_ns
 
     again: list[str] = []
-    assert localenv.ensure_env(project, again.append) == venv
+    assert localenv.ensure_stack_env(again.append) == venv  # any project, any number of times
     assert again == [] and (venv / localenv.STAMP).stat().st_mtime_ns == stamp
 
-    def importable(module: str) -> bool:
-        return subprocess.run([str(localenv.env_python(venv)), "-c", f"import {module}"], timeout=60).returncode == 0
+    def importable(env: Path, module: str) -> bool:
+        return subprocess.run([str(localenv.env_python(env)), "-c", f"import {module}"], timeout=60).returncode == 0
 
-    assert importable("six") and not importable("typing_extensions")
-    _runtime_with(tmp_path, ["six", "typing-extensions"])  # the stack's lock changed
-    changed: list[str] = []
-    assert localenv.ensure_env(project, changed.append) == venv
-    assert changed[0].startswith(f"the virtual environment {venv} is out of date or incomplete: remaking it")
-    assert importable("typing_extensions")
+    assert importable(venv, "six") and not importable(venv, "typing_extensions")
+    _runtime_with(tmp_path, ["six", "typing-extensions"])  # the stack's lock changed (a new stack version)
+    newer = localenv.ensure_stack_env(lambda _line: None)
+    assert newer != venv and importable(newer, "typing_extensions")
+    assert importable(venv, "six")  # the old one is left for a flask-stack still using it
 
-    (venv / localenv.STAMP).unlink()  # as if an install had been interrupted
+    (newer / localenv.STAMP).unlink()  # as if an install had been interrupted
     remade: list[str] = []
-    localenv.ensure_env(project, remade.append)
-    assert remade[0].startswith(f"the virtual environment {venv} is out of date or incomplete: remaking it")
-    assert (venv / localenv.STAMP).is_file()
+    assert localenv.ensure_stack_env(remade.append) == newer
+    assert remade[0] == f"the stack's environment {newer} is incomplete: remaking it"
+    assert (newer / localenv.STAMP).is_file()

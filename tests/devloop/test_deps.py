@@ -54,11 +54,15 @@ def test_unresolvable_package_is_one_line_at_startup(devloop, project, tmp_path)
     assert not any(p.name.startswith("site-") for p in (tmp_path / "deps").glob("*"))
 
 
-def test_package_is_locked_installed_in_deps_dir_and_stamped(devloop, project, tmp_path):
+@pytest.mark.parametrize("installer", ["uv", "pip"])
+def test_package_is_locked_installed_in_deps_dir_and_stamped(devloop, project, tmp_path, installer):
+    from uv import find_uv_bin
+
     deps_dir = tmp_path / "deps"
     with_package(project, f"=={VERSION}")
     add_route(project)
-    loop = devloop("run", project, "--deps-dir", str(deps_dir))
+    env = {"STACK_UV": find_uv_bin() if installer == "uv" else "pip"}
+    loop = devloop("run", project, "--deps-dir", str(deps_dir), env=env)
     response = loop.wait_for(lambda r: r.status_code == 200, path="/dep", timeout=INSTALL_TIMEOUT)
     where, camel = response.text.split()
     assert camel == "HelloWorld"
@@ -67,8 +71,9 @@ def test_package_is_locked_installed_in_deps_dir_and_stamped(devloop, project, t
     assert lock["default"][PACKAGE]["version"] == f"=={VERSION}"
     out = loop.output()
     assert "locking" in out and "installing 1 package" in out
+    assert {"uv": "uv: Installed 1 package", "pip": "pip: Successfully installed"}[installer] in out
     loop.close()
-    again = devloop("run", project, "--deps-dir", str(deps_dir))
+    again = devloop("run", project, "--deps-dir", str(deps_dir), env=env)
     again.wait_for(lambda r: r.status_code == 200, path="/dep")
     assert "locking" not in again.output() and "installing" not in again.output()
 
@@ -132,3 +137,21 @@ def test_without_deps_dir_installs_into_the_running_environment(project, runtime
     stamps = list((runtime_venv / "flask-stack-deps").glob("*.json"))
     assert len(stamps) == 1
     assert os.path.isfile(stamps[0])
+
+
+@pytest.mark.parametrize("edit", ["none", "comment", "package", "source"])
+def test_lock_freshness_is_read_without_pipenv_as_pipenv_reads_it(project, edit):
+    pipfile = project / "Pipfile"
+    text = pipfile.read_text()
+    if edit == "comment":
+        pipfile.write_text("# a comment\n" + text)
+    elif edit == "package":
+        pipfile.write_text(text.replace("[packages]\n", f'[packages]\n{PACKAGE} = "=={VERSION}"\n'))
+    elif edit == "source":
+        pipfile.write_text(text.replace("verify_ssl = true", "verify_ssl = false"))
+    code = ("import sys, pathlib; from devloop.locking import lock_matches, pipenv; p = pathlib.Path(sys.argv[1]); "
+            "print(lock_matches(p), pipenv(p, 'verify')[0] == 0)")
+    result = subprocess.run([sys.executable, "-c", code, str(project)], env=loop_env(), capture_output=True,
+                            text=True, timeout=120)
+    ours, pipenvs = result.stdout.split()
+    assert ours == pipenvs == str(edit in ("none", "comment")), result.stderr

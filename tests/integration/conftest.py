@@ -49,18 +49,18 @@ def project_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def local_env(cli_env, project_path) -> dict[str, float]:
-    """Make the local engine's venv for ``project_path`` once; return {'venv_seconds': time it took}."""
+    """Make the stack's shared environment once (under the session's cache dir); return {'venv_seconds': time it
+    took}."""
     project_path.mkdir(parents=True, exist_ok=True)
     (project_path / "__init__.py").touch()
     started = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-c", "import sys, pathlib; from flask_stack.localenv import ensure_env; "
-                               "ensure_env(pathlib.Path(sys.argv[1]), print)", str(project_path)],
+        [sys.executable, "-c", "from flask_stack.localenv import ensure_stack_env; ensure_stack_env(print)"],
         env=cli_env, capture_output=True, text=True, timeout=900,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     seconds = time.monotonic() - started
-    sys.stderr.write(f"\n[integration] local engine venv made in {seconds:.1f} s\n")
+    sys.stderr.write(f"\n[integration] the stack's environment made in {seconds:.1f} s\n")
     return {"venv_seconds": seconds}
 
 
