@@ -5,8 +5,14 @@ and dies with the loop (Linux ``PR_SET_PDEATHSIG``). It never returns into the l
 path ends in ``os._exit``. Sequence: reset signals, start the debugger (debug mode), call
 ``server.create_app()``; when the user's code fails to import, log the one-line reason and serve
 :mod:`devloop.errorapp` instead; then serve with Werkzeug's threaded server on the inherited
-listening socket (``make_server(fd=...)``). SIGTERM stops accepting, lets requests in flight finish
-(at most ``DRAIN_SECONDS``), and exits 0.
+listening socket (``make_server(fd=...)``), on a thread, while the main thread waits for SIGTERM. SIGTERM
+stops accepting (Werkzeug's ``shutdown``: the socket stays open in the loop, so connections wait in its
+backlog for the next app process), lets the connections in flight finish (at most ``DRAIN_SECONDS``), and
+exits 0. Werkzeug's server closes every connection after its response, so "in flight" ends with the response.
+
+A second after it starts serving, and again when it stops, the process lists the third-party modules it
+imported beyond the loop's (:func:`third_party_modules`) in ``spec.preload_path`` and writes one byte to
+``spec.preload_fd``: the loop imports them too, so the next app process starts with them loaded.
 """
 
 from __future__ import annotations
@@ -21,11 +27,14 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import preload
 from .errorapp import make_error_app
 from .logs import get_logger
 
 #: Seconds a stopping app process waits for requests in flight.
-DRAIN_SECONDS = 1.5
+DRAIN_SECONDS = 2.5
+#: Seconds between two checks of the serving thread for a shutdown request (Werkzeug's ``poll_interval``).
+POLL_SECONDS = 0.05
 PR_SET_PDEATHSIG = 1
 
 log = get_logger()
@@ -44,6 +53,9 @@ class ChildSpec:
         failure (str | None): serve the error app with this message instead of the user's app.
         started (float): ``time.monotonic()`` when the (re)start was triggered, for the ready message.
         close_fds (list[int]): the loop's own descriptors to close in the app process.
+        preload_path (Path | None): where to list the third-party modules the app imported (JSON list).
+        preload_fd (int | None): the pipe end to write one byte to once that list is written.
+        userapp (str): the module name the user's package is imported as (never preloaded).
     """
 
     sock_fd: int
@@ -57,53 +69,45 @@ class ChildSpec:
     failure: str | None = None
     started: float = 0.0
     close_fds: list[int] = field(default_factory=list)
+    preload_path: Path | None = None
+    preload_fd: int | None = None
+    userapp: str = "userapp"
 
 
 class _Stop(BaseException):
-    """Raised by the app process's SIGTERM handler to leave ``serve_forever``."""
+    """Raised by the app process's SIGTERM handler while it builds the app (before it serves)."""
 
 
-class _InFlight:
-    """WSGI middleware counting requests whose response has not been closed yet."""
+class _Connections:
+    """How many connections the server's handler threads are answering (guarded by a lock)."""
 
-    def __init__(self, app):
-        self.app = app
+    def __init__(self) -> None:
         self.count = 0
         self.lock = threading.Lock()
 
-    def __call__(self, environ, start_response):
-        with self.lock:
-            self.count += 1
-        try:
-            result = self.app(environ, start_response)
-        except BaseException:
-            self._done()
-            raise
-        return _Closing(result, self._done)
+    def handler(self):
+        """Return a Werkzeug request handler class that counts its connections here."""
+        from werkzeug.serving import WSGIRequestHandler
 
-    def _done(self):
-        with self.lock:
-            self.count -= 1
+        connections = self
 
+        class CountingHandler(WSGIRequestHandler):
+            def handle(self) -> None:
+                with connections.lock:
+                    connections.count += 1
+                try:
+                    super().handle()
+                finally:
+                    with connections.lock:
+                        connections.count -= 1
 
-class _Closing:
-    """Iterates a WSGI response and calls ``done`` once when it is closed."""
+        return CountingHandler
 
-    def __init__(self, result, done):
-        self.result, self.done, self.closed = result, done, False
-
-    def __iter__(self):
-        return iter(self.result)
-
-    def close(self):
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            if hasattr(self.result, "close"):
-                self.result.close()
-        finally:
-            self.done()
+    def wait_idle(self, timeout: float) -> None:
+        """Return once no connection is being answered, or after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while self.count > 0 and time.monotonic() < deadline:
+            time.sleep(0.005)
 
 
 def _set_pdeathsig() -> None:
@@ -183,24 +187,25 @@ def _start_debugger(spec: ChildSpec) -> None:
 
 
 def _serve(spec: ChildSpec, app) -> None:
+    """Serve ``app`` on the shared socket until SIGTERM, then stop accepting and drain (see the module docstring).
+    SIGTERM must be blocked in this thread already (the serving thread inherits the mask)."""
     from werkzeug.serving import make_server
 
-    counted = _InFlight(app)
-    srv = make_server(spec.host, spec.port, counted, threaded=True, fd=spec.sock_fd)
-    try:
-        srv.serve_forever(poll_interval=0.5)
-    except _Stop:
-        pass
-    finally:
-        srv.socket.close()
-    deadline = time.monotonic() + DRAIN_SECONDS
-    while counted.count > 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    connections = _Connections()
+    srv = make_server(spec.host, spec.port, app, threaded=True, fd=spec.sock_fd,
+                      request_handler=connections.handler())
+    serving = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": POLL_SECONDS},
+                               name="devloop-serve", daemon=True)
+    serving.start()
+    signal.sigwait({signal.SIGTERM})
+    srv.shutdown()  # returns once serve_forever has stopped accepting (and closed this process's copy)
+    connections.wait_idle(DRAIN_SECONDS)
 
 
 def child_main(spec: ChildSpec) -> None:
     """Body of the forked app process; never returns (``os._exit``)."""
     status = 0
+    loaded_before = set(sys.modules)
     try:
         os.setpgid(0, 0)
     except OSError:
@@ -225,9 +230,19 @@ def child_main(spec: ChildSpec) -> None:
         if spec.debug and not spec.failure:
             _start_debugger(spec)
         app, failure = _build_app(spec)
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # from here on, _serve waits for it
         if not failure and spec.started:
             log.info("app ready in %.2f s", time.monotonic() - spec.started)
+        report = None
+        if not failure:  # once the first requests have imported what they import lazily, and when stopping
+            report = threading.Timer(preload.REPORT_AFTER_SECONDS, preload.report,
+                                     (spec.project, spec.userapp, loaded_before, spec.preload_path, spec.preload_fd))
+            report.daemon = True
+            report.start()
         _serve(spec, app)
+        if report is not None:
+            report.cancel()
+            preload.report(spec.project, spec.userapp, loaded_before, spec.preload_path, spec.preload_fd)
     except _Stop:
         pass
     except BaseException:  # an unexpected bug here: say where, never fall back into the loop's code

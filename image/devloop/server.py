@@ -7,8 +7,13 @@ process restarts, new connections wait in the socket's backlog instead of being 
 
 Events (signals, watcher batches) arrive through pipes the main thread ``select``s on:
 
-* ``*.py`` saved: log one line naming the files, SIGTERM the app process group (SIGKILL after
-  ``STOP_SECONDS``), fork a new one.
+* ``*.py`` saved: log one line naming the files, SIGTERM the app process (it stops accepting and
+  finishes the requests in flight; SIGKILL of its group after ``STOP_SECONDS``) and fork the new one at
+  once, which takes the listening socket when its app is built; connections made meanwhile wait in
+  the backlog, so a save never fails a request. In debug mode the old process is stopped first (the
+  debugger's port is one).
+* an app process listed the third-party modules its app imported (:mod:`devloop.child`): import
+  those the loop has not, so the next app process starts with them loaded (never the project's own).
 * ``Pipfile``/``Pipfile.lock`` saved: install (:mod:`devloop.deps`) while the old app keeps serving,
   then stop it and ``os.execv`` the loop so the new packages load; a failed install is logged and
   the previous version keeps serving.
@@ -29,7 +34,7 @@ import time
 import warnings
 from pathlib import Path
 
-from . import deps, watch
+from . import deps, preload, watch
 from .child import ChildSpec, child_main
 from .errors import DevloopError, StopRequested
 from .logs import get_logger
@@ -164,6 +169,13 @@ class Loop:
                  watch_enabled: bool = True, argv: list[str] | None = None):
         self.sock = sock
         self.spec = spec
+        self._preload_r, self._preload_w = os.pipe()
+        os.set_blocking(self._preload_r, False)
+        spec.preload_fd = self._preload_w
+        spec.preload_path = preload.listing_path(spec.project, deps_dir)
+        spec.userapp = os.environ.get("STACK_USERAPP") or "userapp"
+        #: Old app processes draining after a reload: pid -> time.monotonic() deadline for SIGKILL.
+        self.retiring: dict[int, float] = {}
         self.project = spec.project
         self.deps_dir = deps_dir
         self.deps_key = deps_key
@@ -198,7 +210,8 @@ class Loop:
         """Fork an app process (the user's app, or the error app with ``failure``)."""
         self.spec.failure = failure
         self.spec.started = started if started is not None else time.monotonic()
-        self.spec.close_fds = [self._sig_r, self._sig_w] + (list(self.watcher.fds()) if self.watcher else [])
+        self.spec.close_fds = [self._sig_r, self._sig_w, self._preload_r] + (
+            list(self.watcher.fds()) if self.watcher else [])
         blocked = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
@@ -243,6 +256,40 @@ class Loop:
             time.sleep(0.005)
         self._signal_group(pid, signal.SIGKILL)  # helpers it left behind (debug adapter, user subprocesses)
 
+    def retire_child(self) -> None:
+        """SIGTERM the app process and leave it to finish its requests in flight while the next one starts;
+        :meth:`reap` collects it, :meth:`kill_overdue` SIGKILLs its group after ``STOP_SECONDS``."""
+        pid = self.child
+        if pid is None:
+            return
+        self.child = None
+        self._signal_group(pid, signal.SIGTERM)
+        self.retiring[pid] = time.monotonic() + STOP_SECONDS
+
+    def kill_overdue(self, *, everyone: bool = False) -> None:
+        """SIGKILL the groups of retiring app processes past their deadline (``everyone``: wait for each until
+        its deadline, then kill what is left; used when the loop stops or re-execs)."""
+        if everyone:
+            while self.retiring and time.monotonic() < max(self.retiring.values()):
+                self.reap()
+                if self.retiring:
+                    time.sleep(0.005)
+        for pid, deadline in list(self.retiring.items()):
+            if everyone or time.monotonic() > deadline:
+                log.warning("app process %d did not stop within %.0f s; killing it", pid, STOP_SECONDS)
+                self._signal_group(pid, signal.SIGKILL)
+                del self.retiring[pid]
+
+    def _preload(self) -> None:
+        """Import what the app processes listed (:func:`devloop.preload.import_listed`)."""
+        preload.import_listed(self.spec.preload_path, self.project, self.spec.userapp)
+
+    def _timeout(self) -> float:
+        """Seconds the main loop may wait in select: 1, or less until a retiring process's deadline."""
+        if not self.retiring:
+            return 1.0
+        return max(0.0, min(1.0, min(self.retiring.values()) - time.monotonic()))
+
     @staticmethod
     def _signal_group(pid: int, sig: int) -> None:
         try:
@@ -262,6 +309,9 @@ class Loop:
                 return
             if pid == 0:
                 return
+            if self.retiring.pop(pid, None) is not None:
+                self._signal_group(pid, signal.SIGKILL)  # helpers it left behind
+                continue
             if pid == self.child:
                 self.child = None
                 self._signal_group(pid, signal.SIGKILL)
@@ -284,20 +334,25 @@ class Loop:
             self.watcher = watch.Watcher(self.project, ignore).start()
         try:
             self.start_child()
+            self._preload()  # what the app imported last time, while the first app process starts
             while not self.stopping:
-                fds = [self._sig_r] + ([self.watcher.fileno()] if self.watcher else [])
+                fds = [self._sig_r, self._preload_r] + ([self.watcher.fileno()] if self.watcher else [])
                 try:
-                    select.select(fds, [], [], 1.0)
+                    ready, _, _ = select.select(fds, [], [], self._timeout())
                 except InterruptedError:
-                    pass
-                try:
-                    while os.read(self._sig_r, 512):
+                    ready = []
+                for fd in (self._sig_r, self._preload_r):
+                    try:
+                        while os.read(fd, 512):
+                            pass
+                    except BlockingIOError:
                         pass
-                except BlockingIOError:
-                    pass
                 if self.stopping:
                     break
                 self.reap()
+                self.kill_overdue()
+                if self._preload_r in ready:
+                    self._preload()
                 if self.watcher:
                     if self.watcher.error is not None:
                         log.error("watching %s stopped (%s); restart the dev loop to get reloads back",
@@ -314,6 +369,7 @@ class Loop:
             pass
         finally:
             self.stop_child()
+            self.kill_overdue(everyone=True)
             stop_adopted_children()
             if self.watcher:
                 self.watcher.stop()
@@ -340,12 +396,16 @@ class Loop:
             if not code_changed:
                 return
         log.info("reloading: %s changed", names)
-        self.stop_child()
+        if self.spec.debug:
+            self.stop_child()
+        else:
+            self.retire_child()
         self.start_child(started=started)
 
     def reexec(self) -> None:
         """Stop the app process and replace this process with a fresh loop on the same socket."""
         self.stop_child()
+        self.kill_overdue(everyone=True)
         stop_adopted_children()
         if self.watcher:
             self.watcher.stop()

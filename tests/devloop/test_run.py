@@ -157,3 +157,75 @@ def test_requests_during_reload_are_not_refused(devloop, project):
             pass
     assert refused == 0
     loop.wait_text("during", timeout=5)
+
+
+def test_saves_under_load_fail_no_request(devloop, project):
+    """16 clients request /hello without pause while __init__.py is saved 5 times: every request is answered
+    200 (by the old app or the new one), and the log has no traceback."""
+    import http.client
+    import threading
+
+    loop = devloop("run", project)
+    loop.wait_watching()
+    stop = threading.Event()
+    counts = {"ok": 0, "failed": 0}
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        while not stop.is_set():
+            connection = http.client.HTTPConnection("127.0.0.1", loop.port, timeout=10)
+            try:
+                connection.request("GET", "/hello")
+                response = connection.getresponse()
+                response.read()
+                ok = response.status == 200
+                why = f"status {response.status}"
+            except (OSError, http.client.HTTPException) as exc:
+                ok, why = False, repr(exc)
+            finally:
+                connection.close()
+            with lock:
+                counts["ok" if ok else "failed"] += 1
+                if not ok:
+                    failures.append(why)
+
+    threads = [threading.Thread(target=client, daemon=True) for _ in range(16)]
+    for thread in threads:
+        thread.start()
+    source = (project / "__init__.py").read_text()
+    try:
+        time.sleep(0.5)
+        for i in range(5):
+            (project / "__init__.py").write_text(source.replace(HELLO, f"Hello {i}"))
+            loop.wait_text(f"Hello {i}", timeout=20)
+            time.sleep(0.3)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
+    assert counts["failed"] == 0, (counts, failures[:5])
+    assert counts["ok"] > 100
+    out = loop.output()
+    assert out.count("reloading: __init__.py changed") == 5
+    assert "Traceback" not in out and "Errno" not in out, out[-3000:]
+
+
+def test_loop_preloads_third_party_modules_never_the_projects(devloop, project, tmp_path):
+    """The app imports a third-party module (``decimal``'s C part stands in: any module the loop had not) and a
+    module of its own that records which process imported it: the loop preloads the first, never the second,
+    and an edit of the project's module is still served."""
+    marker = tmp_path / "imported-by"
+    (project / "words.py").write_text(f"import os\nopen({str(marker)!r}, 'a').write(f'{{os.getpid()}}\\n')\n"
+                                      "WORD = 'first'\n")
+    source = (project / "__init__.py").read_text()
+    (project / "__init__.py").write_text(
+        "import email.mime.text  # not imported by the stack\n"
+        + source.replace(f'return "{HELLO}"', "from .words import WORD\n    return WORD"))
+    loop = devloop("run", project)
+    loop.wait_text("first")
+    loop.wait_log("preloaded", timeout=20)
+    assert re.search(r"preloaded \d+ modules your app imports", loop.output())
+    write_source(project / "words.py", (project / "words.py").read_text().replace("first", "second"))
+    loop.wait_text("second", timeout=20)
+    assert str(loop.proc.pid) not in marker.read_text().split()

@@ -1,0 +1,105 @@
+"""Preloading for faster reloads: the third-party modules an app process imported, imported by the warm loop too.
+
+An app process (:mod:`devloop.child`) lists, a second after it starts serving and again when it stops, the
+modules it imported beyond those it inherited from the loop, leaving out the user's package (and any file
+inside the project), the stack's own and the debugger's (:func:`third_party_modules`), as JSON in
+:func:`listing_path` (in the deps dir, so the list outlives a restart of the loop), and writes one byte to a
+pipe. The loop (:mod:`devloop.server`) then imports those it has not (:func:`import_listed`), so the next app
+process forks with them loaded: a save of an app using SQLAlchemy or pydantic is served as fast as one of the
+bare template. The project's own modules are never imported by the loop, so every save is seen.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from .errors import StopRequested
+from .logs import get_logger
+
+#: Seconds after it starts serving that an app process lists its third-party modules for the loop.
+REPORT_AFTER_SECONDS = 1.0
+#: Top-level modules never preloaded: the stack's own, the debugger's (started per app process), mains.
+NOT_PRELOADED = ("server", "devloop", "debugpy", "pydevd", "_pydev", "_pydevd", "__main__", "__mp_main__")
+
+log = get_logger()
+
+
+def listing_path(project: Path, deps_dir: Path | None) -> Path:
+    """Return the file listing the modules to preload for ``project``: in ``deps_dir``, else in the temporary
+    directory."""
+    tag = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:12]
+    return (deps_dir or Path(tempfile.gettempdir())) / f"preload-{tag}.json"
+
+
+def _excluded(name: str, userapp: str) -> bool:
+    return (name == userapp or name.startswith(userapp + ".") or name.split(".")[0] in NOT_PRELOADED
+            or name.endswith(".__main__"))
+
+
+def third_party_modules(project: Path, userapp: str, loaded_before: set[str]) -> list[str]:
+    """Return the names of the modules in ``sys.modules`` but not in ``loaded_before`` that are neither the
+    project's own (the package ``userapp`` and its submodules, or a file under ``project``) nor the stack's or
+    the debugger's (:data:`NOT_PRELOADED`), in import order."""
+    root = str(project.resolve()) + os.sep
+    names = []
+    for name, module in list(sys.modules.items()):
+        if name in loaded_before or _excluded(name, userapp):
+            continue
+        filename = getattr(module, "__file__", None)
+        if filename and not os.path.abspath(filename).startswith(root):
+            names.append(name)
+    return names
+
+
+def report(project: Path, userapp: str, loaded_before: set[str], path: Path | None, fd: int | None) -> None:
+    """In an app process: write :func:`third_party_modules` to ``path`` and one byte to ``fd`` (best effort:
+    a deps dir that cannot be written only makes reloads slower)."""
+    if path is None or fd is None:
+        return
+    try:
+        names = third_party_modules(project, userapp, loaded_before)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(names), encoding="utf-8")
+        os.replace(tmp, path)
+        os.write(fd, b"p")
+    except OSError as exc:
+        log.debug("could not list the app's modules for the loop: %s", exc)
+
+
+def import_listed(path: Path | None, project: Path, userapp: str) -> int:
+    """In the loop: import the modules listed in ``path`` that are not imported yet, skipping the project's
+    own (by name, and by where ``importlib.util.find_spec`` finds them) and any that fails to import; return
+    how many were imported (one INFO line says so when any)."""
+    try:
+        names = json.loads(path.read_text(encoding="utf-8")) if path is not None else []
+    except (OSError, ValueError):
+        return 0
+    root = str(project.resolve()) + os.sep
+    started, count = time.monotonic(), 0
+    for name in names if isinstance(names, list) else []:
+        if not isinstance(name, str) or name in sys.modules or _excluded(name, userapp):
+            continue
+        try:
+            found = importlib.util.find_spec(name)
+            origin = found.origin if found is not None else None
+            if not origin or os.path.abspath(origin).startswith(root):
+                continue
+            importlib.import_module(name)
+            count += 1
+        except (KeyboardInterrupt, StopRequested):
+            raise
+        except BaseException as exc:  # any failure (even SystemExit) only makes reloads slower
+            log.debug("not preloading %s: %s", name, exc)
+    if count:
+        log.info("preloaded %d modules your app imports, for faster reloads (%.2f s)", count,
+                 time.monotonic() - started)
+    return count
