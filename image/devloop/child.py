@@ -205,7 +205,6 @@ def _serve(spec: ChildSpec, app) -> None:
 def child_main(spec: ChildSpec) -> None:
     """Body of the forked app process; never returns (``os._exit``)."""
     status = 0
-    loaded_before = set(sys.modules)
     try:
         os.setpgid(0, 0)
     except OSError:
@@ -236,13 +235,13 @@ def child_main(spec: ChildSpec) -> None:
         report = None
         if not failure:  # once the first requests have imported what they import lazily, and when stopping
             report = threading.Timer(preload.REPORT_AFTER_SECONDS, preload.report,
-                                     (spec.project, spec.userapp, loaded_before, spec.preload_path, spec.preload_fd))
+                                     (spec.project, spec.userapp, spec.preload_path, spec.preload_fd))
             report.daemon = True
             report.start()
         _serve(spec, app)
         if report is not None:
             report.cancel()
-            preload.report(spec.project, spec.userapp, loaded_before, spec.preload_path, spec.preload_fd)
+            preload.report(spec.project, spec.userapp, spec.preload_path, spec.preload_fd)
     except _Stop:
         pass
     except BaseException:  # an unexpected bug here: say where, never fall back into the loop's code

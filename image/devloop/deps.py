@@ -15,7 +15,8 @@ Steps, each skipped when not needed:
    one warning line when the user's lock pins another version of one of them (the stack's version is used).
 5. ``uv pip install --require-hashes --no-deps`` of the rest (the lock is complete, so nothing is
    resolved; uv is ``$STACK_UV``, else ``uv`` on PATH; ``pip install`` where there is none or
-   ``STACK_UV=pip``): with a deps dir (``--deps-dir``/``APPSODY_DEPS``) into ``DEPS/site-<key>`` via
+   ``STACK_UV=pip``), byte-compiled (pip's default; uv's ``--compile-bytecode``), so every app process
+   and the loop's preloading read ``.pyc`` files even under ``PYTHONDONTWRITEBYTECODE``: with a deps dir (``--deps-dir``/``APPSODY_DEPS``) into ``DEPS/site-<key>`` via
    ``--target`` (a fresh directory, so the app keeps running on the previous one until the loop
    restarts); without one, into the running interpreter's environment.
 
@@ -238,7 +239,8 @@ def _pip_install(project: Path, requirements: list[str], target: Path | None) ->
     hashed = all("--hash=" in line for line in requirements)
     uv = installer()
     if uv:
-        argv = [uv, "pip", "install", "--no-deps", "--no-progress", "--python", sys.executable, "-r", req_file]
+        argv = [uv, "pip", "install", "--no-deps", "--no-progress", "--compile-bytecode", "--python", sys.executable,
+                "-r", req_file]
         argv += ["--target", str(target)] if target is not None else []
     else:
         argv = [sys.executable, "-m", "pip", "install", "--no-deps", "--disable-pip-version-check", "--no-input",

@@ -1,8 +1,9 @@
 """Preloading for faster reloads: the third-party modules an app process imported, imported by the warm loop too.
 
-An app process (:mod:`devloop.child`) lists, a second after it starts serving and again when it stops, the
-modules it imported beyond those it inherited from the loop, leaving out the user's package (and any file
-inside the project), the stack's own and the debugger's (:func:`third_party_modules`), as JSON in
+An app process (:mod:`devloop.child`) lists, a second after it starts serving and again when it stops, every
+module it has (those it inherited from the loop, those the loop preloaded, those its app imported), leaving out
+the user's package (and any file inside the project), the stack's own and the debugger's
+(:func:`third_party_modules`), as JSON in
 :func:`listing_path` (in the deps dir, so the list outlives a restart of the loop), and writes one byte to a
 pipe. The loop (:mod:`devloop.server`) then imports those it has not (:func:`import_listed`), so the next app
 process forks with them loaded: a save of an app using SQLAlchemy or pydantic is served as fast as one of the
@@ -30,6 +31,8 @@ REPORT_AFTER_SECONDS = 1.0
 NOT_PRELOADED = ("server", "devloop", "debugpy", "pydevd", "_pydev", "_pydevd", "__main__", "__mp_main__")
 
 log = get_logger()
+#: Names :func:`import_listed` skipped (the project's, or failing to import): not tried again by this loop.
+_skipped: set[str] = set()
 
 
 def listing_path(project: Path, deps_dir: Path | None) -> Path:
@@ -44,14 +47,15 @@ def _excluded(name: str, userapp: str) -> bool:
             or name.endswith(".__main__"))
 
 
-def third_party_modules(project: Path, userapp: str, loaded_before: set[str]) -> list[str]:
-    """Return the names of the modules in ``sys.modules`` but not in ``loaded_before`` that are neither the
-    project's own (the package ``userapp`` and its submodules, or a file under ``project``) nor the stack's or
-    the debugger's (:data:`NOT_PRELOADED`), in import order."""
+def third_party_modules(project: Path, userapp: str) -> list[str]:
+    """Return the names of the modules in ``sys.modules`` that are neither the project's own (the package
+    ``userapp`` and its submodules, or a file under ``project``) nor the stack's or the debugger's
+    (:data:`NOT_PRELOADED`), in import order. The whole list, not only what this process added: the next
+    loop starts from nothing."""
     root = str(project.resolve()) + os.sep
     names = []
     for name, module in list(sys.modules.items()):
-        if name in loaded_before or _excluded(name, userapp):
+        if _excluded(name, userapp):
             continue
         filename = getattr(module, "__file__", None)
         if filename and not os.path.abspath(filename).startswith(root):
@@ -59,13 +63,20 @@ def third_party_modules(project: Path, userapp: str, loaded_before: set[str]) ->
     return names
 
 
-def report(project: Path, userapp: str, loaded_before: set[str], path: Path | None, fd: int | None) -> None:
-    """In an app process: write :func:`third_party_modules` to ``path`` and one byte to ``fd`` (best effort:
-    a deps dir that cannot be written only makes reloads slower)."""
-    if path is None or fd is None:
+#: How many modules this process had when it last reported (it reports again only when it has more).
+_reported = 0
+
+
+def report(project: Path, userapp: str, path: Path | None, fd: int | None) -> None:
+    """In an app process: write :func:`third_party_modules` to ``path`` and one byte to ``fd``, unless no module
+    was imported since the last report (best effort: a deps dir that cannot be written only makes reloads
+    slower)."""
+    global _reported
+    if path is None or fd is None or len(sys.modules) == _reported:
         return
+    _reported = len(sys.modules)
     try:
-        names = third_party_modules(project, userapp, loaded_before)
+        names = third_party_modules(project, userapp)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         tmp.write_text(json.dumps(names), encoding="utf-8")
@@ -86,18 +97,20 @@ def import_listed(path: Path | None, project: Path, userapp: str) -> int:
     root = str(project.resolve()) + os.sep
     started, count = time.monotonic(), 0
     for name in names if isinstance(names, list) else []:
-        if not isinstance(name, str) or name in sys.modules or _excluded(name, userapp):
+        if not isinstance(name, str) or name in sys.modules or name in _skipped or _excluded(name, userapp):
             continue
         try:
             found = importlib.util.find_spec(name)
             origin = found.origin if found is not None else None
             if not origin or os.path.abspath(origin).startswith(root):
+                _skipped.add(name)
                 continue
             importlib.import_module(name)
             count += 1
         except (KeyboardInterrupt, StopRequested):
             raise
         except BaseException as exc:  # any failure (even SystemExit) only makes reloads slower
+            _skipped.add(name)
             log.debug("not preloading %s: %s", name, exc)
     if count:
         log.info("preloaded %d modules your app imports, for faster reloads (%.2f s)", count,

@@ -25,6 +25,7 @@ Events (signals, watcher batches) arrive through pipes the main thread ``select`
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import select
 import signal
@@ -219,6 +220,9 @@ class Loop:
                 # Python 3.12+ warns about fork() with threads; the watcher thread only waits in
                 # watchfiles' Rust code (GIL released), and the app process never touches it.
                 warnings.simplefilter("ignore", DeprecationWarning)
+                # The loop's objects (the stack's and the preloaded modules) are never garbage: keep the app
+                # process's collector from walking, and so copying, them (the gc module's advice for fork).
+                gc.freeze()
                 pid = os.fork()
             if pid == 0:
                 child_main(self.spec)  # never returns

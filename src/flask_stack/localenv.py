@@ -16,8 +16,8 @@ than a directory inside the project, because the project directory is what the c
 Installer: ``uv`` (``uv venv``, then ``uv pip install --require-hashes --no-deps`` from the lock: every file is
 checked against the lock's sha256 hashes, nothing is resolved; its cache makes a second environment take
 well under a second), the one installed with flask-stack, ``$STACK_UV``, or ``uv`` on PATH. Where uv cannot run,
-or ``STACK_UV=pip``: ``python -m venv`` and ``pip install --require-hashes --no-compile``. Byte-compiling is
-skipped either way (Python compiles what is imported, on first use). A stamp file (written last) records the
+or ``STACK_UV=pip``: ``python -m venv`` and ``pip install --require-hashes --no-compile``. Then only the modules
+a start imports are byte-compiled (:func:`_compile_what_starts`): all of them would take longer than the install. A stamp file (written last) records the
 lock's digest and the interpreter; an environment without a matching stamp is removed and made again, so a
 failed or interrupted install is never reused.
 """
@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from . import __version__
 from .errors import StackError
 from .lockfile import lock_digest, requirements_from_lock
-from .paths import runtime_dir
+from .paths import devloop_parent, runtime_dir
 
 STAMP = ".flask-stack-stamp"
 #: ``STACK_UV`` value that makes the local engine install with pip instead of uv.
@@ -201,11 +201,40 @@ def _build(venv: Path, lock_path: Path, stamp: dict[str, str], echo: Echo) -> No
                 _pip_install(venv, requirements, echo)
         finally:
             requirements.unlink(missing_ok=True)
+        _compile_what_starts(venv)
         (venv / STAMP).write_text(json.dumps({**stamp, "flask_stack": __version__}) + "\n", encoding="utf-8")
     except BaseException:
         shutil.rmtree(venv, ignore_errors=True)
         raise
     echo(f"the stack's environment is ready in {time.monotonic() - started:.1f} s")
+
+
+#: Run in a new environment: import what the dev loop, an app process and ``test`` import, and byte-compile
+#: those of the environment's files (``.pyc`` beside them, read even under PYTHONDONTWRITEBYTECODE).
+_COMPILE_SCRIPT = """
+import os, py_compile, sys
+from devloop import server
+server.warm_imports()
+import devloop.__main__, devloop.child, pytest, watchfiles
+root = os.path.realpath(sys.prefix) + os.sep
+for module in list(sys.modules.values()):
+    path = getattr(module, "__file__", None)
+    if path and path.endswith(".py") and os.path.realpath(path).startswith(root):
+        py_compile.compile(path, quiet=1)
+"""
+
+
+def _compile_what_starts(venv: Path) -> None:
+    """Byte-compile the modules of ``venv`` that a dev loop, an app process and ``test`` import (about 1 s;
+    compiling all of them, as ``uv --compile-bytecode`` does, takes 10 s or more), so every start reads ``.pyc``
+    files: Python writes them on first import too, but not under PYTHONDONTWRITEBYTECODE. Best effort."""
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1",  # the stack's own files (on PYTHONPATH) stay as they are
+               PYTHONPATH=os.pathsep.join([str(runtime_dir()), str(devloop_parent())]))
+    env.pop("VIRTUAL_ENV", None)
+    try:
+        subprocess.run([str(env_python(venv)), "-c", _COMPILE_SCRIPT], env=env, capture_output=True, timeout=300)
+    except (OSError, subprocess.SubprocessError):
+        pass
 
 
 def _uv_install(uv: str, venv: Path, requirements: Path, echo: Echo) -> None:
