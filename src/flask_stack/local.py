@@ -94,8 +94,9 @@ class LocalEngine(Engine):
             StackError: the venv cannot be made or the dev loop is missing.
         """
         self._require_devloop()
-        venv = ensure_env(project, _echo)
-        argv = [str(env_python(venv)), "-m", "devloop", "flask", "--project", str(project), "--", *args]
+        venv = ensure_stack_env(_echo)
+        argv = [str(env_python(venv)), "-m", "devloop", "flask", "--project", str(project),
+                "--deps-dir", str(deps_dir(project)), "--", *args]
         return run_foreground(argv, self._env(project, env or {}), project)
 
     def _run_production(self, opts: RunOptions) -> int:
