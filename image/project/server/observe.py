@@ -10,7 +10,8 @@ middleware the user adds (``ProxyFix``, say) wraps it and its changes to the env
   set that header itself;
 * when Flask calls ``start_response`` (after every ``after_request`` function, with the final status, still inside
   the request context): the duration (seconds, from entering the app), ``http_requests_total`` and
-  ``http_request_duration_seconds`` labelled with the matched URL rule, and the access line;
+  ``http_request_duration_seconds`` labelled with the matched URL rule, and the access line (the path as the
+  client asked it: ``SCRIPT_NAME`` then ``PATH_INFO``, so a ``STACK_URL_PREFIX`` is in it);
 * an exception that leaves the app (debug and testing propagate them) is recorded as a 500, then re-raised.
 
 No Flask hook and no ``flask.g`` write runs per request: the middleware needs one context lookup (for the URL
@@ -95,11 +96,12 @@ def _record(metrics: HttpMetrics, environ: dict, status: int, seconds: float, re
     except RuntimeError:  # no request context
         req = None
     if req is not None:
-        method, path, rule = req.method, req.path, req.url_rule
+        method, path, rule = req.method, req.script_root + req.path, req.url_rule
     elif _FAILED_REQUEST_ENVIRON in environ:  # the exception left the app after the context was popped
         method, path, rule = environ[_FAILED_REQUEST_ENVIRON]
     else:
-        method, path, rule = environ.get("REQUEST_METHOD", "GET").upper(), environ.get("PATH_INFO", "/"), None
+        method, rule = environ.get("REQUEST_METHOD", "GET").upper(), None
+        path = environ.get("SCRIPT_NAME", "") + (environ.get("PATH_INFO") or "/")
     endpoint = rule.rule if rule is not None else None
     metrics.observe(method, endpoint, status, seconds)
     log_access(method, path, status, seconds * 1000.0, request_id)
@@ -109,7 +111,7 @@ def _save_failed_request(sender: Flask, exception: BaseException, **extra: objec
     """``got_request_exception`` receiver (inside the request context): keep what ``_record`` needs in case the
     exception propagates out of the app (debug, testing) and the context is gone when it is recorded."""
     req = request._get_current_object()
-    req.environ[_FAILED_REQUEST_ENVIRON] = (req.method, req.path, req.url_rule)
+    req.environ[_FAILED_REQUEST_ENVIRON] = (req.method, req.script_root + req.path, req.url_rule)
 
 
 def install_observation(app: Flask, metrics: HttpMetrics) -> None:

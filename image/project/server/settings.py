@@ -25,13 +25,18 @@ LOG_FLUSH_SECONDS    STACK_LOG_FLUSH_SECONDS    ``0``             longest wait o
 METRICS_IN_PROGRESS  STACK_METRICS_IN_PROGRESS  ``0``             ``1``: keep the ``http_requests_in_progress`` gauge
 MAX_CONTENT_LENGTH   STACK_MAX_CONTENT_LENGTH   16777216 (16 MiB) largest request body, bytes (413 above it; 0 = none);
                                                                   Flask's own config key, so the user's app may set it
+URL_PREFIX           STACK_URL_PREFIX           unset             path the app is mounted at (``/your/path``): every
+                                                                  route lives under it, through ``SCRIPT_NAME``
+PROXY_HOPS           STACK_PROXY_HOPS           ``0``             trusted proxies in front (``X-Forwarded-*`` via
+                                                                  Werkzeug's ``ProxyFix``; 0 = headers ignored)
 ===================  =========================  ================  ====================================================
 
 Production serving settings (``load_serving_settings``, used by ``server.serving``) are read from the environment
 only: STACK_SERVER, PORT, STACK_HOST, WEB_CONCURRENCY, STACK_THREADS, STACK_WORKER_TIMEOUT, STACK_GRACEFUL_TIMEOUT,
 STACK_SHUTDOWN_DELAY, STACK_CONTROL_SOCKET, LOG_LEVEL, LOG_FORMAT (README.md, "Environment variables").
 
-One parser per type (``parse_bool``, ``parse_int``, ``parse_seconds``, ``parse_choice``, ``parse_level``); each raises
+One parser per type (``parse_bool``, ``parse_int``, ``parse_seconds``, ``parse_choice``, ``parse_level``,
+``parse_url_prefix``); each raises
 ``SettingsError`` with one line naming the variable. A number given as an empty string is an error (unset the
 variable instead): gunicorn itself would fail on ``WEB_CONCURRENCY=''`` with a traceback.
 
@@ -44,6 +49,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -73,6 +79,8 @@ class Settings:
     log_flush_seconds: float = 0.0
     metrics_in_progress: bool = False
     max_content_length: int | None = DEFAULT_MAX_CONTENT_LENGTH
+    url_prefix: str = ""
+    proxy_hops: int = 0
 
 
 # (field, config key, environment variable)
@@ -91,6 +99,8 @@ _FIELDS = (
     ("log_flush_seconds", "LOG_FLUSH_SECONDS", "STACK_LOG_FLUSH_SECONDS"),
     ("metrics_in_progress", "METRICS_IN_PROGRESS", "STACK_METRICS_IN_PROGRESS"),
     ("max_content_length", "MAX_CONTENT_LENGTH", "STACK_MAX_CONTENT_LENGTH"),
+    ("url_prefix", "URL_PREFIX", "STACK_URL_PREFIX"),
+    ("proxy_hops", "PROXY_HOPS", "STACK_PROXY_HOPS"),
 )
 
 #: Config keys consumed by the stack (both spellings); everything else goes to Flask's config.
@@ -174,6 +184,29 @@ def parse_level(name: str, value: Any) -> str:
     return level
 
 
+_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9._~!$&'()*+,;=:@-]+$")  # RFC 3986 pchar, unencoded (no "%", no "/")
+
+
+def parse_url_prefix(name: str, value: Any) -> str:
+    """A URL path prefix such as ``/your/path`` (returned without a trailing slash); an empty string or ``/`` is
+    "" (the root, no prefix).
+
+    Raises:
+        SettingsError: no leading slash, an empty, ``.`` or ``..`` segment, or a character not allowed in a URL
+            path (one line naming ``name``).
+    """
+    text = str(value).strip()
+    if text in ("", "/"):
+        return ""
+    if not text.startswith("/"):
+        raise SettingsError(f"{name}={value!r} must start with a slash, e.g. {name}=/{text.strip('/') or 'app'}")
+    segments = text.rstrip("/").split("/")[1:]
+    for segment in segments:
+        if segment in ("", ".", "..") or not _PREFIX_SEGMENT.match(segment):
+            raise SettingsError(f"{name}={value!r} is not a URL path like /your/path (segment {segment!r})")
+    return "/" + "/".join(segments)
+
+
 def load_settings(config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Resolve the stack settings.
 
@@ -209,6 +242,10 @@ def load_settings(config: Mapping[str, Any] | None = None, environ: Mapping[str,
             values[field] = parse_seconds(name, value, 0.0, maximum=60)
         elif field == "health_threads":
             values[field] = parse_int(name, value, 1)
+        elif field == "proxy_hops":
+            values[field] = parse_int(name, value, 0, 10, example=1)
+        elif field == "url_prefix":
+            values[field] = parse_url_prefix(name, value)
         elif field == "max_content_length":
             values[field] = None if value is None else parse_int(name, value, 0, example=16 * MIB) or None
         elif field == "log_format":

@@ -11,6 +11,8 @@ What it adds to any Flask app (state at ``app.extensions["flask_stack"]``, a :cl
   (handlers for one status code, such as ``@app.errorhandler(404)``, always win over the stack's);
 * Swagger UI at ``/apidocs/`` and the spec at ``/apispec_1.json`` (``server.apidocs``), unless the app set up
   flasgger itself; a ``/`` that redirects there when the app has no ``/``;
+* ``STACK_URL_PREFIX`` (every route under that path, through ``SCRIPT_NAME``) and ``STACK_PROXY_HOPS`` (trusted
+  ``X-Forwarded-*`` headers) as WSGI middleware (``server.proxy``);
 * logging (``server.logs``) and debug mode (``STACK_DEBUG=1`` turns Flask's debug on; 0 leaves the app's own).
 
 Applying it twice is a no-op, so a user's factory may call ``Stack(app)`` itself and the runtime then leaves the
@@ -43,6 +45,7 @@ from .health import HealthChecks
 from .logs import configure_logging
 from .metrics import HttpMetrics
 from .observe import install_observation
+from .proxy import mount_at, trust_proxies
 from .routes import health as health_routes
 from .routes import prometheus as prometheus_routes
 from .settings import Settings, load_settings, read_commit
@@ -135,7 +138,12 @@ class Stack:
         app.config.setdefault("STACK_APP_VERSION", settings.app_version)
         if not _has_own_handler(app, HTTPException):
             register_error_handlers(app)
+        if settings.url_prefix:  # mounted there (server.proxy); Flask's test client sends APPLICATION_ROOT
+            app.wsgi_app = mount_at(app.wsgi_app, settings.url_prefix)  # type: ignore[method-assign]
+            if app.config.get("APPLICATION_ROOT", "/") == "/":
+                app.config["APPLICATION_ROOT"] = settings.url_prefix
         install_observation(app, state.metrics)
+        app.wsgi_app = trust_proxies(app.wsgi_app, settings.proxy_hops)  # type: ignore[method-assign]
         app.register_blueprint(templates_blueprint)
         app.register_blueprint(health_routes.blueprint)
         app.register_blueprint(prometheus_routes.blueprint)
