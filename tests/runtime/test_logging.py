@@ -41,7 +41,7 @@ def test_text_access_line(make_app, capsys):
     assert len(lines) == 1
     line = lines[0]
     assert TEXT_LINE.match(line), line
-    assert re.search(r"\[INFO\] GET /hello 200 \d+\.\dms id=req-42$", line), line
+    assert re.search(r"\[INFO\] GET /hello 200 \d+\.\dms id=req-42 client=127\.0\.0\.1$", line), line
     assert response.headers["X-Request-ID"] == "req-42"
 
 
@@ -56,7 +56,7 @@ def test_json_lines(make_app, capsys):
     rec = access[0]
     assert rec["level"] == "INFO"
     assert rec["method"] == "GET" and rec["path"] == "/users/9" and rec["status"] == 200
-    assert rec["request_id"] == "abc"
+    assert rec["request_id"] == "abc" and rec["client"] == "127.0.0.1"
     assert isinstance(rec["duration_ms"], float)
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d$", rec["time"])
     assert "secret" not in rec["message"]  # the query string is not logged
@@ -145,12 +145,13 @@ def test_direct_access_line_matches_the_handlers_format(fmt):
     times = [1700000000.0, 1700000000.9995, 1700000000.9999996, 1700000001.0004999, 1714563600.123456,
              1700000059.999, 1767225599.9999999]
     for created in times:
-        for args in [("GET", "/hello", 200, 1.26, "abc"), ("POST", "/a b/ü", 503, 1234.56789, "x" * 32),
-                     ("OTHER", "/\\x00", 404, 0.0, "-")]:
+        for args in [("GET", "/hello", 200, 1.26, "abc", "127.0.0.1"),
+                     ("POST", "/a b/ü", 503, 1234.56789, "x" * 32, "2001:db8::1"),
+                     ("OTHER", "/\\x00", 404, 0.0, "-", "-")]:
             record = logging.getLogger(ACCESS_LOGGER).makeRecord(
-                ACCESS_LOGGER, logging.INFO, __file__, 0, "%s %s %s %.1fms id=%s", args, None, "f",
+                ACCESS_LOGGER, logging.INFO, __file__, 0, "%s %s %s %.1fms id=%s client=%s", args, None, "f",
                 {"method": args[0], "path": args[1], "status": args[2], "duration_ms": round(args[3], 3),
-                 "request_id": args[4]})
+                 "request_id": args[4], "client": args[5]})
             record.created = created
             record.msecs = (created - int(created)) * 1000
             assert access_line(fmt, created, *args) == handler.format(record), (created, args)
@@ -176,10 +177,10 @@ def test_access_line_still_reaches_other_handlers(make_app, capsys):
     access = [r for r in seen if r.name == "server.access"]
     assert len(access) == 1 and access[0].request_id == "via-logging" and access[0].status == 200
     lines = access_lines(capsys.readouterr().out, "/hello")
-    assert len(lines) == 1 and lines[0].endswith("id=via-logging"), lines
+    assert len(lines) == 1 and lines[0].endswith("id=via-logging client=127.0.0.1"), lines
     capsys.readouterr()
     client.get("/hello", headers={"X-Request-ID": "direct"})  # handler removed: the direct path again
-    assert access_lines(capsys.readouterr().out, "/hello")[0].endswith("id=direct")
+    assert access_lines(capsys.readouterr().out, "/hello")[0].endswith("id=direct client=127.0.0.1")
     assert len(access) == 1
 
 
@@ -247,7 +248,7 @@ def test_buffered_lines_wait_and_a_warning_writes_them_in_order(make_app, capsys
     logging.getLogger("userapp").warning("now write everything")
     lines = capsys.readouterr().out.splitlines()
     assert "userapp loaded from" in lines[0]  # create_app's own INFO line was pending too
-    assert lines[1].endswith("id=first") and lines[3].endswith("id=second"), lines
+    assert lines[1].endswith("id=first client=127.0.0.1") and lines[3].endswith("id=second client=127.0.0.1"), lines
     assert lines[2].endswith("info after the first request") and lines[4].endswith("now write everything")
     assert len(lines) == 5
 

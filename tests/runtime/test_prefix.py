@@ -113,3 +113,37 @@ def test_bad_prefix_stops_the_server_with_one_line(tmp_path):
     assert proc.returncode == 4, proc.stderr
     lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
     assert len(lines) == 1 and "STACK_URL_PREFIX='your/path' must start with a slash" in lines[0], lines
+
+
+FORGED = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "forged.example",
+          "X-Forwarded-Prefix": "/forged"}
+
+
+@pytest.mark.parametrize("prefix", ["", PREFIX])
+def test_forwarded_headers_change_nothing_without_trusted_proxies(make_app, capsys, prefix):
+    client = Client(make_app("proxied", URL_PREFIX=prefix).wsgi_app)
+    capsys.readouterr()
+    seen = client.get(prefix + "/seen", headers=FORGED, environ_base={"REMOTE_ADDR": "192.0.2.1"}).get_json()
+    assert seen == {"remote_addr": "192.0.2.1", "scheme": "http", "host": "localhost", "script_root": prefix,
+                    "link": f"http://localhost{prefix}/hello", "path": f"{prefix}/hello"}
+    assert re.search(rf"GET {prefix}/seen 200 .* client=192\.0\.2\.1$", capsys.readouterr().out, re.M)
+
+
+def test_trusted_proxy_gives_the_client_address_scheme_host_and_prefix(make_app, capsys):
+    client = Client(make_app("proxied", PROXY_HOPS=1).wsgi_app)
+    capsys.readouterr()
+    headers = {**FORGED, "X-Forwarded-For": "198.51.100.9, 203.0.113.7"}  # the proxy appended the last one
+    seen = client.get("/seen", headers=headers, environ_base={"REMOTE_ADDR": "192.0.2.1"}).get_json()
+    assert seen == {"remote_addr": "203.0.113.7", "scheme": "https", "host": "forged.example",
+                    "script_root": "/forged", "link": "https://forged.example/forged/hello", "path": "/forged/hello"}
+    assert re.search(r"GET /forged/seen 200 .* client=203\.0\.113\.7$", capsys.readouterr().out, re.M)
+
+
+@pytest.mark.parametrize("value, message", [("-1", "must be from 0 to 10"), ("x", "is not a whole number"),
+                                            ("", "is not a whole number")])
+def test_bad_proxy_hops_is_one_line(value, message):
+    from server.exceptions import SettingsError
+    from server.settings import load_settings
+
+    with pytest.raises(SettingsError, match=f"^STACK_PROXY_HOPS={value!r} {message}"):
+        load_settings(environ={"STACK_PROXY_HOPS": value})

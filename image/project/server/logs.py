@@ -321,23 +321,27 @@ def _json_time_of(created: float) -> str:
 
 
 def access_line(fmt: str, created: float, method: str, path: str, status: int, duration_ms: float,
-                request_id: str) -> str:
+                request_id: str, client: str = "-") -> str:
     """The access line (without the newline) exactly as the stack's handler formats it in format ``fmt``
-    ("text" or "json") for a record made at ``created`` (unix seconds); ``path`` must already be printable."""
-    message = f"{method} {path} {status} {duration_ms:.1f}ms id={request_id}"
+    ("text" or "json") for a record made at ``created`` (unix seconds); ``path`` and ``client`` must already be
+    printable."""
+    message = f"{method} {path} {status} {duration_ms:.1f}ms id={request_id} client={client}"
     if fmt == "json":
         return json.dumps({
             "time": _json_time_of(created), "level": "INFO", "logger": ACCESS_LOGGER, "message": message,
             "method": method, "path": path, "status": status, "duration_ms": round(duration_ms, 3),
-            "request_id": request_id,
+            "request_id": request_id, "client": client,
         }, default=str)
     return f"{_text_asctime(created)} [INFO] {message}"
 
 
-def log_access(method: str, path: str, status: int, duration_ms: float, request_id: str) -> None:
-    """Write the access line ``GET /path 200 1.2ms id=...`` (INFO, logger ``server.access``) with the same values
-    as extra fields ``method``, ``path``, ``status``, ``duration_ms``, ``request_id``. Non-printable characters
-    in ``path`` are escaped and it is cut at 1000 characters.
+def log_access(method: str, path: str, status: int, duration_ms: float, request_id: str,
+               client: str | None = None) -> None:
+    """Write the access line ``GET /path 200 1.2ms id=... client=203.0.113.7`` (INFO, logger ``server.access``)
+    with the same values as extra fields ``method``, ``path``, ``status``, ``duration_ms``, ``request_id``,
+    ``client``. ``client`` is the client's address (``REMOTE_ADDR``, the proxy's unless ``STACK_PROXY_HOPS``
+    trusts it; None: ``-``). Non-printable characters in ``path`` and ``client`` are escaped and ``path`` is cut
+    at 1000 characters.
 
     When the record would only reach the stack's own handler with its own formatter (the normal case), the line
     is formatted by ``access_line`` and queued (buffered writing) or written and flushed under the handler's
@@ -347,9 +351,10 @@ def log_access(method: str, path: str, status: int, duration_ms: float, request_
     if not _ACCESS.isEnabledFor(_INFO):
         return
     path = printable_path(path)
+    client = printable_path(client, 100) if client else "-"
     handler = _direct_handler()
     if handler is not None:
-        line = access_line(handler.stack_format, time.time(), method, path, status, duration_ms, request_id)
+        line = access_line(handler.stack_format, time.time(), method, path, status, duration_ms, request_id, client)
         if handler.flush_seconds > 0:
             handler.queue_line(line + handler.terminator)
             return
@@ -361,18 +366,19 @@ def log_access(method: str, path: str, status: int, duration_ms: float, request_
         except RecursionError:
             raise
         except Exception:  # noqa: BLE001 - as StreamHandler.emit: report on stderr, never fail the request
-            handler.handleError(_access_record(method, path, status, duration_ms, request_id))
+            handler.handleError(_access_record(method, path, status, duration_ms, request_id, client))
         finally:
             handler.release()
         return
-    _ACCESS.handle(_access_record(method, path, status, duration_ms, request_id))
+    _ACCESS.handle(_access_record(method, path, status, duration_ms, request_id, client))
 
 
-def _access_record(method: str, path: str, status: int, duration_ms: float, request_id: str) -> logging.LogRecord:
+def _access_record(method: str, path: str, status: int, duration_ms: float, request_id: str,
+                   client: str) -> logging.LogRecord:
     # makeRecord + handle = logger.info without its caller lookup (a stack walk per request)
     return _ACCESS.makeRecord(
-        ACCESS_LOGGER, logging.INFO, __file__, 0, "%s %s %s %.1fms id=%s",
-        (method, path, status, duration_ms, request_id), None, "log_access",
+        ACCESS_LOGGER, logging.INFO, __file__, 0, "%s %s %s %.1fms id=%s client=%s",
+        (method, path, status, duration_ms, request_id, client), None, "log_access",
         {"method": method, "path": path, "status": status, "duration_ms": round(duration_ms, 3),
-         "request_id": request_id},
+         "request_id": request_id, "client": client},
     )

@@ -104,7 +104,7 @@ def _record(metrics: HttpMetrics, environ: dict, status: int, seconds: float, re
         path = environ.get("SCRIPT_NAME", "") + (environ.get("PATH_INFO") or "/")
     endpoint = rule.rule if rule is not None else None
     metrics.observe(method, endpoint, status, seconds)
-    log_access(method, path, status, seconds * 1000.0, request_id)
+    log_access(method, path, status, seconds * 1000.0, request_id, environ.get("REMOTE_ADDR"))
 
 
 def _save_failed_request(sender: Flask, exception: BaseException, **extra: object) -> None:
