@@ -36,6 +36,12 @@ errorlog = "-"
 loglevel = _settings.log_level.lower()
 capture_output = False
 
+# Forwarded headers are the runtime's business (STACK_PROXY_HOPS, Werkzeug's ProxyFix), the same on every server:
+# gunicorn would otherwise take the scheme (X-Forwarded-Proto...) and SCRIPT_NAME/PATH_INFO headers from any peer
+# on 127.0.0.1, whatever STACK_PROXY_HOPS says (tests/proxy/test_nginx.py).
+secure_scheme_headers = {}
+forwarder_headers = ""
+
 # The control socket (for ``gunicornc``) defaults to a path under $HOME, read-only in the deployable image.
 if _settings.control_socket:
     control_socket = _settings.control_socket

@@ -1,0 +1,166 @@
+"""The app behind a real nginx (README.md's location block), under /your/path/, on each production server.
+
+nginx listens on 127.0.0.1 (HTTP and HTTPS with a throwaway certificate); the client connects from 127.0.0.2 (the
+loopback network is 127/8), so the client's address differs from the proxy's (127.0.0.1) and the access line shows
+which one the app took. The server runs with STACK_URL_PREFIX=/your/path and STACK_PROXY_HOPS=1 (one trusted
+proxy), except where a test says otherwise.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import ssl
+import time
+from pathlib import Path
+
+import pytest
+from reliability.harness import SERVERS, ProductionServer, copy_project
+from testkit.nginx import Nginx, readme_location
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "tests" / "fixtures" / "userapps" / "proxied"
+PREFIX = "/your/path"
+CLIENT = "127.0.0.2"  # the client's source address; nginx and the app see it as $remote_addr / X-Forwarded-For
+pytestmark = pytest.mark.slow
+
+
+def request(port: int, path: str, headers: dict | None = None, tls: bool = False, method: str = "GET"):
+    """One request from CLIENT to nginx on 127.0.0.1:``port``: (status, headers (lower-case names), body)."""
+    if tls:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the test's own throwaway certificate
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, source_address=(CLIENT, 0),
+                                           context=context)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10, source_address=(CLIENT, 0))
+    try:
+        conn.request(method, path, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def start_behind_nginx(workdir: Path, server: str, env: dict) -> tuple[ProductionServer, Nginx]:
+    srv = ProductionServer(project=copy_project(APP, workdir / "project"), workdir=workdir, server=server,
+                           workers=2, env=env)
+    srv.start(ready_path=f"{PREFIX}/health/ready" if env.get("STACK_URL_PREFIX") else "/health/ready")
+    try:
+        proxy = Nginx(workdir / "nginx", readme_location(REPO / "README.md"), f"127.0.0.1:{srv.port}").start()
+    except BaseException:
+        srv.stop()
+        raise
+    return srv, proxy
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def stack(request, tmp_path_factory):
+    """(server, nginx): the proxied app mounted at /your/path, one trusted proxy, behind README's nginx block."""
+    workdir = tmp_path_factory.mktemp(f"nginx-{request.param}")
+    srv, proxy = start_behind_nginx(workdir, request.param,
+                                    {"STACK_URL_PREFIX": PREFIX, "STACK_PROXY_HOPS": "1"})
+    try:
+        yield srv, proxy
+    finally:
+        proxy.stop()
+        srv.stop()
+
+
+def wait_for_log(srv: ProductionServer, pattern: str, timeout: float = 10.0) -> str:
+    """The first server log line matching ``pattern`` (lines are written in batches every 0.25 s)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        match = re.search(pattern, srv.log_text(), re.M)
+        if match:
+            return match.group(0)
+        time.sleep(0.1)
+    raise AssertionError(f"no log line matches {pattern!r}:\n{srv.log_tail()}")
+
+
+def hello_count(port: int) -> float:
+    status, _, body = request(port, f"{PREFIX}/metrics")
+    assert status == 200
+    match = re.search(r'^http_requests_total\{endpoint="/hello",method="GET",status="200"\} (\S+)$', body.decode(),
+                      re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_routes_health_and_metrics_under_the_prefix(stack):
+    srv, proxy = stack
+    status, _, body = request(proxy.port, f"{PREFIX}/hello")
+    assert (status, body) == (200, b"hello"), srv.log_tail()
+    status, _, body = request(proxy.port, f"{PREFIX}/health")
+    assert status == 200 and json.loads(body)["status"] == "UP"
+    for probe in ("live", "ready", "started"):
+        assert request(proxy.port, f"{PREFIX}/health/{probe}")[0] == 200, probe
+    before = hello_count(proxy.port)
+    for _ in range(20):  # fresh connections from nginx's keep-alive pool reach both workers
+        assert request(proxy.port, f"{PREFIX}/hello")[0] == 200
+    assert hello_count(proxy.port) == before + 20  # labelled by URL rule, exact across workers
+    status, _, body = request(proxy.port, f"{PREFIX}/metrics")
+    assert f'endpoint="{PREFIX}' not in body.decode()  # rules, not paths
+    # nginx answers outside its location; the app answers outside the prefix (a direct request) with a 404
+    assert request(proxy.port, "/hello")[0] == 404
+    assert request(srv.port, "/health")[0] == 404 and request(srv.port, f"{PREFIX}/health")[0] == 200
+
+
+def test_redirect_and_links_carry_the_prefix_and_the_forwarded_scheme_and_host(stack):
+    srv, proxy = stack
+    status, headers, _ = request(proxy.port, f"{PREFIX}/")
+    assert status == 302 and headers["location"] == f"{PREFIX}/apidocs/", headers
+    status, _, page = request(proxy.port, headers["location"])
+    assert status == 200 and f"{PREFIX}/apispec_1.json".encode() in page
+    assets = re.findall(r'(?:src|href)="(/[^"]+)"', page.decode())
+    assert assets and all(a.startswith(PREFIX + "/") for a in assets), assets
+    for asset in assets + [f"{PREFIX}/apispec_1.json"]:
+        assert request(proxy.port, asset)[0] == 200, asset
+    status, _, body = request(proxy.tls_port, f"{PREFIX}/seen", headers={"Host": "shop.example"}, tls=True)
+    assert status == 200, srv.log_tail()
+    seen = json.loads(body)
+    assert seen == {"remote_addr": CLIENT, "scheme": "https", "host": "shop.example", "script_root": PREFIX,
+                    "link": f"https://shop.example{PREFIX}/hello", "path": f"{PREFIX}/hello"}
+    wait_for_log(srv, rf"GET {PREFIX}/seen 200 \S+ id=\S+ client={re.escape(CLIENT)}$")
+
+
+def test_forged_headers_through_nginx_change_nothing(stack):
+    """A client's own X-Forwarded-* values: nginx overwrites Proto and Host, appends to For (the app trusts only
+    the last, nginx's) and drops Prefix, as README's block says."""
+    srv, proxy = stack
+    forged = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
+              "X-Forwarded-Prefix": "/forged", "X-Request-ID": "forged-through-nginx"}
+    status, _, body = request(proxy.port, f"{PREFIX}/seen", headers=forged)
+    assert status == 200
+    assert json.loads(body) == {  # nginx's $host is the client's Host header without its port
+        "remote_addr": CLIENT, "scheme": "http", "host": "127.0.0.1", "script_root": PREFIX,
+        "link": f"http://127.0.0.1{PREFIX}/hello", "path": f"{PREFIX}/hello"}
+    wait_for_log(srv, rf"GET {PREFIX}/seen 200 \S+ id=forged-through-nginx client={re.escape(CLIENT)}$")
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_without_trusted_proxies_forwarded_headers_change_nothing(server, tmp_path):
+    """STACK_PROXY_HOPS unset: behind nginx the app sees the proxy as the client, and a client's forged headers
+    sent straight to the app change nothing."""
+    srv, proxy = start_behind_nginx(tmp_path, server, {"STACK_URL_PREFIX": PREFIX})
+    try:
+        status, _, body = request(proxy.tls_port, f"{PREFIX}/seen", headers={"Host": "shop.example"}, tls=True)
+        seen = json.loads(body)
+        assert status == 200 and seen["remote_addr"] == "127.0.0.1" and seen["scheme"] == "http", seen
+        forged = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https",
+                  "X-Forwarded-Host": "evil.example", "X-Forwarded-Prefix": "/forged", "X-Request-ID": "forged-direct"}
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10, source_address=(CLIENT, 0))
+        try:
+            conn.request("GET", f"{PREFIX}/seen", headers=forged)
+            resp = conn.getresponse()
+            direct = json.loads(resp.read())
+        finally:
+            conn.close()
+        assert direct == {"remote_addr": CLIENT, "scheme": "http", "host": f"127.0.0.1:{srv.port}",
+                          "script_root": PREFIX, "link": f"http://127.0.0.1:{srv.port}{PREFIX}/hello",
+                          "path": f"{PREFIX}/hello"}
+        wait_for_log(srv, rf"GET {PREFIX}/seen 200 \S+ id=forged-direct client={re.escape(CLIENT)}$")
+    finally:
+        proxy.stop()
+        srv.stop()
