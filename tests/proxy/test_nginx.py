@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from reliability.harness import SERVERS, ProductionServer, copy_project
+from testkit.browser import chromium
 from testkit.nginx import Nginx, readme_location
 
 REPO = Path(__file__).resolve().parents[2]
@@ -164,3 +165,32 @@ def test_without_trusted_proxies_forwarded_headers_change_nothing(server, tmp_pa
     finally:
         proxy.stop()
         srv.stop()
+
+
+@pytest.mark.browser
+def test_swagger_ui_under_the_prefix_in_chromium(stack, tmp_path):
+    """Swagger UI at /your/path/apidocs/ through nginx renders the app's spec, and "Try it out" calls
+    /your/path/hello (the spec's basePath); every request stays on nginx's address."""
+    srv, proxy = stack
+    base = f"http://127.0.0.1:{proxy.port}"
+    with chromium() as browser:
+        page = browser.new_page()
+        requested: list[str] = []
+        page.on("request", lambda req: requested.append(req.url))
+        try:
+            page.goto(f"{base}{PREFIX}/apidocs/", wait_until="load", timeout=30_000)
+            operation = page.locator(".opblock-summary-path", has_text="/hello").first
+            operation.wait_for(state="visible", timeout=30_000)
+            page.locator(".opblock-summary", has_text="/hello").first.click()
+            page.get_by_role("button", name="Try it out").first.click()
+            with page.expect_response(lambda r: r.url.split("?")[0].endswith("/hello"), timeout=15_000) as called:
+                page.get_by_role("button", name="Execute").first.click()
+            response = called.value
+            assert response.url.split("?")[0] == f"{base}{PREFIX}/hello" and response.status == 200
+            assert response.text() == "hello"
+            page.screenshot(path=str(tmp_path / "apidocs.png"))
+        finally:
+            page.close()
+    assert f"{base}{PREFIX}/apispec_1.json" in requested, requested
+    outside = [u for u in requested if not u.startswith(f"{base}{PREFIX}/") and not u.startswith(("data:", "blob:"))]
+    assert outside == [], outside

@@ -5,12 +5,13 @@ nginx in front: tests/proxy."""
 from __future__ import annotations
 
 import re
-import sys
 
 import pytest
 from werkzeug.test import Client
 
-from .support import PYTHON, USERAPPS, subprocess_env
+from openapi_spec_validator import validate
+
+from .support import PYTHON, USERAPPS, subprocess_env, write_userapp
 
 PREFIX = "/your/path"
 
@@ -47,7 +48,19 @@ def test_links_redirect_and_api_docs_carry_the_prefix(prefixed):
             assert client.get(asset).status_code == 200, asset
     assert PREFIX + "/apispec_1.json" in page
     spec = client.get(PREFIX + "/apispec_1.json").get_json()
-    assert "/hello" in spec["paths"]  # paths are relative to the mount point (its basePath)
+    assert "/hello" in spec["paths"] and spec["basePath"] == PREFIX  # paths are relative to the mount point
+    validate(spec)
+
+
+def test_openapi3_spec_gets_servers_under_the_prefix(make_app, tmp_path):
+    write_userapp(tmp_path / "o3", "from flask import Blueprint\nblueprint = Blueprint('o3', __name__)\n"
+                                   "swagger_template = {'openapi': '3.0.2'}\n")
+    app = make_app(None, USERAPP="userapp", USERAPP_DIR=str(tmp_path / "o3"), URL_PREFIX=PREFIX)
+    spec = Client(app.wsgi_app).get(PREFIX + "/apispec_1.json").get_json()
+    assert spec["servers"] == [{"url": PREFIX}] and "basePath" not in spec
+    validate(spec)
+    unprefixed = Client(make_app(None, USERAPP="userapp", USERAPP_DIR=str(tmp_path / "o3")).wsgi_app)
+    assert "servers" not in unprefixed.get("/apispec_1.json").get_json()  # at the root: nothing added
 
 
 def test_metrics_labelled_by_rule_and_access_line_shows_the_full_path(prefixed, capsys):
@@ -76,6 +89,7 @@ def test_no_prefix_by_default(make_app):
     client = Client(make_app("proxied").wsgi_app)
     assert client.get("/hello").status_code == 200
     assert client.get("/seen").get_json()["script_root"] == ""
+    assert "basePath" not in client.get("/apispec_1.json").get_json()
 
 
 @pytest.mark.parametrize("value, expected", [("/your/path", "/your/path"), ("/your/path/", "/your/path"),

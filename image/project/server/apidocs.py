@@ -15,7 +15,9 @@ Flask's template loader finds them after the app's own templates and before flas
 
 Only flasgger's public API is used: ``StackSwagger`` overrides two public methods of ``flasgger.Swagger``,
 ``add_headers`` (no per-request hook when no ``SWAGGER["headers"]`` are configured) and ``get_apispecs`` (an
-OpenAPI 3 spec gets the stack's Swagger-2-style parts rewritten, see ``swagger2_responses_to_openapi3``).
+OpenAPI 3 spec gets the stack's Swagger-2-style parts rewritten, see ``swagger2_responses_to_openapi3``; under a
+URL prefix, the spec gets ``basePath`` (Swagger 2) or ``servers`` (OpenAPI 3) set to the request's
+``SCRIPT_NAME``, unless the user's template sets them, so "Try it out" calls the prefixed URLs).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import os
 from typing import Any, Mapping
 
 from flasgger import Swagger
-from flask import Flask, current_app
+from flask import Flask, current_app, has_request_context, request
 from werkzeug.routing import Rule
 
 from .routes.health import HEALTH_SCHEMA
@@ -84,9 +86,16 @@ class StackSwagger(Swagger):
     def get_apispecs(self, endpoint: str = "apispec_1") -> dict[str, Any]:
         """flasgger's spec; for OpenAPI 3, with the Health schema and Swagger-2-style parts rewritten."""
         spec = super().get_apispecs(endpoint)
-        if str(self.config.get("openapi", "")).startswith("3"):
+        openapi3 = str(self.config.get("openapi", "")).startswith("3")
+        if openapi3:
             spec.setdefault("components", {}).setdefault("schemas", {}).setdefault("Health", HEALTH_SCHEMA)
             spec = swagger2_responses_to_openapi3(spec)
+        root = request.script_root if has_request_context() else ""
+        if root:  # mounted under a prefix (STACK_URL_PREFIX, X-Forwarded-Prefix): the operations' URLs carry it
+            if openapi3 and "servers" not in spec:
+                spec = {**spec, "servers": [{"url": root}]}  # a copy: flasgger caches the spec it returned
+            elif not openapi3 and "basePath" not in spec:
+                spec = {**spec, "basePath": root}
         return spec
 
 
