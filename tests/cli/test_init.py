@@ -82,7 +82,9 @@ def test_overwrite_replaces_template_files_and_keeps_the_others(flask_stack, tmp
 
 def test_unknown_template_is_one_line_and_writes_nothing(flask_stack, tmp_path):
     result = flask_stack("init", "p", "--template", "../simple", cwd=tmp_path)
-    assert one_line_error(result) == "flask-stack: unknown template '../simple'; available: simple"
+    assert one_line_error(result) == ("flask-stack: unknown template '../simple'; available: "
+                                      + ", ".join(scaffold.available_templates()))
+    assert scaffold.available_templates() == ["api", "simple", "web"]
     assert list(tmp_path.iterdir()) == []
 
 

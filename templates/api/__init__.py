@@ -1,0 +1,229 @@
+"""A REST API: items in a SQL database (SQLAlchemy), validated requests (pydantic), OpenAPI 3 docs, CRUD tests.
+
+The stack imports this package as ``userapp``, registers ``blueprint``, calls ``init_app(app)`` and serves
+``/health``, ``/metrics`` and ``/apidocs/`` (Swagger UI of the OpenAPI 3 document below) beside your routes.
+
+* The database is ``DATABASE_URL`` (any SQLAlchemy URL: ``postgresql://user:pass@host/db``, ``mysql+pymysql://...``
+  with its driver in the Pipfile), else SQLite in a file in the temporary directory. Tables are created at start.
+* Every request body is validated by a pydantic model (``schemas.py``): a bad one is answered 422 with each error.
+* ``/health/ready`` is DOWN, with the reason in one line, while the database does not answer.
+
+Run it with ``flask-stack run``, test it with ``flask-stack test`` (tests/ holds CRUD tests on a fresh SQLite
+database each), debug it with ``flask-stack debug`` and .vscode/launch.json.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+from flask import Blueprint, abort, jsonify, request, url_for
+from pydantic import ValidationError
+from sqlalchemy import select, text
+from sqlalchemy.exc import SQLAlchemyError
+
+from .models import Item, db
+from .schemas import ItemIn, ItemOut, openapi_schemas
+
+blueprint = Blueprint("userapp", __name__)
+
+#: Merged into the stack's API docs: an OpenAPI 3 document whose schemas come from the pydantic models.
+swagger_template = {
+    "openapi": "3.0.3",
+    "info": {"title": "Items API", "version": "1.0.0", "description": "Create, read, update and delete items."},
+    "tags": [{"name": "items", "description": "The items in the database"}],
+    "components": {
+        "schemas": openapi_schemas(),
+        "parameters": {"ItemId": {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}}},
+        "responses": {"NotFound": {"description": "No such item."},
+                      "Invalid": {"description": "The body does not fit ItemIn: each field's error is listed."}},
+    },
+}
+
+
+def database_url() -> str:
+    """Return the SQLAlchemy URL: ``DATABASE_URL`` (``postgres://`` and ``postgresql://`` use psycopg 3), else
+    SQLite in the temporary directory."""
+    url = os.environ.get("DATABASE_URL", "").strip()
+    if not url:
+        return f"sqlite:///{os.path.join(tempfile.gettempdir(), 'items-api.sqlite3')}"
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+def init_app(app) -> None:
+    """Connect the app to the database and create the tables (the database may come up later: readiness says)."""
+    url = app.config.setdefault("SQLALCHEMY_DATABASE_URI", database_url())
+    options = {"pool_pre_ping": True}  # a connection lost while the database restarted is replaced
+    if url.startswith("postgresql"):
+        options["connect_args"] = {"connect_timeout": 2}
+    app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", options)
+    db.init_app(app)
+    with app.app_context():
+        _create_tables()
+
+
+def _create_tables() -> bool:
+    """Create the tables that do not exist; False (and a warning) when the database does not answer."""
+    try:
+        db.create_all()
+        return True
+    except SQLAlchemyError as exc:
+        from flask import current_app
+
+        current_app.logger.warning("database not reachable, tables not created yet: %s", _reason(exc))
+        return False
+
+
+def _reason(exc: Exception) -> str:
+    """One line saying why the database failed (the driver's first line, without SQLAlchemy's links)."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[0] if lines else 'no detail'}"
+
+
+def database_ready() -> str:
+    """Readiness check: the database answers ``SELECT 1`` (and the tables exist). When it does not, the driver's
+    error is raised: the stack reports the check DOWN with its first line as the reason."""
+    try:
+        with db.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError as exc:
+        raise (getattr(exc, "orig", None) or exc) from None
+    if not _create_tables():
+        raise RuntimeError("the tables could not be created")
+    return f"{db.engine.dialect.name} answers"
+
+
+readiness_checks = {"database": database_ready}
+
+
+def _validated(model):
+    """Return the JSON body validated by ``model``; answer 422 with pydantic's errors when it does not fit."""
+    try:
+        return model.model_validate(request.get_json())
+    except ValidationError as exc:
+        errors = [{"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
+                  for error in exc.errors()]
+        response = jsonify(error={"status": 422, "title": "Unprocessable Content",
+                                  "detail": f"{len(errors)} invalid field(s)", "errors": errors})
+        response.status_code = 422
+        abort(response)
+
+
+def _item_or_404(item_id: int) -> Item:
+    return db.get_or_404(Item, item_id, description=f"no item {item_id}")
+
+
+def _out(item: Item) -> dict:
+    return ItemOut.model_validate(item).model_dump(mode="json")
+
+
+@blueprint.get("/items")
+def list_items():
+    """List items, oldest first.
+    ---
+    tags: [items]
+    parameters:
+      - {name: limit, in: query, schema: {type: integer, minimum: 1, maximum: 100, default: 20}}
+      - {name: offset, in: query, schema: {type: integer, minimum: 0, default: 0}}
+    responses:
+      200:
+        description: The items.
+        content:
+          application/json:
+            schema: {type: array, items: {$ref: '#/components/schemas/ItemOut'}}
+    """
+    limit = min(max(request.args.get("limit", 20, type=int), 1), 100)
+    offset = max(request.args.get("offset", 0, type=int), 0)
+    items = db.session.scalars(select(Item).order_by(Item.id).limit(limit).offset(offset))
+    return jsonify([_out(item) for item in items])
+
+
+@blueprint.post("/items")
+def create_item():
+    """Create an item.
+    ---
+    tags: [items]
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema: {$ref: '#/components/schemas/ItemIn'}
+    responses:
+      201:
+        description: The item created; its URL is in Location.
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/ItemOut'}
+      422: {$ref: '#/components/responses/Invalid'}
+    """
+    data = _validated(ItemIn)
+    item = Item(**data.model_dump())
+    db.session.add(item)
+    db.session.commit()
+    return jsonify(_out(item)), 201, {"Location": url_for(".get_item", item_id=item.id)}
+
+
+@blueprint.get("/items/<int:item_id>")
+def get_item(item_id: int):
+    """Read one item.
+    ---
+    tags: [items]
+    parameters:
+      - $ref: '#/components/parameters/ItemId'
+    responses:
+      200:
+        description: The item.
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/ItemOut'}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    return jsonify(_out(_item_or_404(item_id)))
+
+
+@blueprint.put("/items/<int:item_id>")
+def replace_item(item_id: int):
+    """Replace an item.
+    ---
+    tags: [items]
+    parameters:
+      - $ref: '#/components/parameters/ItemId'
+    requestBody:
+      required: true
+      content:
+        application/json:
+          schema: {$ref: '#/components/schemas/ItemIn'}
+    responses:
+      200:
+        description: The item as stored.
+        content:
+          application/json:
+            schema: {$ref: '#/components/schemas/ItemOut'}
+      404: {$ref: '#/components/responses/NotFound'}
+      422: {$ref: '#/components/responses/Invalid'}
+    """
+    item = _item_or_404(item_id)
+    for field, value in _validated(ItemIn).model_dump().items():
+        setattr(item, field, value)
+    db.session.commit()
+    return jsonify(_out(item))
+
+
+@blueprint.delete("/items/<int:item_id>")
+def delete_item(item_id: int):
+    """Delete an item.
+    ---
+    tags: [items]
+    parameters:
+      - $ref: '#/components/parameters/ItemId'
+    responses:
+      204: {description: Deleted.}
+      404: {$ref: '#/components/responses/NotFound'}
+    """
+    db.session.delete(_item_or_404(item_id))
+    db.session.commit()
+    return "", 204

@@ -1,0 +1,50 @@
+"""CRUD on /items through the stack's test client (the whole app: validation, errors, database)."""
+
+TEAPOT = {"name": "Teapot", "description": "Short and stout", "price_cents": 1250}
+
+
+def test_create_read_update_delete(client):
+    created = client.post("/items", json=TEAPOT)
+    assert created.status_code == 201
+    item = created.get_json()
+    assert {k: item[k] for k in TEAPOT} == TEAPOT
+    assert created.headers["Location"] == f"/items/{item['id']}"
+
+    assert client.get(created.headers["Location"]).get_json() == item
+    assert client.get("/items").get_json() == [item]
+
+    replaced = client.put(f"/items/{item['id']}", json={**TEAPOT, "price_cents": 990})
+    assert replaced.status_code == 200 and replaced.get_json()["price_cents"] == 990
+
+    assert client.delete(f"/items/{item['id']}").status_code == 204
+    assert client.get(f"/items/{item['id']}").status_code == 404
+    assert client.get("/items").get_json() == []
+
+
+def test_invalid_bodies_are_422_with_each_error(client):
+    response = client.post("/items", json={"name": "", "price_cents": -1, "colour": "blue"})
+    assert response.status_code == 422
+    fields = {error["field"] for error in response.get_json()["error"]["errors"]}
+    assert fields == {"name", "price_cents", "colour"}
+    assert client.get("/items").get_json() == []  # nothing stored
+
+
+def test_missing_item_is_404_json(client):
+    response = client.get("/items/12345", headers={"Accept": "application/json"})
+    assert response.status_code == 404
+    assert response.get_json()["error"]["status"] == 404
+
+
+def test_readiness_checks_the_database(client):
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.get_json()["checks"]["database"]["status"] == "UP"
+
+
+def test_api_docs_are_openapi_3_with_the_models(client):
+    spec = client.get("/apispec_1.json").get_json()
+    assert spec["openapi"].startswith("3.")
+    assert {"/items", "/items/{item_id}"} <= set(spec["paths"])
+    assert {"ItemIn", "ItemOut"} <= set(spec["components"]["schemas"])
+    for schema in spec["components"]["schemas"].values():  # OpenAPI 3.0: one "example", no JSON Schema "examples"
+        assert all("examples" not in field for field in schema["properties"].values())
