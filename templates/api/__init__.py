@@ -34,6 +34,8 @@ swagger_template = {
     "tags": [{"name": "items", "description": "The items in the database"}],
     "components": {
         "schemas": openapi_schemas(),
+        "requestBodies": {"ItemIn": {"required": True, "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ItemIn"}}}}},
         "parameters": {"ItemId": {"name": "item_id", "in": "path", "required": True, "schema": {"type": "integer"}}},
         "responses": {"NotFound": {"description": "No such item."},
                       "Invalid": {"description": "The body does not fit ItemIn: each field's error is listed."}},
@@ -147,11 +149,7 @@ def create_item():
     """Create an item.
     ---
     tags: [items]
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema: {$ref: '#/components/schemas/ItemIn'}
+    requestBody: {$ref: '#/components/requestBodies/ItemIn'}
     responses:
       201:
         description: The item created; its URL is in Location.
@@ -192,11 +190,7 @@ def replace_item(item_id: int):
     tags: [items]
     parameters:
       - $ref: '#/components/parameters/ItemId'
-    requestBody:
-      required: true
-      content:
-        application/json:
-          schema: {$ref: '#/components/schemas/ItemIn'}
+    requestBody: {$ref: '#/components/requestBodies/ItemIn'}
     responses:
       200:
         description: The item as stored.
