@@ -101,7 +101,7 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
                      debug_port=_env_int("STACK_DEBUG_PORT", 5678), debug_wait=_env_flag("STACK_DEBUG_WAIT"),
                      debugger=os.environ.get("STACK_DEBUGGER", "debugpy"))
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    base = f"http://{'[' + shown + ']' if ':' in shown else shown}:{spec.port}"
+    base = f"http://{'[' + shown + ']' if ':' in shown else shown}:{spec.port}{_url_prefix()}"
     log.info("serving %s on %s:%d%s", project, host, spec.port, "" if no_watch else " (reloads on save)")
     if os.environ.get("STACK_SHOW_URLS", "1").strip().lower() not in ("0", "false", "no", "off"):
         log.info("app %s/  health %s/health  metrics %s/metrics  API docs %s/apidocs/", base, base, base, base)
@@ -109,6 +109,18 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
             log.info("debug mode: attach a DAP client (VS Code) to port %d", spec.debug_port)
     loop = server.Loop(sock, spec, deps_dir=deps_path, deps_key=state.key, watch_enabled=not no_watch)
     return loop.run()
+
+
+def _url_prefix() -> str:
+    """STACK_URL_PREFIX as the app takes it (``/your/path``), for the URLs logged at start; "" when unset or bad
+    (the app process then says what is wrong with it)."""
+    from server.exceptions import SettingsError
+    from server.settings import parse_url_prefix
+
+    try:
+        return parse_url_prefix("STACK_URL_PREFIX", os.environ.get("STACK_URL_PREFIX", ""))
+    except SettingsError:
+        return ""
 
 
 _project_opt = click.option("--project", "project", default=default_project, show_default="STACK_USERAPP_DIR, "

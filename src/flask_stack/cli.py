@@ -368,8 +368,11 @@ def build(project_dir: Path | None, app_spec: str | None, engine: str, tag: str 
               help="No fixed uid/gid in the pod spec: OpenShift's restricted policy assigns an arbitrary uid.")
 @click.option("--service-monitor", is_flag=True,
               help="Also write a ServiceMonitor for the Prometheus Operator.")
+@click.option("--url-prefix", default="", metavar="PATH",
+              help="Path the app is mounted at (/your/path): the pods' STACK_URL_PREFIX; probes and scrape path follow.")
 def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, image: str | None,
-           min_replicas: int, max_replicas: int, cpu_target: int, openshift: bool, service_monitor: bool) -> int:
+           min_replicas: int, max_replicas: int, cpu_target: int, openshift: bool, service_monitor: bool,
+           url_prefix: str) -> int:
     """Write Kubernetes manifests (Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, and a
     ServiceMonitor when asked) for the project, and apply them unless --generate-only."""
     project = find_project(project_dir)
@@ -379,7 +382,7 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
         raise StackError("deploy is not available in this flask-stack (flask_stack.deploy is missing)") from None
     paths = deployer.generate(project, output or project / "deploy", image or f"{project_name(project)}:latest",
                               min_replicas=min_replicas, max_replicas=max_replicas, cpu_target=cpu_target,
-                              openshift=openshift, service_monitor=service_monitor)
+                              openshift=openshift, service_monitor=service_monitor, url_prefix=url_prefix)
     for path in paths:
         say(f"wrote {path}")
     if generate_only:

@@ -5,7 +5,8 @@ PodDisruptionBudget) and, when asked, ``servicemonitor.yaml`` (Prometheus Operat
 templates under ``image/config/`` with the Appsody placeholders replaced (the same names ``image/config/app-deploy.yaml`` uses for the Appsody
 operator): ``APPSODY_PROJECT_NAME`` (a DNS-1123 label), ``APPSODY_DOCKER_IMAGE``, ``APPSODY_STACK``
 and ``APPSODY_PORT`` (the container port, 8080), plus the autoscaler's ``FLASK_STACK_MIN_REPLICAS``,
-``FLASK_STACK_MAX_REPLICAS`` and ``FLASK_STACK_CPU_TARGET``. They run the deployable image as uid 1001
+``FLASK_STACK_MAX_REPLICAS`` and ``FLASK_STACK_CPU_TARGET``, and ``FLASK_STACK_URL_PREFIX`` (the app's
+``STACK_URL_PREFIX``, which the probe and scrape paths carry; "" = the root). They run the deployable image as uid 1001
 (or, for OpenShift, as the arbitrary uid its restricted policy assigns) with a read-only root filesystem,
 an emptyDir at /tmp, startup/liveness/readiness probes on ``/health/started``, ``/health/live``,
 ``/health/ready``, pods spread over nodes and zones, and Prometheus scrape annotations.
@@ -38,6 +39,8 @@ _FIXED_IDS = re.compile(r"^[ \t]*(runAsUser|runAsGroup|fsGroup): 1001[ \t]*\n", 
 DEFAULT_PORT = 8080
 # An image reference: [registry[:port]/]path[:tag][@digest]; no whitespace, quotes or YAML specials.
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*(@sha256:[0-9a-f]{64})?$", re.IGNORECASE)
+# A URL path prefix as the runtime takes it (server/settings.py, parse_url_prefix): /seg[/seg...], unencoded pchars.
+_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$")
 #: Seconds ``kubectl`` gets to answer ``config current-context``.
 KUBECTL_PROBE_TIMEOUT = 10.0
 
@@ -54,7 +57,7 @@ def render(template: str, values: dict[str, str]) -> str:
 
 def generate(project: Path, output: Path, image: str, *, name: str | None = None, port: int = DEFAULT_PORT,
              min_replicas: int = MIN_REPLICAS, max_replicas: int = MAX_REPLICAS, cpu_target: int = CPU_TARGET,
-             openshift: bool = False, service_monitor: bool = False) -> list[Path]:
+             openshift: bool = False, service_monitor: bool = False, url_prefix: str = "") -> list[Path]:
     """Write the project's Kubernetes manifests into ``output`` and return their paths.
 
     Args:
@@ -69,12 +72,14 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
         openshift (bool): leave out the fixed ``runAsUser``/``runAsGroup``/``fsGroup`` (OpenShift's restricted
             policy assigns the uid); ``runAsNonRoot`` and the rest of the hardening stay.
         service_monitor (bool): also write ``servicemonitor.yaml`` for the Prometheus Operator.
+        url_prefix (str): the path the app is mounted at (``/your/path``; "" or ``/``: the root): set as the
+            pod's ``STACK_URL_PREFIX``, and the probes and the scrape path carry it.
 
     Returns:
         list[Path]: the written files, Deployment first.
 
     Raises:
-        StackError: the image reference, port or replica bounds are invalid, a template is missing, or
+        StackError: the image reference, port, replica bounds or URL prefix are invalid, a template is missing, or
             ``output`` cannot be written (nothing is left half-written: each file is written to a temp
             file, then renamed).
     """
@@ -87,7 +92,11 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
                          "need 1 <= min <= max")
     if not 1 <= cpu_target <= 100:
         raise StackError(f"--cpu-target {cpu_target} is not a percentage (1-100)")
+    prefix = url_prefix.strip().rstrip("/")
+    if prefix and (not _PREFIX_RE.match(prefix) or {".", ".."} & set(prefix.split("/"))):
+        raise StackError(f"--url-prefix {url_prefix!r} is not a URL path like /your/path")
     values = {
+        "FLASK_STACK_URL_PREFIX": prefix,
         "APPSODY_PROJECT_NAME": sanitise_name(name) if name else project_name(project),
         "APPSODY_DOCKER_IMAGE": image,
         "APPSODY_STACK": stack_id(),

@@ -30,3 +30,9 @@ def test_bad_image_is_one_line(flask_stack, tmp_path):
     assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
     line = one_line_error(flask_stack("deploy", "--generate-only", "--image", "Not An Image", cwd=tmp_path / "shop"))
     assert "'Not An Image' is not an image reference" in line
+
+
+def test_bad_url_prefix_is_one_line(flask_stack, tmp_path):
+    assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
+    line = one_line_error(flask_stack("deploy", "--generate-only", "--url-prefix", "/a/../b", cwd=tmp_path / "shop"))
+    assert "--url-prefix '/a/../b' is not a URL path like /your/path" in line

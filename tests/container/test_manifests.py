@@ -86,6 +86,7 @@ def test_generate_only_writes_valid_manifests(template_project: Path, tmp_path: 
     assert security["runAsNonRoot"] is True and security["runAsUser"] == 1001
     assert {"cpu", "memory"} <= set(container["resources"]["requests"]) and container["resources"]["limits"]
     env = {item["name"]: item["value"] for item in container["env"]}
+    assert env["STACK_URL_PREFIX"] == ""  # the root
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
@@ -236,3 +237,25 @@ def test_bad_replica_bounds_are_one_line(template_project: Path, tmp_path: Path,
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("flask-stack: ") and fragment in lines[0], result.stderr
     assert not (project / "deploy").exists()
+
+
+def test_probes_and_scrape_path_follow_the_url_prefix(template_project: Path, tmp_path: Path) -> None:
+    """--url-prefix /your/path/: the pods' STACK_URL_PREFIX, the three probes, the scrape annotation and the
+    ServiceMonitor's path carry it; still strictly valid. A bad prefix is one line."""
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    result = flask_stack("deploy", "--generate-only", "--image", IMAGE, "--service-monitor", "--url-prefix",
+                         "/your/path/", cwd=project, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = project / "deploy"
+    validate_strict(sorted(out.iterdir()))
+    pod = load(out / "deployment.yaml")["spec"]["template"]
+    assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/your/path/metrics"
+    (container,) = pod["spec"]["containers"]
+    assert {item["name"]: item["value"] for item in container["env"]}["STACK_URL_PREFIX"] == "/your/path"
+    for probe, path in (("startupProbe", "started"), ("livenessProbe", "live"), ("readinessProbe", "ready")):
+        assert container[probe]["httpGet"]["path"] == f"/your/path/health/{path}", probe
+    (endpoint,) = load(out / "servicemonitor.yaml")["spec"]["endpoints"]
+    assert endpoint["path"] == "/your/path/metrics"
+    with pytest.raises(StackError, match="--url-prefix 'your/path' is not a URL path like /your/path"):
+        deploy.generate(template_project, tmp_path / "bad", IMAGE, url_prefix="your/path")

@@ -53,3 +53,16 @@ def test_log_level_applies_and_a_bad_format_is_one_line(devloop, project):
     lines = [line for line in bad.output().splitlines() if line.strip()]
     assert len(lines) == 1 and LOG_LINE.match(lines[0]), lines
     assert "[ERROR] LOG_FORMAT='xml' is not a log format; use text or json" in lines[0]
+
+
+def test_url_prefix_holds_in_the_dev_loop(devloop, project):
+    """STACK_URL_PREFIX: the dev loop's app answers under the prefix only, and the URLs it logs carry it."""
+    loop = devloop("run", project, env={"STACK_URL_PREFIX": "/your/path"})
+    loop.wait_text(HELLO, path="/your/path/hello")
+    loop.wait_log("watching ")
+    assert loop.get("/hello").status_code == 404
+    assert loop.get("/your/path/health/ready").status_code == 200
+    assert loop.get("/your/path/", allow_redirects=False).headers["Location"] == "/your/path/apidocs/"
+    out = loop.output()
+    for where in ("/health", "/metrics", "/apidocs/"):
+        assert f"{loop.url}/your/path{where}" in out, out
