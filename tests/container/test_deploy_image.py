@@ -143,6 +143,11 @@ def test_healthcheck_passes(engine: str, running_app: tuple[str, str]) -> None:
     """The image's HEALTHCHECK (python3 urllib on /health/live) passes in the running container."""
     name, base = running_app
     wait_for(f"{base}/health/ready")
+    run_healthcheck(engine, name)
+
+
+def run_healthcheck(engine: str, name: str) -> None:
+    """Run the container's HEALTHCHECK once; AssertionError with its output when it fails."""
     command = [engine, "healthcheck", "run", name] if engine == "podman" else None
     if command is None:  # docker: run the HEALTHCHECK's own command
         config = json.loads(subprocess.run([engine, "inspect", name], capture_output=True, text=True,
@@ -150,6 +155,20 @@ def test_healthcheck_passes(engine: str, running_app: tuple[str, str]) -> None:
         command = [engine, "exec", name, *config[1:]]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_healthcheck_follows_the_url_prefix(engine: str, app_image: str) -> None:
+    """With STACK_URL_PREFIX, the app answers under it only, and the image's HEALTHCHECK still passes."""
+    name = f"flask-stack-test-prefix-{os.getpid()}"
+    port = free_port()
+    try:
+        subprocess.run([engine, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-e",
+                        "STACK_URL_PREFIX=/your/path/", app_image], check=True, capture_output=True, timeout=120)
+        wait_for(f"http://127.0.0.1:{port}/your/path/health/ready")
+        assert http_get(f"http://127.0.0.1:{port}/health/live")[0] == 404
+        run_healthcheck(engine, name)
+    finally:
+        subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
 
 def test_sigterm_stops_cleanly(engine: str, app_image: str) -> None:
