@@ -61,12 +61,13 @@ def _engine(name: str, base_image: str | None = None) -> Engine:
     return engine
 
 
-def _announce(port: int, debug_port: int | None = None) -> None:
-    """Say where the app, its health, metrics and API docs (and the debugger) answer.
+def _announce(port: int, debug_port: int | None = None, prefix: str = "") -> None:
+    """Say where the app, its health, metrics and API docs (and the debugger) answer; ``prefix`` is the app's
+    STACK_URL_PREFIX (``/your/path``).
 
     The dev loop would say it again (with the container's ports): :func:`_app_env` turns that off.
     """
-    base = f"http://127.0.0.1:{port}"
+    base = f"http://127.0.0.1:{port}{prefix}"
     say(f"app       {base}/")
     say(f"health    {base}/health  (/health/live, /health/ready, /health/started)")
     say(f"metrics   {base}/metrics")
@@ -88,7 +89,14 @@ def _answers(port: int) -> bool:
         connection.close()
 
 
-def _announce_when_ready(port: int, debug_port: int | None = None) -> threading.Thread:
+def _url_prefix(opts: RunOptions, local: bool) -> str:
+    """The STACK_URL_PREFIX the app gets (``-e``, or this environment's for the local engine), without its
+    trailing slash, for the URLs said at start."""
+    value = opts.env.get("STACK_URL_PREFIX", os.environ.get("STACK_URL_PREFIX", "") if local else "")
+    return value.strip().rstrip("/")
+
+
+def _announce_when_ready(port: int, debug_port: int | None = None, prefix: str = "") -> threading.Thread:
     """Start a daemon thread that prints the URLs (:func:`_announce`) once the server answers on ``port``,
     with the seconds it took; it polls every ``READY_POLL`` seconds until then (or until flask-stack exits)."""
     started = time.monotonic()
@@ -97,7 +105,7 @@ def _announce_when_ready(port: int, debug_port: int | None = None) -> threading.
         while not _answers(port):
             time.sleep(READY_POLL)
         say(f"serving in {time.monotonic() - started:.1f} s:")
-        _announce(port, debug_port)
+        _announce(port, debug_port, prefix)
 
     thread = threading.Thread(target=wait, name="flask-stack-ready", daemon=True)
     thread.start()
@@ -134,7 +142,7 @@ def _serve(chosen_name: str, opts: RunOptions, debug_port: int | None = None, ba
     chosen = _engine(chosen_name, base_image)
     write_record(record_path, opts.port, chosen.name)
     try:
-        _announce_when_ready(opts.port, debug_port)
+        _announce_when_ready(opts.port, debug_port, _url_prefix(opts, chosen.name == "local"))
         return chosen.run(opts)
     finally:
         remove_record(record_path)

@@ -65,6 +65,20 @@ def test_urls_are_printed_once_the_server_answers(cli_env, project, tmp_path):
         assert out.count(f"{app.base}/apidocs/") == 1
 
 
+def test_url_prefix_from_e_serves_and_announces_under_it(cli_env, project, tmp_path):
+    with serve(cli_env, project, tmp_path, "run", "-e", "STACK_URL_PREFIX=/your/path/",
+               health="/your/path/health") as app:
+        app.wait_for("/your/path/hello", lambda r: r.status_code == 200)
+        assert app.get("/hello").status_code == 404
+        deadline = time.monotonic() + 5
+        while "/apidocs/" not in app.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        out = app.output()
+        for line in (f"app       {app.base}/your/path/", f"health    {app.base}/your/path/health ",
+                     f"metrics   {app.base}/your/path/metrics", f"API docs  {app.base}/your/path/apidocs/"):
+            assert line in out, out
+
+
 def test_edits_reload_and_a_syntax_error_is_survived(cli_env, project, tmp_path):
     source = project / "__init__.py"
     original = source.read_text()
