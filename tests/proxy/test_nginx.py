@@ -45,12 +45,27 @@ def request(port: int, path: str, headers: dict | None = None, tls: bool = False
         conn.close()
 
 
-def start_behind_nginx(workdir: Path, server: str, env: dict) -> tuple[ProductionServer, Nginx]:
+# README's other way: nginx strips the prefix and says it in X-Forwarded-Prefix (the app trusts it with hops)
+STRIPPING_LOCATION = f"""
+        location {PREFIX}/ {{
+            proxy_pass http://flask_stack/;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header X-Forwarded-Host $host;
+            proxy_set_header X-Forwarded-Prefix {PREFIX};
+        }}
+"""
+
+
+def start_behind_nginx(workdir: Path, server: str, env: dict, location: str | None = None
+                       ) -> tuple[ProductionServer, Nginx]:
     srv = ProductionServer(project=copy_project(APP, workdir / "project"), workdir=workdir, server=server,
                            workers=2, env=env)
     srv.start(ready_path=f"{PREFIX}/health/ready" if env.get("STACK_URL_PREFIX") else "/health/ready")
     try:
-        proxy = Nginx(workdir / "nginx", readme_location(REPO / "README.md"), f"127.0.0.1:{srv.port}").start()
+        location = location or readme_location(REPO / "README.md")
+        proxy = Nginx(workdir / "nginx", location, f"127.0.0.1:{srv.port}").start()
     except BaseException:
         srv.stop()
         raise
@@ -162,6 +177,30 @@ def test_without_trusted_proxies_forwarded_headers_change_nothing(server, tmp_pa
                           "script_root": PREFIX, "link": f"http://127.0.0.1:{srv.port}{PREFIX}/hello",
                           "path": f"{PREFIX}/hello"}
         wait_for_log(srv, rf"GET {PREFIX}/seen 200 \S+ id=forged-direct client={re.escape(CLIENT)}$")
+    finally:
+        proxy.stop()
+        srv.stop()
+
+
+@pytest.mark.parametrize("url_prefix", [None, PREFIX])
+def test_a_stripping_proxy_with_x_forwarded_prefix(url_prefix, tmp_path):
+    """nginx strips /your/path and sends X-Forwarded-Prefix: with STACK_PROXY_HOPS=1 the app is mounted there
+    all the same, with or without STACK_URL_PREFIX (a SCRIPT_NAME that already ends with it is kept)."""
+    env = {"STACK_PROXY_HOPS": "1", "STACK_URL_PREFIX": url_prefix}
+    srv, proxy = start_behind_nginx(tmp_path, "granian", env, STRIPPING_LOCATION)
+    try:
+        status, _, body = request(proxy.tls_port, f"{PREFIX}/seen", headers={"Host": "shop.example"}, tls=True)
+        assert status == 200, srv.log_tail()
+        assert json.loads(body) == {"remote_addr": CLIENT, "scheme": "https", "host": "shop.example",
+                                    "script_root": PREFIX, "link": f"https://shop.example{PREFIX}/hello",
+                                    "path": f"{PREFIX}/hello"}
+        status, headers, _ = request(proxy.port, f"{PREFIX}/")
+        assert status == 302 and headers["location"] == f"{PREFIX}/apidocs/"
+        status, _, page = request(proxy.port, f"{PREFIX}/apidocs/")
+        assets = re.findall(r'(?:src|href)="(/[^"]+)"', page.decode())
+        assert status == 200 and assets and all(a.startswith(PREFIX + "/") for a in assets), assets
+        assert all(request(proxy.port, asset)[0] == 200 for asset in assets)
+        assert request(proxy.port, f"{PREFIX}/health/ready")[0] == 200
     finally:
         proxy.stop()
         srv.stop()
