@@ -8,17 +8,14 @@ Progress and status lines go to stderr; the served app's own log goes to stdout.
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
 import sys
-import threading
-import time
 from pathlib import Path
 
 import click
 
-from . import __version__
+from . import __version__, launch
 from .engine import Engine, RunOptions
 from .engines import select_engine
 from .errors import StackError
@@ -27,8 +24,6 @@ from .project import find_project, project_name
 ENGINES = ["auto", "local", "docker", "podman"]
 #: The engines that can build an image (``build``): the local engine cannot.
 BUILD_ENGINES = ["auto", "docker", "podman"]
-#: Seconds between two checks whether a started server answers (for printing its URLs).
-READY_POLL = 0.1
 
 
 def say(message: str) -> None:
@@ -59,93 +54,6 @@ def _engine(name: str, base_image: str | None = None) -> Engine:
         else:
             say(f"--base-image {base_image} is not used: the {engine.name} engine builds no image")
     return engine
-
-
-def _announce(port: int, debug_port: int | None = None, prefix: str = "") -> None:
-    """Say where the app, its health, metrics and API docs (and the debugger) answer; ``prefix`` is the app's
-    STACK_URL_PREFIX (``/your/path``).
-
-    The dev loop would say it again (with the container's ports): :func:`_app_env` turns that off.
-    """
-    base = f"http://127.0.0.1:{port}{prefix}"
-    say(f"app       {base}/")
-    say(f"health    {base}/health  (/health/live, /health/ready, /health/started)")
-    say(f"metrics   {base}/metrics")
-    say(f"API docs  {base}/apidocs/")
-    if debug_port is not None:
-        say(f"debugger  127.0.0.1:{debug_port}  (DAP: VS Code \"Attach\")")
-
-
-def _answers(port: int) -> bool:
-    """Return True when an HTTP server answers ``GET /health/live`` on 127.0.0.1:``port`` (any status)."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-    try:
-        connection.request("GET", "/health/live")
-        connection.getresponse().read()
-        return True
-    except (OSError, http.client.HTTPException):
-        return False
-    finally:
-        connection.close()
-
-
-def _url_prefix(opts: RunOptions, local: bool) -> str:
-    """The STACK_URL_PREFIX the app gets (``-e``, or this environment's for the local engine), without its
-    trailing slash, for the URLs said at start."""
-    value = opts.env.get("STACK_URL_PREFIX", os.environ.get("STACK_URL_PREFIX", "") if local else "")
-    return value.strip().rstrip("/")
-
-
-def _announce_when_ready(port: int, debug_port: int | None = None, prefix: str = "") -> threading.Thread:
-    """Start a daemon thread that prints the URLs (:func:`_announce`) once the server answers on ``port``,
-    with the seconds it took; it polls every ``READY_POLL`` seconds until then (or until flask-stack exits)."""
-    started = time.monotonic()
-
-    def wait() -> None:
-        while not _answers(port):
-            time.sleep(READY_POLL)
-        say(f"serving in {time.monotonic() - started:.1f} s:")
-        _announce(port, debug_port, prefix)
-
-    thread = threading.Thread(target=wait, name="flask-stack-ready", daemon=True)
-    thread.start()
-    return thread
-
-
-def _record_path(project: Path) -> Path:
-    """Return the file recording the project's running server (see :class:`flask_stack.procs.ServerRecord`)."""
-    from .localenv import project_dir
-
-    return project_dir(project) / "server.json"
-
-
-def _serve(chosen_name: str, opts: RunOptions, debug_port: int | None = None, base_image: str | None = None) -> int:
-    """Check that the project is not served and its ports are free (one line each, before anything else is
-    said), then serve it with engine ``chosen_name``, print the URLs once it answers, and record it for
-    ``flask-stack stop`` meanwhile.
-
-    Raises:
-        StackError: the project is already served, a port is in use, or the engine fails.
-    """
-    from .procs import read_record, remove_record, require_free_port, write_record
-
-    record_path = _record_path(opts.project)
-    running = read_record(record_path)
-    if running is not None:
-        raise StackError(f"{opts.project} is already being served (pid {running.pid}, port {running.port}); "
-                         f"`flask-stack stop` stops it")
-    require_free_port(opts.port)
-    if debug_port is not None:
-        require_free_port(debug_port, "--debug-port")
-        if debug_port == opts.port:
-            raise StackError("--debug-port must differ from --port")
-    chosen = _engine(chosen_name, base_image)
-    write_record(record_path, opts.port, chosen.name)
-    try:
-        _announce_when_ready(opts.port, debug_port, _url_prefix(opts, chosen.name == "local"))
-        return chosen.run(opts)
-    finally:
-        remove_record(record_path)
 
 
 def _app_env(env_pairs: tuple[str, ...], app_spec: str | None = None, urls: bool = True) -> dict[str, str]:
@@ -252,7 +160,7 @@ def run(project_dir: Path | None, app_spec: str | None, port: int, engine: str, 
     """Serve the project with hot reload until Ctrl-C."""
     project = find_project(project_dir, app_spec)
     opts = RunOptions(project=project, port=port, production=production, env=_app_env(env_pairs, app_spec))
-    return _serve(engine, opts, base_image=base_image)
+    return launch.serve(opts, lambda: _engine(engine, base_image), say)
 
 
 @cli.command()
@@ -271,7 +179,7 @@ def debug(project_dir: Path | None, app_spec: str | None, port: int, engine: str
     project = find_project(project_dir, app_spec)
     opts = RunOptions(project=project, port=port, debug=True, debug_port=debug_port, debug_wait=wait,
                       env=_app_env(env_pairs, app_spec))
-    return _serve(engine, opts, debug_port, base_image)
+    return launch.serve(opts, lambda: _engine(engine, base_image), say, debug_port)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -315,7 +223,7 @@ def stop(project_dir: Path | None, engine: str) -> int:
     from .procs import read_record, stop_server
 
     project = find_project(project_dir)
-    record_path = _record_path(project)
+    record_path = launch.record_path_of(project)
     running = read_record(record_path)
     if running is not None:
         stop_server(running)

@@ -1,0 +1,105 @@
+"""Serving a project in the foreground for ``flask-stack run``/``debug``: the checks made before anything is said
+(already served, ports free), the record ``flask-stack stop`` reads, and the URLs printed once the server answers.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+from .engine import Engine, RunOptions
+from .errors import StackError
+from .localenv import project_dir
+from .procs import read_record, remove_record, require_free_port, write_record
+
+#: Seconds between two checks whether a started server answers (for printing its URLs).
+READY_POLL = 0.1
+
+
+def announce(say: Callable[[str], None], port: int, debug_port: int | None = None, prefix: str = "") -> None:
+    """Say where the app, its health, metrics and API docs (and the debugger) answer; ``prefix`` is the app's
+    STACK_URL_PREFIX (``/your/path``).
+
+    The dev loop would say it again (with the container's ports): the CLI sets STACK_SHOW_URLS=0 for it.
+    """
+    base = f"http://127.0.0.1:{port}{prefix}"
+    say(f"app       {base}/")
+    say(f"health    {base}/health  (/health/live, /health/ready, /health/started)")
+    say(f"metrics   {base}/metrics")
+    say(f"API docs  {base}/apidocs/")
+    if debug_port is not None:
+        say(f"debugger  127.0.0.1:{debug_port}  (DAP: VS Code \"Attach\")")
+
+
+def _answers(port: int) -> bool:
+    """Return True when an HTTP server answers ``GET /health/live`` on 127.0.0.1:``port`` (any status)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+    try:
+        connection.request("GET", "/health/live")
+        connection.getresponse().read()
+        return True
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        connection.close()
+
+
+def _url_prefix(opts: RunOptions, local: bool) -> str:
+    """The STACK_URL_PREFIX the app gets (``-e``, or this environment's for the local engine), without its
+    trailing slash, for the URLs said at start."""
+    value = opts.env.get("STACK_URL_PREFIX", os.environ.get("STACK_URL_PREFIX", "") if local else "")
+    return value.strip().rstrip("/")
+
+
+def _announce_when_ready(say: Callable[[str], None], port: int, debug_port: int | None = None,
+                         prefix: str = "") -> threading.Thread:
+    """Start a daemon thread that prints the URLs (:func:`announce`) once the server answers on ``port``,
+    with the seconds it took; it polls every ``READY_POLL`` seconds until then (or until flask-stack exits)."""
+    started = time.monotonic()
+
+    def wait() -> None:
+        while not _answers(port):
+            time.sleep(READY_POLL)
+        say(f"serving in {time.monotonic() - started:.1f} s:")
+        announce(say, port, debug_port, prefix)
+
+    thread = threading.Thread(target=wait, name="flask-stack-ready", daemon=True)
+    thread.start()
+    return thread
+
+
+def record_path_of(project: Path) -> Path:
+    """Return the file recording the project's running server (see :class:`flask_stack.procs.ServerRecord`)."""
+    return project_dir(project) / "server.json"
+
+
+def serve(opts: RunOptions, choose: Callable[[], Engine], say: Callable[[str], None],
+          debug_port: int | None = None) -> int:
+    """Check that the project is not served and its ports are free (one line each, before anything else is
+    said), then serve it with the engine ``choose()`` returns, print the URLs once it answers, and record it for
+    ``flask-stack stop`` meanwhile; return the server's exit status.
+
+    Raises:
+        StackError: the project is already served, a port is in use, or the engine fails.
+    """
+    record_path = record_path_of(opts.project)
+    running = read_record(record_path)
+    if running is not None:
+        raise StackError(f"{opts.project} is already being served (pid {running.pid}, port {running.port}); "
+                         f"`flask-stack stop` stops it")
+    require_free_port(opts.port)
+    if debug_port is not None:
+        require_free_port(debug_port, "--debug-port")
+        if debug_port == opts.port:
+            raise StackError("--debug-port must differ from --port")
+    chosen = choose()
+    write_record(record_path, opts.port, chosen.name)
+    try:
+        _announce_when_ready(say, opts.port, debug_port, _url_prefix(opts, chosen.name == "local"))
+        return chosen.run(opts)
+    finally:
+        remove_record(record_path)
