@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow
 DELAY = 2.0  # STACK_SHUTDOWN_DELAY: seconds of serving with readiness DOWN after SIGTERM
 GRACEFUL = 12  # STACK_GRACEFUL_TIMEOUT
 SLOW = 4.0  # seconds each in-flight request takes
+PROPAGATION = 0.25  # seconds for SIGTERM to reach the workers from the server's main process (bound asserted)
 
 
 def _idle_in_progress(srv) -> float:
@@ -185,9 +186,11 @@ def test_sigterm_under_keep_alive_load_fails_no_request(server, delay, start_ser
     assert all(client.ok > 0 and not client.failed for client in clients), [c.failed for c in clients]
     sigterm_at = time.monotonic()
     srv.terminate()
-    fresh = []
+    fresh = []  # (seconds after SIGTERM the readiness probe was sent, /hello status, /health/ready status)
     while delay and time.monotonic() - sigterm_at < delay - 0.8:  # new connections during the delay
-        fresh.append((get(srv.port, "/hello", timeout=3)[0], get(srv.port, "/health/ready", timeout=3)[0]))
+        hello = get(srv.port, "/hello", timeout=3)[0]
+        sent = time.monotonic() - sigterm_at
+        fresh.append((sent, hello, get(srv.port, "/health/ready", timeout=3)[0]))
         time.sleep(0.1)
     for client in clients:
         client.join(graceful + 5)
@@ -197,6 +200,10 @@ def test_sigterm_under_keep_alive_load_fails_no_request(server, delay, start_ser
     assert not failed, failed
     assert all(client.told_to_close for client in clients), [client.ok for client in clients]
     if delay:
-        assert fresh and set(fresh) == {(200, 503)}, fresh
+        # new connections are served all along; readiness is DOWN once the signal has reached the workers (the
+        # server's main process forwards it: a probe in the first PROPAGATION seconds may still see UP)
+        assert fresh and all(hello == 200 for _, hello, _ in fresh), fresh
+        settled = [ready for sent, _, ready in fresh if sent >= PROPAGATION]
+        assert settled and set(settled) == {503}, fresh
     assert srv.proc.returncode == 0, srv.log_tail()
     assert elapsed < graceful, f"stopped {elapsed:.1f}s after SIGTERM"
