@@ -254,23 +254,32 @@ def _uv_install(uv: str, venv: Path, requirements: Path, echo: Echo) -> None:
     ]
     for what, cmd in steps:
         errors: list[str] = []
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        try:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.rstrip()
-                if line.startswith(("Resolved ", "Prepared ", "Installed ", "Downloading ")):
-                    echo(f"  {line[0].lower()}{line[1:]}")
-                elif line.startswith("error:") or re.match(r"^\s+(Caused by|cause):", line):
-                    errors.append(line.split(":", 1)[1].strip())
-            status = proc.wait()
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+
+        def on_line(line: str) -> None:
+            if line.startswith(("Resolved ", "Prepared ", "Installed ", "Downloading ")):
+                echo(f"  {line[0].lower()}{line[1:]}")
+            elif line.startswith("error:") or re.match(r"^\s+(Caused by|cause):", line):
+                errors.append(line.split(":", 1)[1].strip())
+
+        status = _stream(cmd, env, on_line)
         if status != 0:
             detail = "; ".join(errors) or f"uv exited with status {status}"
             raise StackError(f"{what} with uv failed: {detail}")
+
+
+def _stream(cmd: list[str], env: dict[str, str], on_line: Callable[[str], None]) -> int:
+    """Run ``cmd`` with stdout and stderr merged, handing each output line (right-stripped) to ``on_line`` as it
+    comes; return its exit status. The process is killed if this is interrupted (Ctrl-C, SIGTERM)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            on_line(raw.rstrip())
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def _make_venv(venv: Path) -> None:
@@ -303,32 +312,27 @@ def _pip_install(venv: Path, requirements: Path, echo: Echo) -> None:
     env.pop("PYTHONPATH", None)
     current = None
     errors: list[str] = []
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.rstrip()
-            collecting = _COLLECTING.match(line)
-            processing = _PROCESSING.match(line)
-            if collecting:
-                current = collecting.group(1)
-                echo(f"  collecting {current}")
-            elif processing:
-                current = f"{processing.group(1)}=={processing.group(2)}"
-                echo(f"  collecting {current}")
-            elif line.startswith("Installing collected packages"):
-                echo(f"  installing {len(line.split(':', 1)[1].split(','))} packages")
-            elif "DO NOT MATCH THE HASHES" in line:
-                errors.append("a downloaded file does not match its hash in the lock")
-            elif _ERROR_LINE.match(line):
-                errors.append(_ERROR_LINE.match(line).group(2))
-            elif re.match(r"^\s+\S+==\S+ from ", line) and errors:
-                current = line.split()[0]
-        status = proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+
+    def on_line(line: str) -> None:
+        nonlocal current
+        collecting = _COLLECTING.match(line)
+        processing = _PROCESSING.match(line)
+        if collecting:
+            current = collecting.group(1)
+            echo(f"  collecting {current}")
+        elif processing:
+            current = f"{processing.group(1)}=={processing.group(2)}"
+            echo(f"  collecting {current}")
+        elif line.startswith("Installing collected packages"):
+            echo(f"  installing {len(line.split(':', 1)[1].split(','))} packages")
+        elif "DO NOT MATCH THE HASHES" in line:
+            errors.append("a downloaded file does not match its hash in the lock")
+        elif _ERROR_LINE.match(line):
+            errors.append(_ERROR_LINE.match(line).group(2))
+        elif re.match(r"^\s+\S+==\S+ from ", line) and errors:
+            current = line.split()[0]
+
+    status = _stream(cmd, env, on_line)
     if status != 0:
         named = re.search(r"requirement (\S+)", errors[0]) if errors else None
         where = f" at {current or named.group(1)}" if current or named else ""
