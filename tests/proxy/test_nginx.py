@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability.harness import SERVERS, ProductionServer, copy_project
 from testkit.browser import chromium
 from testkit.nginx import Nginx, readme_location
+from testkit.serve import SERVERS, ProductionServer, copy_project
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "tests" / "fixtures" / "userapps" / "proxied"

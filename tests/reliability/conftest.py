@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from testkit.serve import SERVERS, ProductionServer, copy_project
 
-from .harness import FIXTURE_USERAPP, SERVERS, ProductionServer, copy_project
+from .harness import FIXTURE_USERAPP
 
 
 @pytest.fixture

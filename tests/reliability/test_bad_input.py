@@ -6,11 +6,9 @@ import subprocess
 import time
 
 import pytest
-
-from .harness import VENV_BIN, get, raw_exchange, status_of
+from testkit.serve import VENV_BIN, get, raw_exchange, status_of
 
 pytestmark = pytest.mark.slow
-
 
 
 def test_schemathesis_finds_no_server_error_and_responses_conform(server, tmp_path):

@@ -9,8 +9,9 @@ import socket
 import time
 
 import pytest
+from testkit.serve import get, raw_exchange, read_answer, status_of
 
-from .harness import get, raw_exchange, read_answer, sample_value, scrape, status_of
+from .harness import sample_value, scrape
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,9 @@ import subprocess
 import time
 
 import pytest
+from testkit.serve import SERVERS, get, parse_wrk, wrk_command
 
-from .harness import SERVERS, get, parse_wrk, sample_value, scrape, wrk_command
+from .harness import sample_value, scrape
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-
-from .harness import SERVERS, get, thread_count
+from testkit.serve import SERVERS, get, thread_count
 
 pytestmark = pytest.mark.slow
 

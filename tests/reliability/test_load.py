@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from testkit.serve import SERVERS, run_wrk
 
-from .harness import SERVERS, TEMPLATE, run_wrk
+from .harness import TEMPLATE
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from testkit.net import free_port
+from testkit.serve import SERVERS, get, require_tool, run_wrk
 
-from .harness import SERVERS, free_port, get, require_tool, run_wrk, sample_value, scrape, series_keys
+from .harness import sample_value, scrape, series_keys
 
 pytestmark = pytest.mark.slow
 

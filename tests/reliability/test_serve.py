@@ -10,11 +10,12 @@ import time
 import uuid
 
 import pytest
+from testkit.net import free_port
+from testkit.serve import SERVERS, SERVE, VENV_BIN, get
 
-from .harness import SERVERS, SERVE, VENV_BIN, free_port, get, sample_value, scrape
+from .harness import sample_value, scrape
 
 pytestmark = pytest.mark.slow
-
 
 
 def _run_serve(env_extra: dict, tmp_path, timeout: float = 60) -> subprocess.CompletedProcess:

@@ -9,8 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from testkit.serve import SERVERS, get
 
-from .harness import SERVERS, get, sample_value, scrape
+from .harness import sample_value, scrape
 
 pytestmark = pytest.mark.slow
 

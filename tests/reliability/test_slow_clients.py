@@ -9,8 +9,7 @@ import threading
 import time
 
 import pytest
-
-from .harness import SERVERS, get
+from testkit.serve import SERVERS, get
 
 pytestmark = pytest.mark.slow
 

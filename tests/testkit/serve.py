@@ -1,0 +1,305 @@
+"""The real production server (``image/project/serve``) for tests, shared by the reliability and proxy suites:
+start it on 127.0.0.1 with a user project, talk HTTP to it (``get``, raw bytes), run wrk against it.
+
+Everything talks to 127.0.0.1 on ports picked by binding port 0; every wait has a deadline; every process started
+here is stopped by ``ProductionServer.stop`` (SIGTERM to its process group, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from .net import free_port
+from .procs import children_of
+
+REPO = Path(__file__).resolve().parents[2]
+PROJECT_DIR = REPO / "image" / "project"
+SERVE = PROJECT_DIR / "serve"
+VENV_BIN = Path(sys.executable).parent
+SERVERS = ["gunicorn", "granian"]  # every production server; each reliability and proxy test runs under each
+
+
+def require_tool(name: str) -> str:
+    """Return the path of executable ``name``; skip the test when it is missing, unless CI=true (then fail)."""
+    path = shutil.which(name)
+    if path:
+        return path
+    message = f"{name} is not installed (Debian package {name}); the reliability test needs it"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def get(port: int, path: str, timeout: float = 5.0, method: str = "GET", body=None, headers=None):
+    """One HTTP request on a fresh connection; return ``(status, headers dict, body bytes)``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def rss_bytes(pid: int) -> int:
+    """Return the resident set size of ``pid`` in bytes (VmRSS from /proc/PID/status), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def thread_count(pid: int) -> int:
+    """Return the number of threads of ``pid`` (Threads from /proc/PID/status), 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Threads:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def copy_project(source: Path, dest: Path) -> Path:
+    """Copy a user project (template or fixture package) to ``dest`` and return it."""
+    shutil.copytree(source, dest, ignore=shutil.ignore_patterns("__pycache__", ".venv", "tests"))
+    return dest
+
+
+@dataclass
+class ProductionServer:
+    """The production server (``serve``) running one user project on 127.0.0.1:``port``."""
+
+    project: Path
+    workdir: Path
+    server: str = "gunicorn"
+    workers: int = 2
+    env: dict = field(default_factory=dict)
+    port: int = 0
+    proc: subprocess.Popen | None = None
+    metrics_dir: Path | None = None
+    log_path: Path | None = None
+
+    def start(self, ready_path: str = "/health/ready", ready_timeout: float = 45.0) -> "ProductionServer":
+        """Start ``serve`` and wait (at most ``ready_timeout`` seconds) until ``ready_path`` answers 200 and all
+        workers are up. Raises AssertionError with the server's log tail when it does not come up."""
+        self.port = self.port or free_port()
+        self.metrics_dir = self.workdir / "metrics"
+        self.log_path = self.workdir / "server.log"
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("STACK_", "PROMETHEUS_", "GUNICORN_", "GRANIAN_")) and k not in ("PORT", "WEB_CONCURRENCY")
+        }
+        env.update(
+            PATH=f"{VENV_BIN}{os.pathsep}{env.get('PATH', '/usr/bin:/bin')}",
+            PORT=str(self.port),
+            STACK_HOST="127.0.0.1",
+            STACK_SERVER=self.server,
+            WEB_CONCURRENCY=str(self.workers),
+            STACK_USERAPP_DIR=str(self.project),
+            PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir),
+            PYTHONDONTWRITEBYTECODE="1",
+        )
+        env.pop("PYTHONPATH", None)
+        for key, value in self.env.items():  # a value of None removes the variable
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
+        log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(SERVE)], env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        log.close()
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode} before ready:\n{self.log_tail()}")
+            try:
+                status, _, _ = get(self.port, ready_path, timeout=2)
+                if status == 200 and len(self.worker_pids()) >= self.workers:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise AssertionError(f"server not ready within {ready_timeout}s:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 40) -> str:
+        """Return the last ``lines`` lines of the server's combined stdout/stderr."""
+        if not self.log_path or not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def log_text(self) -> str:
+        """Return the whole server log."""
+        return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+
+    def worker_pids(self) -> list[int]:
+        """Return the pids of the server's worker processes (children of the master that serve requests)."""
+        if not self.proc or self.proc.poll() is not None:
+            return []
+        # Both gunicorn's master and granian's main process have no children but their workers.
+        return children_of(self.proc.pid)
+
+    def worker_rss(self) -> int:
+        """Return the summed RSS of all workers, bytes."""
+        return sum(rss_bytes(pid) for pid in self.worker_pids())
+
+    def terminate(self) -> None:
+        """Send SIGTERM to the master (what podman stop and the kubelet do)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """Stop the server and everything it started: SIGTERM to the process group, SIGKILL after ``timeout``
+        seconds. Returns the master's exit status."""
+        if not self.proc:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # stragglers (workers) of the group, if any
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.proc.returncode
+
+
+def raw_exchange(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
+    """Send raw bytes on a fresh connection; return the server's first response (head plus Content-Length bytes
+    of body), or what arrived before it closed the connection or ``timeout`` seconds passed without data.
+
+    The write side stays open (a half-close makes some servers drop the connection before answering)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(payload)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may answer and close before reading it all; its answer is still there
+        return read_answer(sock)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """Read from ``sock`` until a whole response (head plus Content-Length bytes of body) arrived, the peer closed
+    or reset, or the socket's timeout passed without data; return what arrived."""
+    answer = b""
+    while True:
+        head, sep, body = answer.partition(b"\r\n\r\n")
+        if sep:
+            length = re.search(rb"(?im)^content-length:\s*(\d+)", head)
+            if length and len(body) >= int(length.group(1)):
+                return answer
+        try:
+            data = sock.recv(65536)
+        except (ConnectionResetError, socket.timeout):
+            return answer
+        if not data:
+            return answer
+        answer += data
+
+
+def status_of(answer: bytes) -> int:
+    """The status code of a raw HTTP answer; AssertionError when it is not one."""
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.startswith(b"HTTP/1."), f"no HTTP answer: {answer[:200]!r}"
+    return int(status_line.split()[1])
+
+
+# --- wrk -----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class WrkResult:
+    """What wrk reported: total requests, non-2xx/3xx responses, socket errors, requests/s, latency (seconds)."""
+
+    requests: int
+    non_2xx: int
+    socket_errors: dict
+    rps: float
+    latency: dict
+    output: str
+
+    @property
+    def errors(self) -> int:
+        """Non-2xx/3xx responses plus all socket errors (connect, read, write, timeout)."""
+        return self.non_2xx + sum(self.socket_errors.values())
+
+
+_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
+
+
+def _duration(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text.strip())
+    if not match:
+        raise ValueError(f"not a wrk duration: {text!r}")
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """Parse wrk 4's text report (run with ``--latency``). Raises ValueError when it has no request count."""
+    match = re.search(r"(\d+) requests in", output)
+    if not match:
+        raise ValueError(f"no request count in wrk output:\n{output}")
+    requests = int(match.group(1))
+    non_2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", output)) else 0
+    errors = {}
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output):
+        errors = dict(zip(("connect", "read", "write", "timeout"), map(int, m.groups())))
+    rps = float(m.group(1)) if (m := re.search(r"Requests/sec:\s+([\d.]+)", output)) else 0.0
+    latency = {}
+    for pct, value in re.findall(r"^\s+(50|75|90|99)(?:\.000)?%\s+(\S+)", output, re.M):
+        latency[int(pct)] = _duration(value)
+    return WrkResult(requests, non_2xx, errors, rps, latency, output)
+
+
+def wrk_command(port: int, path: str, seconds: float, connections: int, threads: int = 2, script: Path | None = None):
+    """Return the argv of a wrk run against 127.0.0.1:``port``; ``seconds`` is rounded up to whole seconds."""
+    argv = [
+        require_tool("wrk"),
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{max(1, int(seconds + 0.999))}s",
+        "--timeout",
+        "5s",
+        "--latency",
+    ]
+    if script:
+        argv += ["-s", str(script)]
+    return argv + [f"http://127.0.0.1:{port}{path}"]
+
+
+def run_wrk(port: int, path: str, seconds: float, connections: int = 32, threads: int = 2, script=None) -> WrkResult:
+    """Run wrk in the foreground for ``seconds`` seconds and return its parsed report."""
+    argv = wrk_command(port, path, seconds, connections, threads, script)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
+    if done.returncode != 0:
+        raise AssertionError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    return parse_wrk(done.stdout)
