@@ -286,19 +286,30 @@ def build(project_dir: Path | None, app_spec: str | None, engine: str, tag: str 
               help="Also write a ServiceMonitor for the Prometheus Operator.")
 @click.option("--url-prefix", default="", metavar="PATH",
               help="Path the app is mounted at (/your/path): the pods' STACK_URL_PREFIX; probes and scrape path follow.")
+@click.option("--max-content-length", type=click.IntRange(0), default=16 * 1024 * 1024, show_default=True,
+              metavar="BYTES", help="Largest request body (0: no limit): the pods', the Ingress's and nginx's.")
+@click.option("--ingress", "ingress_host", default="", metavar="HOST",
+              help="Also write an Ingress for ingress-nginx routing HOST (and the --url-prefix) to the app.")
+@click.option("--tls-secret", default="", metavar="NAME", help="The Ingress serves HTTPS with this TLS Secret.")
+@click.option("--nginx-sidecar", is_flag=True, help="nginx in front of the app in each pod (buffers bodies).")
+@click.option("--nginx-image", default=None, metavar="IMAGE",
+              help="The nginx sidecar's image (default: docker.io/library/nginx:1.27-bookworm).")
+@click.option("--nginx-static", is_flag=True, help="The nginx sidecar serves the project's static/ files.")
 def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, image: str | None,
            min_replicas: int, max_replicas: int, cpu_target: int, openshift: bool, service_monitor: bool,
-           url_prefix: str) -> int:
-    """Write Kubernetes manifests (Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, and a
-    ServiceMonitor when asked) for the project, and apply them unless --generate-only."""
+           url_prefix: str, max_content_length: int, **front: object) -> int:
+    """Write Kubernetes manifests (Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget; a
+    ServiceMonitor, an Ingress, an nginx sidecar when asked) for the project, and apply them unless --generate-only."""
     project = find_project(project_dir)
     try:
         from . import deploy as deployer
+        from .front import Front
     except ImportError:
         raise StackError("deploy is not available in this flask-stack (flask_stack.deploy is missing)") from None
     paths = deployer.generate(project, output or project / "deploy", image or f"{project_name(project)}:latest",
                               min_replicas=min_replicas, max_replicas=max_replicas, cpu_target=cpu_target,
-                              openshift=openshift, service_monitor=service_monitor, url_prefix=url_prefix)
+                              openshift=openshift, service_monitor=service_monitor, url_prefix=url_prefix,
+                              max_content_length=max_content_length, front=Front(**front))
     for path in paths:
         say(f"wrote {path}")
     if generate_only:

@@ -9,7 +9,8 @@ and ``APPSODY_PORT`` (the container port, 8080), plus the autoscaler's ``FLASK_S
 ``STACK_URL_PREFIX``, which the probe and scrape paths carry; "" = the root). They run the deployable image as uid 1001
 (or, for OpenShift, as the arbitrary uid its restricted policy assigns) with a read-only root filesystem,
 an emptyDir at /tmp, startup/liveness/readiness probes on ``/health/started``, ``/health/live``,
-``/health/ready``, pods spread over nodes and zones, and Prometheus scrape annotations.
+``/health/ready``, pods spread over nodes and zones, and Prometheus scrape annotations. What stands in front of
+the app when asked (an Ingress, an nginx sidecar: ``ingress.yaml``, ``nginx.yaml``) is :mod:`flask_stack.front`'s.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 from .errors import StackError
+from .front import MAX_CONTENT_LENGTH, Front, toggle, with_nginx_conf
 from .paths import stack_root
 from .project import project_name, sanitise_name, stack_id
 
@@ -29,6 +31,8 @@ from .project import project_name, sanitise_name, stack_id
 TEMPLATES = ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
 #: The Prometheus Operator's ServiceMonitor template, written only when asked (its CRD must be installed).
 SERVICE_MONITOR = "servicemonitor.yaml"
+#: Written when asked: the nginx sidecar's ConfigMap (its config from ``NGINX_CONF``) and the Ingress.
+NGINX_CONFIGMAP, NGINX_CONF, INGRESS = "nginx.yaml", "nginx.conf", "ingress.yaml"
 #: The autoscaler's defaults: replicas (at least two, so one node going away leaves one pod serving) and
 #: the target average CPU use, percent of the pods' CPU request.
 MIN_REPLICAS, MAX_REPLICAS, CPU_TARGET = 2, 10, 70
@@ -57,7 +61,8 @@ def render(template: str, values: dict[str, str]) -> str:
 
 def generate(project: Path, output: Path, image: str, *, name: str | None = None, port: int = DEFAULT_PORT,
              min_replicas: int = MIN_REPLICAS, max_replicas: int = MAX_REPLICAS, cpu_target: int = CPU_TARGET,
-             openshift: bool = False, service_monitor: bool = False, url_prefix: str = "") -> list[Path]:
+             openshift: bool = False, service_monitor: bool = False, url_prefix: str = "",
+             max_content_length: int = MAX_CONTENT_LENGTH, front: Front | None = None) -> list[Path]:
     """Write the project's Kubernetes manifests into ``output`` and return their paths.
 
     Args:
@@ -74,17 +79,23 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
         service_monitor (bool): also write ``servicemonitor.yaml`` for the Prometheus Operator.
         url_prefix (str): the path the app is mounted at (``/your/path``; "" or ``/``: the root): set as the
             pod's ``STACK_URL_PREFIX``, and the probes and the scrape path carry it.
+        max_content_length (int): the largest request body, bytes (0: no limit): the pods'
+            ``STACK_MAX_CONTENT_LENGTH``, and the Ingress's and nginx's limit; default 16 MiB.
+        front (Front | None): an Ingress and/or an nginx sidecar in front of the app (default: neither).
 
     Returns:
         list[Path]: the written files, Deployment first.
 
     Raises:
-        StackError: the image reference, port, replica bounds or URL prefix are invalid, a template is missing, or
+        StackError: the image references, port, replica bounds, URL prefix, body limit or front options are
+            invalid, a template is missing, or
             ``output`` cannot be written (nothing is left half-written: each file is written to a temp
             file, then renamed).
     """
-    if not image or not _IMAGE_RE.match(image):
-        raise StackError(f"--image {image!r} is not an image reference like registry.example.com/app:1.0")
+    front = front or Front()
+    for option, reference in (("--image", image), ("--nginx-image", front.image)):
+        if not reference or not _IMAGE_RE.match(reference):
+            raise StackError(f"{option} {reference!r} is not an image reference like registry.example.com/app:1.0")
     if not 1 <= port <= 65535:
         raise StackError(f"port {port} is not a TCP port (1-65535)")
     if not 1 <= min_replicas <= max_replicas:
@@ -95,7 +106,12 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
     prefix = url_prefix.strip().rstrip("/")
     if prefix and (not _PREFIX_RE.match(prefix) or {".", ".."} & set(prefix.split("/"))):
         raise StackError(f"--url-prefix {url_prefix!r} is not a URL path like /your/path")
+    if max_content_length < 0:
+        raise StackError(f"--max-content-length {max_content_length} is not a size in bytes (0: no limit)")
+    front.check(project, port)
     values = {
+        **front.values(max_content_length),
+        "FLASK_STACK_INGRESS_PATH": prefix or "/",
         "FLASK_STACK_URL_PREFIX": prefix,
         "APPSODY_PROJECT_NAME": sanitise_name(name) if name else project_name(project),
         "APPSODY_DOCKER_IMAGE": image,
@@ -105,14 +121,14 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
         "FLASK_STACK_MAX_REPLICAS": str(max_replicas),
         "FLASK_STACK_CPU_TARGET": str(cpu_target),
     }
-    config = stack_root() / "image" / "config"
+    filenames = [*TEMPLATES, *[NGINX_CONFIGMAP] * front.nginx_sidecar, *[INGRESS] * bool(front.ingress_host),
+                 *[SERVICE_MONITOR] * service_monitor]
+    if front.nginx_sidecar:
+        values = with_nginx_conf(values, _template(NGINX_CONF, values, front.blocks()))
     texts = []
-    for filename in (*TEMPLATES, SERVICE_MONITOR) if service_monitor else TEMPLATES:
-        try:
-            text = render((config / filename).read_text(encoding="utf-8"), values)
-            texts.append((filename, _FIXED_IDS.sub("", text) if openshift else text))
-        except OSError as exc:
-            raise StackError(f"cannot read the stack's manifest template {config / filename}: {exc.strerror}") from None
+    for filename in filenames:
+        text = _template(filename, values, front.blocks())
+        texts.append((filename, _FIXED_IDS.sub("", text) if openshift else text))
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -121,6 +137,23 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
     for filename, text in texts:
         written.append(_write_atomic(output / filename, text))
     return written
+
+
+def _template(filename: str, values: dict[str, str], blocks: dict[str, bool]) -> str:
+    """The stack's template ``image/config/<filename>`` rendered with ``values``, its optional blocks kept or left
+    out as ``blocks`` says.
+
+    Raises:
+        StackError: the template cannot be read.
+    """
+    path = stack_root() / "image" / "config" / filename
+    try:
+        text = render(path.read_text(encoding="utf-8"), values)
+    except OSError as exc:
+        raise StackError(f"cannot read the stack's manifest template {path}: {exc.strerror}") from None
+    for name, keep in blocks.items():
+        text = toggle(text, name, keep)
+    return text
 
 
 def _write_atomic(path: Path, text: str) -> Path:
