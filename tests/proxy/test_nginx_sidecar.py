@@ -1,0 +1,302 @@
+"""The nginx sidecar of ``flask-stack deploy --nginx-sidecar``, run for real.
+
+The manifests are generated (``flask_stack.deploy.generate``, as the CLI calls it); the ConfigMap's nginx.conf runs in
+Debian's nginx started with the sidecar container's own command (``-p`` its emptyDir, ``-c`` its config mount: here
+two temporary paths), the project's static/ copied where the init container copies it, in front of the real
+production server (``serve``) started with the Deployment's STACK_* settings. Only the ports (generate's ``port``
+and ``nginx_port``) and nginx's listen address (127.0.0.1, ``nginx_address``) differ from a pod's.
+
+The module's topology is the full one: ingress-nginx (played by the client, which sends the X-Forwarded-* headers
+ingress-nginx sets) -> the sidecar -> the app, so STACK_PROXY_HOPS is 2; one test runs the sidecar alone (1).
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from reliability.harness import SERVERS, ProductionServer, copy_project
+from testkit.net import free_port
+from testkit.nginx import require_nginx
+
+from flask_stack import deploy
+from flask_stack.front import Front
+
+REPO = Path(__file__).resolve().parents[2]
+APP = REPO / "tests" / "fixtures" / "userapps" / "fronted"
+PREFIX = "/your/path"
+CLIENT = "127.0.0.2"  # the client's source address (nginx listens on 127.0.0.1)
+MAX_BODY = 1024 * 1024  # deploy --max-content-length
+SLOW = 64  # slow-body connections
+PROBE_SECONDS = 10.0  # normal requests are timed this long while they trickle
+INGRESS = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "shop.example"}
+pytestmark = pytest.mark.slow
+
+
+def request(port: int, path: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None,
+            timeout: float = 10.0) -> tuple[int, dict, bytes]:
+    """One request from CLIENT on a fresh connection: (status, headers (lower-case names), body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(CLIENT, 0))
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+class Pod:
+    """The generated manifests' pod on 127.0.0.1: ``serve`` (``app``) behind the nginx sidecar (``port``)."""
+
+    def __init__(self, workdir: Path, server: str, front: Front):
+        self.workdir = workdir
+        project = copy_project(APP, workdir / "project")
+        app_port = free_port()
+        paths = deploy.generate(project, workdir / "deploy", "registry.example.com/shop:1.0", port=app_port,
+                                url_prefix=PREFIX, max_content_length=MAX_BODY, front=front)
+        docs = {p.name: yaml.safe_load(p.read_text()) for p in paths}
+        self.deployment, self.configmap = docs["deployment.yaml"], docs["nginx.yaml"]
+        containers = {c["name"]: c for c in self.deployment["spec"]["template"]["spec"]["containers"]}
+        self.app_container, self.nginx_container = containers["app"], containers["nginx"]
+        env = {e["name"]: e["value"] for e in self.app_container["env"] if e["name"].startswith("STACK_")}
+        self.app = ProductionServer(project=project, workdir=workdir, server=server, workers=2, port=app_port,
+                                    env={k: v for k, v in env.items() if k != "STACK_SHUTDOWN_DELAY"})
+        self.port = front.nginx_port
+        self.nginx: subprocess.Popen | None = None
+
+    def start(self) -> "Pod":
+        """Start the app, then nginx as the sidecar container's command starts it; AssertionError when nginx does
+        not listen within 10 s."""
+        self.app.start(ready_path=self.app_container["readinessProbe"]["httpGet"]["path"])
+        run = self.workdir / "nginx"  # the container's /tmp emptyDir
+        conf_dir = self.workdir / "nginx-conf"  # the ConfigMap's mount
+        conf_dir.mkdir()
+        (conf_dir / "nginx.conf").write_text(self.configmap["data"]["nginx.conf"])
+        mounts = {m["name"]: m["mountPath"] for m in self.nginx_container["volumeMounts"]}
+        if "static" in mounts:  # what the init container does: the image's /project/userapp/static/ copied
+            shutil.copytree(self.app.project / "static", run / mounts["static"].removeprefix(mounts["nginx-tmp"] + "/"))
+        run.mkdir(exist_ok=True)
+        where = {mounts["nginx-tmp"] + "/": f"{run}/", f"{mounts['nginx-conf']}/nginx.conf": str(conf_dir / "nginx.conf")}
+        command = self.nginx_container["command"]
+        assert command[0] == "nginx" and set(where) <= set(command), command
+        argv = [require_nginx(), *(where.get(arg, arg) for arg in command[1:])]
+        if os.geteuid() == 0:  # as in the pod, workers run as the master's user (root here, not nobody)
+            argv += ["-g", "user root root;"]
+        with open(self.workdir / "nginx.out", "wb") as out, open(self.workdir / "nginx.err", "wb") as err:
+            self.nginx = subprocess.Popen(argv, stdout=out, stderr=err, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            assert self.nginx.poll() is None, f"nginx exited {self.nginx.returncode}: {self.nginx_log()}"
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"nginx did not listen within 10 s: {self.nginx_log()}")
+
+    def nginx_log(self) -> str:
+        """nginx's stdout (its access lines) and stderr (its error log)."""
+        return "\n".join((self.workdir / name).read_text(errors="replace") for name in ("nginx.out", "nginx.err")
+                         if (self.workdir / name).exists())
+
+    def stop(self) -> None:
+        """SIGQUIT nginx (graceful), SIGKILL after 5 s; then stop the app."""
+        if self.nginx is not None:
+            if self.nginx.poll() is None:
+                self.nginx.send_signal(signal.SIGQUIT)
+                try:
+                    self.nginx.wait(5)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.nginx.pid, signal.SIGKILL)
+                    self.nginx.wait(5)
+        self.app.stop()
+
+    def wait_for_log(self, pattern: str, timeout: float = 10.0) -> str:
+        """The first line of the app's log matching ``pattern`` (written in batches every 0.25 s)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.app.log_text(), re.M)
+            if match:
+                return match.group(0)
+            time.sleep(0.1)
+        raise AssertionError(f"no app log line matches {pattern!r}:\n{self.app.log_tail()}")
+
+
+def start_pod(workdir: Path, server: str, front: Front) -> Pod:
+    pod = Pod(workdir, server, front)
+    try:
+        return pod.start()
+    except BaseException:
+        pod.stop()
+        raise
+
+
+@pytest.fixture(scope="module", params=SERVERS)
+def pod(request, tmp_path_factory):
+    """Ingress (the client) -> the nginx sidecar serving static/ -> the app under /your/path, on each server."""
+    front = Front(ingress_host="shop.example", nginx_sidecar=True, nginx_static=True, nginx_port=free_port(),
+                  nginx_address="127.0.0.1")
+    pod = start_pod(tmp_path_factory.mktemp(f"sidecar-{request.param}"), request.param, front)
+    try:
+        yield pod
+    finally:
+        pod.stop()
+
+
+def hello_count(port: int) -> float:
+    status, _, body = request(port, f"{PREFIX}/metrics")
+    assert status == 200
+    match = re.search(r'^http_requests_total\{endpoint="/hello",method="GET",status="200"\} (\S+)$', body.decode(),
+                      re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_routes_health_and_metrics_through_the_sidecar_probes_on_the_app(pod):
+    """Through nginx: the app's routes, health and metrics (exact across workers) under the prefix; the probes of
+    the Deployment reach the app's own port, as the kubelet's do; the Service sends traffic to nginx's port."""
+    status, _, body = request(pod.port, f"{PREFIX}/hello")
+    assert (status, body) == (200, b"hello"), pod.nginx_log()
+    status, _, body = request(pod.port, f"{PREFIX}/health")
+    assert status == 200 and json.loads(body)["status"] == "UP"
+    before = hello_count(pod.port)
+    for _ in range(20):
+        assert request(pod.port, f"{PREFIX}/hello")[0] == 200
+    assert hello_count(pod.port) == before + 20
+    app_ports = {p["name"]: p["containerPort"] for p in pod.app_container["ports"]}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = pod.app_container[probe]["httpGet"]
+        assert get["path"].startswith(PREFIX + "/health/") and app_ports[get["port"]] == pod.app.port, probe
+        assert request(pod.app.port, get["path"])[0] == 200, probe
+    nginx_ports = {p["name"]: p["containerPort"] for p in pod.nginx_container["ports"]}
+    service = yaml.safe_load((pod.workdir / "deploy" / "service.yaml").read_text())
+    assert nginx_ports[service["spec"]["ports"][0]["targetPort"]] == pod.port
+    assert request(pod.port, "/hello")[0] == 404  # outside the prefix: nginx's own 404
+
+
+def test_forwarded_headers_of_the_ingress_reach_the_app(pod):
+    """STACK_PROXY_HOPS=2 (ingress + sidecar): the client address, scheme and host ingress-nginx passes are what
+    the app sees and logs; the sidecar appends its own values rather than replacing them."""
+    status, _, body = request(pod.port, f"{PREFIX}/seen", headers={**INGRESS, "X-Request-ID": "via-ingress"})
+    assert status == 200, pod.app.log_tail()
+    assert json.loads(body) == {"remote_addr": "203.0.113.7", "scheme": "https", "host": "shop.example",
+                                "link": f"https://shop.example{PREFIX}/hello"}
+    pod.wait_for_log(rf"GET {PREFIX}/seen 200 \S+ id=via-ingress client=203\.0\.113\.7$")
+
+
+def test_static_files_are_served_by_nginx_not_the_app(pod):
+    """<prefix>/static/app.css comes from the copy of the project's static/ (the init container's), with a
+    cache lifetime; the app logs no line for it (nginx does), while a request it serves is logged."""
+    expected = (APP / "static" / "app.css").read_bytes()
+    status, headers, body = request(pod.port, f"{PREFIX}/static/app.css", headers={"X-Request-ID": "static-1"})
+    assert (status, body) == (200, expected)
+    assert headers["content-type"].startswith("text/css") and headers["cache-control"] == "max-age=3600"
+    assert request(pod.port, f"{PREFIX}/hello", headers={"X-Request-ID": "after-static"})[0] == 200
+    pod.wait_for_log(rf"GET {PREFIX}/hello 200 \S+ id=after-static ")
+    assert "/static/app.css" not in pod.app.log_text()
+    assert re.search(r'"request":"GET /your/path/static/app.css HTTP/1.1","status":200', pod.nginx_log())
+    assert request(pod.app.port, f"{PREFIX}/static/app.css")[2] == expected  # Flask's own route, the fallback
+
+
+def test_body_limit_is_the_apps_and_nginx_answers_413(pod):
+    """--max-content-length: a body of exactly the limit reaches the app whole; one byte more is nginx's 413,
+    the app never sees it."""
+    status, _, body = request(pod.port, f"{PREFIX}/size", method="POST", body=b"x" * MAX_BODY)
+    assert status == 200 and json.loads(body) == {"size": MAX_BODY}
+    status, _, _ = request(pod.port, f"{PREFIX}/size", method="POST", body=b"x" * (MAX_BODY + 1),
+                           headers={"X-Request-ID": "too-big"})
+    assert status == 413
+    assert request(pod.port, f"{PREFIX}/hello", headers={"X-Request-ID": "after-413"})[0] == 200
+    pod.wait_for_log(rf"GET {PREFIX}/hello 200 \S+ id=after-413 ")
+    assert "id=too-big" not in pod.app.log_text()
+
+
+class SlowBodies(threading.Thread):
+    """``SLOW`` connections each POSTing a 100 kB body to ``path`` one byte a second, until ``stop``."""
+
+    def __init__(self, port: int, path: str):
+        super().__init__(daemon=True)
+        head = (f"POST {path} HTTP/1.1\r\nHost: shop.example\r\nContent-Type: application/octet-stream\r\n"
+                "Content-Length: 100000\r\n\r\n").encode()
+        self.socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(SLOW)]
+        for sock in self.socks:
+            sock.sendall(head)
+            sock.setblocking(False)
+        self.stop = threading.Event()
+        self.sent_to = [0] * SLOW  # seconds each connection was still accepting bytes
+
+    def run(self) -> None:
+        began = time.monotonic()
+        while not self.stop.wait(1.0):
+            for index, sock in enumerate(self.socks):
+                try:
+                    sock.send(b"x")
+                    self.sent_to[index] = time.monotonic() - began
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(5)
+        for sock in self.socks:
+            sock.close()
+
+
+def test_slow_bodies_wait_in_nginx_not_in_the_app(pod):
+    """64 clients sending a body one byte a second hold no app thread (the app has 2 workers x 4): normal requests
+    timed meanwhile through nginx all succeed, p99 under 250 ms; no slow body reaches the app. Without nginx the
+    same clients take every thread (tests/reliability/test_slow_clients.py)."""
+    bodies_before = pod.app.log_text().count(f"POST {PREFIX}/size ")
+    trickle = SlowBodies(pod.port, f"{PREFIX}/size")
+    trickle.start()
+    latencies, failures = [], []
+    try:
+        time.sleep(2)
+        deadline = time.monotonic() + PROBE_SECONDS
+        while time.monotonic() < deadline:
+            began = time.monotonic()
+            try:
+                status = request(pod.port, f"{PREFIX}/hello", timeout=5)[0]
+                if status != 200:
+                    failures.append(f"status {status}")
+            except OSError as exc:
+                failures.append(repr(exc))
+            latencies.append(time.monotonic() - began)
+            time.sleep(0.05)
+        still_sending = sum(1 for seconds in trickle.sent_to if seconds > PROBE_SECONDS)
+    finally:
+        trickle.close()
+    ordered = sorted(latencies)
+    p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    print(f"\n{pod.app.server}: {SLOW} slow bodies through the nginx sidecar, {len(latencies)} normal requests: "
+          f"{len(failures)} failed, p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; {still_sending} slow "
+          f"connections still sending after {PROBE_SECONDS + 2:.0f} s")
+    assert not failures, failures[:5]
+    assert p99 < 0.25, f"p99 {p99 * 1000:.0f} ms over {len(latencies)} requests"
+    assert still_sending == SLOW  # they were trickling all along, held by nginx
+    assert pod.app.log_text().count(f"POST {PREFIX}/size ") == bodies_before
+
+
+def test_sidecar_alone_ignores_forged_headers(tmp_path):
+    """The sidecar without an ingress (STACK_PROXY_HOPS=1): a client's own X-Forwarded-* values change nothing,
+    the app sees the client's address, plain http and the Host it sent."""
+    pod = start_pod(tmp_path, "granian", Front(nginx_sidecar=True, nginx_port=free_port(), nginx_address="127.0.0.1"))
+    try:
+        env = {e["name"]: e["value"] for e in pod.app_container["env"]}
+        assert env["STACK_PROXY_HOPS"] == "1"
+        status, _, body = request(pod.port, f"{PREFIX}/seen", headers={**INGRESS, "Host": "shop.example:8080"})
+        assert status == 200, pod.app.log_tail()
+        assert json.loads(body) == {"remote_addr": CLIENT, "scheme": "http", "host": "shop.example:8080",
+                                    "link": f"http://shop.example:8080{PREFIX}/hello"}
+    finally:
+        pod.stop()
