@@ -5,6 +5,9 @@ These need no container engine: the manifests are validated offline with kuberne
 
 from __future__ import annotations
 
+import hashlib
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flask_stack import deploy
+from flask_stack import deploy, front
 from flask_stack.errors import StackError
 
 from .conftest import REPO, flask_stack
@@ -28,14 +31,14 @@ def kubernetes_validate() -> str:
     return found
 
 
-def graceful_timeout_default() -> int:
-    """The production servers' graceful timeout default (STACK_GRACEFUL_TIMEOUT), from the serving settings."""
+def setting_default(kind: str, field: str):
+    """A default of the runtime's settings (``kind``: ``Settings`` or ``ServingSettings`` of server/settings.py)."""
     sys.path.insert(0, str(REPO / "image" / "project"))
     try:
-        from server.settings import ServingSettings
+        from server import settings
     finally:
         sys.path.pop(0)
-    return ServingSettings().graceful_timeout
+    return getattr(getattr(settings, kind)(), field)
 
 
 def load(path: Path) -> dict:
@@ -91,7 +94,7 @@ def test_generate_only_writes_valid_manifests(template_project: Path, tmp_path: 
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
-    graceful = int(env.get("STACK_GRACEFUL_TIMEOUT", graceful_timeout_default()))
+    graceful = int(env.get("STACK_GRACEFUL_TIMEOUT", setting_default("ServingSettings", "graceful_timeout")))
     assert spec["terminationGracePeriodSeconds"] > graceful
 
     service = load(service_file)
@@ -140,8 +143,10 @@ def test_apply_without_cluster_is_actionable(template_project: Path, tmp_path: P
         deploy.apply(paths, kubectl="kubectl-that-does-not-exist")
 
 
-def test_appsody_deploy_template() -> None:
-    """image/config/app-deploy.yaml keeps Appsody's placeholders and probes on the three health endpoints."""
+def test_appsody_deploy_template(template_project: Path, tmp_path: Path) -> None:
+    """image/config/app-deploy.yaml keeps Appsody's placeholders; mounted at the root (STACK_URL_PREFIX ""), its
+    probes are deployment.yaml's (paths, periods, timeouts, thresholds) and it scrapes /metrics; every path in it
+    is one its comment says to prefix for a sub-path mount."""
     text = (REPO / "image" / "config" / "app-deploy.yaml").read_text()
     for placeholder in ("APPSODY_PROJECT_NAME", "APPSODY_DOCKER_IMAGE", "APPSODY_STACK", "APPSODY_PORT"):
         assert placeholder in text
@@ -151,10 +156,19 @@ def test_appsody_deploy_template() -> None:
     assert rendered["kind"] == "AppsodyApplication"
     spec = rendered["spec"]
     assert spec["applicationImage"] == IMAGE and spec["service"]["port"] == 8080
-    assert spec["livenessProbe"]["httpGet"]["path"] == "/health/live"
-    assert spec["readinessProbe"]["httpGet"]["path"] == "/health/ready"
-    assert spec["startupProbe"]["httpGet"]["path"] == "/health/started"
+    assert {item["name"]: item["value"] for item in spec["env"]}["STACK_URL_PREFIX"] == ""
+    (container,) = load(deploy.generate(template_project, tmp_path / "deploy", IMAGE)[0])["spec"]["template"][
+        "spec"]["containers"]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        ours = {**container[probe], "httpGet": {**container[probe]["httpGet"], "port": 8080}}
+        assert spec[probe] == ours, probe
+    assert spec["service"]["annotations"]["prometheus.io/path"] == "/metrics"
     assert spec["autoscaling"]["minReplicas"] >= 2 and spec["monitoring"]["endpoints"][0]["path"] == "/metrics"
+    paths = re.findall(r"^[\s-]*(?:path|prometheus\.io/path): (\S+)$", text, re.M)
+    assert sorted(paths) == ["/health/live", "/health/ready", "/health/started", "/metrics", "/metrics"]
+    comment = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    for named in ("STACK_URL_PREFIX", "three probes", "prometheus.io/path", "monitoring endpoint"):
+        assert named in comment, named
 
 
 def test_scale_out_manifests(template_project: Path, tmp_path: Path) -> None:
@@ -259,3 +273,140 @@ def test_probes_and_scrape_path_follow_the_url_prefix(template_project: Path, tm
     assert endpoint["path"] == "/your/path/metrics"
     with pytest.raises(StackError, match="--url-prefix 'your/path' is not a URL path like /your/path"):
         deploy.generate(template_project, tmp_path / "bad", IMAGE, url_prefix="your/path")
+
+
+def env_of(container: dict) -> dict:
+    return {item["name"]: item["value"] for item in container["env"]}
+
+
+def test_ingress(template_project: Path, tmp_path: Path) -> None:
+    """--ingress HOST --tls-secret NAME: an ingress-nginx Ingress routing HOST + the prefix to the Service's port,
+    buffering on, the body limit of the pods (--max-content-length), timeouts, TLS; the pods trust one proxy.
+    Without it: no Ingress, STACK_PROXY_HOPS 0, the serving layer's own body limit. Strictly valid."""
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    result = flask_stack("deploy", "--generate-only", "--image", IMAGE, "--url-prefix", "/your/path", "--ingress",
+                         "shop.example.com", "--tls-secret", "shop-tls", "--max-content-length", "1048576",
+                         cwd=project, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = project / "deploy"
+    assert sorted(p.name for p in out.iterdir()) == ["deployment.yaml", "hpa.yaml", "ingress.yaml", "pdb.yaml",
+                                                     "service.yaml"]
+    validate_strict(sorted(out.iterdir()))
+    ingress, service = load(out / "ingress.yaml"), load(out / "service.yaml")
+    assert ingress["apiVersion"] == "networking.k8s.io/v1" and ingress["spec"]["ingressClassName"] == "nginx"
+    (rule,) = ingress["spec"]["rules"]
+    (path,) = rule["http"]["paths"]
+    assert rule["host"] == "shop.example.com" and (path["path"], path["pathType"]) == ("/your/path", "Prefix")
+    backend = path["backend"]["service"]
+    assert backend["name"] == service["metadata"]["name"]
+    assert backend["port"]["name"] in [p["name"] for p in service["spec"]["ports"]]
+    assert ingress["spec"]["tls"] == [{"hosts": ["shop.example.com"], "secretName": "shop-tls"}]
+    notes = {k.removeprefix("nginx.ingress.kubernetes.io/"): v for k, v in ingress["metadata"]["annotations"].items()}
+    assert notes["proxy-request-buffering"] == "on" and notes["proxy-buffering"] == "on"
+    assert notes["proxy-body-size"] == "1m"
+    assert all(int(notes[f"proxy-{kind}-timeout"]) > 0 for kind in ("connect", "send", "read"))
+    (container,) = load(out / "deployment.yaml")["spec"]["template"]["spec"]["containers"]
+    env = env_of(container)
+    assert (env["STACK_PROXY_HOPS"], env["STACK_MAX_CONTENT_LENGTH"]) == ("1", "1048576")
+
+    plain = deploy.generate(template_project, tmp_path / "plain", IMAGE,
+                            front=front.Front(ingress_host="shop.example.com"))
+    assert [p.name for p in plain] == ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml", "ingress.yaml"]
+    ingress = load(plain[-1])
+    assert "tls" not in ingress["spec"] and ingress["spec"]["rules"][0]["http"]["paths"][0]["path"] == "/"
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "16m"
+    defaults = deploy.generate(template_project, tmp_path / "defaults", IMAGE)
+    env = env_of(load(defaults[0])["spec"]["template"]["spec"]["containers"][0])
+    assert env["STACK_PROXY_HOPS"] == "0" and setting_default("Settings", "proxy_hops") == 0
+    assert int(env["STACK_MAX_CONTENT_LENGTH"]) == setting_default("Settings", "max_content_length")
+    assert env["STACK_SHUTDOWN_DELAY"] == "5"
+
+
+def test_nginx_sidecar(template_project: Path, tmp_path: Path) -> None:
+    """--nginx-sidecar --nginx-static (with --ingress, --openshift): a ConfigMap with nginx.conf (nginx -t accepts
+    it) and an nginx container beside the app: the Service targets its port, the probes stay on the app's, the
+    same hardening (read-only root, non-root, no capabilities; no fixed uid for OpenShift), its own emptyDir at
+    /tmp, the static files copied by an init container from the app's image, the pods roll when the config
+    changes, two proxies trusted, nginx stops accepting before the app. Strictly valid."""
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    (project / "static").mkdir()
+    (project / "static" / "app.css").write_text("body {}\n")
+    result = flask_stack("deploy", "--generate-only", "--image", IMAGE, "--url-prefix", "/your/path",
+                         "--nginx-sidecar", "--nginx-static", "--ingress", "shop.example.com", "--openshift",
+                         cwd=project, timeout=120)
+    assert result.returncode == 0, result.stderr
+    out = project / "deploy"
+    assert sorted(p.name for p in out.iterdir()) == ["deployment.yaml", "hpa.yaml", "ingress.yaml", "nginx.yaml",
+                                                     "pdb.yaml", "service.yaml"]
+    validate_strict(sorted(out.iterdir()))
+    deployment, service, configmap = load(out / "deployment.yaml"), load(out / "service.yaml"), load(out / "nginx.yaml")
+    pod = deployment["spec"]["template"]
+    spec = pod["spec"]
+    app, nginx = spec["containers"]
+    assert (app["name"], nginx["name"]) == ("app", "nginx") and nginx["image"] == front.NGINX_IMAGE
+    nginx_ports = {p["name"]: p["containerPort"] for p in nginx["ports"]}
+    assert nginx_ports[service["spec"]["ports"][0]["targetPort"]] == front.NGINX_PORT > 1024
+    app_ports = {p["name"] for p in app["ports"]}
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert app[probe]["httpGet"]["port"] in app_ports and app[probe]["httpGet"]["path"].startswith("/your/path/")
+    for container in (app, nginx, *spec["initContainers"]):
+        security = container["securityContext"]
+        assert security["readOnlyRootFilesystem"] is True and security["runAsNonRoot"] is True
+        assert security["allowPrivilegeEscalation"] is False and security["capabilities"] == {"drop": ["ALL"]}
+        assert not {"runAsUser", "runAsGroup"} & set(security), container["name"]
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+    volumes = {v["name"]: v for v in spec["volumes"]}
+    mounts = {m["mountPath"]: m["name"] for m in nginx["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]] and "emptyDir" in volumes[mounts["/tmp/static"]]
+    conf_mount = next(m for m in nginx["volumeMounts"] if m["name"] == volumes[mounts["/etc/nginx/flask-stack"]][
+        "name"])
+    assert conf_mount["readOnly"] is True
+    assert volumes[conf_mount["name"]]["configMap"]["name"] == configmap["metadata"]["name"]
+    assert nginx["command"][-2:] == ["-c", "/etc/nginx/flask-stack/nginx.conf"] and "/tmp/" in nginx["command"]
+    conf = configmap["data"]["nginx.conf"]
+    assert pod["metadata"]["annotations"]["checksum/nginx-conf"] == hashlib.sha256(conf.encode()).hexdigest()
+    assert "listen 8081;" in conf and "server 127.0.0.1:8080;" in conf and "location /your/path/static/" in conf
+    assert "client_max_body_size 16m;" in conf and "proxy_request_buffering on;" in conf
+    (init,) = spec["initContainers"]
+    assert init["image"] == IMAGE and init["command"][-2:] == ["/project/userapp/static/.", "/static/"]
+    assert volumes[init["volumeMounts"][0]["name"]] == volumes[mounts["/tmp/static"]]
+    env = env_of(app)
+    assert env["STACK_PROXY_HOPS"] == "2"  # ingress-nginx, then the sidecar
+    pre_stop = " ".join(nginx["lifecycle"]["preStop"]["exec"]["command"])
+    accepting = int(re.search(r"sleep (\d+);", pre_stop).group(1))
+    assert accepting < int(env["STACK_SHUTDOWN_DELAY"]) and "-s quit" in pre_stop
+    assert spec["terminationGracePeriodSeconds"] > int(env["STACK_GRACEFUL_TIMEOUT"])
+    # Debian's nginx accepts the config, run the way the container runs it (relative paths under -p)
+    nginx_binary = shutil.which("nginx", path="/usr/sbin:/usr/bin")
+    if nginx_binary:
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "nginx.conf").write_text(conf)
+        check = subprocess.run([nginx_binary, "-t", "-p", f"{tmp_path / 'run'}/", "-e", "/dev/stderr", "-c",
+                                str(tmp_path / "run" / "nginx.conf")], capture_output=True, text=True, timeout=30)
+        assert check.returncode == 0, check.stderr
+    elif os.environ.get("CI") == "true":
+        pytest.fail("nginx is not installed (Debian package nginx-light); .ci/run installs it")
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (["--tls-secret", "shop-tls"], "--tls-secret needs --ingress"),
+    (["--ingress", "not a host"], "--ingress 'not a host' is not a host name"),
+    (["--ingress", "a.example", "--tls-secret", "Bad_Name"], "--tls-secret 'Bad_Name' is not a Secret name"),
+    (["--nginx-static"], "--nginx-static needs --nginx-sidecar"),
+    (["--nginx-image", "nginx:1"], "--nginx-image needs --nginx-sidecar"),
+    (["--nginx-sidecar", "--nginx-static"], "static is not a directory"),
+    (["--nginx-sidecar", "--nginx-image", "bad image"], "--nginx-image 'bad image' is not an image reference"),
+    (["--max-content-length", "-1"], "--max-content-length"),
+])
+def test_bad_front_options_are_one_line(template_project: Path, tmp_path: Path, args: list[str],
+                                        fragment: str) -> None:
+    """Front options that do not fit: one `flask-stack:` line naming the option, non-zero exit, no files."""
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    result = flask_stack("deploy", "--generate-only", "--image", IMAGE, *args, cwd=project, timeout=120)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flask-stack: ") and fragment in lines[0], result.stderr
+    assert not (project / "deploy").exists()
