@@ -36,3 +36,24 @@ def test_bad_url_prefix_is_one_line(flask_stack, tmp_path):
     assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
     line = one_line_error(flask_stack("deploy", "--generate-only", "--url-prefix", "/a/../b", cwd=tmp_path / "shop"))
     assert "--url-prefix '/a/../b' is not a URL path like /your/path" in line
+
+
+def test_front_options_write_ingress_and_sidecar(flask_stack, tmp_path):
+    assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
+    result = flask_stack("deploy", "--generate-only", "--ingress", "shop.example.com", "--nginx-sidecar",
+                         "--nginx-image", "registry.example.com/nginx:1", "--max-content-length", "2048",
+                         cwd=tmp_path / "shop")
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "shop" / "deploy"
+    assert sorted(p.name for p in out.iterdir()) == ["deployment.yaml", "hpa.yaml", "ingress.yaml", "nginx.yaml",
+                                                     "pdb.yaml", "service.yaml"]
+    deployment = (out / "deployment.yaml").read_text()
+    assert "image: registry.example.com/nginx:1" in deployment and 'value: "2048"' in deployment
+    assert "client_max_body_size 2k;" in (out / "nginx.yaml").read_text()
+    assert 'proxy-body-size: "2k"' in (out / "ingress.yaml").read_text()
+
+
+def test_tls_secret_without_ingress_is_one_line(flask_stack, tmp_path):
+    assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
+    line = one_line_error(flask_stack("deploy", "--generate-only", "--tls-secret", "shop-tls", cwd=tmp_path / "shop"))
+    assert "--tls-secret needs --ingress HOST" in line
