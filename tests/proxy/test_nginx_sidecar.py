@@ -26,9 +26,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from reliability.harness import SERVERS, ProductionServer, copy_project
 from testkit.net import free_port
 from testkit.nginx import require_nginx
+from testkit.serve import SERVERS, ProductionServer, copy_project
 
 from flask_stack import deploy
 from flask_stack.front import Front

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from reliability.harness import ProductionServer, copy_project
 from testkit.nginx import Nginx, readme_location
+from testkit.serve import ProductionServer, copy_project
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
