@@ -59,7 +59,7 @@ def request(port: int, path: str, method: str = "GET", body: bytes | None = None
 class Pod:
     """The generated manifests' pod on 127.0.0.1: ``serve`` (``app``) behind the nginx sidecar (``port``)."""
 
-    def __init__(self, workdir: Path, server: str, front: Front):
+    def __init__(self, workdir: Path, server: str, front: Front, shutdown_delay: bool = False):
         self.workdir = workdir
         project = copy_project(APP, workdir / "project")
         app_port = free_port()
@@ -70,8 +70,10 @@ class Pod:
         containers = {c["name"]: c for c in self.deployment["spec"]["template"]["spec"]["containers"]}
         self.app_container, self.nginx_container = containers["app"], containers["nginx"]
         env = {e["name"]: e["value"] for e in self.app_container["env"] if e["name"].startswith("STACK_")}
+        if not shutdown_delay:  # stopping the test's servers need not wait
+            env.pop("STACK_SHUTDOWN_DELAY")
         self.app = ProductionServer(project=project, workdir=workdir, server=server, workers=2, port=app_port,
-                                    env={k: v for k, v in env.items() if k != "STACK_SHUTDOWN_DELAY"})
+                                    env=env)
         self.port = front.nginx_port
         self.nginx: subprocess.Popen | None = None
 
@@ -87,10 +89,11 @@ class Pod:
         if "static" in mounts:  # what the init container does: the image's /project/userapp/static/ copied
             shutil.copytree(self.app.project / "static", run / mounts["static"].removeprefix(mounts["nginx-tmp"] + "/"))
         run.mkdir(exist_ok=True)
-        where = {mounts["nginx-tmp"] + "/": f"{run}/", f"{mounts['nginx-conf']}/nginx.conf": str(conf_dir / "nginx.conf")}
+        # the container's paths -> the test's, longest first
+        self.paths = {f"{mounts['nginx-conf']}/nginx.conf": str(conf_dir / "nginx.conf"), mounts["nginx-tmp"] + "/": f"{run}/"}
         command = self.nginx_container["command"]
-        assert command[0] == "nginx" and set(where) <= set(command), command
-        argv = [require_nginx(), *(where.get(arg, arg) for arg in command[1:])]
+        assert command[0] == "nginx" and set(self.paths) <= set(command), command
+        argv = [require_nginx(), *(self.paths.get(arg, arg) for arg in command[1:])]
         if os.geteuid() == 0:  # as in the pod, workers run as the master's user (root here, not nobody)
             argv += ["-g", "user root root;"]
         with open(self.workdir / "nginx.out", "wb") as out, open(self.workdir / "nginx.err", "wb") as err:
@@ -133,8 +136,8 @@ class Pod:
         raise AssertionError(f"no app log line matches {pattern!r}:\n{self.app.log_tail()}")
 
 
-def start_pod(workdir: Path, server: str, front: Front) -> Pod:
-    pod = Pod(workdir, server, front)
+def start_pod(workdir: Path, server: str, front: Front, shutdown_delay: bool = False) -> Pod:
+    pod = Pod(workdir, server, front, shutdown_delay)
     try:
         return pod.start()
     except BaseException:
@@ -298,5 +301,43 @@ def test_sidecar_alone_ignores_forged_headers(tmp_path):
         assert status == 200, pod.app.log_tail()
         assert json.loads(body) == {"remote_addr": CLIENT, "scheme": "http", "host": "shop.example:8080",
                                     "link": f"http://shop.example:8080{PREFIX}/hello"}
+    finally:
+        pod.stop()
+
+
+def test_termination_nginx_stops_accepting_before_the_app(tmp_path):
+    """The pod's termination, as the kubelet does it: SIGTERM to the app and, at the same moment, nginx's preStop
+    hook (its own command, the paths made the test's). Requests sent through nginx while endpoints are being
+    removed (the first 4.5 s) all succeed: nginx keeps accepting for 5 s and the app (STACK_SHUTDOWN_DELAY 7)
+    after that; then nginx quits gracefully (the hook returns once it is gone) and the app exits cleanly."""
+    pod = start_pod(tmp_path, "granian", Front(nginx_sidecar=True, nginx_port=free_port(), nginx_address="127.0.0.1"),
+                    shutdown_delay=True)
+    try:
+        (hook,) = [pod.nginx_container["lifecycle"]["preStop"]["exec"]["command"]]
+        assert hook[:2] == ["/bin/sh", "-c"]
+        paths = re.compile("|".join(map(re.escape, pod.paths)))  # one pass: the test's paths are under /tmp/ too
+        script = paths.sub(lambda match: pod.paths[match.group(0)], hook[2])
+        env = {**os.environ, "PATH": f"{Path(require_nginx()).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        failures, served = [], 0
+        began = time.monotonic()
+        pod.app.terminate()
+        pre_stop = subprocess.Popen(["/bin/sh", "-c", script], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT)
+        while time.monotonic() - began < 4.5:
+            try:
+                status = request(pod.port, f"{PREFIX}/hello", timeout=5)[0]
+                served += status == 200
+                if status != 200:
+                    failures.append(f"{time.monotonic() - began:.2f} s: status {status}")
+            except OSError as exc:
+                failures.append(f"{time.monotonic() - began:.2f} s: {exc!r}")
+            time.sleep(0.02)
+        output = pre_stop.communicate(timeout=20)[0]
+        hook_seconds = time.monotonic() - began
+        assert pre_stop.returncode == 0, output
+        assert not failures, (failures[:5], pod.nginx_log())
+        assert served > 50
+        assert pod.nginx.wait(5) == 0 and 5 <= hook_seconds < 15, hook_seconds
+        assert pod.app.proc.wait(30) == 0, pod.app.log_tail()
     finally:
         pod.stop()
