@@ -1,6 +1,6 @@
 """The first hour of a new user, measured: environments, reloads, and requests during saves.
 
-    .venv/bin/python benchmarks/firsthour.py [--only envs|reload|saves] [--edits N] [--saves N]
+    .venv/bin/python benchmarks/firsthour.py [--only envs|reload|saves|deps] [--edits N] [--saves N]
 
 All in one run, on 127.0.0.1, with the ``flask-stack`` CLI and the dev loop of this checkout:
 
@@ -13,6 +13,8 @@ All in one run, on 127.0.0.1, with the ``flask-stack`` CLI and the dev loop of t
   (target p50 <= 0.1 s, as with the bare template).
 * **requests failed during saves**: wrk with 16 connections on /hello while ``__init__.py`` is saved N times
   (default 10), counting wrk's socket errors and non-2xx answers (target 0), and tracebacks in the log.
+* **dependency added** (``deps``): a package (humanize) added to a running project's Pipfile with a route using it,
+  save -> the route's first 200 (pipenv lock, install into the project's layer, restart); no target.
 """
 
 from __future__ import annotations
@@ -165,9 +167,41 @@ def saves(root: Path, count: int) -> list[tuple[str, str, str]]:
              f"0 ({reloads_seen} reloads, socket errors {socket_errors}, non-2xx {non2xx}, tracebacks {tracebacks})")]
 
 
+def add_dependency(root: Path) -> list[tuple[str, str, str]]:
+    """A running project (``simple``) gets one more package in its Pipfile and a route that imports it: seconds
+    from the save of both to the route's first 200 (the dev loop locks with pipenv, installs, restarts)."""
+    env = _cli_env(root / "cache")
+    project = _new_project(root, "deps", env)
+    run = Run(project, env, root / "deps.log")
+    try:
+        run.wait(timeout=600)
+        time.sleep(1.0)
+        pipfile = project / "Pipfile"
+        text = pipfile.read_text()
+        pipfile.write_text(text.replace("[packages]\n", '[packages]\nhumanize = "==4.12.3"\n', 1))
+        source = project / "__init__.py"
+        source.write_text(source.read_text() + '\n\n@blueprint.route("/size")\ndef size():\n'
+                          '    import humanize\n\n    return humanize.naturalsize(2048)\n')
+        saved = time.monotonic()
+        while time.monotonic() - saved < 300:
+            try:
+                status, body = get(run.port, "/size", timeout=2)
+                if status == 200 and body == b"2.0 kB":
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"/size not served within 300 s:\n{run.log.read_text(errors='replace')[-2000:]}")
+        took = time.monotonic() - saved
+    finally:
+        run.stop()
+    return [("dependency added -> its route served", f"{took:.1f} s", "no target (pipenv lock, install, restart)")]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["envs", "reload", "saves"], default=None)
+    parser.add_argument("--only", choices=["envs", "reload", "saves", "deps"], default=None)
     parser.add_argument("--edits", type=int, default=15, help="saves per reload measurement")
     parser.add_argument("--saves", type=int, default=10, help="saves under load")
     args = parser.parse_args()
@@ -181,6 +215,8 @@ def main() -> int:
             rows += reloads(root, args.edits)
         if args.only in (None, "saves"):
             rows += saves(root, args.saves)
+        if args.only in (None, "deps"):
+            rows += add_dependency(root)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     width = max(len(r[0]) for r in rows)

@@ -16,8 +16,11 @@ from pathlib import Path
 import watchfiles
 
 DEP_FILES = ("Pipfile", "Pipfile.lock")
-#: Milliseconds without new events after which a batch is handed over (watchfiles' ``step``).
-STEP_MS = 30
+#: Milliseconds without new events after which a batch is handed over (watchfiles' ``step``). watchfiles' Rust
+#: side sleeps this long between checks and hands a batch over at the first check that finds no new event, so a
+#: save is seen 1-2 steps after it: 10-20 ms. The writes of one save (editors' write, or write-then-rename) come
+#: within a millisecond or two of each other.
+STEP_MS = 10
 #: Maximum milliseconds to group events of one save (watchfiles' ``debounce``).
 DEBOUNCE_MS = 400
 #: Milliseconds of the watcher's idle wake-up; the first one marks it ready.

@@ -23,7 +23,8 @@ Who the container runs as, so that nothing it writes into the project is root-ow
 * another host user with docker (a root daemon): ``--user UID:GID`` of that user.
 
 The image's deps volume and HOME are writable by any uid for the last two cases.
-``run --production`` builds the deployable image (as ``build`` does) and runs it: gunicorn as uid 1001.
+``run --production`` builds the deployable image (as ``build`` does) and runs it: its serving layer (granian by
+default) as uid 1001.
 """
 
 from __future__ import annotations

@@ -10,8 +10,8 @@ with ``PYTHONPATH=<stack>/image/project:<stack>/image``, ``STACK_USERAPP_DIR=DIR
 that installs the project's packages; ``pip`` when there is none), plus ``STACK_DEBUG_PORT``/``STACK_DEBUG_WAIT``
 for debug. The dev loop installs the project's own ``[packages]`` into its layer (never into the shared
 environment) and puts it first on ``sys.path``. ``--production`` installs that layer the same way, then runs the
-stack's production entry ``image/project/serve`` (gunicorn with ``image/project/gunicorn.conf.py`` on
-``server:app``, a fresh ``PROMETHEUS_MULTIPROC_DIR``) with the environment first on PATH, the layer on
+stack's production entry ``image/project/serve`` (the serving layer, ``server/serving.py``: the server
+STACK_SERVER names, granian by default, and a temporary ``PROMETHEUS_MULTIPROC_DIR``) with the environment first on PATH, the layer on
 PYTHONPATH, ``STACK_HOST=127.0.0.1`` and ``PORT``. Servers bind 127.0.0.1 only: the local engine is for the
 developer's own machine.
 """
@@ -19,7 +19,6 @@ developer's own machine.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -41,7 +40,7 @@ def _echo(line: str) -> None:
 
 
 class LocalEngine(Engine):
-    """Runs the dev loop (or gunicorn) in a per-project virtual environment on this machine."""
+    """Runs the dev loop (or, with --production, the serving layer) in the stack's environment on this machine."""
 
     name = "local"
 
@@ -100,12 +99,15 @@ class LocalEngine(Engine):
         return run_foreground(argv, self._env(project, env or {}), project)
 
     def _run_production(self, opts: RunOptions) -> int:
-        """Serve with the stack's production entry ``image/project/serve`` (gunicorn + gunicorn.conf.py)
-        bound to 127.0.0.1:PORT; without that script, run gunicorn with the config directly."""
+        """Serve with the stack's production entry ``image/project/serve`` (the serving layer; the server
+        STACK_SERVER names) bound to 127.0.0.1:PORT.
+
+        Raises:
+            StackError: the stack's runtime has no ``serve``, or the project's packages fail to install.
+        """
         serve = runtime_dir() / "serve"
-        conf = runtime_dir() / "gunicorn.conf.py"
-        if not conf.is_file():
-            raise StackError(f"--production needs the stack's gunicorn config {conf}, which is missing")
+        if not serve.is_file():
+            raise StackError(f"--production needs the stack's production entry {serve}, which is missing")
         self._require_devloop()
         venv = ensure_stack_env(_echo)
         env = self._env(opts.project, opts.env)
@@ -114,16 +116,7 @@ class LocalEngine(Engine):
         env["PATH"] = f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"
         if site:
             env["PYTHONPATH"] = os.pathsep.join([site, env["PYTHONPATH"]])
-        if serve.is_file():
-            return run_foreground(["/bin/sh", str(serve)], env, opts.project)
-        metrics_dir = Path(tempfile.mkdtemp(prefix="flask-stack-metrics-"))
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
-        argv = [str(env_python(venv)), "-m", "gunicorn", "-c", str(conf), "--bind", f"{HOST}:{opts.port}",
-                "--chdir", str(runtime_dir()), "server:app"]
-        try:
-            return run_foreground(argv, env, opts.project)
-        finally:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        return run_foreground(["/bin/sh", str(serve)], env, opts.project)
 
     @staticmethod
     def _project_packages(venv: Path, project: Path, env: dict[str, str]) -> str:

@@ -29,6 +29,7 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import threading
@@ -71,7 +72,7 @@ class InfoCollector:
             "stack_version": stack_version,
             "app_version": app_version or "",
             "python_version": platform.python_version(),
-            "flask_version": _dist_version("flask"),
+            "flask_version": dist_version("flask"),
         }
 
     def collect(self) -> Iterable[Metric]:
@@ -81,7 +82,10 @@ class InfoCollector:
         return [family]
 
 
-def _dist_version(name: str) -> str:
+@functools.lru_cache(maxsize=None)
+def dist_version(name: str) -> str:
+    """The installed version of distribution ``name`` ('' when not installed), looked up once per process (each
+    lookup scans ``sys.path``: milliseconds, on every app the dev loop makes otherwise)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
