@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .conftest import one_line_error
+from .conftest import REPO, one_line_error
 
 
 def test_generate_only_writes_the_manifests_into_deploy(flask_stack, tmp_path):
@@ -57,3 +57,17 @@ def test_tls_secret_without_ingress_is_one_line(flask_stack, tmp_path):
     assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
     line = one_line_error(flask_stack("deploy", "--generate-only", "--tls-secret", "shop-tls", cwd=tmp_path / "shop"))
     assert "--tls-secret needs --ingress HOST" in line
+
+
+
+def test_the_body_limit_defaults_are_the_runtimes(monkeypatch):
+    """One 16 MiB default in three places: the runtime's STACK_MAX_CONTENT_LENGTH default (server/settings.py),
+    flask_stack.front's and the CLI's --max-content-length; a change to one fails here."""
+    from flask_stack import front
+    from flask_stack.cli import deploy
+
+    monkeypatch.syspath_prepend(str(REPO / "image" / "project"))
+    from server.settings import DEFAULT_MAX_CONTENT_LENGTH
+
+    option = next(p for p in deploy.params if p.name == "max_content_length")
+    assert front.MAX_CONTENT_LENGTH == DEFAULT_MAX_CONTENT_LENGTH == option.default == 16 * 1024 * 1024
