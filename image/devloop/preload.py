@@ -5,9 +5,10 @@ module it has (those it inherited from the loop, those the loop preloaded, those
 the user's package (and any file inside the project), the stack's own and the debugger's
 (:func:`third_party_modules`), as JSON in
 :func:`listing_path` (in the deps dir, so the list outlives a restart of the loop), and writes one byte to a
-pipe. The loop (:mod:`devloop.server`) then imports those it has not (:func:`import_listed`), so the next app
-process forks with them loaded: a save of an app using SQLAlchemy or pydantic is served as fast as one of the
-bare template. The project's own modules are never imported by the loop, so every save is seen.
+pipe. The loop (:mod:`devloop.server`) then imports those it has not (:func:`import_listed`) and does the
+first-use work of the libraries among them that do some (:func:`warm_up`: pydantic's), so the next app
+process forks with them loaded: a save of an app using SQLAlchemy or pydantic is served about as fast as one of
+the bare template. The project's own modules are never imported by the loop, so every save is seen.
 """
 
 from __future__ import annotations
@@ -113,6 +114,36 @@ def import_listed(path: Path | None, project: Path, userapp: str) -> int:
             _skipped.add(name)
             log.debug("not preloading %s: %s", name, exc)
     if count:
+        warm_up()
         log.info("preloaded %d modules your app imports, for faster reloads (%.2f s)", count,
                  time.monotonic() - started)
     return count
+
+
+def _warm_pydantic(pydantic) -> None:
+    """pydantic discovers its plugins (an entry-point scan of every installed package) and loads its schema
+    machinery when the first model class is made, 15-25 ms in every app process otherwise: make one here."""
+    type("StackWarmUp", (pydantic.BaseModel,), {"__module__": __name__, "__annotations__": {"value": int}})
+
+
+#: First-use work of libraries, done once in the loop (public APIs only) when the app uses the library: the
+#: top-level module's name -> a function taking that module. Nothing here may touch the project's code.
+WARM_UPS = {"pydantic": _warm_pydantic}
+_warmed: set[str] = set()
+
+
+def warm_up() -> list[str]:
+    """Run the :data:`WARM_UPS` of the libraries now imported in the loop, each once per loop; return their
+    names. A warm-up that fails is skipped (one DEBUG line): it only makes reloads slower."""
+    done = []
+    for name, warm in WARM_UPS.items():
+        module = sys.modules.get(name)
+        if module is None or name in _warmed:
+            continue
+        _warmed.add(name)
+        try:
+            warm(module)
+            done.append(name)
+        except Exception as exc:  # noqa: BLE001 - a library's first use may fail here for reasons of its own
+            log.debug("could not warm up %s: %s", name, exc)
+    return done

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
 import statistics
+import subprocess
+import sys
 import time
 
 import pytest
 import requests
 
-from .conftest import HELLO, alive, children_of, write_source
+from .conftest import HELLO, alive, children_of, loop_env, write_source
 
 
 def test_serves_template_and_prints_urls(devloop, project):
@@ -229,3 +232,24 @@ def test_loop_preloads_third_party_modules_never_the_projects(devloop, project, 
     write_source(project / "words.py", (project / "words.py").read_text().replace("first", "second"))
     loop.wait_text("second", timeout=20)
     assert str(loop.proc.pid) not in marker.read_text().split()
+
+
+def test_loop_warms_up_pydantic_once_when_the_app_uses_it(tmp_path):
+    """pydantic's first model class does work every app process would repeat (plugin discovery): the loop makes
+    one itself once pydantic is loaded, once per loop, and none for an app without pydantic. A stand-in
+    ``pydantic`` records the model classes made."""
+    stub = tmp_path / "stub"
+    (stub / "pydantic").mkdir(parents=True)
+    (stub / "pydantic" / "__init__.py").write_text(
+        "made = []\n\nclass BaseModel:\n    def __init_subclass__(cls, **kw):\n        made.append(cls.__name__)\n")
+    script = (
+        "import sys\nfrom devloop import preload\n"
+        "print(preload.warm_up())\n"  # pydantic not loaded: nothing
+        "import pydantic\n"
+        "print(preload.warm_up(), preload.warm_up(), pydantic.made)\n"
+    )
+    env = loop_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(stub), env["PYTHONPATH"]])
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines() == ["[]", "['pydantic'] [] ['StackWarmUp']"]
