@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import sys
 import threading
@@ -23,11 +22,9 @@ import threading
 from server import serving
 from server.exceptions import StackError
 
-REAP_INTERVAL = 1.0  # seconds between scans of the metrics dir for dead workers
 # Seconds a worker keeps serving after SIGTERM even with STACK_SHUTDOWN_DELAY=0: granian's stop closes idle
 # kept-alive connections at once, so each gets its ``Connection: close`` answer first (gunicorn lingers 2 s itself).
 STOP_LINGER = 1.0
-_PID_IN_NAME = re.compile(r"_(\d+)\.db$")  # prometheus_client names files <type>[_<mode>]_<pid>.db
 
 
 # --- worker side ------------------------------------------------------------------------------------------------
@@ -120,42 +117,6 @@ def _flush_logs_at_worker_exit() -> None:
 # --- main process ------------------------------------------------------------------------------------------------
 
 
-def reap_dead_workers(directory: str, handled: set[int]) -> list[int]:
-    """Call ``serving.worker_exited`` for each pid named in ``directory``'s metric files whose process is gone and
-    not yet in ``handled`` (updated in place). Returns the pids handled by this call."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return []
-    pids = {int(m.group(1)) for m in map(_PID_IN_NAME.search, names) if m}
-    reaped = []
-    for pid in sorted(pids):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            if pid not in handled:
-                serving.worker_exited(pid)
-                handled.add(pid)
-                reaped.append(pid)
-            continue
-        except PermissionError:
-            pass  # alive, another user's: not ours to clean
-        handled.discard(pid)  # alive (again, should a new worker reuse the pid): clean it when it dies
-    return reaped
-
-
-def _watch_dead_workers(directory: str, stop: threading.Event) -> None:
-    """Thread body: reap dead workers' live-gauge files every REAP_INTERVAL seconds until ``stop`` is set."""
-    handled: set[int] = set()
-    log = logging.getLogger("_granian")
-    while not stop.wait(REAP_INTERVAL):
-        try:
-            for pid in reap_dead_workers(directory, handled):
-                log.info("cleaned the metric files of dead worker %s", pid)
-        except Exception as exc:  # noqa: BLE001 - keep watching; a failed scan only delays the cleanup
-            log.warning("metrics cleanup failed: %s", exc)
-
-
 def _watch_main_signals(server) -> None:
     """granian ``on_startup`` hook, in the main process: act on SIGTERM/SIGINT/SIGHUP from a wakeup-fd thread
     (granian's main thread sleeps on an Event and would run its Python handlers late; meanwhile a worker that got
@@ -229,7 +190,8 @@ def run_granian(settings) -> int:
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     stop = threading.Event()
     if metrics_dir:
-        threading.Thread(target=_watch_dead_workers, args=(metrics_dir, stop), name="metrics-reaper", daemon=True).start()
+        threading.Thread(target=serving.watch_dead_workers, args=(metrics_dir, stop, logging.getLogger("_granian")),
+                         name="metrics-reaper", daemon=True).start()
     try:
         server.serve(target_loader=_load_target, wrap_loader=False)
     except SystemExit as exc:

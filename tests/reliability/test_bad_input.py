@@ -63,8 +63,23 @@ MALFORMED = {
 }
 
 
+# uWSGI's HTTP parsers (its http router and --http-socket alike, 2.0.30) take any request line: the worker's status
+# line repeats the client's protocol ("HTTP/9.9 200 OK", "not http 404 ..."); and a head they cannot parse (a header
+# without a colon, over the buffer, too many headers) gets the connection closed with no answer at all.
+UWSGI_NO_4XX = {
+    "not HTTP at all": "uWSGI answers with the client's own protocol in the status line ('not http 404 NOT FOUND')",
+    "unsupported HTTP version": "uWSGI answers HTTP/9.9 with 'HTTP/9.9 200 OK'",
+    "header without colon": "uWSGI's http router closes the connection without an answer",
+    "oversized header": "uWSGI's http router closes the connection without an answer (no 431)",
+    "too many headers": "uWSGI's http router closes the connection without an answer (no 431)",
+    "oversized request line": "uWSGI's http router closes the connection without an answer (no 414)",
+}
+
+
 @pytest.mark.parametrize("case", list(MALFORMED))
-def test_malformed_http_gets_a_4xx_without_traceback(case, server):
+def test_malformed_http_gets_a_4xx_without_traceback(case, server, request):
+    if server.server == "uwsgi" and case in UWSGI_NO_4XX:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=UWSGI_NO_4XX[case]))
     answer = raw_exchange(server.port, MALFORMED[case])
     status = status_of(answer)
     assert 400 <= status < 500, f"{case}: {answer[:200]!r}"

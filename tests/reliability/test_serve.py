@@ -38,7 +38,10 @@ def _left_in(tmp_path) -> list:
 
 
 BAD_SETTINGS = [
-    ({"STACK_SERVER": "uwsgi"}, "STACK_SERVER='uwsgi' is not a server; use granian or gunicorn"),
+    ({"STACK_SERVER": "apache"}, "STACK_SERVER='apache' is not a server; use granian, gunicorn or uwsgi"),
+    ({"STACK_UWSGI_SOCKET": "0.0.0.0:3031"}, "STACK_UWSGI_SOCKET='0.0.0.0:3031' is not a loopback address"),
+    ({"STACK_UWSGI_SOCKET": ":3031"}, "STACK_UWSGI_SOCKET=':3031' is not a loopback address"),
+    ({"STACK_UWSGI_SOCKET": "3031"}, "STACK_UWSGI_SOCKET='3031' is neither HOST:PORT"),
     ({"PORT": "eighty"}, "PORT='eighty' is not a whole number"),
     ({"PORT": "x"}, "PORT='x' is not a whole number"),
     ({"PORT": "70000"}, "PORT='70000' must be from 1 to 65535"),

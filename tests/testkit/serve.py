@@ -22,13 +22,13 @@ from pathlib import Path
 import pytest
 
 from .net import free_port
-from .procs import children_of
+from .procs import children_of, descendants
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT_DIR = REPO / "image" / "project"
 SERVE = PROJECT_DIR / "serve"
 VENV_BIN = Path(sys.executable).parent
-SERVERS = ["gunicorn", "granian"]  # every production server; each reliability and proxy test runs under each
+SERVERS = ["gunicorn", "granian", "uwsgi"]  # every production server; each reliability and proxy test runs under each
 
 
 def require_tool(name: str) -> str:
@@ -75,6 +75,15 @@ def thread_count(pid: int) -> int:
     except OSError:
         pass
     return 0
+
+
+def _comm(pid: int) -> str:
+    """The process name of ``pid`` (/proc/PID/comm; uwsgi_app.py names uWSGI's workers), "" when it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
 
 
 def copy_project(source: Path, dest: Path) -> Path:
@@ -157,6 +166,8 @@ class ProductionServer:
         """Return the pids of the server's worker processes (children of the master that serve requests)."""
         if not self.proc or self.proc.poll() is not None:
             return []
+        if self.server == "uwsgi":  # serve -> uwsgi_app.py -> uWSGI's master -> its workers and its http router
+            return sorted(pid for pid in descendants(self.proc.pid) if _comm(pid) == "uwsgi worker")
         # Both gunicorn's master and granian's main process have no children but their workers.
         return children_of(self.proc.pid)
 

@@ -13,8 +13,8 @@ server.serving``; ``main`` then
 3. loads the app once in a short-lived child process before any worker starts: an app that fails to load is one
    line naming file and line (``server.app``'s message) and exit status 4, for any worker count and any server;
 4. runs the chosen server through its thin mapping of these settings onto its own options and hooks
-   (``gunicorn.conf.py``, for which this process becomes gunicorn's master; ``granian_app.py``, run here; both
-   beside ``serve``).
+   (``gunicorn.conf.py``, for which this process becomes gunicorn's master; ``granian_app.py``; ``uwsgi_app.py``,
+   which supervises uWSGI; all beside ``serve``).
 
 Every server's worker handles SIGTERM through ``Drain``: readiness DOWN at once, ``Connection: close`` on every
 response (so clients that hold connections move away), new connections accepted until STACK_SHUTDOWN_DELAY
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -144,6 +145,46 @@ def worker_exited(pid: int) -> None:
         mark_process_dead(pid)
     except Exception as exc:  # noqa: BLE001 - metrics bookkeeping must never take the server down
         log.warning("could not clean the metric files of worker %s: %s", pid, exc)
+
+
+_PID_IN_NAME = re.compile(r"_(\d+)\.db$")  # prometheus_client names files <type>[_<mode>]_<pid>.db
+
+
+def reap_dead_workers(directory: str, handled: set[int]) -> list[int]:
+    """For a server whose master has no hook on a worker's exit (granian, uWSGI): call ``worker_exited`` for each
+    pid named in ``directory``'s metric files whose process is gone and not yet in ``handled`` (updated in place).
+    Returns the pids handled by this call."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    pids = {int(m.group(1)) for m in map(_PID_IN_NAME.search, names) if m}
+    reaped = []
+    for pid in sorted(pids):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            if pid not in handled:
+                worker_exited(pid)
+                handled.add(pid)
+                reaped.append(pid)
+            continue
+        except PermissionError:
+            pass  # alive, another user's: not ours to clean
+        handled.discard(pid)  # alive (again, should a new worker reuse the pid): clean it when it dies
+    return reaped
+
+
+def watch_dead_workers(directory: str, stop: threading.Event, logger: logging.Logger,
+                       interval: float = 1.0) -> None:
+    """Thread body: ``reap_dead_workers`` every ``interval`` seconds until ``stop`` is set; never raises."""
+    handled: set[int] = set()
+    while not stop.wait(interval):
+        try:
+            for pid in reap_dead_workers(directory, handled):
+                logger.info("cleaned the metric files of dead worker %s", pid)
+        except Exception as exc:  # noqa: BLE001 - keep watching; a failed scan only delays the cleanup
+            logger.warning("metrics cleanup failed: %s", exc)
 
 
 # --- the app loads, or one line and exit 4 ------------------------------------------------------------------
@@ -323,7 +364,7 @@ def __getattr__(name: str):
 
 def main(argv: list[str]) -> int:
     """Validate, prepare, check the app, then run the configured server (see the module docstring); return the exit
-    status. ``argv``: extra server options (gunicorn's; granian takes none)."""
+    status. ``argv``: extra server options (gunicorn's or uWSGI's; granian takes none)."""
     try:
         settings = serving_settings()
         prepare_environment()
@@ -344,18 +385,20 @@ def main(argv: list[str]) -> int:
 def _exec_server(server: str, argv: list[str]) -> int:
     """Replace this process with the server's master, so it is the process ``serve`` started (PID 1 in a
     container) and named after the server: ``python3 -m gunicorn --config gunicorn.conf.py [argv]
-    server.serving:app``, or ``python3 granian_app.py``. From then on the server's mapping removes a temporary
-    metrics dir at exit (gunicorn.conf.py's ``on_exit``, granian_app.py's ``main``).
+    server.serving:app``, ``python3 granian_app.py`` or ``python3 uwsgi_app.py [argv]``. From then on the server's
+    mapping removes a temporary metrics dir at exit (gunicorn.conf.py's ``on_exit``, the others' ``main``).
 
     Raises:
         ServingError: the server is not installed in this Python environment.
     """
     import importlib.util
 
-    if importlib.util.find_spec(server) is None:
+    if importlib.util.find_spec("pyuwsgi" if server == "uwsgi" else server) is None:
         raise ServingError(f"{server} is not installed in this environment; install it or set STACK_SERVER")
     if server == "granian":
         command = [sys.executable, "-P", os.path.join(HERE, "granian_app.py")]
+    elif server == "uwsgi":
+        command = [sys.executable, "-P", os.path.join(HERE, "uwsgi_app.py"), *argv]
     else:
         command = [sys.executable, "-P", "-m", "gunicorn", "--config", os.path.join(HERE, "gunicorn.conf.py"),
                    *argv, "server.serving:app"]

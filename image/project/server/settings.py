@@ -33,10 +33,11 @@ PROXY_HOPS           STACK_PROXY_HOPS           ``0``             trusted proxie
 
 Production serving settings (``load_serving_settings``, used by ``server.serving``) are read from the environment
 only: STACK_SERVER, PORT, STACK_HOST, WEB_CONCURRENCY, STACK_THREADS, STACK_WORKER_TIMEOUT, STACK_GRACEFUL_TIMEOUT,
-STACK_SHUTDOWN_DELAY, STACK_CONTROL_SOCKET, LOG_LEVEL, LOG_FORMAT (README.md, "Environment variables").
+STACK_SHUTDOWN_DELAY, STACK_CONTROL_SOCKET, STACK_UWSGI_SOCKET(_PUBLIC), LOG_LEVEL, LOG_FORMAT (README.md,
+"Environment variables").
 
 One parser per type (``parse_bool``, ``parse_int``, ``parse_seconds``, ``parse_choice``, ``parse_level``,
-``parse_url_prefix``); each raises
+``parse_url_prefix``, ``parse_uwsgi_socket``); each raises
 ``SettingsError`` with one line naming the variable. A number given as an empty string is an error (unset the
 variable instead): gunicorn itself would fail on ``WEB_CONCURRENCY=''`` with a traceback.
 
@@ -46,6 +47,7 @@ before prometheus_client is first imported (it cannot be switched by config).
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import os
@@ -207,6 +209,30 @@ def parse_url_prefix(name: str, value: Any) -> str:
     return "/" + "/".join(segments)
 
 
+def parse_uwsgi_socket(name: str, value: Any, public: bool = False) -> str | None:
+    """A uwsgi-protocol socket address: ``HOST:PORT`` (``127.0.0.1:3031``, ``[::1]:3031``) or an absolute unix
+    socket path; "" is None. The uwsgi protocol lets a peer make the server load code, so a TCP host must be a
+    loopback one unless ``public`` (STACK_UWSGI_SOCKET_PUBLIC).
+
+    Raises:
+        SettingsError: neither form, or a host that is not a loopback one without ``public``.
+    """
+    text = str(value).strip()
+    if not text or text.startswith("/"):
+        return text or None
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SettingsError(f"{name}={value!r} is neither HOST:PORT (e.g. 127.0.0.1:3031) nor an absolute path")
+    try:
+        loopback = host.strip("[]") == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not public:
+        raise SettingsError(f"{name}={value!r} is not a loopback address: the uwsgi protocol can make the server load "
+                            "code; use 127.0.0.1:PORT or a unix socket, or set STACK_UWSGI_SOCKET_PUBLIC=1")
+    return text
+
+
 def load_settings(config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Resolve the stack settings.
 
@@ -281,7 +307,7 @@ class ServingSettings:
     """The production server's settings (README.md, "Environment variables"; times in seconds).
 
     Attributes:
-        server: ``gunicorn`` or ``granian``.
+        server: ``granian``, ``gunicorn`` or ``uwsgi``.
         host, port: where to listen.
         workers: worker processes; threads: threads per worker.
         worker_timeout: seconds a silent worker lives before it is restarted.
@@ -290,6 +316,7 @@ class ServingSettings:
         keepalive: seconds an idle keep-alive connection stays open.
         log_level, log_format: as the runtime's.
         control_socket: gunicorn's control socket path, None = off.
+        uwsgi_socket: uWSGI's uwsgi-protocol socket for nginx (``HOST:PORT`` or a path), None = none.
     """
 
     server: str = "granian"
@@ -304,6 +331,7 @@ class ServingSettings:
     log_level: str = "INFO"
     log_format: str = "text"
     control_socket: str | None = None
+    uwsgi_socket: str | None = None
 
     @property
     def bind(self) -> str:
@@ -312,7 +340,7 @@ class ServingSettings:
         return f"[{host}]:{self.port}" if ":" in host and not host.startswith("[") else f"{host}:{self.port}"
 
 
-SERVERS = ("granian", "gunicorn")  # the default first (README.md, "Production serving", says why)
+SERVERS = ("granian", "gunicorn", "uwsgi")  # the default first (README.md, "Production serving", says why)
 
 
 def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | None = None) -> ServingSettings:
@@ -357,6 +385,8 @@ def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | 
         log_level=parse_level("LOG_LEVEL", env.get("LOG_LEVEL", "")),
         log_format=parse_choice("LOG_FORMAT", env.get("LOG_FORMAT", ""), ("text", "json"), "text", "a log format"),
         control_socket=env.get("STACK_CONTROL_SOCKET", "").strip() or None,
+        uwsgi_socket=parse_uwsgi_socket("STACK_UWSGI_SOCKET", env.get("STACK_UWSGI_SOCKET", ""), parse_bool(
+            "STACK_UWSGI_SOCKET_PUBLIC", env.get("STACK_UWSGI_SOCKET_PUBLIC", ""))),
     )
 
 

@@ -1,0 +1,256 @@
+"""uWSGI's mapping of the stack's serving settings (``server.serving``) onto uWSGI's options (pyuwsgi, the binary
+wheel: no compiler in the image).
+
+``/project/serve`` with STACK_SERVER=uwsgi runs ``python3 uwsgi_app.py`` (``main``): a small supervisor that starts
+uWSGI as its child and stays the process ``serve`` started (PID 1 in a container), because uWSGI 2.0's master has no
+SIGTERM behaviour the stack can use (a brutal reload, or with ``--die-on-term`` a brutal stop) and no Python hook to
+change it. uWSGI runs with:
+
+* a master, WEB_CONCURRENCY worker processes x STACK_THREADS threads, each loading the app itself (``--lazy-apps``,
+  as gunicorn and granian do), STACK_WORKER_TIMEOUT as ``--harakiri`` (a request longer than that restarts its
+  worker), STACK_GRACEFUL_TIMEOUT as the workers' reload mercy;
+* HTTP on STACK_HOST:PORT through uWSGI's ``http`` router (an event-driven process that holds slow and idle
+  clients, with a 10 s bound on a request head, and HTTP/1.1 keep-alive), which passes requests to the workers on
+  a private unix socket; and, when STACK_UWSGI_SOCKET asks, a uwsgi-protocol socket for nginx's ``uwsgi_pass``
+  (loopback or a unix socket only, unless STACK_UWSGI_SOCKET_PUBLIC=1: that protocol can make the server load code);
+* uWSGI's own request log off (the runtime writes the access line); uWSGI's own messages (its stderr) rewritten
+  here in the stack's log format (logger ``uwsgi``), its start-up banner at DEBUG.
+
+On SIGTERM the supervisor closes a pipe every worker watches: each worker's ``server.serving.Drain`` begins at once
+(readiness DOWN, ``Connection: close`` on every response, which the router honours); after STACK_SHUTDOWN_DELAY
+(at least ``STOP_LINGER``) uWSGI's graceful stop (master FIFO ``q``: workers finish their requests in flight);
+at STACK_GRACEFUL_TIMEOUT after SIGTERM whatever is left is killed. SIGINT stops at once; SIGHUP is passed on
+(uWSGI's graceful reload). A thread drops the live-gauge metric files of dead workers (``serving.worker_exited``).
+
+Exit status: uWSGI's (0 after SIGTERM); 2 a bad setting; 1 uWSGI failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+from server import serving
+from server.exceptions import StackError
+from server.logs import make_formatter
+
+WORKER_NAME = "uwsgi worker"  # each worker's process name (/proc/PID/comm)
+DRAIN_FD_ENV = "STACK_UWSGI_DRAIN_FD"  # set by the supervisor for its uWSGI: the pipe the workers watch
+# Seconds between SIGTERM and uWSGI's graceful stop even with STACK_SHUTDOWN_DELAY=0: the router keeps idle
+# keep-alive connections, so each gets its ``Connection: close`` answer before the workers stop taking requests.
+STOP_LINGER = 1.0
+HEADER_TIMEOUT = 10  # seconds the router waits for a whole request head (granian: header_read_timeout)
+BUFFER_SIZE = 32768  # bytes of request head and uwsgi packet (uWSGI's default, 4096, rejects common big cookies)
+log = logging.getLogger("uwsgi")
+
+# uWSGI's start-up banner and its other routine lines: DEBUG; lines with these words: WARNING; the rest INFO.
+_ROUTINE = re.compile(r"^(\*\*\* (Starting|Operational|uWSGI is running)|compiled with|os: |nodename: |machine: |"
+                      r"clock source|pcre jit|detected |current working|your |lock engine|thunder lock|uwsgi socket|"
+                      r"uWSGI http bound|Python (version|main interpreter)|python threads|mapped \d+ bytes|\*\*\* Python|"
+                      r"spawned uWSGI|WSGI app \d+|mounting |chdir\(\)|setting PythonHome|uWSGI running as root|"
+                      r"\*\*\* WARNING: you are running uWSGI as root|announcing my loyalty|\*\*\* End of|--- Python VM|"
+                      r"added .* to pythonpath|"
+                      r" \*\*\* WARNING: you have enabled harakiri without post buffering)")  # harakiri: on purpose
+_TROUBLE = re.compile(r"error|!!!|unable|cannot|failed|harakiri|DAMN|killed|signal \d+", re.I)
+_DATE = re.compile(r"^\w{3} \w{3} +\d+ [\d:]{8} \d{4} - ")  # uWSGI's own time stamp on some lines
+
+
+# --- settings ----------------------------------------------------------------------------------------------------
+
+
+def uwsgi_options(settings, rundir: str) -> list[str]:
+    """uWSGI's command-line options for ``settings`` (``server.settings.ServingSettings``): the app, the router on
+    HOST:PORT, the workers' private socket and master FIFO in ``rundir``, STACK_UWSGI_SOCKET's socket."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    workers_socket = os.path.join(rundir, "workers.sock")
+    options = [
+        "--strict", "--master", "--lazy-apps", "--need-app", "--single-interpreter",
+        "--pythonpath", here, "--module", "uwsgi_app:application",
+        "--processes", str(settings.workers), "--threads", str(settings.threads), "--enable-threads",
+        "--http", settings.bind, "--http-to", workers_socket, "--socket", workers_socket,
+        f"--http-keepalive={settings.keepalive}", "--http-auto-chunked", "--http-chunked-input",
+        "--http-headers-timeout", str(HEADER_TIMEOUT), "--buffer-size", str(BUFFER_SIZE),
+        "--http-buffer-size", str(BUFFER_SIZE),
+        "--harakiri", str(settings.worker_timeout),
+        "--worker-reload-mercy", str(settings.graceful_timeout), "--reload-mercy", str(settings.graceful_timeout),
+        "--master-fifo", os.path.join(rundir, "master.fifo"), "--die-on-term",
+        "--disable-logging", "--ignore-sigpipe", "--ignore-write-errors", "--disable-write-exception",
+        "--vacuum",
+    ]
+    if settings.uwsgi_socket:
+        options += ["--socket", settings.uwsgi_socket]
+    return options
+
+
+# --- worker side (uWSGI loads ``uwsgi_app:application`` in each worker) -----------------------------------------
+
+
+def _worker_app():
+    """In a uWSGI worker: the production app (``serving.production_app``), with this worker's SIGTERM drain: a
+    thread waits for the supervisor to close the drain pipe, then ``serving.Drain.begin`` (uWSGI's graceful stop,
+    from the supervisor, ends the worker)."""
+    # uWSGI's Python plugin points sys.stdout at stderr (fd 2, which the supervisor rewrites); the runtime's lines
+    # (app log, access lines) go to stdout, as on the other servers. And no working directory on sys.path (``-P``).
+    sys.stdout = sys.__stdout__ = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace",
+                                       closefd=False)
+    while "." in sys.path:
+        sys.path.remove(".")
+    try:  # a name for ps and top (uWSGI's --auto-procname cannot rename an embedding Python's processes)
+        with open("/proc/self/comm", "w", encoding="ascii") as fh:
+            fh.write(WORKER_NAME)
+    except OSError:
+        pass
+    settings = serving.serving_settings()
+    drain = serving.drain = serving.Drain(settings.shutdown_delay, lambda: None, log)
+    fd = os.environ.get(DRAIN_FD_ENV, "")
+    if fd.isdigit():
+        def watch() -> None:
+            try:
+                while os.read(int(fd), 64):
+                    pass
+            except OSError:
+                pass
+            drain.begin()
+
+        threading.Thread(target=watch, name="drain-watcher", daemon=True).start()
+    return serving.production_app()
+
+
+if "uwsgi" in sys.modules:  # uWSGI's embedded module: this is a worker loading ``uwsgi_app:application``
+    application = _worker_app()
+
+
+# --- supervisor ------------------------------------------------------------------------------------------------
+
+
+class Supervisor:
+    """uWSGI as a child process, stopped the stack's way (see the module docstring)."""
+
+    def __init__(self, settings, argv: list[str]):
+        self.settings = settings
+        self.argv = argv
+        self.proc: subprocess.Popen | None = None
+        self.rundir = ""
+        self._drain_write: int | None = None
+        self._stopping = False
+        self._kill_at: float | None = None
+
+    def run(self) -> int:
+        """Start uWSGI, relay signals, rewrite its messages; return its exit status."""
+        self.rundir = tempfile.mkdtemp(prefix="flask-stack-uwsgi.")
+        drain_read, self._drain_write = os.pipe()
+        env = dict(os.environ, **{DRAIN_FD_ENV: str(drain_read)})
+        command = [sys.executable, "-P", "-c", "import sys, pyuwsgi; pyuwsgi.run(sys.argv[1:])",
+                   *uwsgi_options(self.settings, self.rundir), *self.argv]
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        # its own process group: the graceful timeout kills uWSGI's master, workers and router at once
+        self.proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     pass_fds=(drain_read,), process_group=0)
+        os.close(drain_read)
+        pump = threading.Thread(target=self._pump_messages, name="uwsgi-messages", daemon=True)
+        pump.start()
+        stop_reaping = threading.Event()
+        metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if metrics_dir:
+            threading.Thread(target=serving.watch_dead_workers, args=(metrics_dir, stop_reaping, log),
+                             name="metrics-reaper", daemon=True).start()
+        log.info("flask-stack serving on http://%s with uWSGI, %d workers x %d threads (metrics dir %s)",
+                 self.settings.bind, self.settings.workers, self.settings.threads, metrics_dir or "unset")
+        try:
+            while True:
+                try:
+                    status = self.proc.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if self._kill_at is not None and time.monotonic() >= self._kill_at:
+                        log.warning("graceful timeout (%ss) over: killing uWSGI", self.settings.graceful_timeout)
+                        self._kill_group()
+                        self._kill_at = None
+        finally:
+            stop_reaping.set()
+            pump.join(2)
+            self._kill_group()
+            shutil.rmtree(self.rundir, ignore_errors=True)
+        if self._stopping and status in (0, -signal.SIGKILL, 30):  # 30: uWSGI's "end" code after a graceful stop
+            return 0
+        return status if status > 0 else 128 - status
+
+    def _on_signal(self, signum: int, frame) -> None:
+        if signum == signal.SIGHUP:
+            self.proc and self.proc.send_signal(signal.SIGHUP)
+        elif signum == signal.SIGINT or self._stopping:
+            self._stopping = True
+            self.proc and self.proc.send_signal(signal.SIGINT)  # uWSGI's immediate stop
+        else:
+            self._stopping = True
+            self._kill_at = time.monotonic() + self.settings.graceful_timeout
+            if self._drain_write is not None:
+                os.close(self._drain_write)  # every worker's Drain begins
+                self._drain_write = None
+            timer = threading.Timer(max(self.settings.shutdown_delay, STOP_LINGER), self._graceful_stop)
+            timer.daemon = True
+            timer.start()
+
+    def _graceful_stop(self) -> None:
+        """uWSGI's graceful shutdown: no new requests, those in flight finish (master FIFO command ``q``)."""
+        try:
+            fd = os.open(os.path.join(self.rundir, "master.fifo"), os.O_WRONLY | os.O_NONBLOCK)
+            try:
+                os.write(fd, b"q")
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            log.warning("could not ask uWSGI for a graceful stop (%s); stopping it now", exc)
+            self.proc and self.proc.send_signal(signal.SIGINT)
+
+    def _kill_group(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def _pump_messages(self) -> None:
+        """uWSGI's stderr, one record per line: routine lines at DEBUG, trouble at WARNING, the rest at INFO."""
+        for raw in self.proc.stderr:
+            line = _DATE.sub("", raw.decode("utf-8", "replace").rstrip())
+            if not line:
+                continue
+            level = logging.DEBUG if _ROUTINE.match(line) else logging.WARNING if _TROUBLE.search(line) \
+                else logging.INFO
+            log.log(level, "%s", line)
+
+
+def _configure_logging(settings) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(make_formatter(settings.log_format))
+    log.addHandler(handler)
+    log.setLevel(settings.log_level)
+    log.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The supervisor (``serve`` with STACK_SERVER=uwsgi execs ``python3 uwsgi_app.py [uWSGI options]`` once the
+    serving layer validated the settings and loaded the app): serve, then remove a temporary metrics dir."""
+    try:
+        settings = serving.serving_settings()
+        _configure_logging(settings)
+        serving.prepare_metrics_dir()  # this process owns the dir from now on
+        return Supervisor(settings, list(sys.argv[1:] if argv is None else argv)).run()
+    except StackError as exc:
+        sys.stderr.write(f"uwsgi_app: {exc}\n")
+        return serving.EXIT_BAD_SETTING
+    finally:
+        serving.remove_temp_metrics_dir()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
