@@ -121,7 +121,24 @@ def _worker_app():
             drain.begin()
 
         threading.Thread(target=watch, name="drain-watcher", daemon=True).start()
-    return serving.production_app()
+    app = serving.production_app()
+
+    def serve(environ, start_response):
+        environ["wsgi.url_scheme"] = connection_scheme(environ)
+        return app(environ, start_response)
+
+    return serve
+
+
+def connection_scheme(environ: dict) -> str:
+    """The request's scheme as the connection says it: ``https`` when nginx says so over the uwsgi protocol
+    (``HTTPS=on`` or ``REQUEST_SCHEME``, from ``uwsgi_params``), else ``http`` (uWSGI's http router has no TLS).
+    uWSGI itself takes ``wsgi.url_scheme`` from any client's ``X-Forwarded-Proto`` or ``X-Forwarded-Ssl`` header and
+    has no option to stop it; trusted proxies' headers are STACK_PROXY_HOPS's business (the runtime's ProxyFix)."""
+    if environ.get("HTTPS", "").lower() in ("on", "1"):
+        return "https"
+    scheme = environ.get("REQUEST_SCHEME", "")
+    return scheme if scheme in ("http", "https") else "http"
 
 
 if "uwsgi" in sys.modules:  # uWSGI's embedded module: this is a worker loading ``uwsgi_app:application``

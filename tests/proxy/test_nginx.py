@@ -1,4 +1,5 @@
-"""The app behind a real nginx (README.md's location block), under /your/path/, on each production server.
+"""The app behind a real nginx (README.md's location blocks: ``proxy_pass`` to granian's and gunicorn's HTTP port,
+``uwsgi_pass`` to uWSGI's STACK_UWSGI_SOCKET), under /your/path/, on each production server.
 
 nginx listens on 127.0.0.1 (HTTP and HTTPS with a throwaway certificate); the client connects from 127.0.0.2 (the
 loopback network is 127/8), so the client's address differs from the proxy's (127.0.0.1) and the access line shows
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from testkit.browser import chromium
+from testkit.net import free_port
 from testkit.nginx import Nginx, readme_location
 from testkit.serve import SERVERS, ProductionServer, copy_project
 
@@ -60,12 +62,18 @@ STRIPPING_LOCATION = f"""
 
 def start_behind_nginx(workdir: Path, server: str, env: dict, location: str | None = None
                        ) -> tuple[ProductionServer, Nginx]:
+    """``server`` serving APP with ``env``, behind nginx with ``location`` (default: README's block for that server:
+    ``uwsgi_pass`` to STACK_UWSGI_SOCKET for uWSGI, ``proxy_pass`` to the HTTP port for the others)."""
+    uwsgi_port = free_port() if server == "uwsgi" and location is None else None
+    if uwsgi_port:
+        env = {**env, "STACK_UWSGI_SOCKET": f"127.0.0.1:{uwsgi_port}"}
     srv = ProductionServer(project=copy_project(APP, workdir / "project"), workdir=workdir, server=server,
                            workers=2, env=env)
     srv.start(ready_path=f"{PREFIX}/health/ready" if env.get("STACK_URL_PREFIX") else "/health/ready")
     try:
-        location = location or readme_location(REPO / "README.md")
-        proxy = Nginx(workdir / "nginx", location, f"127.0.0.1:{srv.port}").start()
+        location = location or readme_location(REPO / "README.md",
+                                               passes_with="uwsgi_pass" if uwsgi_port else "proxy_pass")
+        proxy = Nginx(workdir / "nginx", location, f"127.0.0.1:{uwsgi_port or srv.port}").start()
     except BaseException:
         srv.stop()
         raise
@@ -146,7 +154,7 @@ def test_forged_headers_through_nginx_change_nothing(stack):
     the last, nginx's) and drops Prefix, as README's block says."""
     srv, proxy = stack
     forged = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example",
-              "X-Forwarded-Prefix": "/forged", "X-Request-ID": "forged-through-nginx"}
+              "X-Forwarded-Prefix": "/forged", "X-Forwarded-Ssl": "on", "X-Request-ID": "forged-through-nginx"}
     status, _, body = request(proxy.port, f"{PREFIX}/seen", headers=forged)
     assert status == 200
     assert json.loads(body) == {  # nginx's $host is the client's Host header without its port
@@ -157,15 +165,20 @@ def test_forged_headers_through_nginx_change_nothing(stack):
 
 @pytest.mark.parametrize("server", SERVERS)
 def test_without_trusted_proxies_forwarded_headers_change_nothing(server, tmp_path):
-    """STACK_PROXY_HOPS unset: behind nginx the app sees the proxy as the client, and a client's forged headers
-    sent straight to the app change nothing."""
+    """STACK_PROXY_HOPS unset: behind nginx the app sees the proxy as the client (over HTTP; over the uwsgi protocol
+    nginx itself passes the client's address and scheme), and a client's forged headers sent straight to the app
+    change nothing."""
     srv, proxy = start_behind_nginx(tmp_path, server, {"STACK_URL_PREFIX": PREFIX})
     try:
         status, _, body = request(proxy.tls_port, f"{PREFIX}/seen", headers={"Host": "shop.example"}, tls=True)
         seen = json.loads(body)
-        assert status == 200 and seen["remote_addr"] == "127.0.0.1" and seen["scheme"] == "http", seen
+        if server == "uwsgi":  # the uwsgi protocol carries nginx's REMOTE_ADDR and HTTPS itself, not in headers
+            assert status == 200 and seen["remote_addr"] == CLIENT and seen["scheme"] == "https", seen
+        else:
+            assert status == 200 and seen["remote_addr"] == "127.0.0.1" and seen["scheme"] == "http", seen
         forged = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https",
-                  "X-Forwarded-Host": "evil.example", "X-Forwarded-Prefix": "/forged", "X-Request-ID": "forged-direct"}
+                  "X-Forwarded-Host": "evil.example", "X-Forwarded-Prefix": "/forged", "X-Forwarded-Ssl": "on",
+                  "X-Request-ID": "forged-direct"}
         conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=10, source_address=(CLIENT, 0))
         try:
             conn.request("GET", f"{PREFIX}/seen", headers=forged)

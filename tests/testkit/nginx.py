@@ -61,6 +61,8 @@ class Nginx:
         cert, key = self_signed_cert(workdir)
         temp = "\n".join(f"    {kind}_temp_path {workdir / kind};" for kind in
                          ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        if os.path.exists("/etc/nginx/uwsgi_params"):  # Debian's, for ``include uwsgi_params;`` (README's block)
+            shutil.copy("/etc/nginx/uwsgi_params", workdir / "uwsgi_params")
         self.config = workdir / "nginx.conf"
         self.config.write_text(f"""\
 {"user root root;" if os.geteuid() == 0 else ""}
@@ -127,13 +129,15 @@ http {{
         self.proc.wait(5)
 
 
-def readme_location(readme: Path, prefix: str = "/your/path/") -> str:
-    """The ``location <prefix> { ... }`` block of README.md's nginx example (AssertionError when missing)."""
+def readme_location(readme: Path, prefix: str = "/your/path/", passes_with: str = "proxy_pass") -> str:
+    """The first ``location <prefix> { ... }`` block of README.md's nginx examples that passes requests on with
+    ``passes_with`` (``proxy_pass`` or ``uwsgi_pass``). AssertionError when there is none."""
     import re
 
-    match = re.search(rf"^( *)location {re.escape(prefix)} \{{\n.*?^\1\}}$", readme.read_text(), re.M | re.S)
-    assert match, f"README.md has no nginx block 'location {prefix} {{ ... }}'"
-    return match.group(0)
+    for match in re.finditer(rf"^( *)location {re.escape(prefix)} \{{\n.*?^\1\}}$", readme.read_text(), re.M | re.S):
+        if re.search(rf"^\s*{passes_with}\s", match.group(0), re.M):
+            return match.group(0)
+    raise AssertionError(f"README.md has no nginx block 'location {prefix} {{ ... }}' with {passes_with}")
 
 
 def _accepts(port: int) -> bool:
