@@ -59,6 +59,24 @@ def children_of(pid: int) -> list[int]:
     return sorted(kids)
 
 
+def descendants(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (children, their children...)."""
+    found, frontier = [], [pid]
+    while frontier:
+        kids = children_of(frontier.pop())
+        found += kids
+        frontier += kids
+    return sorted(found)
+
+
+def _comm(pid: int) -> str:
+    """The process name of ``pid`` (/proc/PID/comm), "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text(errors="replace").strip()
+    except OSError:
+        return ""
+
+
 def memory(pid: int) -> dict:
     """``{"rss": bytes, "pss": bytes}`` of ``pid`` from /proc/PID/smaps_rollup (PSS shares pages fairly between
     the processes mapping them, so it is the fair per-worker figure after fork)."""
@@ -98,8 +116,8 @@ def serving_settings(env: dict):
 
 @dataclass
 class Server:
-    """One server under test. ``kind``: stack-gunicorn, stack-granian, stack-flask-run, bare-gunicorn,
-    bare-granian, peer-gunicorn (Flask + prometheus_flask_exporter, multiprocess, 3 workers x 4 threads).
+    """One server under test. ``kind``: stack-gunicorn, stack-granian, stack-uwsgi, stack-flask-run, bare-gunicorn,
+    bare-granian, bare-uwsgi, peer-gunicorn (Flask + prometheus_flask_exporter, multiprocess, 3 workers x 4 threads).
     ``project``: the user project for stack kinds."""
 
     kind: str
@@ -127,7 +145,7 @@ class Server:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "metrics")
         env.update(self.env)
         conf = PROJECT_DIR / "gunicorn.conf.py"
-        if self.kind in ("stack-gunicorn", "stack-granian"):
+        if self.kind in ("stack-gunicorn", "stack-granian", "stack-uwsgi"):
             env["STACK_SERVER"] = self.kind.split("-")[1]
             return [str(SERVE)], env
         if self.kind == "stack-flask-run":
@@ -143,6 +161,13 @@ class Server:
         env["PYTHONPATH"] = f"{APPS}:{PROJECT_DIR}"
         if self.kind == "bare-gunicorn":
             return [str(BIN / "gunicorn"), "--config", str(conf), "bare_flask:app"], env
+        if self.kind == "bare-uwsgi":
+            settings = serving_settings(env)  # same workers x threads, router and app loading as uwsgi_app.py's
+            argv = [str(BIN / "uwsgi"), "--master", "--lazy-apps", "--processes", str(settings.workers), "--threads",
+                    str(settings.threads), "--enable-threads", "--http", f"127.0.0.1:{self.port}",
+                    f"--http-keepalive={settings.keepalive}", "--http-auto-chunked", "--disable-logging",
+                    "--die-on-term", "--module", "bare_flask:app"]
+            return argv, env
         if self.kind == "bare-granian":
             settings = serving_settings(env)  # same worker and thread counts as the stack's
             argv = [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(self.port)]
@@ -181,10 +206,20 @@ class Server:
         raise RuntimeError(f"{self.kind} not ready within {timeout}s:\n{tail}")
 
     def worker_pids(self) -> list[int]:
-        """The processes that serve requests: the master's children, or the process itself (flask run)."""
+        """The processes that serve requests: the master's children, or the process itself (flask run); for the
+        stack on uWSGI its workers (``serve`` -> uwsgi_app.py -> uWSGI's master -> workers and http router)."""
         if not self.proc or self.proc.poll() is not None:
             return []
+        if self.kind == "stack-uwsgi":
+            return [pid for pid in descendants(self.proc.pid) if _comm(pid) == "uwsgi worker"]
         return children_of(self.proc.pid) or [self.proc.pid]
+
+    def cpu_pids(self) -> list[int]:
+        """Every process whose CPU time a request costs: the workers and the master; for uWSGI also its http
+        router (which parses every request) and, for the stack, uwsgi_app.py's supervisor."""
+        if self.kind.endswith("uwsgi"):
+            return [self.proc.pid, *descendants(self.proc.pid)]
+        return self.worker_pids() + [self.proc.pid]
 
     def wait_workers(self, count: int, timeout: float = 30.0) -> None:
         """Wait until ``count`` workers run (a server is ready as soon as one worker answers)."""

@@ -6,7 +6,8 @@ All figures come from the same run, on 127.0.0.1, with wrk (Debian package) as t
 
 * /hello throughput and p50/p99 latency: the full stack vs a bare Flask app on the same server, config and
   worker count (targets: req/s >= 0.95 of bare, server CPU per request <= 1.05x), vs ``python -m flask run`` (how
-  the original Appsody stack served), gunicorn vs granian (both with the stack's settings), and vs the peer a user
+  the original Appsody stack served), gunicorn vs granian vs uWSGI (all with the stack's settings; bare Flask on
+  uWSGI runs its http router and workers as uwsgi_app.py does), and vs the peer a user
   would assemble by hand: Flask + prometheus_flask_exporter (multiprocess) on gunicorn, 3 workers x 4 threads
   (target: the stack faster).
 * /metrics scrape latency with 4 workers and a 100-route app (multiprocess mode).
@@ -21,7 +22,8 @@ All figures come from the same run, on 127.0.0.1, with wrk (Debian package) as t
 The throughput phase runs every server at once and measures them in turn, round after round (order reversed every
 other round); each ratio is the median of the ratios within a round, printed with their interquartile range, so a
 slow spell of a shared machine (seen here: a server's req/s halving for tens of seconds) hits both sides of a ratio
-alike. Server CPU time per request (workers' utime + stime from /proc) is reported beside req/s.
+alike. Server CPU time per request (workers' and master's utime + stime from /proc; for uWSGI also its http router
+and the stack's supervisor) is reported beside req/s.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
 from .procs import APPS, BIN, TEMPLATE, Server, copy_project, cpu_seconds, get, memory, wrk  # noqa: E402
 from .reload import container_reload, local_reload  # noqa: E402
 
-KINDS = ["stack-gunicorn", "bare-gunicorn", "stack-granian", "bare-granian", "stack-flask-run", "peer-gunicorn"]
+KINDS = ["stack-gunicorn", "bare-gunicorn", "stack-granian", "bare-granian", "stack-uwsgi", "bare-uwsgi",
+         "stack-flask-run", "peer-gunicorn"]
 
 
 def _median(values):
@@ -88,7 +91,7 @@ def throughput(rounds: int, seconds: int, connections: int) -> dict:
         for index in range(rounds):
             for kind in (KINDS if index % 2 == 0 else KINDS[::-1]):
                 srv = servers[kind]
-                pids = srv.worker_pids() + [srv.proc.pid]
+                pids = srv.cpu_pids()
                 cpu_before = cpu_seconds(pids)
                 run = wrk(srv.port, "/hello", seconds, connections)
                 run["cpu_per_request"] = (cpu_seconds(pids) - cpu_before) / max(1, run["requests"])
@@ -150,7 +153,7 @@ def metrics_scrape(scrapes: int) -> dict:
 
 def cold_start(runs: int) -> dict:
     """Median seconds from launch to the first 200 of the ready path, per kind."""
-    times = {kind: [] for kind in ("stack-gunicorn", "stack-granian", "bare-gunicorn", "stack-flask-run")}
+    times = {kind: [] for kind in ("stack-gunicorn", "stack-granian", "stack-uwsgi", "bare-gunicorn", "stack-flask-run")}
     for _ in range(runs):
         for kind in times:
             project = copy_project(TEMPLATE) if kind.startswith("stack") else None
@@ -227,10 +230,15 @@ def table(res: dict) -> str:
                 "cpu_per_request", _us, "<= 1.05"),
         compare("/hello server CPU/request: stack vs bare (granian)", "stack-granian", "bare-granian",
                 "cpu_per_request", _us, "<= 1.05"),
+        compare("/hello req/s: stack vs bare Flask (uWSGI)", "stack-uwsgi", "bare-uwsgi", "rps", rps, ">= 0.95"),
+        compare("/hello server CPU/request: stack vs bare (uWSGI)", "stack-uwsgi", "bare-uwsgi", "cpu_per_request",
+                _us, "<= 1.05"),
         compare("/hello req/s: stack (gunicorn) vs prometheus_flask_exporter", "stack-gunicorn", "peer-gunicorn",
                 "rps", rps, "> 1"),
         compare("/hello req/s: stack (granian) vs prometheus_flask_exporter", "stack-granian", "peer-gunicorn",
                 "rps", rps, "> 1"),
+        compare("/hello req/s: stack (uWSGI) vs prometheus_flask_exporter", "stack-uwsgi", "peer-gunicorn", "rps",
+                rps, "> 1"),
         compare("/hello server CPU/request: stack (gunicorn) vs peer", "stack-gunicorn", "peer-gunicorn",
                 "cpu_per_request", _us),
         compare("/hello p50: stack vs bare (gunicorn)", "stack-gunicorn", "bare-gunicorn", "p50", _ms),
@@ -240,8 +248,13 @@ def table(res: dict) -> str:
         compare("/hello p99: gunicorn stack vs `flask run`", "stack-gunicorn", "stack-flask-run", "p99", _ms, "< 1"),
         compare("/hello req/s: granian vs gunicorn (stack)", "stack-granian", "stack-gunicorn", "rps", rps),
         compare("/hello p99: granian vs gunicorn (stack)", "stack-granian", "stack-gunicorn", "p99", _ms),
+        compare("/hello req/s: uWSGI vs gunicorn (stack)", "stack-uwsgi", "stack-gunicorn", "rps", rps),
+        compare("/hello req/s: uWSGI vs granian (stack)", "stack-uwsgi", "stack-granian", "rps", rps),
+        compare("/hello p99: uWSGI vs granian (stack)", "stack-uwsgi", "stack-granian", "p99", _ms),
+        compare("/hello server CPU/request: uWSGI vs granian (stack)", "stack-uwsgi", "stack-granian",
+                "cpu_per_request", _us),
     ]
-    sg, bg, gr = tp["stack-gunicorn"], tp["bare-gunicorn"], tp["stack-granian"]
+    sg, bg, gr, uw = tp["stack-gunicorn"], tp["bare-gunicorn"], tp["stack-granian"], tp["stack-uwsgi"]
     rows += [
         ("memory/worker PSS: stack vs bare (gunicorn)", _mib(sg["pss"]), _mib(bg["pss"]),
          f"{sg['pss'] / bg['pss']:.2f}", "", ""),
@@ -249,6 +262,8 @@ def table(res: dict) -> str:
          f"{sg['rss'] / bg['rss']:.2f}", "", ""),
         ("memory/worker PSS: granian vs gunicorn (stack)", _mib(gr["pss"]), _mib(sg["pss"]),
          f"{gr['pss'] / sg['pss']:.2f}", "", ""),
+        ("memory/worker PSS: uWSGI vs gunicorn (stack)", _mib(uw["pss"]), _mib(sg["pss"]),
+         f"{uw['pss'] / sg['pss']:.2f}", "", ""),
     ]
     ms = res["metrics"]
     rows.append(("/metrics scrape p50 (4 workers, 100 routes)", _ms(ms["p50"]), "", "",
@@ -260,6 +275,8 @@ def table(res: dict) -> str:
          f"{cs['stack-gunicorn'] / cs['bare-gunicorn']:.2f}", ""),
         ("cold start -> ready: granian vs gunicorn", f"{cs['stack-granian']:.2f} s", f"{cs['stack-gunicorn']:.2f} s",
          f"{cs['stack-granian'] / cs['stack-gunicorn']:.2f}", ""),
+        ("cold start -> ready: uWSGI vs gunicorn", f"{cs['stack-uwsgi']:.2f} s", f"{cs['stack-gunicorn']:.2f} s",
+         f"{cs['stack-uwsgi'] / cs['stack-gunicorn']:.2f}", ""),
         ("cold start -> ready: `flask run` (stack app)", f"{cs['stack-flask-run']:.2f} s", "", "", ""),
     ]
     for label, key in (("hot reload p50: local dev loop", "reload_local"), ("hot reload p50: dev container",

@@ -48,6 +48,8 @@ DRAIN_FD_ENV = "STACK_UWSGI_DRAIN_FD"  # set by the supervisor for its uWSGI: th
 # keep-alive connections, so each gets its ``Connection: close`` answer before the workers stop taking requests.
 STOP_LINGER = 1.0
 HEADER_TIMEOUT = 10  # seconds the router waits for a whole request head (granian: header_read_timeout)
+LINGER_SECONDS = 1.0  # longest a worker reads and drops an unread request body after answering...
+LINGER_BYTES = 256 * 1024 * 1024  # ... and at most this much of it (bytes)
 BUFFER_SIZE = 32768  # bytes of request head and uwsgi packet (uWSGI's default, 4096, rejects common big cookies)
 log = logging.getLogger("uwsgi")
 
@@ -125,9 +127,38 @@ def _worker_app():
 
     def serve(environ, start_response):
         environ["wsgi.url_scheme"] = connection_scheme(environ)
-        return app(environ, start_response)
+        return _DrainingBody(app(environ, start_response), environ["wsgi.input"])
 
     return serve
+
+
+class _DrainingBody:
+    """A response iterable that, once uWSGI has sent it (``close``), reads and drops what is left of the request
+    body (at most ``LINGER_BYTES`` or ``LINGER_SECONDS``): uWSGI's http router, still passing a refused body on
+    (a 413 answered before reading), drops the whole exchange, the answer with it, when the worker's socket closes
+    under it (a broken pipe); gunicorn and granian linger on the connection the same way."""
+
+    def __init__(self, body, stream):
+        self._body = body
+        self._stream = stream
+
+    def __iter__(self):
+        return iter(self._body)
+
+    def close(self) -> None:
+        try:
+            if hasattr(self._body, "close"):
+                self._body.close()
+        finally:
+            deadline, left = time.monotonic() + LINGER_SECONDS, LINGER_BYTES
+            try:
+                while left > 0 and time.monotonic() < deadline:
+                    data = self._stream.read(min(65536, left))
+                    if not data:
+                        break
+                    left -= len(data)
+            except Exception:  # noqa: BLE001 - the client went away or stalled: nothing more to drop
+                pass
 
 
 def connection_scheme(environ: dict) -> str:
