@@ -36,11 +36,11 @@ import importlib.util, json, os, shutil
 print(json.dumps({
     "importable": {m: importlib.util.find_spec(m) is not None
                    for m in ("debugpy", "watchfiles", "pipenv", "pytest", "pip", "six", "flask", "gunicorn",
-                             "granian")},
+                             "granian", "pyuwsgi")},
     "compilers": [c for c in ("gcc", "cc", "clang") if shutil.which(c)],
     "exists": {p: os.path.exists(p) for p in ("/project/userapp/tests", "/project/server/checks",
                "/project/server/testing.py", "/project/serve", "/project/gunicorn.conf.py", "/project/granian_app.py",
-               "/project/userapp/.venv", "/project/userapp/.git")},
+               "/project/uwsgi_app.py", "/project/userapp/.venv", "/project/userapp/.git")},
 }))
 """
 
@@ -104,12 +104,14 @@ def test_image_contents(engine: str, app_image: str) -> None:
     importable = found["importable"]
     assert not any(importable[m] for m in ("debugpy", "watchfiles", "pipenv", "pytest", "pip")), importable
     assert importable["six"] and importable["flask"] and importable["gunicorn"] and importable["granian"]
+    assert importable["pyuwsgi"]
     assert found["compilers"] == []
     exists = found["exists"]
     assert not exists["/project/userapp/tests"] and not exists["/project/server/checks"]
     assert not exists["/project/server/testing.py"]
     assert not exists["/project/userapp/.venv"] and not exists["/project/userapp/.git"]
     assert exists["/project/serve"] and exists["/project/gunicorn.conf.py"] and exists["/project/granian_app.py"]
+    assert exists["/project/uwsgi_app.py"]
 
 
 def test_serves_every_endpoint_as_non_root(engine: str, running_app: tuple[str, str],
@@ -183,6 +185,51 @@ def test_sigterm_stops_cleanly(engine: str, app_image: str) -> None:
         code = subprocess.run([engine, "inspect", "--format", "{{.State.ExitCode}}", name],
                               capture_output=True, text=True, check=True, timeout=60).stdout.strip()
         assert code == "0"
+    finally:
+        subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
+
+
+COMM_PROBE = r"""
+import os
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        print(pid, open(f"/proc/{pid}/comm").read().strip())
+    except OSError:
+        pass
+"""
+
+
+def test_serves_with_uwsgi(engine: str, app_image: str) -> None:
+    """STACK_SERVER=uwsgi: the image serves through uWSGI (its supervisor, uwsgi_app.py, is PID 1; two workers as
+    uid 1001), answers every kind of endpoint, and `<engine> stop` (SIGTERM) ends it with exit status 0."""
+    name = f"flask-stack-test-uwsgi-{os.getpid()}"
+    port = free_port()
+    try:
+        subprocess.run([engine, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-e", "STACK_SERVER=uwsgi",
+                        "-e", "WEB_CONCURRENCY=2", app_image], check=True, capture_output=True, timeout=120)
+        base = f"http://127.0.0.1:{port}"
+        assert wait_for(f"{base}/hello") == "Hello from Appsody!"
+        assert json.loads(wait_for(f"{base}/health/ready"))["status"] == "UP"
+        status, body, _ = http_get(f"{base}/metrics")
+        assert status == 200 and 'http_requests_total{endpoint="/hello"' in body
+        assert http_get(f"{base}/apidocs/")[0] == 200
+        table = container_processes(engine, name)
+        assert {uid for uid, *_ in table} == {"1001"}, table
+        assert [cmd for _, pid, _, cmd in table if pid == "1"][0].endswith("/project/uwsgi_app.py"), table
+        deadline = time.monotonic() + 30  # each worker names itself once it has loaded the app
+        while True:
+            names = subprocess.run([engine, "exec", name, "python3", "-c", COMM_PROBE], capture_output=True,
+                                   text=True, check=True, timeout=60).stdout.split("\n")
+            if sum(line.endswith(" uwsgi worker") for line in names) == 2 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert sum(line.endswith(" uwsgi worker") for line in names) == 2, names
+        subprocess.run([engine, "stop", "-t", "60", name], check=True, capture_output=True, timeout=120)
+        code = subprocess.run([engine, "inspect", "--format", "{{.State.ExitCode}}", name],
+                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        logs = subprocess.run([engine, "logs", name], capture_output=True, text=True, timeout=60)
+        assert code == "0", logs.stdout[-3000:] + logs.stderr[-3000:]
+        assert "with uWSGI, 2 workers x 4 threads" in logs.stderr + logs.stdout
     finally:
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 

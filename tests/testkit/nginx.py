@@ -129,15 +129,16 @@ http {{
         self.proc.wait(5)
 
 
-def readme_location(readme: Path, prefix: str = "/your/path/", passes_with: str = "proxy_pass") -> str:
-    """The first ``location <prefix> { ... }`` block of README.md's nginx examples that passes requests on with
-    ``passes_with`` (``proxy_pass`` or ``uwsgi_pass``). AssertionError when there is none."""
+def readme_location(readme: Path, prefix: str = "/your/path/", passes_with: str | None = None) -> str:
+    """The first ``location <prefix> { ... }`` block of README.md's nginx examples (with ``passes_with``: the first
+    that passes requests on with that directive, ``proxy_pass`` or ``uwsgi_pass``). AssertionError when none."""
     import re
 
     for match in re.finditer(rf"^( *)location {re.escape(prefix)} \{{\n.*?^\1\}}$", readme.read_text(), re.M | re.S):
-        if re.search(rf"^\s*{passes_with}\s", match.group(0), re.M):
+        if passes_with is None or re.search(rf"^\s*{passes_with}\s", match.group(0), re.M):
             return match.group(0)
-    raise AssertionError(f"README.md has no nginx block 'location {prefix} {{ ... }}' with {passes_with}")
+    raise AssertionError(f"README.md has no nginx block 'location {prefix} {{ ... }}'"
+                         + (f" with {passes_with}" if passes_with else ""))
 
 
 def _accepts(port: int) -> bool:
