@@ -161,13 +161,12 @@ class Server:
         env["PYTHONPATH"] = f"{APPS}:{PROJECT_DIR}"
         if self.kind == "bare-gunicorn":
             return [str(BIN / "gunicorn"), "--config", str(conf), "bare_flask:app"], env
-        if self.kind == "bare-uwsgi":
-            settings = serving_settings(env)  # same workers x threads, router and app loading as uwsgi_app.py's
-            argv = [str(BIN / "uwsgi"), "--master", "--lazy-apps", "--processes", str(settings.workers), "--threads",
-                    str(settings.threads), "--enable-threads", "--http", f"127.0.0.1:{self.port}",
-                    f"--http-keepalive={settings.keepalive}", "--http-auto-chunked", "--disable-logging",
-                    "--die-on-term", "--module", "bare_flask:app"]
-            return argv, env
+        if self.kind == "bare-uwsgi":  # uwsgi_app.py's very options (router, workers x threads...), the bare app
+            from uwsgi_app import uwsgi_options
+
+            argv = uwsgi_options(serving_settings(env), str(self.workdir))
+            argv[argv.index("uwsgi_app:application")] = "bare_flask:app"
+            return [str(BIN / "uwsgi"), *argv], env
         if self.kind == "bare-granian":
             settings = serving_settings(env)  # same worker and thread counts as the stack's
             argv = [str(BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(self.port)]
