@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 
-from server import serving
+from server import reaper, serving
 from server.exceptions import StackError
 
 # Seconds a worker keeps serving after SIGTERM even with STACK_SHUTDOWN_DELAY=0: granian's stop closes idle
@@ -190,7 +190,7 @@ def run_granian(settings) -> int:
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
     stop = threading.Event()
     if metrics_dir:
-        threading.Thread(target=serving.watch_dead_workers, args=(metrics_dir, stop, logging.getLogger("_granian")),
+        threading.Thread(target=reaper.watch_dead_workers, args=(metrics_dir, stop, logging.getLogger("_granian")),
                          name="metrics-reaper", daemon=True).start()
     try:
         server.serve(target_loader=_load_target, wrap_loader=False)

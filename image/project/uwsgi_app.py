@@ -38,7 +38,7 @@ import tempfile
 import threading
 import time
 
-from server import serving
+from server import reaper, serving
 from server.exceptions import StackError
 from server.logs import make_formatter
 
@@ -209,7 +209,7 @@ class Supervisor:
         stop_reaping = threading.Event()
         metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
         if metrics_dir:
-            threading.Thread(target=serving.watch_dead_workers, args=(metrics_dir, stop_reaping, log),
+            threading.Thread(target=reaper.watch_dead_workers, args=(metrics_dir, stop_reaping, log),
                              name="metrics-reaper", daemon=True).start()
         log.info("flask-stack serving on http://%s with uWSGI, %d workers x %d threads (metrics dir %s)",
                  self.settings.bind, self.settings.workers, self.settings.threads, metrics_dir or "unset")
