@@ -49,10 +49,31 @@ def _answers(port: int) -> bool:
 
 
 def _url_prefix(opts: RunOptions, local: bool) -> str:
-    """The STACK_URL_PREFIX the app gets (``-e``, or this environment's for the local engine), without its
-    trailing slash, for the URLs said at start."""
-    value = opts.env.get("STACK_URL_PREFIX", os.environ.get("STACK_URL_PREFIX", "") if local else "")
-    return value.strip().rstrip("/")
+    """The STACK_URL_PREFIX the app gets, without its trailing slash, for the URLs said at start: ``-e``, else (local
+    engine) this environment's, else the project's ``.env`` then ``.flaskenv`` (read by the runtime as ``flask run``
+    reads them; python-dotenv's parser here too), else none."""
+    value = opts.env.get("STACK_URL_PREFIX")
+    if value is None and local:
+        value = os.environ.get("STACK_URL_PREFIX")
+    if value is None:
+        value = _dotenv_value(opts.project, "STACK_URL_PREFIX")
+    return (value or "").strip().rstrip("/")
+
+
+def _dotenv_value(project: Path, name: str) -> str | None:
+    """``name``'s value in ``project``'s ``.env``, else in its ``.flaskenv`` (the first wins, as in Flask's
+    ``load_dotenv``); None when neither sets it or python-dotenv is missing."""
+    try:
+        from dotenv import dotenv_values
+    except ImportError:
+        return None
+    for filename in (".env", ".flaskenv"):
+        path = project / filename
+        if path.is_file():
+            value = dotenv_values(path).get(name)
+            if value is not None:
+                return value
+    return None
 
 
 def _announce_when_ready(say: Callable[[str], None], port: int, debug_port: int | None = None,

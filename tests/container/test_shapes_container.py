@@ -44,6 +44,7 @@ def test_factory_app_in_the_development_container(engine: str, dev_image: str, f
     assert command.returncode == 0, command.stdout[-2000:] + command.stderr[-2000:]
     assert command.stdout.strip().splitlines()[-1] == "4 items in shop"
 
+    (project / ".flaskenv").write_text("STACK_APP_VERSION=2.5.0\n")  # read in the container as `flask run` reads it
     port = free_port()
     proc = start_flask_stack("run", "--engine", engine, "--port", str(port), cwd=project, log=tmp_path / "run.log")
     try:
@@ -54,6 +55,7 @@ def test_factory_app_in_the_development_container(engine: str, dev_image: str, f
         assert status == 200 and json.loads(health)["status"] == "UP"
         status, metrics, _ = http_get(f"{base}/metrics")
         assert status == 200 and 'endpoint="/items/<int:item_id>"' in metrics
+        assert 'app_version="2.5.0"' in metrics, metrics[:3000]
     finally:
         stop_process(proc)
 

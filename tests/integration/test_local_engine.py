@@ -79,6 +79,16 @@ def test_url_prefix_from_e_serves_and_announces_under_it(cli_env, project, tmp_p
             assert line in out, out
 
 
+
+def test_url_prefix_from_the_projects_dotenv_serves_and_announces_under_it(cli_env, project, tmp_path):
+    (project / ".env").write_text("STACK_URL_PREFIX=/from/env\n")
+    with serve(cli_env, project, tmp_path, health="/from/env/health") as app:
+        app.wait_for("/from/env/hello", lambda r: r.status_code == 200)
+        deadline = time.monotonic() + 5
+        while "/apidocs/" not in app.output() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert f"app       {app.base}/from/env/" in app.output(), app.output()
+
 def test_edits_reload_and_a_syntax_error_is_survived(cli_env, project, tmp_path):
     source = project / "__init__.py"
     original = source.read_text()
