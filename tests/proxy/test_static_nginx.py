@@ -44,13 +44,13 @@ def fronted(tmp_path_factory):
     srv = ProductionServer(project=copy_project(APP, workdir / "project"), workdir=workdir, server="granian",
                            workers=2, env={"STACK_URL_PREFIX": PREFIX, "STACK_PROXY_HOPS": "1"})
     srv.start(ready_path=f"{PREFIX}/health/ready")
-    copied = workdir / "srv-static"
-    shutil.copytree(srv.project / "static", copied)  # README: podman cp static:/project/userapp/static/. <dir>/
-    block = readme_location(README, f"{PREFIX}/static/")
-    alias = re.search(r"^\s*alias (\S+);", block, re.M)
-    assert alias and alias.group(1) == "/srv/myapp/static/", block
-    block = block.replace(alias.group(1), f"{copied}/")
-    try:
+    try:  # whatever fails from here on, the server started above is stopped
+        copied = workdir / "srv-static"
+        shutil.copytree(srv.project / "static", copied)  # README: podman cp static:/project/userapp/static/. <dir>/
+        block = readme_location(README, f"{PREFIX}/static/")
+        alias = re.search(r"^\s*alias (\S+);", block, re.M)
+        assert alias and alias.group(1) == "/srv/myapp/static/", block
+        block = block.replace(alias.group(1), f"{copied}/")
         # Debian's nginx.conf includes mime.types in its http block; the test's own config does not, hence here
         body = f"        include /etc/nginx/mime.types;\n{block}\n{readme_location(README)}"
         proxy = Nginx(workdir / "nginx", body, f"127.0.0.1:{srv.port}").start()
