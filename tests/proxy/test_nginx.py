@@ -20,7 +20,7 @@ import pytest
 from testkit.browser import chromium
 from testkit.net import free_port
 from testkit.nginx import Nginx, readme_location
-from testkit.serve import SERVERS, ProductionServer, copy_project
+from testkit.serve import SERVERS, ProductionServer, copy_project, rule_count
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "tests" / "fixtures" / "userapps" / "proxied"
@@ -105,11 +105,7 @@ def wait_for_log(srv: ProductionServer, pattern: str, timeout: float = 10.0) -> 
 
 
 def hello_count(port: int) -> float:
-    status, _, body = request(port, f"{PREFIX}/metrics")
-    assert status == 200
-    match = re.search(r'^http_requests_total\{endpoint="/hello",method="GET",status="200"\} (\S+)$', body.decode(),
-                      re.M)
-    return float(match.group(1)) if match else 0.0
+    return rule_count(port, f"{PREFIX}/metrics", "/hello", source=CLIENT)
 
 
 def test_routes_health_and_metrics_under_the_prefix(stack):

@@ -12,7 +12,6 @@ ingress-nginx sets) -> the sidecar -> the app, so STACK_PROXY_HOPS is 2; one tes
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
@@ -28,7 +27,7 @@ import pytest
 import yaml
 from testkit.net import free_port
 from testkit.nginx import require_nginx
-from testkit.serve import SERVERS, ProductionServer, copy_project
+from testkit.serve import SERVERS, ProductionServer, copy_project, get, percentile, probe, rule_count
 
 from flask_stack import deploy
 from flask_stack.front import Front
@@ -47,13 +46,7 @@ pytestmark = pytest.mark.slow
 def request(port: int, path: str, method: str = "GET", body: bytes | None = None, headers: dict | None = None,
             timeout: float = 10.0) -> tuple[int, dict, bytes]:
     """One request from CLIENT on a fresh connection: (status, headers (lower-case names), body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout, source_address=(CLIENT, 0))
-    try:
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
+    return get(port, path, timeout, method, body, headers, source=CLIENT)
 
 
 class Pod:
@@ -158,11 +151,7 @@ def pod(request, tmp_path_factory):
 
 
 def hello_count(port: int) -> float:
-    status, _, body = request(port, f"{PREFIX}/metrics")
-    assert status == 200
-    match = re.search(r'^http_requests_total\{endpoint="/hello",method="GET",status="200"\} (\S+)$', body.decode(),
-                      re.M)
-    return float(match.group(1)) if match else 0.0
+    return rule_count(port, f"{PREFIX}/metrics", "/hello", source=CLIENT)
 
 
 def test_routes_health_and_metrics_through_the_sidecar_probes_on_the_app(pod):
@@ -177,10 +166,10 @@ def test_routes_health_and_metrics_through_the_sidecar_probes_on_the_app(pod):
         assert request(pod.port, f"{PREFIX}/hello")[0] == 200
     assert hello_count(pod.port) == before + 20
     app_ports = {p["name"]: p["containerPort"] for p in pod.app_container["ports"]}
-    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        get = pod.app_container[probe]["httpGet"]
-        assert get["path"].startswith(PREFIX + "/health/") and app_ports[get["port"]] == pod.app.port, probe
-        assert request(pod.app.port, get["path"])[0] == 200, probe
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        http_get = pod.app_container[kind]["httpGet"]
+        assert http_get["path"].startswith(PREFIX + "/health/") and app_ports[http_get["port"]] == pod.app.port, kind
+        assert request(pod.app.port, http_get["path"])[0] == 200, kind
     nginx_ports = {p["name"]: p["containerPort"] for p in pod.nginx_container["ports"]}
     service = yaml.safe_load((pod.workdir / "deploy" / "service.yaml").read_text())
     assert nginx_ports[service["spec"]["ports"][0]["targetPort"]] == pod.port
@@ -262,25 +251,13 @@ def test_slow_bodies_wait_in_nginx_not_in_the_app(pod):
     bodies_before = pod.app.log_text().count(f"POST {PREFIX}/size ")
     trickle = SlowBodies(pod.port, f"{PREFIX}/size")
     trickle.start()
-    latencies, failures = [], []
     try:
         time.sleep(2)
-        deadline = time.monotonic() + PROBE_SECONDS
-        while time.monotonic() < deadline:
-            began = time.monotonic()
-            try:
-                status = request(pod.port, f"{PREFIX}/hello", timeout=5)[0]
-                if status != 200:
-                    failures.append(f"status {status}")
-            except OSError as exc:
-                failures.append(repr(exc))
-            latencies.append(time.monotonic() - began)
-            time.sleep(0.05)
+        latencies, failures = probe(pod.port, f"{PREFIX}/hello", PROBE_SECONDS, source=CLIENT)
         still_sending = sum(1 for seconds in trickle.sent_to if seconds > PROBE_SECONDS)
     finally:
         trickle.close()
-    ordered = sorted(latencies)
-    p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    p50, p99 = percentile(latencies, 0.5), percentile(latencies, 0.99)
     print(f"\n{pod.app.server}: {SLOW} slow bodies through the nginx sidecar, {len(latencies)} normal requests: "
           f"{len(failures)} failed, p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms; {still_sending} slow "
           f"connections still sending after {PROBE_SECONDS + 2:.0f} s")

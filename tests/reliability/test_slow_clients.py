@@ -9,7 +9,7 @@ import threading
 import time
 
 import pytest
-from testkit.serve import SERVERS, get
+from testkit.serve import SERVERS, percentile, probe
 
 pytestmark = pytest.mark.slow
 
@@ -60,28 +60,6 @@ class Trickle(threading.Thread):
             sock.close()
 
 
-def _probe(port: int, seconds: float) -> tuple[list[float], list[str]]:
-    """GET /hello on a fresh connection every 50 ms for ``seconds``; return the latencies and the failures."""
-    latencies, failures = [], []
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        began = time.monotonic()
-        try:
-            status = get(port, "/hello", timeout=5)[0]
-            if status != 200:
-                failures.append(f"status {status}")
-        except OSError as exc:
-            failures.append(repr(exc))
-        latencies.append(time.monotonic() - began)
-        time.sleep(0.05)
-    return latencies, failures
-
-
-def _p99(latencies: list[float]) -> float:
-    ordered = sorted(latencies)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-
-
 def _served_despite(start_server, server: str, head: bytes, payload: bytes) -> Trickle:
     """Start ``server`` (3 workers), open the slow connections, time normal requests; assert none failed and p99
     is under 250 ms; return the (closed) Trickle."""
@@ -90,11 +68,11 @@ def _served_despite(start_server, server: str, head: bytes, payload: bytes) -> T
     trickle.start()
     try:
         time.sleep(2)
-        latencies, failures = _probe(srv.port, PROBE_SECONDS)
+        latencies, failures = probe(srv.port, "/hello", PROBE_SECONDS)
     finally:
         trickle.close()
     assert not failures, failures[:5]
-    assert _p99(latencies) < 0.25, f"p99 {_p99(latencies) * 1000:.0f} ms over {len(latencies)} requests"
+    assert percentile(latencies, 0.99) < 0.25, f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms over {len(latencies)} requests"
     return trickle
 
 

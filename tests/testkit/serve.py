@@ -42,15 +42,52 @@ def require_tool(name: str) -> str:
     pytest.skip(message)
 
 
-def get(port: int, path: str, timeout: float = 5.0, method: str = "GET", body=None, headers=None):
-    """One HTTP request on a fresh connection; return ``(status, headers dict, body bytes)``."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def get(port: int, path: str, timeout: float = 5.0, method: str = "GET", body=None, headers=None,
+        source: str | None = None):
+    """One HTTP request to 127.0.0.1:``port`` on a fresh connection (from address ``source``, e.g. 127.0.0.2, when
+    given); return ``(status, headers dict (lower-case names), body bytes)``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout,
+                                      source_address=(source, 0) if source else None)
     try:
         conn.request(method, path, body=body, headers=headers or {})
         resp = conn.getresponse()
         return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
+
+
+def probe(port: int, path: str, seconds: float, source: str | None = None) -> tuple[list[float], list[str]]:
+    """GET ``path`` on a fresh connection every 50 ms for ``seconds`` (5 s timeout each); return the latencies
+    (seconds) and the failures (anything but a 200)."""
+    latencies, failures = [], []
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        began = time.monotonic()
+        try:
+            status = get(port, path, timeout=5, source=source)[0]
+            if status != 200:
+                failures.append(f"status {status}")
+        except OSError as exc:
+            failures.append(repr(exc))
+        latencies.append(time.monotonic() - began)
+        time.sleep(0.05)
+    return latencies, failures
+
+
+def percentile(latencies: list[float], fraction: float) -> float:
+    """The ``fraction`` (0.5, 0.99) percentile of ``latencies`` (nearest rank below)."""
+    ordered = sorted(latencies)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+def rule_count(port: int, metrics_path: str, rule: str, source: str | None = None) -> float:
+    """``http_requests_total`` for GET ``rule`` answered 200, from the Prometheus text on ``metrics_path`` (0 when
+    absent)."""
+    status, _, body = get(port, metrics_path, source=source)
+    assert status == 200
+    match = re.search(rf'^http_requests_total\{{endpoint="{re.escape(rule)}",method="GET",status="200"\}} (\S+)$',
+                      body.decode(), re.M)
+    return float(match.group(1)) if match else 0.0
 
 
 def rss_bytes(pid: int) -> int:
