@@ -240,10 +240,19 @@ def test_openshift_switch(template_project: Path, tmp_path: Path) -> None:
     (["--min-replicas", "5", "--max-replicas", "3"], "min <= max"),
     (["--min-replicas", "0"], "--min-replicas"),
     (["--cpu-target", "150"], "--cpu-target"),
+    (["--tls-secret", "shop-tls"], "--tls-secret needs --ingress"),
+    (["--ingress", "not a host"], "--ingress 'not a host' is not a host name"),
+    (["--ingress", "a.example", "--tls-secret", "Bad_Name"], "--tls-secret 'Bad_Name' is not a Secret name"),
+    (["--nginx-static"], "--nginx-static needs --nginx-sidecar"),
+    (["--nginx-image", "nginx:1"], "--nginx-image needs --nginx-sidecar"),
+    (["--nginx-sidecar", "--nginx-static"], "static is not a directory"),
+    (["--nginx-sidecar", "--nginx-image", "bad image"], "--nginx-image 'bad image' is not an image reference"),
+    (["--max-content-length", "-1"], "--max-content-length"),
 ])
-def test_bad_replica_bounds_are_one_line(template_project: Path, tmp_path: Path, args: list[str],
+def test_bad_deploy_options_are_one_line(template_project: Path, tmp_path: Path, args: list[str],
                                          fragment: str) -> None:
-    """Impossible autoscaler bounds: one `flask-stack:` line naming the option, non-zero exit, no files."""
+    """Impossible autoscaler bounds, front options that do not fit: one `flask-stack:` line naming the option,
+    non-zero exit, no files."""
     project = tmp_path / "demo-app"
     shutil.copytree(template_project, project)
     result = flask_stack("deploy", "--generate-only", "--image", IMAGE, *args, cwd=project, timeout=120)
@@ -388,25 +397,3 @@ def test_nginx_sidecar(template_project: Path, tmp_path: Path) -> None:
         assert check.returncode == 0, check.stderr
     elif os.environ.get("CI") == "true":
         pytest.fail("nginx is not installed (Debian package nginx-light); .ci/run installs it")
-
-
-@pytest.mark.parametrize(("args", "fragment"), [
-    (["--tls-secret", "shop-tls"], "--tls-secret needs --ingress"),
-    (["--ingress", "not a host"], "--ingress 'not a host' is not a host name"),
-    (["--ingress", "a.example", "--tls-secret", "Bad_Name"], "--tls-secret 'Bad_Name' is not a Secret name"),
-    (["--nginx-static"], "--nginx-static needs --nginx-sidecar"),
-    (["--nginx-image", "nginx:1"], "--nginx-image needs --nginx-sidecar"),
-    (["--nginx-sidecar", "--nginx-static"], "static is not a directory"),
-    (["--nginx-sidecar", "--nginx-image", "bad image"], "--nginx-image 'bad image' is not an image reference"),
-    (["--max-content-length", "-1"], "--max-content-length"),
-])
-def test_bad_front_options_are_one_line(template_project: Path, tmp_path: Path, args: list[str],
-                                        fragment: str) -> None:
-    """Front options that do not fit: one `flask-stack:` line naming the option, non-zero exit, no files."""
-    project = tmp_path / "demo-app"
-    shutil.copytree(template_project, project)
-    result = flask_stack("deploy", "--generate-only", "--image", IMAGE, *args, cwd=project, timeout=120)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("flask-stack: ") and fragment in lines[0], result.stderr
-    assert not (project / "deploy").exists()
