@@ -20,7 +20,6 @@ import sys
 import threading
 
 from server import reaper, serving
-from server.exceptions import StackError
 
 # Seconds a worker keeps serving after SIGTERM even with STACK_SHUTDOWN_DELAY=0: granian's stop closes idle
 # kept-alive connections at once, so each gets its ``Connection: close`` answer first (gunicorn lingers 2 s itself).
@@ -204,14 +203,7 @@ def run_granian(settings) -> int:
 def main() -> int:
     """The granian master (``serve`` with STACK_SERVER=granian execs ``python3 granian_app.py`` once the serving
     layer validated the settings and loaded the app): serve, then remove a temporary metrics dir."""
-    try:
-        serving.prepare_metrics_dir()  # this process owns the dir from now on
-        return run_granian(serving.serving_settings())
-    except StackError as exc:
-        sys.stderr.write(f"granian_app: {exc}\n")
-        return serving.EXIT_BAD_SETTING
-    finally:
-        serving.remove_temp_metrics_dir()
+    return serving.run_master("granian_app", run_granian)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,6 @@ import threading
 import time
 
 from server import reaper, serving
-from server.exceptions import StackError
 from server.logs import make_formatter
 
 WORKER_NAME = "uwsgi worker"  # each worker's process name (/proc/PID/comm)
@@ -288,16 +287,13 @@ def _configure_logging(settings) -> None:
 def main(argv: list[str] | None = None) -> int:
     """The supervisor (``serve`` with STACK_SERVER=uwsgi execs ``python3 uwsgi_app.py [uWSGI options]`` once the
     serving layer validated the settings and loaded the app): serve, then remove a temporary metrics dir."""
-    try:
-        settings = serving.serving_settings()
+    options = list(sys.argv[1:] if argv is None else argv)
+
+    def supervise(settings) -> int:
         _configure_logging(settings)
-        serving.prepare_metrics_dir()  # this process owns the dir from now on
-        return Supervisor(settings, list(sys.argv[1:] if argv is None else argv)).run()
-    except StackError as exc:
-        sys.stderr.write(f"uwsgi_app: {exc}\n")
-        return serving.EXIT_BAD_SETTING
-    finally:
-        serving.remove_temp_metrics_dir()
+        return Supervisor(settings, options).run()
+
+    return serving.run_master("uwsgi_app", supervise)
 
 
 if __name__ == "__main__":

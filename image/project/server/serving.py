@@ -341,6 +341,21 @@ def main(argv: list[str]) -> int:
         remove_temp_metrics_dir()
 
 
+def run_master(name: str, serve: Callable[[ServingSettings], int]) -> int:
+    """The body of a server's master process that ``_exec_server`` started (``granian_app.py``, ``uwsgi_app.py``):
+    take over the metrics dir, ``serve(settings)`` and return its exit status; a ``StackError`` is one line
+    ``<name>: <error>`` and status 2; a temporary metrics dir is removed whatever the exit."""
+    try:
+        settings = serving_settings()
+        prepare_metrics_dir()  # this process owns the dir from now on
+        return serve(settings)
+    except StackError as exc:
+        sys.stderr.write(f"{name}: {exc}\n")
+        return EXIT_BAD_SETTING
+    finally:
+        remove_temp_metrics_dir()
+
+
 def _exec_server(server: str, argv: list[str]) -> int:
     """Replace this process with the server's master, so it is the process ``serve`` started (PID 1 in a
     container) and named after the server: ``python3 -m gunicorn --config gunicorn.conf.py [argv]
