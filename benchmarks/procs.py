@@ -106,10 +106,10 @@ def cpu_seconds(pids) -> float:
 
 
 def serving_settings(env: dict):
-    """The stack's production serving settings (``server.settings.ServingSettings``) for environment ``env``."""
+    """The stack's production serving settings (``server.serving_settings.ServingSettings``) for environment ``env``."""
     if str(PROJECT_DIR) not in sys.path:
         sys.path.insert(0, str(PROJECT_DIR))
-    from server.settings import load_serving_settings
+    from server.serving_settings import load_serving_settings
 
     return load_serving_settings(env)
 

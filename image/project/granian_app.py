@@ -154,7 +154,7 @@ def _log_dictconfig(level: str, fmt: str) -> dict:
 
 
 def run_granian(settings) -> int:
-    """Serve with granian and ``settings`` (``server.settings.ServingSettings``); return the exit status.
+    """Serve with granian and ``settings`` (``server.serving_settings.ServingSettings``); return the exit status.
 
     Raises:
         serving.ServingError: granian is not installed.

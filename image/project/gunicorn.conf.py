@@ -2,7 +2,7 @@
 
 ``/project/serve`` runs gunicorn with this file and the app ``server.serving:app`` (``gunicorn -c gunicorn.conf.py
 server.serving:app`` works too). The
-settings, their defaults and their validation live in ``server.settings.load_serving_settings`` (README.md,
+settings, their defaults and their validation live in ``server.serving_settings.load_serving_settings`` (README.md,
 "Environment variables"); SIGTERM handling in ``server.serving.Drain``. Extra ``serve`` arguments and
 GUNICORN_CMD_ARGS are gunicorn options and win over this file.
 """

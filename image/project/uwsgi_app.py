@@ -68,7 +68,7 @@ _DATE = re.compile(r"^\w{3} \w{3} +\d+ [\d:]{8} \d{4} - ")  # uWSGI's own time s
 
 
 def uwsgi_options(settings, rundir: str) -> list[str]:
-    """uWSGI's command-line options for ``settings`` (``server.settings.ServingSettings``): the app, the router on
+    """uWSGI's command-line options for ``settings`` (``server.serving_settings.ServingSettings``): the app, the router on
     HOST:PORT, the workers' private socket and master FIFO in ``rundir``, STACK_UWSGI_SOCKET's socket."""
     here = os.path.dirname(os.path.abspath(__file__))
     workers_socket = os.path.join(rundir, "workers.sock")

@@ -32,13 +32,14 @@ def kubernetes_validate() -> str:
 
 
 def setting_default(kind: str, field: str):
-    """A default of the runtime's settings (``kind``: ``Settings`` or ``ServingSettings`` of server/settings.py)."""
+    """A default of the runtime's settings (``kind``: ``Settings`` of server/settings.py or ``ServingSettings`` of
+    server/serving_settings.py)."""
     sys.path.insert(0, str(REPO / "image" / "project"))
     try:
-        from server import settings
+        from server import serving_settings, settings
     finally:
         sys.path.pop(0)
-    return getattr(getattr(settings, kind)(), field)
+    return getattr(getattr(serving_settings if kind == "ServingSettings" else settings, kind)(), field)
 
 
 def load(path: Path) -> dict:

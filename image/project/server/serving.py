@@ -3,7 +3,7 @@
 ``/project/serve`` (the deployable image's CMD, and ``flask-stack run --production``) runs ``python3 -m
 server.serving``; ``main`` then
 
-1. resolves the serving settings once (``server.settings.load_serving_settings``: STACK_SERVER, PORT, STACK_HOST,
+1. resolves the serving settings once (``server.serving_settings.load_serving_settings``: STACK_SERVER, PORT, STACK_HOST,
    WEB_CONCURRENCY, STACK_THREADS, STACK_WORKER_TIMEOUT, STACK_GRACEFUL_TIMEOUT, STACK_SHUTDOWN_DELAY, LOG_LEVEL,
    LOG_FORMAT, STACK_CONTROL_SOCKET) and the runtime's (STACK_MAX_CONTENT_LENGTH...): a bad value is one line on
    stderr and exit status 2;
@@ -34,7 +34,8 @@ import threading
 from typing import Callable
 
 from .exceptions import SettingsError, StackError
-from .settings import ServingSettings, load_serving_settings, load_settings
+from .serving_settings import ServingSettings, load_serving_settings
+from .settings import load_settings
 
 EXIT_BAD_SETTING = 2
 EXIT_APP_LOAD = 4  # gunicorn's APP_LOAD_ERROR, which stops its arbiter instead of respawning workers
