@@ -39,7 +39,7 @@ import threading
 import time
 
 from server import reaper, serving
-from server.logs import make_formatter
+from server.logs import stderr_logger
 
 WORKER_NAME = "uwsgi worker"  # each worker's process name (/proc/PID/comm)
 DRAIN_FD_ENV = "STACK_UWSGI_DRAIN_FD"  # set by the supervisor for its uWSGI: the pipe the workers watch
@@ -276,21 +276,13 @@ class Supervisor:
             log.log(level, "%s", line)
 
 
-def _configure_logging(settings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(make_formatter(settings.log_format))
-    log.addHandler(handler)
-    log.setLevel(settings.log_level)
-    log.propagate = False
-
-
 def main(argv: list[str] | None = None) -> int:
     """The supervisor (``serve`` with STACK_SERVER=uwsgi execs ``python3 uwsgi_app.py [uWSGI options]`` once the
     serving layer validated the settings and loaded the app): serve, then remove a temporary metrics dir."""
     options = list(sys.argv[1:] if argv is None else argv)
 
     def supervise(settings) -> int:
-        _configure_logging(settings)
+        stderr_logger(log, settings.log_level, settings.log_format)
         return Supervisor(settings, options).run()
 
     return serving.run_master("uwsgi_app", supervise)

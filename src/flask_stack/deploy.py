@@ -31,8 +31,10 @@ from .project import project_name, sanitise_name, stack_id
 TEMPLATES = ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
 #: The Prometheus Operator's ServiceMonitor template, written only when asked (its CRD must be installed).
 SERVICE_MONITOR = "servicemonitor.yaml"
-#: Written when asked: the nginx sidecar's ConfigMap (its config from ``NGINX_CONF``) and the Ingress.
+#: Written when asked: the nginx sidecar's ConfigMap (its config from ``NGINX_CONF``, the runtime's
+#: ``image/project/server/nginx.conf``, which the deployable image's own front runs too) and the Ingress.
 NGINX_CONFIGMAP, NGINX_CONF, INGRESS = "nginx.yaml", "nginx.conf", "ingress.yaml"
+NGINX_CONF_DIR = ("image", "project", "server")
 #: The autoscaler's defaults: replicas (at least two, so one node going away leaves one pod serving) and
 #: the target average CPU use, percent of the pods' CPU request.
 MIN_REPLICAS, MAX_REPLICAS, CPU_TARGET = 2, 10, 70
@@ -124,7 +126,7 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
     filenames = [*TEMPLATES, *[NGINX_CONFIGMAP] * front.nginx_sidecar, *[INGRESS] * bool(front.ingress_host),
                  *[SERVICE_MONITOR] * service_monitor]
     if front.nginx_sidecar:
-        values = with_nginx_conf(values, _template(NGINX_CONF, values, front.blocks()))
+        values = with_nginx_conf(values, _template(NGINX_CONF, values, front.blocks(), NGINX_CONF_DIR))
     texts = []
     for filename in filenames:
         text = _template(filename, values, front.blocks())
@@ -139,14 +141,15 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
     return written
 
 
-def _template(filename: str, values: dict[str, str], blocks: dict[str, bool]) -> str:
-    """The stack's template ``image/config/<filename>`` rendered with ``values``, its optional blocks kept or left
-    out as ``blocks`` says.
+def _template(filename: str, values: dict[str, str], blocks: dict[str, bool],
+              directory: tuple[str, ...] = ("image", "config")) -> str:
+    """The stack's template ``<directory>/<filename>`` (default ``image/config``) rendered with ``values``, its
+    optional blocks kept or left out as ``blocks`` says.
 
     Raises:
         StackError: the template cannot be read.
     """
-    path = stack_root() / "image" / "config" / filename
+    path = stack_root().joinpath(*directory, filename)
     try:
         text = render(path.read_text(encoding="utf-8"), values)
     except OSError as exc:

@@ -5,7 +5,7 @@ Both are off by default (clients reach the app's own port through the Service). 
 - ``--ingress HOST`` writes ``ingress.yaml`` (image/config/ingress.yaml): an Ingress for ingress-nginx routing
   ``HOST`` + the URL prefix to the Service, with request and response buffering on, the body limit of the app
   (``STACK_MAX_CONTENT_LENGTH``) and timeouts; ``--tls-secret NAME`` adds its TLS section.
-- ``--nginx-sidecar`` writes ``nginx.yaml`` (a ConfigMap holding image/config/nginx.conf) and adds an nginx
+- ``--nginx-sidecar`` writes ``nginx.yaml`` (a ConfigMap holding image/project/server/nginx.conf) and adds an nginx
   container to the Deployment, in front of the app in the same pod; ``--nginx-static`` has it serve the
   project's ``static/`` files (copied out of the app's image by an init container).
 

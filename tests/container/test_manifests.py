@@ -91,6 +91,7 @@ def test_generate_only_writes_valid_manifests(template_project: Path, tmp_path: 
     assert {"cpu", "memory"} <= set(container["resources"]["requests"]) and container["resources"]["limits"]
     env = {item["name"]: item["value"] for item in container["env"]}
     assert env["STACK_URL_PREFIX"] == ""  # the root
+    assert "STACK_FRONT" not in env  # the image's default: its nginx front (tests/container/test_deploy_image.py)
     mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
@@ -384,6 +385,7 @@ def test_nginx_sidecar(template_project: Path, tmp_path: Path) -> None:
     assert volumes[init["volumeMounts"][0]["name"]] == volumes[mounts["/tmp/static"]]
     env = env_of(app)
     assert env["STACK_PROXY_HOPS"] == "2"  # ingress-nginx, then the sidecar
+    assert env["STACK_FRONT"] == "none"  # the sidecar is the front; no second nginx in the app's container
     pre_stop = " ".join(nginx["lifecycle"]["preStop"]["exec"]["command"])
     accepting = int(re.search(r"sleep (\d+);", pre_stop).group(1))
     assert accepting < int(env["STACK_SHUTDOWN_DELAY"]) and "-s quit" in pre_stop

@@ -199,14 +199,34 @@ class ProductionServer:
         """Return the whole server log."""
         return self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
 
+    @property
+    def front(self) -> bool:
+        """Whether nginx is in front (STACK_FRONT=nginx: ``serve`` -> nginx and the server's master)."""
+        return self.env.get("STACK_FRONT") == "nginx"
+
+    def master_pid(self) -> int | None:
+        """The server's master: the process ``serve`` became or, with the nginx front, its child that is not nginx."""
+        if not self.proc or self.proc.poll() is not None:
+            return None
+        if not self.front:
+            return self.proc.pid
+        return next((pid for pid in children_of(self.proc.pid) if _comm(pid) != "nginx"), None)
+
+    def nginx_pids(self) -> list[int]:
+        """The front's nginx processes (master and workers); [] without a front."""
+        if not self.front or not self.proc or self.proc.poll() is not None:
+            return []
+        return sorted(pid for pid in descendants(self.proc.pid) if _comm(pid) == "nginx")
+
     def worker_pids(self) -> list[int]:
         """Return the pids of the server's worker processes (children of the master that serve requests)."""
-        if not self.proc or self.proc.poll() is not None:
+        master = self.master_pid()
+        if master is None:
             return []
         if self.server == "uwsgi":  # serve -> uwsgi_app.py -> uWSGI's master -> its workers and its http router
-            return sorted(pid for pid in descendants(self.proc.pid) if _comm(pid) == "uwsgi worker")
+            return sorted(pid for pid in descendants(master) if _comm(pid) == "uwsgi worker")
         # Both gunicorn's master and granian's main process have no children but their workers.
-        return children_of(self.proc.pid)
+        return children_of(master)
 
     def worker_rss(self) -> int:
         """Return the summed RSS of all workers, bytes."""

@@ -222,6 +222,18 @@ def make_formatter(fmt: str = "text") -> logging.Formatter:
     return JsonFormatter() if fmt == "json" else logging.Formatter(TEXT_FORMAT, DATE_FORMAT)
 
 
+def stderr_logger(logger: logging.Logger, level: str, fmt: str) -> logging.Logger:
+    """Make ``logger`` write its records (at ``level`` and above, a ``logging`` level name) to stderr in the stack's
+    format ``fmt`` and nowhere else: for the processes that watch a server (uWSGI's supervisor, the nginx front),
+    which never configure the root logger. Returns ``logger``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(make_formatter(fmt))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+    return logger
+
+
 def configure_logging(level: str = "INFO", fmt: str = "text", flush_seconds: float = 0.0) -> logging.Handler:
     """Send log records to stdout in format ``fmt`` ("text" or "json") at ``level`` (a ``logging`` level name),
     buffering lines below WARNING for at most ``flush_seconds`` seconds (0: write every line at once).

@@ -4,8 +4,8 @@
 server.serving``; ``main`` then
 
 1. resolves the serving settings once (``server.serving_settings.load_serving_settings``: STACK_SERVER, PORT, STACK_HOST,
-   WEB_CONCURRENCY, STACK_THREADS, STACK_WORKER_TIMEOUT, STACK_GRACEFUL_TIMEOUT, STACK_SHUTDOWN_DELAY, LOG_LEVEL,
-   LOG_FORMAT, STACK_CONTROL_SOCKET) and the runtime's (STACK_MAX_CONTENT_LENGTH...): a bad value is one line on
+   WEB_CONCURRENCY, STACK_THREADS, STACK_WORKER_TIMEOUT, STACK_GRACEFUL_TIMEOUT, STACK_SHUTDOWN_DELAY, STACK_FRONT,
+   LOG_LEVEL, LOG_FORMAT, STACK_CONTROL_SOCKET) and the runtime's (STACK_MAX_CONTENT_LENGTH...): a bad value is one line on
    stderr and exit status 2;
 2. owns the metrics directory's life cycle: PROMETHEUS_MULTIPROC_DIR is checked and its stale ``*.db`` files are
    wiped; a temporary one (made by ``serve`` before Python starts, as prometheus_client requires) is removed when
@@ -14,7 +14,8 @@ server.serving``; ``main`` then
    line naming file and line (``server.app``'s message) and exit status 4, for any worker count and any server;
 4. runs the chosen server through its thin mapping of these settings onto its own options and hooks
    (``gunicorn.conf.py``, for which this process becomes gunicorn's master; ``granian_app.py``; ``uwsgi_app.py``,
-   which supervises uWSGI; all beside ``serve``).
+   which supervises uWSGI; all beside ``serve``); with STACK_FRONT=nginx (the deployable image's default) this
+   process stays, with nginx in front of that server (``server.front``).
 
 Every server's worker handles SIGTERM through ``Drain``: readiness DOWN at once, ``Connection: close`` on every
 response (so clients that hold connections move away), new connections accepted until STACK_SHUTDOWN_DELAY
@@ -334,8 +335,16 @@ def main(argv: list[str]) -> int:
         status = check_app_loads()
         if status:
             return status
-        return _exec_server(settings.server, argv)
-    except StackError as exc:  # SettingsError, ServingError
+        command = server_command(settings.server, argv)
+        if settings.front == "nginx":
+            from .front import run_front
+
+            return run_front(settings, command)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.execv(sys.executable, command)
+        return 1  # pragma: no cover - execv does not return
+    except StackError as exc:  # SettingsError, ServingError, FrontError
         sys.stderr.write(f"serve: {exc}\n")
         return getattr(exc, "exit_status", EXIT_BAD_SETTING)
     finally:
@@ -343,7 +352,7 @@ def main(argv: list[str]) -> int:
 
 
 def run_master(name: str, serve: Callable[[ServingSettings], int]) -> int:
-    """The body of a server's master process that ``_exec_server`` started (``granian_app.py``, ``uwsgi_app.py``):
+    """The body of a server's master process that ``main`` started (``granian_app.py``, ``uwsgi_app.py``):
     take over the metrics dir, ``serve(settings)`` and return its exit status; a ``StackError`` is one line
     ``<name>: <error>`` and status 2; a temporary metrics dir is removed whatever the exit."""
     try:
@@ -357,11 +366,12 @@ def run_master(name: str, serve: Callable[[ServingSettings], int]) -> int:
         remove_temp_metrics_dir()
 
 
-def _exec_server(server: str, argv: list[str]) -> int:
-    """Replace this process with the server's master, so it is the process ``serve`` started (PID 1 in a
-    container) and named after the server: ``python3 -m gunicorn --config gunicorn.conf.py [argv]
-    server.serving:app``, ``python3 granian_app.py`` or ``python3 uwsgi_app.py [argv]``. From then on the server's
-    mapping removes a temporary metrics dir at exit (gunicorn.conf.py's ``on_exit``, the others' ``main``).
+def server_command(server: str, argv: list[str]) -> list[str]:
+    """The command of the server's master: ``python3 -m gunicorn --config gunicorn.conf.py [argv]
+    server.serving:app``, ``python3 granian_app.py`` or ``python3 uwsgi_app.py [argv]``. ``main`` replaces itself
+    with it (so it is the process ``serve`` started, PID 1 in a container, named after the server) or, with
+    STACK_FRONT=nginx, starts it behind nginx. From then on the server's mapping removes a temporary metrics dir at
+    exit (gunicorn.conf.py's ``on_exit``, the others' ``main``).
 
     Raises:
         ServingError: the server is not installed in this Python environment.
@@ -371,16 +381,11 @@ def _exec_server(server: str, argv: list[str]) -> int:
     if importlib.util.find_spec("pyuwsgi" if server == "uwsgi" else server) is None:
         raise ServingError(f"{server} is not installed in this environment; install it or set STACK_SERVER")
     if server == "granian":
-        command = [sys.executable, "-P", os.path.join(HERE, "granian_app.py")]
-    elif server == "uwsgi":
-        command = [sys.executable, "-P", os.path.join(HERE, "uwsgi_app.py"), *argv]
-    else:
-        command = [sys.executable, "-P", "-m", "gunicorn", "--config", os.path.join(HERE, "gunicorn.conf.py"),
-                   *argv, "server.serving:app"]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, command)
-    return 1  # pragma: no cover - execv does not return
+        return [sys.executable, "-P", os.path.join(HERE, "granian_app.py")]
+    if server == "uwsgi":
+        return [sys.executable, "-P", os.path.join(HERE, "uwsgi_app.py"), *argv]
+    return [sys.executable, "-P", "-m", "gunicorn", "--config", os.path.join(HERE, "gunicorn.conf.py"), *argv,
+            "server.serving:app"]
 
 
 if __name__ == "__main__":

@@ -57,6 +57,7 @@ class ServingSettings:
         log_level, log_format: as the runtime's.
         control_socket: gunicorn's control socket path, None = off.
         uwsgi_socket: uWSGI's uwsgi-protocol socket for nginx (``HOST:PORT`` or a path), None = none.
+        front: ``none`` or ``nginx`` (``server.front``: nginx buffers requests in front of the server).
     """
 
     server: str = "granian"
@@ -72,6 +73,7 @@ class ServingSettings:
     log_format: str = "text"
     control_socket: str | None = None
     uwsgi_socket: str | None = None
+    front: str = "none"
 
     @property
     def bind(self) -> str:
@@ -81,6 +83,7 @@ class ServingSettings:
 
 
 SERVERS = ("granian", "gunicorn", "uwsgi")  # the default first (README.md, "Production serving", says why)
+FRONTS = ("none", "nginx")  # STACK_FRONT; the deployable image sets nginx
 
 
 def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | None = None) -> ServingSettings:
@@ -125,6 +128,7 @@ def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | 
         log_level=parse_level("LOG_LEVEL", env.get("LOG_LEVEL", "")),
         log_format=parse_choice("LOG_FORMAT", env.get("LOG_FORMAT", ""), ("text", "json"), "text", "a log format"),
         control_socket=env.get("STACK_CONTROL_SOCKET", "").strip() or None,
+        front=parse_choice("STACK_FRONT", env.get("STACK_FRONT", ""), FRONTS, ServingSettings.front, "a front"),
         uwsgi_socket=parse_uwsgi_socket("STACK_UWSGI_SOCKET", env.get("STACK_UWSGI_SOCKET", ""), parse_bool(
             "STACK_UWSGI_SOCKET_PUBLIC", env.get("STACK_UWSGI_SOCKET_PUBLIC", ""))),
     )
