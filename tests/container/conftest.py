@@ -202,12 +202,20 @@ BOOM_ROUTE = '''
 def boom():
     """Always fails (tests: no traceback and no debugger may leave the production server)."""
     raise RuntimeError("secret-internal-detail")
+
+
+@blueprint.post("/size")
+def size():
+    """Reads the whole request body (tests: slow bodies must not reach the app)."""
+    from flask import request
+
+    return {"size": len(request.get_data())}
 '''
 
 
 @pytest.fixture(scope="session")
 def app_project(template_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A template project with a failing /boom route, a runtime package (six) whose lock is stale, and a git
+    """A template project with a failing /boom route, a body-reading POST /size, a runtime package (six) whose lock is stale, and a git
     commit; returns (project, commit sha)."""
     project = tmp_path_factory.mktemp("build") / "shop-api"
     shutil.copytree(template_project, project)
@@ -336,11 +344,15 @@ def container_processes(engine: str, name: str, env: dict[str, str] | None = Non
     return [tuple(line.split(" ", 3)) for line in result.stdout.splitlines()]
 
 
-def assert_production_server(table: list[tuple[str, ...]], workers: int = 2) -> None:
-    """Every process runs as uid 1001; PID 1 is the production server's main process (``serve`` runs the serving
-    layer, which execs it: granian by default, ``granian_app.py``) and at least ``workers`` worker processes were
-    started by it."""
+def assert_production_server(table: list[tuple[str, ...]], workers: int = 2, server: str = "granian_app.py") -> None:
+    """Every process runs as uid 1001; PID 1 is the serving layer (``serve``), its children nginx (the image's
+    buffering front, STACK_FRONT=nginx) and the production server's main process (``server``: granian by default,
+    ``granian_app.py``), which started at least ``workers`` worker processes."""
     assert {uid for uid, *_ in table} == {"1001"}, table
     pid1 = [cmd for _, pid, _, cmd in table if pid == "1"]
-    assert pid1 and "granian" in pid1[0], table
-    assert len([pid for _, pid, ppid, _ in table if ppid == "1"]) >= workers, table
+    assert pid1 and "server.serving" in pid1[0], table
+    children = {pid: cmd for _, pid, ppid, cmd in table if ppid == "1"}
+    assert any(cmd.startswith("nginx: master process") for cmd in children.values()), table
+    (master,) = [pid for pid, cmd in children.items() if server in cmd]
+    if server == "granian_app.py":
+        assert len([pid for _, pid, ppid, _ in table if ppid == master]) >= workers, table

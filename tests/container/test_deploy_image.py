@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from testkit.serve import percentile, probe
+from testkit.slow import SLOW, SLOW_BODY_HEAD, SLOW_HEAD, Trickle
 
 from flask_stack.container import ContainerEngine, project_key
 from flask_stack.project import project_name
@@ -116,9 +118,9 @@ def test_image_contents(engine: str, app_image: str) -> None:
 
 def test_serves_every_endpoint_as_non_root(engine: str, running_app: tuple[str, str],
                                            app_project: tuple[Path, str]) -> None:
-    """The default production server (granian, PID 1 after the serving layer's exec) answers every endpoint; all
-    processes run as uid 1001; errors carry no traceback and no Werkzeug debugger although STACK_DEBUG=1 was
-    passed."""
+    """The default production configuration (nginx in front of granian, both started by the serving layer, PID 1)
+    answers every endpoint; all processes run as uid 1001; errors carry no traceback and no Werkzeug debugger
+    although STACK_DEBUG=1 was passed."""
     name, base = running_app
     _, sha = app_project
     assert wait_for(f"{base}/hello") == "Hello from Appsody!"
@@ -139,6 +141,35 @@ def test_serves_every_endpoint_as_non_root(engine: str, running_app: tuple[str, 
     assert "Traceback" not in body and "secret-internal-detail" not in body and "Werkzeug Debugger" not in body
 
     assert_production_server(container_processes(engine, name), workers=2)  # WEB_CONCURRENCY=2
+
+
+def test_holds_slow_clients(engine: str, app_image: str) -> None:
+    """The image as it runs by default (nginx in front, 3 workers) keeps answering normal requests while 64
+    connections send a request head and 64 a request body (to a route that reads it) one byte a second: none
+    fails, p99 under 250 ms; the slow heads are closed within 13 s (nginx's client_header_timeout, 10 s)."""
+    name = f"flask-stack-test-slow-{os.getpid()}"
+    port = free_port()
+    try:
+        subprocess.run([engine, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-e", "WEB_CONCURRENCY=3",
+                        app_image], check=True, capture_output=True, timeout=120)
+        wait_for(f"http://127.0.0.1:{port}/health/ready")
+        assert http_get(f"http://127.0.0.1:{port}/hello")[0] == 200
+        heads, bodies = Trickle(port, b"", SLOW_HEAD), Trickle(port, SLOW_BODY_HEAD, b"x" * 100_000)
+        heads.start()
+        bodies.start()
+        try:
+            time.sleep(2)
+            latencies, failures = probe(port, "/hello", 12.0)
+        finally:
+            heads.close()
+            bodies.close()
+        assert not failures, failures[:5]
+        assert percentile(latencies, 0.99) < 0.25, f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms"
+        assert len(heads.closed_after) == SLOW and max(heads.closed_after) < 13, heads.closed_after
+        status, body, _ = http_get(f"http://127.0.0.1:{port}/metrics")
+        assert 'endpoint="/size"' not in body  # no slow body ever reached the app
+    finally:
+        subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
 
 def test_healthcheck_passes(engine: str, running_app: tuple[str, str]) -> None:
@@ -200,8 +231,9 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 
 
 def test_serves_with_uwsgi(engine: str, app_image: str) -> None:
-    """STACK_SERVER=uwsgi: the image serves through uWSGI (its supervisor, uwsgi_app.py, is PID 1; two workers as
-    uid 1001), answers every kind of endpoint, and `<engine> stop` (SIGTERM) ends it with exit status 0."""
+    """STACK_SERVER=uwsgi: the image serves through uWSGI behind its nginx front (uWSGI's supervisor, uwsgi_app.py,
+    is a child of the serving layer; two workers as uid 1001), answers every kind of endpoint, and `<engine> stop`
+    (SIGTERM) ends it with exit status 0."""
     name = f"flask-stack-test-uwsgi-{os.getpid()}"
     port = free_port()
     try:
@@ -213,9 +245,7 @@ def test_serves_with_uwsgi(engine: str, app_image: str) -> None:
         status, body, _ = http_get(f"{base}/metrics")
         assert status == 200 and 'http_requests_total{endpoint="/hello"' in body
         assert http_get(f"{base}/apidocs/")[0] == 200
-        table = container_processes(engine, name)
-        assert {uid for uid, *_ in table} == {"1001"}, table
-        assert [cmd for _, pid, _, cmd in table if pid == "1"][0].endswith("/project/uwsgi_app.py"), table
+        assert_production_server(container_processes(engine, name), server="/project/uwsgi_app.py")
         deadline = time.monotonic() + 30  # each worker names itself once it has loaded the app
         while True:
             names = subprocess.run([engine, "exec", name, "python3", "-c", COMM_PROBE], capture_output=True,

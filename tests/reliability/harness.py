@@ -1,11 +1,13 @@
 """Helpers of the reliability tests beside ``testkit.serve`` (the production server, HTTP, wrk): the fixture
-projects, /metrics samples."""
+projects, /metrics samples, ``serve`` run to fail."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
-from testkit.serve import REPO, get
+from testkit.serve import REPO, SERVE, VENV_BIN, get
 
 TEMPLATE = REPO / "templates" / "simple"
 FIXTURE_USERAPP = Path(__file__).resolve().parent / "userapp"
@@ -32,3 +34,22 @@ def series_keys(samples, ignore_labels=("pid",)) -> set:
         for s in samples
         if not any(label in s.labels for label in ignore_labels)
     }
+
+
+def run_serve(env_extra: dict, tmp_path, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``serve`` expecting it to fail fast; return the finished process (stdout+stderr in .stdout). Its temporary
+    files go under ``tmp_path`` (TMPDIR)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("STACK_", "PROMETHEUS_")) and k != "WEB_CONCURRENCY"}
+    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}", STACK_HOST="127.0.0.1", PORT="1",
+               TMPDIR=str(tmp_path))
+    env.pop("PYTHONPATH", None)
+    env.update(env_extra)
+    return subprocess.run(
+        [str(SERVE)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        timeout=timeout,
+    )
+
+
+def left_in(tmp_path) -> list:
+    """What ``serve`` left in its TMPDIR (the test's own files aside)."""
+    return [p.name for p in tmp_path.iterdir() if p.name.startswith(("flask-stack", "tmp"))]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -11,34 +10,16 @@ import uuid
 
 import pytest
 from testkit.net import free_port
-from testkit.serve import SERVERS, SERVE, VENV_BIN, get
+from testkit.serve import SERVERS, VENV_BIN, get
 
-from .harness import sample_value, scrape
+from .harness import left_in, run_serve, sample_value, scrape
 
 pytestmark = pytest.mark.slow
 
 
-def _run_serve(env_extra: dict, tmp_path, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run ``serve`` expecting it to fail fast; return the finished process (stdout+stderr in .stdout). Its temporary
-    files go under ``tmp_path`` (TMPDIR)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STACK_", "PROMETHEUS_")) and k != "WEB_CONCURRENCY"}
-    env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}", STACK_HOST="127.0.0.1", PORT="1",
-               TMPDIR=str(tmp_path))
-    env.pop("PYTHONPATH", None)
-    env.update(env_extra)
-    return subprocess.run(
-        [str(SERVE)], env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        timeout=timeout,
-    )
-
-
-def _left_in(tmp_path) -> list:
-    """What ``serve`` left in its TMPDIR (the test's own files aside)."""
-    return [p.name for p in tmp_path.iterdir() if p.name.startswith(("flask-stack", "tmp"))]
-
-
 BAD_SETTINGS = [
     ({"STACK_SERVER": "apache"}, "STACK_SERVER='apache' is not a server; use granian, gunicorn or uwsgi"),
+    ({"STACK_FRONT": "apache"}, "STACK_FRONT='apache' is not a front; use none or nginx"),
     ({"STACK_UWSGI_SOCKET": "0.0.0.0:3031"}, "STACK_UWSGI_SOCKET='0.0.0.0:3031' is not a loopback address"),
     ({"STACK_UWSGI_SOCKET": ":3031"}, "STACK_UWSGI_SOCKET=':3031' is not a loopback address"),
     ({"STACK_UWSGI_SOCKET": "3031"}, "STACK_UWSGI_SOCKET='3031' is neither HOST:PORT"),
@@ -62,13 +43,13 @@ BAD_SETTINGS = [
 @pytest.mark.parametrize("env, expected", BAD_SETTINGS, ids=[" ".join(f"{k}={v}" for k, v in e.items())
                                                             for e, _ in BAD_SETTINGS])
 def test_bad_settings_fail_with_one_line_and_exit_2(server, env, expected, tmp_path):
-    done = _run_serve({"STACK_SERVER": server, **env}, tmp_path)
+    done = run_serve({"STACK_SERVER": server, **env}, tmp_path)
     assert done.returncode == 2, done.stdout
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], done.stdout
     assert lines[0].startswith("serve: ")
     assert "Traceback" not in done.stdout
-    assert not _left_in(tmp_path), "temporary files left behind"
+    assert not left_in(tmp_path), "temporary files left behind"
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -79,13 +60,13 @@ def test_app_that_fails_to_load_exits_4_with_one_line(server, workers, tmp_path)
     project = tmp_path / "project"
     project.mkdir()
     (project / "__init__.py").write_text("import os\n\nraise RuntimeError('no database')\n")
-    done = _run_serve({"STACK_SERVER": server, "WEB_CONCURRENCY": str(workers), "PORT": str(free_port()),
+    done = run_serve({"STACK_SERVER": server, "WEB_CONCURRENCY": str(workers), "PORT": str(free_port()),
                        "STACK_USERAPP_DIR": str(project)}, tmp_path)
     assert done.returncode == 4, done.stdout
     lines = [line for line in done.stdout.splitlines() if line.strip()]
     assert len(lines) == 1, done.stdout
     assert f"{project / '__init__.py'}:3: RuntimeError: no database" in lines[0], done.stdout
-    assert not _left_in(tmp_path), "temporary files left behind"
+    assert not left_in(tmp_path), "temporary files left behind"
 
 
 def test_stale_metric_files_are_wiped_before_start(start_server, tmp_path):

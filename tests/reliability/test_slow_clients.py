@@ -7,61 +7,17 @@ server; each server alone (STACK_FRONT=none) is tested too, its limits written d
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 
 import pytest
 from testkit.serve import SERVERS, percentile, probe, require_tool
+from testkit.slow import SLOW, SLOW_BODY_HEAD, SLOW_HEAD, Trickle
 
 pytestmark = pytest.mark.slow
 
-SLOW = 64  # connections
 PROBE_SECONDS = 12.0  # normal requests are timed this long, from 2 s after the slow connections opened
 HEADER_TIMEOUT = 10.0  # the serving layer's bound on reading a request head (granian: header_read_timeout;
 # nginx: client_header_timeout, from the first byte of the head)
-SLOW_HEAD = b"GET /hello HTTP/1.1\r\nHost: t\r\nX-Slow: " + b"a" * 4000 + b"\r\n\r\n"
-SLOW_BODY_HEAD = (b"POST /size HTTP/1.1\r\nHost: t\r\nContent-Type: application/octet-stream\r\n"
-                  b"Content-Length: 100000\r\n\r\n")
-
-
-class Trickle(threading.Thread):
-    """``SLOW`` connections, each sending ``payload`` one byte a second (after ``head`` at once) until ``stop``;
-    ``closed_after`` holds, per connection the server closed, the seconds it took."""
-
-    def __init__(self, port: int, head: bytes, payload: bytes):
-        super().__init__(daemon=True)
-        self.socks = []
-        for _ in range(SLOW):
-            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-            if head:
-                sock.sendall(head)
-            sock.setblocking(False)
-            self.socks.append(sock)
-        self.payload = payload
-        self.stop = threading.Event()
-        self.closed_after: list[float] = []
-
-    def run(self) -> None:
-        began = time.monotonic()
-        position = 0
-        alive = list(self.socks)
-        while alive and not self.stop.wait(1.0):
-            for sock in list(alive):
-                try:
-                    sock.send(self.payload[position:position + 1])
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    self.closed_after.append(time.monotonic() - began)
-                    alive.remove(sock)
-            position += 1
-
-    def close(self) -> None:
-        self.stop.set()
-        self.join(5)
-        for sock in self.socks:
-            sock.close()
 
 
 def _served_despite(start_server, server: str, front: str, head: bytes, payload: bytes) -> Trickle:

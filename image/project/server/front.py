@@ -20,11 +20,12 @@ SIGTERM (or SIGINT): SIGTERM to the server at once (readiness DOWN; its answers 
 nginx passes on as an added token), SIGQUIT to nginx after STACK_SHUTDOWN_DELAY seconds (at least
 ``QUIT_LINGER``; it stops accepting and finishes what it has), the server stops ``LINGER`` seconds after that; everything left at STACK_GRACEFUL_TIMEOUT
 (+ ``LINGER``) is killed. When either child ends on its own the other is stopped. The exit status is the server's
-(0 after SIGTERM); nginx failing to start is one line and status 2. The private directory is removed at exit.
+(0 after SIGTERM); nginx missing or rejecting its config, or the address in use, is one line and status 2. The private directory is removed at exit.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -38,7 +39,7 @@ import threading
 import time
 
 from .exceptions import StackError
-from .logs import stderr_logger
+from .logs import access_line, printable_path, stderr_logger
 from .serving_settings import ServingSettings
 from .settings import load_settings
 
@@ -48,6 +49,11 @@ LINGER = 2.0  # seconds the server keeps accepting after nginx stopped: requests
 QUIT_LINGER = 1.0
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nginx.conf")
 log = logging.getLogger("server.front")
+nginx_log = logging.getLogger("nginx")
+# nginx's error-log line: ``2026/12/01 19:13:05 [error] 123#123: *5 message``
+_ERROR_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(?P<level>\w+)\] \d+#\d+: (?:\*\d+ )?(?P<message>.*)$")
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO, "warn": logging.WARNING,
+           "error": logging.ERROR, "crit": logging.CRITICAL, "alert": logging.CRITICAL, "emerg": logging.CRITICAL}
 
 
 class FrontError(StackError):
@@ -110,6 +116,22 @@ def quit_after(settings: ServingSettings) -> float:
     return max(settings.shutdown_delay, QUIT_LINGER)
 
 
+def check_listen(settings: ServingSettings) -> None:
+    """Bind ``settings.bind`` once (as nginx will, with SO_REUSEADDR) and release it, so that an address in use is
+    one line before anything starts.
+
+    Raises:
+        FrontError: the address cannot be bound (in use, not on this host, not allowed).
+    """
+    host = settings.host.strip("[]")
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, settings.port))
+        except OSError as exc:
+            raise FrontError(f"cannot listen on {settings.bind}: {exc.strerror or exc}; set PORT or STACK_HOST")
+
+
 def server_environment(settings: ServingSettings, app_port: int) -> dict[str, str]:
     """The environment of the server behind nginx: this one with the server on 127.0.0.1:``app_port``, one more
     trusted proxy, a shutdown delay ``LINGER`` seconds past nginx's stop (below the graceful timeout) and no front
@@ -132,14 +154,16 @@ class Front:
         self.server: subprocess.Popen | None = None
         self.nginx: subprocess.Popen | None = None
         self.stopping = threading.Event()
+        self.relays: list[threading.Thread] = []
 
     def start(self) -> None:
         """Write nginx's config, check it, start the server then nginx.
 
         Raises:
-            FrontError: nginx is missing or rejects its config.
+            FrontError: nginx is missing or rejects its config, or the address is in use.
         """
         nginx = nginx_binary()
+        check_listen(self.settings)
         app_port = free_loopback_port()
         conf = os.path.join(self.workdir, "nginx.conf")
         with open(conf, "w", encoding="utf-8") as fh:
@@ -150,7 +174,15 @@ class Front:
             detail = (check.stderr.strip().splitlines() or ["no message"])[-1]
             raise FrontError(f"nginx rejects the front's config: {detail}")
         self.server = subprocess.Popen(self.command, env=server_environment(self.settings, app_port))
-        self.nginx = subprocess.Popen(argv)
+        # nginx reopens /dev/stdout and /dev/stderr: on a file that would be a second write offset, clobbering the
+        # server's lines; through pipes its lines are also rewritten in the stack's format (``relay_nginx``).
+        self.nginx = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.relays = [threading.Thread(target=relay_access, args=(self.nginx.stdout, self.settings.log_format),
+                                        name="nginx-access", daemon=True),
+                       threading.Thread(target=relay_errors, args=(self.nginx.stderr,), name="nginx-errors",
+                                        daemon=True)]
+        for relay in self.relays:
+            relay.start()
         log.info("flask-stack: nginx in front on http://%s, buffering requests for %s on 127.0.0.1:%d",
                  self.settings.bind, self.settings.server, app_port)
 
@@ -167,8 +199,8 @@ class Front:
         _signal(self.nginx, signal.SIGQUIT)
 
     def wait(self) -> int:
-        """Wait until both children are gone and return the exit status: the server's, or 1 when nginx ended on
-        its own with 0 (a failing nginx's status otherwise). When one child ends on its own the other is stopped;
+        """Wait until both children are gone and return the exit status: 1 when nginx ended on its own, else the
+        server's (128 + N when signal N killed it). When one child ends on its own the other is stopped;
         after a stop, whatever is left at the graceful timeout (+ ``LINGER``) is killed."""
         assert self.server is not None and self.nginx is not None
         ended_first = None
@@ -189,9 +221,12 @@ class Front:
                 _signal(self.nginx, signal.SIGKILL)
                 _signal(self.server, signal.SIGKILL)
             time.sleep(0.05)
+        for relay in self.relays:  # nginx is gone: its last lines are in the pipes
+            relay.join(1.0)
         if ended_first is self.nginx:
-            return self.nginx.returncode or 1
-        return self.server.returncode
+            return 1
+        status = self.server.returncode
+        return status if status >= 0 else 128 - status
 
     def close(self) -> None:
         """Kill children still running (after an error) and remove the private directory."""
@@ -200,6 +235,37 @@ class Front:
                 child.kill()
                 child.wait()
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def relay_access(stream, fmt: str) -> None:
+    """Write each access line nginx writes on ``stream`` (its ``front`` log format: JSON, only requests nginx
+    answered itself) to stdout as the stack's access line in format ``fmt`` ("text" or "json"), with ``-`` for the
+    request id (the app never saw the request). Returns at end of stream."""
+    for raw in iter(stream.readline, b""):
+        try:
+            entry = json.loads(raw)
+            method, _, rest = str(entry["request"]).partition(" ")
+            path = rest.rsplit(" ", 1)[0] if " " in rest else rest
+            line = access_line(fmt, time.time(), printable_path(method, 20) or "-", printable_path(path or "-"),
+                               int(entry["status"]), float(entry["seconds"]) * 1000.0, "-",
+                               printable_path(str(entry["client"]), 100))
+        except (ValueError, KeyError, TypeError):
+            nginx_log.warning("%s", printable_path(raw.decode("utf-8", "replace").rstrip("\n")))
+            continue
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+def relay_errors(stream) -> None:
+    """Log each line nginx writes on ``stream`` (its error log) through logger ``nginx`` (in the stack's format) at
+    nginx's level. Returns at end of stream."""
+    for raw in iter(stream.readline, b""):
+        text = raw.decode("utf-8", "replace").rstrip("\n")
+        match = _ERROR_LINE.match(text)
+        if match:
+            nginx_log.log(_LEVELS.get(match["level"], logging.WARNING), "%s", printable_path(match["message"]))
+        elif text:
+            nginx_log.warning("%s", printable_path(text))
 
 
 def _signal(child: subprocess.Popen | None, signum: int) -> None:
@@ -217,6 +283,7 @@ def run_front(settings: ServingSettings, command: list[str]) -> int:
         FrontError: nginx is missing or rejects its config (nothing is left running).
     """
     stderr_logger(log, settings.log_level, settings.log_format)
+    stderr_logger(nginx_log, settings.log_level, settings.log_format)
     front = Front(settings, command)
     try:
         front.start()

@@ -1,0 +1,108 @@
+"""The nginx front (STACK_FRONT=nginx, the deployable image's default) with Debian's real nginx: what nginx answers
+itself (413, broken chunked bodies), the client's address through it, one-line failures, and nginx dying.
+Slow clients and SIGTERM behind the front are in test_slow_clients.py and test_shutdown.py."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import time
+
+import pytest
+from testkit.procs import children_of
+from testkit.serve import ProductionServer, copy_project, get, raw_exchange, require_tool, status_of
+
+from .harness import FIXTURE_USERAPP, left_in, run_serve, sample_value, scrape
+from .test_bodies import BROKEN_CHUNKED, _post_streaming
+
+pytestmark = pytest.mark.slow
+
+FRONT = {"STACK_FRONT": "nginx"}
+
+
+@pytest.fixture(scope="module")
+def front(tmp_path_factory):
+    """granian (the default server) behind the front, 2 workers, for the whole module."""
+    require_tool("nginx")
+    workdir = tmp_path_factory.mktemp("front")
+    srv = ProductionServer(project=copy_project(FIXTURE_USERAPP, workdir / "project"), workdir=workdir,
+                           server="granian", workers=2, env=dict(FRONT))
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()
+
+
+def _nginx_lines(srv, since: int) -> list[str]:
+    """The access lines of requests nginx answered itself (the stack's format, request id ``-``) written after
+    offset ``since``."""
+    time.sleep(0.6)
+    return [line for line in srv.log_text()[since:].splitlines() if " id=- client=" in line]
+
+
+def test_nginx_answers_a_body_over_the_limit_before_reading_it(front):
+    since = len(front.log_text())
+    answer = _post_streaming(front.port, 100 * 1024 * 1024)
+    assert status_of(answer) == 413, answer[:300]
+    (line,) = _nginx_lines(front, since)
+    assert "[INFO] POST /size 413 " in line and line.endswith(" id=- client=127.0.0.1"), line
+    app_lines = [line for line in front.log_text()[since:].splitlines() if "] POST /size" in line and "id=- " not in line]
+    assert not app_lines  # the app never saw it
+    status, _, body = get(front.port, "/size", method="POST", body=b"x" * 1000)
+    assert status == 200 and b'"size":1000' in body.replace(b" ", b"")
+
+
+def test_broken_chunked_body_is_400(front):
+    """granian alone hands the app an empty body (test_bodies.py's strict xfail); nginx refuses it."""
+    since = len(front.log_text())
+    answer = raw_exchange(front.port, BROKEN_CHUNKED)
+    assert status_of(answer) == 400, answer[:300]
+    (line,) = _nginx_lines(front, since)
+    assert "[INFO] POST /size 400 " in line, line
+
+
+def test_the_access_line_names_the_client_not_nginx(front):
+    """The server behind trusts one proxy more (nginx's X-Forwarded-For), and only that one: a header the client
+    forged stays to the left of the address nginx adds."""
+    since = len(front.log_text())
+    assert get(front.port, "/hello", source="127.0.0.2")[0] == 200
+    assert get(front.port, "/hello", source="127.0.0.3", headers={"X-Forwarded-For": "203.0.113.9"})[0] == 200
+    time.sleep(0.6)
+    lines = [line for line in front.log_text()[since:].splitlines() if "GET /hello 200" in line]
+    assert [line.rsplit("client=", 1)[1] for line in lines] == ["127.0.0.2", "127.0.0.3"], lines
+    assert sample_value(scrape(front.port), "http_requests_total", endpoint="/hello") >= 2
+
+
+def test_address_in_use_is_one_line_and_exit_2(tmp_path):
+    require_tool("nginx")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_serve({**FRONT, "PORT": str(port), "STACK_USERAPP_DIR": str(FIXTURE_USERAPP)}, tmp_path)
+    assert done.returncode == 2, done.stdout
+    assert done.stdout.strip().splitlines() == [f"serve: cannot listen on 127.0.0.1:{port}: Address already in use; "
+                                                "set PORT or STACK_HOST"], done.stdout
+    assert left_in(tmp_path) == []
+
+
+def test_nginx_killed_stops_the_server_with_status_1(start_server):
+    require_tool("nginx")
+    srv = start_server(server="granian", env={**FRONT, "STACK_GRACEFUL_TIMEOUT": "5"})
+    (master,) = [pid for pid in srv.nginx_pids() if pid in children_of(srv.proc.pid)]
+    server_master = srv.master_pid()
+    os.kill(master, signal.SIGKILL)
+    assert srv.proc.wait(15) == 1, srv.log_tail()
+    assert "nginx exited with status -9; stopping the front" in srv.log_text()
+    assert not _alive(server_master), "the server outlived the front"
+
+
+def _alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+            return fh.read().split(") ", 1)[1][0] != "Z"
+    except OSError:
+        return False
