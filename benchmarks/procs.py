@@ -116,8 +116,9 @@ def serving_settings(env: dict):
 
 @dataclass
 class Server:
-    """One server under test. ``kind``: stack-gunicorn, stack-granian, stack-uwsgi, stack-flask-run, bare-gunicorn,
-    bare-granian, bare-uwsgi, peer-gunicorn (Flask + prometheus_flask_exporter, multiprocess, 3 workers x 4 threads).
+    """One server under test. ``kind``: stack-gunicorn, stack-granian, stack-uwsgi, stack-granian-front (the deployable
+    image's default: nginx in front of granian), stack-flask-run, bare-gunicorn, bare-granian, bare-uwsgi,
+    peer-gunicorn (Flask + prometheus_flask_exporter, multiprocess, 3 workers x 4 threads).
     ``project``: the user project for stack kinds."""
 
     kind: str
@@ -145,8 +146,9 @@ class Server:
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "metrics")
         env.update(self.env)
         conf = PROJECT_DIR / "gunicorn.conf.py"
-        if self.kind in ("stack-gunicorn", "stack-granian", "stack-uwsgi"):
+        if self.kind in ("stack-gunicorn", "stack-granian", "stack-uwsgi", "stack-granian-front"):
             env["STACK_SERVER"] = self.kind.split("-")[1]
+            env["STACK_FRONT"] = "nginx" if self.kind.endswith("-front") else "none"
             return [str(SERVE)], env
         if self.kind == "stack-flask-run":
             env.pop("PROMETHEUS_MULTIPROC_DIR")
@@ -211,12 +213,16 @@ class Server:
             return []
         if self.kind == "stack-uwsgi":
             return [pid for pid in descendants(self.proc.pid) if _comm(pid) == "uwsgi worker"]
+        if self.kind.endswith("-front"):  # serve -> nginx and granian's main process -> its workers
+            masters = [pid for pid in children_of(self.proc.pid) if _comm(pid) != "nginx"]
+            return [pid for master in masters for pid in children_of(master)]
         return children_of(self.proc.pid) or [self.proc.pid]
 
     def cpu_pids(self) -> list[int]:
         """Every process whose CPU time a request costs: the workers and the master; for uWSGI also its http
-        router (which parses every request) and, for the stack, uwsgi_app.py's supervisor."""
-        if self.kind.endswith("uwsgi"):
+        router (which parses every request) and, for the stack, uwsgi_app.py's supervisor; behind the front also
+        nginx and ``serve``."""
+        if self.kind.endswith(("uwsgi", "-front")):
             return [self.proc.pid, *descendants(self.proc.pid)]
         return self.worker_pids() + [self.proc.pid]
 

@@ -9,7 +9,8 @@ All figures come from the same run, on 127.0.0.1, with wrk (Debian package) as t
   the original Appsody stack served), gunicorn vs granian vs uWSGI (all with the stack's settings; bare Flask on
   uWSGI runs its http router and workers as uwsgi_app.py does), and vs the peer a user
   would assemble by hand: Flask + prometheus_flask_exporter (multiprocess) on gunicorn, 3 workers x 4 threads
-  (target: the stack faster).
+  (target: the stack faster), and the deployable image's default (nginx in front of granian) vs granian alone
+  and vs that peer.
 * /metrics scrape latency with 4 workers and a 100-route app (multiprocess mode).
 * cold start: launch -> first 200 from /health/ready (bare app: from /hello).
 * hot reload: save -> first response of the new code, through the local dev loop (target p50 < 0.5 s) and,
@@ -48,6 +49,7 @@ from .procs import APPS, BIN, TEMPLATE, Server, copy_project, cpu_seconds, get, 
 from .reload import container_reload, local_reload  # noqa: E402
 
 KINDS = ["stack-gunicorn", "bare-gunicorn", "stack-granian", "bare-granian", "stack-uwsgi", "bare-uwsgi",
+         "stack-granian-front",
          "stack-flask-run", "peer-gunicorn"]
 
 
@@ -239,6 +241,14 @@ def table(res: dict) -> str:
                 "rps", rps, "> 1"),
         compare("/hello req/s: stack (uWSGI) vs prometheus_flask_exporter", "stack-uwsgi", "peer-gunicorn", "rps",
                 rps, "> 1"),
+        compare("/hello req/s: image default (nginx + granian) vs prometheus_flask_exporter", "stack-granian-front",
+                "peer-gunicorn", "rps", rps, "> 1"),
+        compare("/hello req/s: nginx front vs granian alone (stack)", "stack-granian-front", "stack-granian", "rps",
+                rps),
+        compare("/hello server CPU/request: nginx front vs granian alone (stack)", "stack-granian-front",
+                "stack-granian", "cpu_per_request", _us),
+        compare("/hello p99: nginx front vs granian alone (stack)", "stack-granian-front", "stack-granian", "p99",
+                _ms),
         compare("/hello server CPU/request: stack (gunicorn) vs peer", "stack-gunicorn", "peer-gunicorn",
                 "cpu_per_request", _us),
         compare("/hello p50: stack vs bare (gunicorn)", "stack-gunicorn", "bare-gunicorn", "p50", _ms),

@@ -7,20 +7,23 @@ configuration. nginx reads whole request heads and bodies in its event loop firs
 gunicorn's own documentation recommends a buffering proxy) and closes a client silent for 10 s; the app's threads
 only ever see complete requests.
 
-``run_front`` (called by ``server.serving.main``, in the process ``serve`` started) renders ``server/nginx.conf`` (the
-template ``flask-stack deploy --nginx-sidecar`` also uses) into a private directory under $TMPDIR, then starts
-two children:
+``run_front`` (called by ``server.serving.main``, in the process ``serve`` started) renders ``server/nginx.conf``
+(the template ``flask-stack deploy --nginx-sidecar`` also uses) into a private directory under $TMPDIR, then
+starts two children:
 
 * the chosen server (``serving.server_command``) on 127.0.0.1 at a free port, trusting one proxy more
-  (STACK_PROXY_HOPS + 1: nginx's ``X-Forwarded-*``), with STACK_SHUTDOWN_DELAY raised by ``LINGER`` seconds;
+  (STACK_PROXY_HOPS + 1: nginx's ``X-Forwarded-*``), its shutdown delay ``LINGER`` seconds past nginx's stop;
 * nginx (``nginx`` on PATH, else /usr/sbin/nginx), listening on STACK_HOST:PORT, its body limit the runtime's
-  STACK_MAX_CONTENT_LENGTH (a larger declared body is nginx's 413, before it is read).
+  STACK_MAX_CONTENT_LENGTH (a larger declared body is nginx's 413, before it is read). Its output goes through
+  pipes: error lines are logged through logger ``nginx`` and its access lines (only requests it answered itself)
+  become the stack's access line, both in the stack's log format.
 
 SIGTERM (or SIGINT): SIGTERM to the server at once (readiness DOWN; its answers say ``Connection: close``, which
-nginx passes on as an added token), SIGQUIT to nginx after STACK_SHUTDOWN_DELAY seconds (at least
-``QUIT_LINGER``; it stops accepting and finishes what it has), the server stops ``LINGER`` seconds after that; everything left at STACK_GRACEFUL_TIMEOUT
-(+ ``LINGER``) is killed. When either child ends on its own the other is stopped. The exit status is the server's
-(0 after SIGTERM); nginx missing or rejecting its config, or the address in use, is one line and status 2. The private directory is removed at exit.
+nginx passes on as an added token), SIGQUIT to nginx after STACK_SHUTDOWN_DELAY seconds (at least ``QUIT_LINGER``;
+it stops accepting and finishes what it has), the server stops ``LINGER`` seconds after that; whatever is left at
+STACK_GRACEFUL_TIMEOUT (+ ``LINGER``) is killed. When either child ends on its own the other is stopped. The exit
+status is the server's (0 after SIGTERM; 1 when nginx ended on its own); nginx missing or rejecting its config, or
+the address in use, is one line and status 2. The private directory is removed at exit.
 """
 
 from __future__ import annotations
