@@ -50,6 +50,7 @@ HEADER_TIMEOUT = 10  # seconds the router waits for a whole request head (grania
 LINGER_SECONDS = 1.0  # longest a worker reads and drops an unread request body after answering...
 LINGER_BYTES = 256 * 1024 * 1024  # ... and at most this much of it (bytes)
 BUFFER_SIZE = 32768  # bytes of request head and uwsgi packet (uWSGI's default, 4096, rejects common big cookies)
+MAX_VARS = 512  # request head lines uWSGI passes on (its default, 64, drops the request of a client with more headers)
 log = logging.getLogger("uwsgi")
 
 # uWSGI's start-up banner and its other routine lines: DEBUG; lines with these words: WARNING; the rest INFO.
@@ -79,7 +80,7 @@ def uwsgi_options(settings, rundir: str) -> list[str]:
         "--http", settings.bind, "--http-to", workers_socket, "--socket", workers_socket,
         f"--http-keepalive={settings.keepalive}", "--http-auto-chunked", "--http-chunked-input",
         "--http-headers-timeout", str(HEADER_TIMEOUT), "--buffer-size", str(BUFFER_SIZE),
-        "--http-buffer-size", str(BUFFER_SIZE),
+        "--http-buffer-size", str(BUFFER_SIZE), "--max-vars", str(MAX_VARS),
         "--harakiri", str(settings.worker_timeout),
         "--worker-reload-mercy", str(settings.graceful_timeout), "--reload-mercy", str(settings.graceful_timeout),
         "--master-fifo", os.path.join(rundir, "master.fifo"), "--die-on-term",

@@ -1,5 +1,6 @@
-"""The nginx front (STACK_FRONT=nginx, the deployable image's default) with Debian's real nginx: what nginx answers
-itself (413, broken chunked bodies), the client's address through it, one-line failures, and nginx dying.
+"""The nginx front (STACK_FRONT=nginx, the deployable image's default) with Debian's real nginx, in front of every
+server: what nginx answers itself (413, malformed heads, broken chunked bodies), the client's address through it,
+one-line failures, and nginx dying.
 Slow clients and SIGTERM behind the front are in test_slow_clients.py and test_shutdown.py."""
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ import time
 
 import pytest
 from testkit.procs import children_of
-from testkit.serve import ProductionServer, copy_project, get, raw_exchange, require_tool, status_of
+from testkit.serve import SERVERS, ProductionServer, copy_project, get, raw_exchange, require_tool, status_of
 
 from .harness import FIXTURE_USERAPP, left_in, run_serve, sample_value, scrape
+from .test_bad_input import MALFORMED
 from .test_bodies import BROKEN_CHUNKED, _post_streaming
 
 pytestmark = pytest.mark.slow
@@ -21,13 +23,13 @@ pytestmark = pytest.mark.slow
 FRONT = {"STACK_FRONT": "nginx"}
 
 
-@pytest.fixture(scope="module")
-def front(tmp_path_factory):
-    """granian (the default server) behind the front, 2 workers, for the whole module."""
+@pytest.fixture(scope="module", params=SERVERS)
+def front(request, tmp_path_factory):
+    """Each server behind the front, 2 workers, for the whole module."""
     require_tool("nginx")
-    workdir = tmp_path_factory.mktemp("front")
+    workdir = tmp_path_factory.mktemp(f"front-{request.param}")
     srv = ProductionServer(project=copy_project(FIXTURE_USERAPP, workdir / "project"), workdir=workdir,
-                           server="granian", workers=2, env=dict(FRONT))
+                           server=request.param, workers=2, env=dict(FRONT))
     try:
         yield srv.start()
     finally:
@@ -51,6 +53,26 @@ def test_nginx_answers_a_body_over_the_limit_before_reading_it(front):
     assert not app_lines  # the app never saw it
     status, _, body = get(front.port, "/size", method="POST", body=b"x" * 1000)
     assert status == 200 and b'"size":1000' in body.replace(b" ", b"")
+
+
+# Where the answer behind nginx is not a 4xx: nginx answers an unknown HTTP version with 505 (RFC 9110 15.6.6), and
+# has no limit on the number of header lines (only on their size), so 300 short ones reach the server: gunicorn and
+# granian refuse over 100 with a 4xx, uWSGI takes up to 512 (uwsgi_app.MAX_VARS) and answers.
+BEHIND_NGINX = {("*", "unsupported HTTP version"): 505, ("uwsgi", "too many headers"): 200}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_http_gets_a_4xx_from_nginx(case, front):
+    """What uWSGI alone leaves unanswered or echoes (test_bad_input.py's strict xfails) is answered behind nginx:
+    a 4xx, or the status ``BEHIND_NGINX`` gives."""
+    answer = raw_exchange(front.port, MALFORMED[case])
+    expected = BEHIND_NGINX.get(("*", case), BEHIND_NGINX.get((front.server, case)))
+    if expected:
+        assert status_of(answer) == expected, f"{case}: {answer[:200]!r}"
+    else:
+        assert 400 <= status_of(answer) < 500, f"{case}: {answer[:200]!r}"
+    assert b"Traceback" not in answer and b'File "' not in answer, answer[:2000]
+    assert get(front.port, "/hello")[0] == 200
 
 
 def test_broken_chunked_body_is_400(front):
