@@ -16,7 +16,8 @@ starts two children:
 * nginx (``nginx`` on PATH, else /usr/sbin/nginx), listening on STACK_HOST:PORT, its body limit the runtime's
   STACK_MAX_CONTENT_LENGTH (a larger declared body is nginx's 413, before it is read). Its output goes through
   pipes: error lines are logged through logger ``nginx`` and its access lines (only requests it answered itself)
-  become the stack's access line, both in the stack's log format.
+  become the stack's access line, both in the stack's log format. Its own error answers (413, 400, 408, 414, 502,
+  504, 505...) follow the app's JSON-or-HTML rule (server/errors.py) in nginx.conf.
 
 SIGTERM (or SIGINT): SIGTERM to the server at once (readiness DOWN; its answers say ``Connection: close``, which
 nginx passes on as an added token), SIGQUIT to nginx after STACK_SHUTDOWN_DELAY seconds (at least ``QUIT_LINGER``;
@@ -242,15 +243,16 @@ class Front:
 
 def relay_access(stream, fmt: str) -> None:
     """Write each access line nginx writes on ``stream`` (its ``front`` log format: JSON, only requests nginx
-    answered itself) to stdout as the stack's access line in format ``fmt`` ("text" or "json"), with ``-`` for the
-    request id (the app never saw the request). Returns at end of stream."""
+    answered itself) to stdout as the stack's access line in format ``fmt`` ("text" or "json"), with nginx's request
+    id (the one its error answer carries). Returns at end of stream."""
     for raw in iter(stream.readline, b""):
         try:
             entry = json.loads(raw)
             method, _, rest = str(entry["request"]).partition(" ")
             path = rest.rsplit(" ", 1)[0] if " " in rest else rest
             line = access_line(fmt, time.time(), printable_path(method, 20) or "-", printable_path(path or "-"),
-                               int(entry["status"]), float(entry["seconds"]) * 1000.0, "-",
+                               int(entry["status"]), float(entry["seconds"]) * 1000.0,
+                               printable_path(str(entry.get("request_id") or "-"), 64),
                                printable_path(str(entry["client"]), 100))
         except (ValueError, KeyError, TypeError):
             nginx_log.warning("%s", printable_path(raw.decode("utf-8", "replace").rstrip("\n")))
