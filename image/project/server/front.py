@@ -179,7 +179,8 @@ class Front:
             raise FrontError(f"nginx rejects the front's config: {detail}")
         self.server = subprocess.Popen(self.command, env=server_environment(self.settings, app_port))
         # nginx reopens /dev/stdout and /dev/stderr: on a file that would be a second write offset, clobbering the
-        # server's lines; through pipes its lines are also rewritten in the stack's format (``relay_nginx``).
+        # server's lines; through pipes its lines are also rewritten in the stack's format (``relay_access``,
+        # ``relay_errors``).
         self.nginx = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         self.relays = [threading.Thread(target=relay_access, args=(self.nginx.stdout, self.settings.log_format),
                                         name="nginx-access", daemon=True),
