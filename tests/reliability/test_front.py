@@ -14,8 +14,9 @@ import time
 import uuid
 
 import pytest
-from testkit.procs import children_of
-from testkit.serve import SERVERS, ProductionServer, copy_project, get, raw_exchange, require_tool, status_of
+from testkit.nginx import require_nginx
+from testkit.procs import alive, children_of
+from testkit.serve import SERVERS, ProductionServer, copy_project, get, raw_exchange, status_of
 
 from .harness import FIXTURE_USERAPP, left_in, run_serve
 from .test_bad_input import MALFORMED
@@ -29,7 +30,7 @@ FRONT = {"STACK_FRONT": "nginx"}
 @pytest.fixture(scope="module", params=SERVERS)
 def front(request, tmp_path_factory):
     """Each server behind the front, 2 workers, for the whole module."""
-    require_tool("nginx")
+    require_nginx()
     workdir = tmp_path_factory.mktemp(f"front-{request.param}")
     srv = ProductionServer(project=copy_project(FIXTURE_USERAPP, workdir / "project"), workdir=workdir,
                            server=request.param, workers=2, env=dict(FRONT))
@@ -125,7 +126,7 @@ def test_the_access_line_names_the_client_not_nginx(front):
 
 
 def test_address_in_use_is_one_line_and_exit_2(tmp_path):
-    require_tool("nginx")
+    require_nginx()
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -138,21 +139,11 @@ def test_address_in_use_is_one_line_and_exit_2(tmp_path):
 
 
 def test_nginx_killed_stops_the_server_with_status_1(start_server):
-    require_tool("nginx")
+    require_nginx()
     srv = start_server(server="granian", env={**FRONT, "STACK_GRACEFUL_TIMEOUT": "5"})
     (master,) = [pid for pid in srv.nginx_pids() if pid in children_of(srv.proc.pid)]
     server_master = srv.master_pid()
     os.kill(master, signal.SIGKILL)
     assert srv.proc.wait(15) == 1, srv.log_tail()
     assert "nginx exited with status -9; stopping the front" in srv.log_text()
-    assert not _alive(server_master), "the server outlived the front"
-
-
-def _alive(pid: int | None) -> bool:
-    if pid is None:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except OSError:
-        return False
+    assert server_master is not None and not alive(server_master), "the server outlived the front"

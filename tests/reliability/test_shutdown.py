@@ -9,7 +9,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from testkit.serve import SERVERS, get, require_tool
+from testkit.nginx import require_nginx
+from testkit.serve import SERVERS, get
 
 from .harness import sample_value, scrape
 
@@ -181,7 +182,7 @@ def test_sigterm_under_keep_alive_load_fails_no_request(server, delay, front, st
     accepted (readiness DOWN) until it ends; the server exits within the graceful timeout."""
     graceful = 12
     if front == "nginx":
-        require_tool("nginx")
+        require_nginx()
     srv = start_server(server=server, workers=2, env={"STACK_SHUTDOWN_DELAY": str(delay), "STACK_FRONT": front,
                                                       "STACK_GRACEFUL_TIMEOUT": str(graceful), "STACK_THREADS": "8"})
     clients = [KeepAliveClient(srv.port, time.monotonic() + 40) for _ in range(16)]

@@ -10,7 +10,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from testkit.serve import SERVERS, percentile, probe, require_tool
+from testkit.nginx import require_nginx
+from testkit.serve import SERVERS, percentile, probe
 from testkit.slow import SLOW, SLOW_BODY_HEAD, SLOW_HEAD, Trickle
 
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ def _served_despite(start_server, server: str, front: str, head: bytes, payload:
     """Start ``server`` (3 workers) behind ``front``, open the slow connections, time normal requests; assert none
     failed and p99 is under 250 ms; return the (closed) Trickle."""
     if front == "nginx":
-        require_tool("nginx")
+        require_nginx()
     srv = start_server(server=server, workers=3, env={"STACK_GRACEFUL_TIMEOUT": "3", "STACK_FRONT": front})
     trickle = Trickle(srv.port, head, payload)
     trickle.start()

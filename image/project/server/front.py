@@ -77,11 +77,6 @@ def nginx_binary() -> str:
     return found
 
 
-def nginx_size(size: int) -> str:
-    """``size`` bytes as nginx's ``client_max_body_size`` takes it: 0 (no limit) or a byte count."""
-    return str(max(0, size))
-
-
 def render(settings: ServingSettings, app_port: int, max_content_length: int) -> str:
     """``server/nginx.conf`` for the image's front: listening on ``settings.bind``, proxying every path to
     127.0.0.1:``app_port``, body limit ``max_content_length`` bytes (0: none), without the sidecar's static block.
@@ -98,7 +93,7 @@ def render(settings: ServingSettings, app_port: int, max_content_length: int) ->
     # keeps or drops it in flask_stack.front.toggle (the CLI and the runtime are shipped apart).
     text = re.sub(r"^[ \t]*# >>> nginx-static\n.*?^[ \t]*# <<< nginx-static\n", "", text, flags=re.M | re.S)
     values = {
-        "FLASK_STACK_NGINX_BODY_SIZE": nginx_size(max_content_length),
+        "FLASK_STACK_NGINX_BODY_SIZE": str(max(0, max_content_length)),  # bytes; 0: no limit, as nginx takes it
         "FLASK_STACK_NGINX_LISTEN": settings.bind,
         "FLASK_STACK_URL_PREFIX": "",  # every path goes to the app, which knows its own prefix
         "APPSODY_PORT": str(app_port),
@@ -136,14 +131,13 @@ def check_listen(settings: ServingSettings) -> None:
             raise FrontError(f"cannot listen on {settings.bind}: {exc.strerror or exc}; set PORT or STACK_HOST")
 
 
-def server_environment(settings: ServingSettings, app_port: int) -> dict[str, str]:
+def server_environment(settings: ServingSettings, app_port: int, proxy_hops: int) -> dict[str, str]:
     """The environment of the server behind nginx: this one with the server on 127.0.0.1:``app_port``, one more
-    trusted proxy, a shutdown delay ``LINGER`` seconds past nginx's stop (below the graceful timeout) and no front
-    of its own."""
+    trusted proxy than the runtime's ``proxy_hops`` (STACK_PROXY_HOPS), a shutdown delay ``LINGER`` seconds past
+    nginx's stop (below the graceful timeout) and no front of its own."""
     env = dict(os.environ)
-    hops = int(env.get("STACK_PROXY_HOPS", "0").strip() or "0")  # validated by load_settings before
     delay = min(quit_after(settings) + LINGER, settings.graceful_timeout - 0.5)
-    env.update(STACK_FRONT="none", STACK_HOST="127.0.0.1", PORT=str(app_port), STACK_PROXY_HOPS=str(hops + 1),
+    env.update(STACK_FRONT="none", STACK_HOST="127.0.0.1", PORT=str(app_port), STACK_PROXY_HOPS=str(proxy_hops + 1),
                STACK_SHUTDOWN_DELAY=f"{delay:g}")
     return env
 
@@ -170,14 +164,16 @@ class Front:
         check_listen(self.settings)
         app_port = free_loopback_port()
         conf = os.path.join(self.workdir, "nginx.conf")
+        runtime = load_settings()  # the runtime's settings (validated by serving.prepare_environment already)
         with open(conf, "w", encoding="utf-8") as fh:
-            fh.write(render(self.settings, app_port, load_settings().max_content_length or 0))
+            fh.write(render(self.settings, app_port, runtime.max_content_length or 0))
         argv = [nginx, "-p", self.workdir + "/", "-e", "/dev/stderr", "-c", conf]
         check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, check=False)
         if check.returncode != 0:
             detail = (check.stderr.strip().splitlines() or ["no message"])[-1]
             raise FrontError(f"nginx rejects the front's config: {detail}")
-        self.server = subprocess.Popen(self.command, env=server_environment(self.settings, app_port))
+        server_env = server_environment(self.settings, app_port, runtime.proxy_hops)
+        self.server = subprocess.Popen(self.command, env=server_env)
         # nginx reopens /dev/stdout and /dev/stderr: on a file that would be a second write offset, clobbering the
         # server's lines; through pipes its lines are also rewritten in the stack's format (``relay_access``,
         # ``relay_errors``).
