@@ -95,8 +95,11 @@ def test_sigkilled_worker_is_replaced_without_downtime(server, start_server):
     while _live_gauge_files(srv.metrics_dir, victim) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _live_gauge_files(srv.metrics_dir, victim), "the dead worker's live gauges were not removed"
-    # Its counters stay: totals over all workers never go down.
-    assert counters.exists()
+    # Its counts are folded into the directory's folded files (scrapes never read its own files again); totals
+    # over all workers never go down.
+    while counters.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not counters.exists() and (srv.metrics_dir / "counter_folded.db").exists()
     after = sample_value(scrape(srv.port), "http_requests_total", endpoint="/hello")
     assert after >= before
     # Every response wrk got was counted (the dead worker's counts included), but for the few in flight on it.

@@ -183,6 +183,47 @@ def test_multiprocess_totals_are_exact(tmp_path):
     remaining = {int(s.labels["pid"]) for s in families["flask_stack_worker_resident_memory_bytes"].samples}
     assert dead not in remaining
     assert requests_total(families, endpoint="/users/<int:user_id>", status="200") == 508
+    # its counts now live in the folded files, which a scrape reads instead of the dead worker's
+    assert not list(tmp_path.glob(f"*_{dead}.db"))
+    assert {p.name for p in tmp_path.glob("*_folded.db")} == {"counter_folded.db", "histogram_folded.db"}
+
+
+def test_dead_workers_fold_into_one_file_per_type(tmp_path):
+    """However many workers die, a scrape reads one folded file per type plus the live workers' files, and every
+    total (counters, histogram buckets, sums and counts) stays exact."""
+    from server.metrics import mark_process_dead
+
+    pids = [int(_finish(_worker(tmp_path, n, "pid"))) for n in (3, 5, 7, 11, 13)]
+    assert len(list(tmp_path.glob("*.db"))) >= 3 * len(pids)  # counter, histogram, worker gauges: each worker's
+    for pid in pids:
+        assert mark_process_dead(pid, str(tmp_path)) is True  # what the serving layer does when a worker is gone
+    assert {p.name for p in tmp_path.glob("*.db")} == {"counter_folded.db", "histogram_folded.db"}
+    text = _finish(_worker(tmp_path, 2, "scrape"))
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    served = 3 + 5 + 7 + 11 + 13 + 2
+    assert requests_total(families, endpoint="/users/<int:user_id>", status="200") == served
+    assert requests_total(families, endpoint="<unmatched>", status="404") == len(pids) + 1
+    durations = [s for s in families["http_request_duration_seconds"].samples
+                 if s.labels.get("endpoint") == "/users/<int:user_id>"]
+    count = [s.value for s in durations if s.name.endswith("_count")]
+    inf = [s.value for s in durations if s.name.endswith("_bucket") and s.labels["le"] == "+Inf"]
+    assert count == inf == [served]
+    buckets = [s.value for s in durations if s.name.endswith("_bucket")]
+    assert buckets == sorted(buckets)  # cumulative, as a single process would serve them
+
+
+def test_fold_leaves_a_live_pid_alone(tmp_path):
+    """A process with the pid exists (a new worker that reused it): its file is not folded away."""
+    import os
+
+    from server.metric_files import fold_dead_worker
+
+    pid = int(_finish(_worker(tmp_path, 4, "pid")))
+    own = tmp_path / f"counter_{os.getpid()}.db"
+    (tmp_path / f"counter_{pid}.db").rename(own)
+    assert fold_dead_worker(str(tmp_path), os.getpid()) is False
+    assert own.exists() and not (tmp_path / "counter_folded.db").exists()
+    assert not list(tmp_path.glob(".*.new"))
 
 
 def test_in_progress_gauge_is_off_by_default(make_app):

@@ -23,8 +23,9 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
   work there, so each worker exports ``flask_stack_worker_*{pid}`` gauges (mode ``liveall``): resident and virtual
   memory (bytes), CPU time (seconds), open fds, start time (unix seconds); metrics the user made, in any registry,
   come from the mmap files like the stack's. Refreshed when that worker serves a
-  scrape and at most every ``WORKER_REFRESH_SECONDS`` on requests. Call ``mark_process_dead(pid)`` from gunicorn's
-  ``child_exit`` hook so dead workers' gauges disappear.
+  scrape and at most every ``WORKER_REFRESH_SECONDS`` on requests. The serving layer calls ``mark_process_dead(pid)``
+  when a worker is gone: its gauges disappear and its counts are folded into one file per type
+  (``server.metric_files``), so a scrape's cost does not grow with the workers that ever lived.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from .metric_files import DirectoryCollector, fold_dead_worker
+
 UNMATCHED = "<unmatched>"
 OTHER_METHOD = "OTHER"
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"})
@@ -56,12 +59,25 @@ def multiprocess_enabled() -> bool:
     return values.ValueClass is not values.MutexValue
 
 
-def mark_process_dead(pid: int, path: str | None = None) -> None:
-    """Remove the live-gauge files of a dead worker ``pid`` (gunicorn ``child_exit`` hook). No-op when not in
-    multiprocess mode. ``path`` defaults to PROMETHEUS_MULTIPROC_DIR."""
-    path = path or os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
-    if path:
-        multiprocess.mark_process_dead(pid, path)
+def mark_process_dead(pid: int, path: str | None = None) -> bool:
+    """A worker ``pid`` is gone: remove its live-gauge files (prometheus_client's ``mark_process_dead``) and fold its
+    counters, histograms and summaries into the directory's folded files (``server.metric_files``), so scrapes
+    never read it again. No-op when not in multiprocess mode. ``path`` defaults to PROMETHEUS_MULTIPROC_DIR.
+    Returns True when counts were folded.
+
+    Raises:
+        OSError: a metric file cannot be read, written or removed.
+    """
+    path = path or _multiprocess_dir()
+    if not path:
+        return False
+    multiprocess.mark_process_dead(pid, path)
+    return fold_dead_worker(path, pid)
+
+
+def _multiprocess_dir() -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR (or prometheus_client's deprecated lower-case name), None when unset."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
 
 
 class InfoCollector:
@@ -214,7 +230,7 @@ class HttpMetrics:
             return encoder(self.registry), content_type
         self.refresh_worker()
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        registry.register(DirectoryCollector(_multiprocess_dir() or ""))
         registry.register(self._platform)
         registry.register(self.info)
         return encoder(registry), content_type

@@ -137,7 +137,9 @@ def remove_temp_metrics_dir() -> None:
 
 def worker_exited(pid: int) -> None:
     """A worker ``pid`` is gone (normally, crashed or killed): drop its live-gauge files (prometheus_client
-    multiprocess protocol); counters keep their totals. Never raises (logs a warning instead)."""
+    multiprocess protocol) and fold its counters and histograms into the folded files (totals kept, see
+    ``server.metric_files``). Call it before a replacement worker is started where the server allows (gunicorn's
+    ``child_exit``). Never raises (logs a warning instead)."""
     if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         return
     try:
