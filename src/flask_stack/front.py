@@ -119,7 +119,8 @@ class Front:
 
     def blocks(self) -> dict[str, bool]:
         """Which optional blocks of the templates (``# >>> name``) are written."""
-        return {"nginx-sidecar": self.nginx_sidecar, "nginx-static": self.nginx_static, "tls": bool(self.tls_secret)}
+        return {"nginx-sidecar": self.nginx_sidecar, "nginx-static": self.nginx_static, "tls": bool(self.tls_secret),
+                "front-off": self.nginx_sidecar or bool(self.ingress_host)}
 
 
 def nginx_size(size: int) -> str:

@@ -320,6 +320,7 @@ def test_ingress(template_project: Path, tmp_path: Path) -> None:
     (container,) = load(out / "deployment.yaml")["spec"]["template"]["spec"]["containers"]
     env = env_of(container)
     assert (env["STACK_PROXY_HOPS"], env["STACK_MAX_CONTENT_LENGTH"]) == ("1", "1048576")
+    assert env["STACK_FRONT"] == "none"  # ingress-nginx buffers every request: the image's nginx would do it again
 
     plain = deploy.generate(template_project, tmp_path / "plain", IMAGE,
                             front=front.Front(ingress_host="shop.example.com"))
