@@ -15,7 +15,8 @@ import signal
 from gunicorn import glogging
 
 from server import serving
-from server.logs import make_formatter
+from server.logs import make_formatter, printable_path
+from server.mistakes import client_mistake
 
 _settings = serving.settings_or_exit("gunicorn.conf.py")
 
@@ -56,12 +57,25 @@ proc_name = "flask-stack"
 
 
 class StackLogger(glogging.Logger):
-    """gunicorn's logger writing the stack's log lines (``server.logs.make_formatter``: text or JSON)."""
+    """gunicorn's logger writing the stack's log lines (``server.logs.make_formatter``: text or JSON). gunicorn's
+    line for a malformed request ("Invalid request from ip=...: <error>") is a client's mistake: WARNING at most once
+    per kind of error per minute (``server.mistakes``)."""
 
     def setup(self, cfg) -> None:
         super().setup(cfg)
         for handler in self.error_log.handlers:
             handler.setFormatter(make_formatter(_settings.log_format))
+
+    def warning(self, msg, *args, **kwargs) -> None:
+        if isinstance(msg, str) and msg.startswith(_INVALID_REQUEST):
+            error = msg.partition(": ")[2]
+            client_mistake(self.error_log, "invalid request: " + error.split(":", 1)[0][:60], "%s",
+                           printable_path(msg))
+        else:
+            super().warning(msg, *args, **kwargs)
+
+
+_INVALID_REQUEST = "Invalid request from ip="  # gunicorn.workers.base.Worker.handle_error's line (gunicorn 23)
 
 
 logger_class = StackLogger

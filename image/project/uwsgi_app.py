@@ -40,6 +40,7 @@ import time
 
 from server import reaper, serving
 from server.logs import stderr_logger
+from server.settings import load_settings
 
 WORKER_NAME = "uwsgi worker"  # each worker's process name (/proc/PID/comm)
 DRAIN_FD_ENV = "STACK_UWSGI_DRAIN_FD"  # set by the supervisor for its uWSGI: the pipe the workers watch
@@ -50,6 +51,8 @@ HEADER_TIMEOUT = 10  # seconds the router waits for a whole request head (grania
 LINGER_SECONDS = 1.0  # longest a worker reads and drops an unread request body after answering...
 LINGER_BYTES = 256 * 1024 * 1024  # ... and at most this much of it (bytes)
 BUFFER_SIZE = 32768  # bytes of request head and uwsgi packet (uWSGI's default, 4096, rejects common big cookies)
+UNLIMITED_CHUNK = 1 << 30  # the largest chunk (bytes) taken with STACK_MAX_CONTENT_LENGTH=0 (no body limit)
+CHUNK_TIMEOUT = 10  # seconds a worker waits for the next chunk of a chunked request body
 MAX_VARS = 512  # request head lines uWSGI passes on (its default, 64, drops the request of a client with more headers)
 log = logging.getLogger("uwsgi")
 
@@ -89,6 +92,11 @@ def uwsgi_options(settings, rundir: str) -> list[str]:
     ]
     if settings.uwsgi_socket:
         options += ["--socket", settings.uwsgi_socket]
+    # the largest chunk of a chunked body a worker buffers (uWSGI's default, 1 MiB, fails common uploads with a read
+    # error): twice the body limit, as uWSGI grows its chunk buffer by doubling, so a chunk as large as the limit (or a
+    # little past it: the runtime's 413, server.bodies) is read whole
+    limit = load_settings().max_content_length
+    options += ["--chunked-input-limit", str(2 * limit + 65536 if limit else UNLIMITED_CHUNK)]
     return options
 
 
@@ -127,9 +135,50 @@ def _worker_app():
 
     def serve(environ, start_response):
         environ["wsgi.url_scheme"] = connection_scheme(environ)
-        return _DrainingBody(app(environ, start_response), environ["wsgi.input"])
+        stream = environ["wsgi.input"]
+        if "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower() and "CONTENT_LENGTH" not in environ:
+            stream = environ["wsgi.input"] = _ChunkedInput()
+            environ["wsgi.input_terminated"] = True  # werkzeug reads it to its end (serving caps it: 413)
+        return _DrainingBody(app(environ, start_response), stream)
 
     return serve
+
+
+class _ChunkedInput:
+    """``wsgi.input`` of a chunked request under uWSGI: its http router passes the chunks on as they came
+    (``--http-chunked-input``) and uWSGI's ``wsgi.input`` has no Content-Length to read by, so the app would see an
+    empty body; this reads the body chunk by chunk with ``uwsgi.chunked_read`` (at most ``CHUNK_TIMEOUT`` seconds
+    per chunk). A malformed chunk or a stalled client is an ``OSError`` (werkzeug: ``ClientDisconnected``, 400)."""
+
+    def __init__(self) -> None:
+        import uwsgi  # noqa: PLC0415 - uWSGI's embedded module exists in its workers only
+
+        self._read_chunk = uwsgi.chunked_read
+        self._buffer = b""
+        self._done = False
+
+    def _fill(self) -> None:
+        chunk = self._read_chunk(CHUNK_TIMEOUT)
+        if not chunk:
+            self._done = True
+        self._buffer += chunk or b""
+
+    def read(self, size: int | None = -1) -> bytes:
+        while not self._done and (size is None or size < 0 or len(self._buffer) < size):
+            self._fill()
+        if size is None or size < 0:
+            size = len(self._buffer)
+        data, self._buffer = self._buffer[:size], self._buffer[size:]
+        return data
+
+    def readline(self, size: int | None = -1) -> bytes:
+        while not self._done and b"\n" not in self._buffer and (size is None or size < 0 or len(self._buffer) < size):
+            self._fill()
+        end = self._buffer.find(b"\n") + 1 or len(self._buffer)
+        if size is not None and size >= 0:
+            end = min(end, size)
+        data, self._buffer = self._buffer[:end], self._buffer[end:]
+        return data
 
 
 class _DrainingBody:

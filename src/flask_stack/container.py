@@ -358,7 +358,9 @@ class ContainerEngine(Engine):
         Build args: BASE_IMAGE (``base_image``, else ``$STACK_BASE_IMAGE``, else the Dockerfile's
         default), STACK_COMMIT (``$STACK_COMMIT`` or the project's ``git rev-parse HEAD``), APP_VERSION
         (``$STACK_APP_VERSION`` or ``git describe --tags --always``), APP_NAME, STACK_VERSION, CREATED.
-        The engine's build output streams to the terminal; returns 0.
+        The engine's build output streams to the terminal; returns 0. One line names the private files left out
+        of the context (``.env``, ``instance/``, databases: ``container_image.PRIVATE_NAMES``), one warns about
+        secret-looking settings in ``.flaskenv`` (which ships).
 
         Raises:
             StackError: the context cannot be laid out or the build fails.
@@ -380,6 +382,13 @@ class ContainerEngine(Engine):
             args["FLASK_APP"] = os.environ["FLASK_APP"]
         with tempfile.TemporaryDirectory(prefix="flask-stack-build-") as tmp:
             context = images.layout_build_context(project, Path(tmp) / "context")
+            private = images.private_files(project)
+            if private:
+                self.say(f"left out of the image (private; never shipped): {', '.join(private)}")
+            exposed = images.flaskenv_secrets(project)
+            if exposed:
+                self.say(f"warning: .flaskenv ships in the image and sets {', '.join(exposed)}; "
+                         "move secrets to .env (left out) or the deployment's secrets")
             argv = [self.binary, "build", "-f", str(context / "Dockerfile"), "-t", tag]
             if self.name == "podman":
                 argv += ["--format", "docker"]  # the OCI format would drop HEALTHCHECK

@@ -17,6 +17,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -35,6 +36,14 @@ IGNORED_NAMES = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".git", ".hg"
                  "node_modules", ".mypy_cache", ".ruff_cache", ".tox")
 #: Extra names left out of the user's project in the deployable image's context.
 PROJECT_EXCLUDED = (".deps", ".flask-stack", "deploy")
+#: Names private to a project, left out of the deployable image's context at any depth (image/project/.dockerignore
+#: says the same for an ``appsody extract`` context): environment files with secrets, Flask's instance folder
+#: (configuration with secrets), local databases. ``.flaskenv`` stays: it is Flask's public configuration.
+PRIVATE_NAMES = (".env", ".env.*", "instance", "*.sqlite", "*.sqlite3", "*.db")
+#: A ``NAME=value`` line of an env file, and what makes a setting look secret: its name, or a password in a URL.
+_SETTING = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
+_SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|(?:^|_)KEY(?:$|_)", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"://[^/@\s:]*:[^/@\s]+@")
 
 Echo = Callable[[str], None]
 
@@ -53,6 +62,97 @@ def base_image(explicit: str | None = None) -> str | None:
 def _ignored(name: str) -> bool:
     """Return True when a file or directory called ``name`` never belongs in a build context."""
     return any(fnmatch.fnmatch(name, pattern) for pattern in IGNORED_NAMES)
+
+
+def _private(name: str) -> bool:
+    """Return True when a file or directory called ``name`` is private to a project (:data:`PRIVATE_NAMES`)."""
+    return any(fnmatch.fnmatchcase(name, pattern) for pattern in PRIVATE_NAMES)
+
+
+def dockerignore_rules(text: str) -> list[tuple[bool, re.Pattern[str]]]:
+    """Parse a ``.dockerignore`` as Docker reads it: one pattern a line, ``#`` comments, ``!`` re-includes,
+    ``*`` and ``?`` within one path segment, ``**`` across segments, a leading ``/`` ignored; a pattern matching a
+    directory matches everything under it. Return ``(re_include, regex)`` pairs in file order (the last that
+    matches a path decides)."""
+    rules = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        pattern = os.path.normpath(line[1:].strip() if negate else line).lstrip("/")
+        if pattern in ("", "."):
+            continue
+        rules.append((negate, re.compile(_pattern_regex(pattern) + "(?:/.*)?", re.DOTALL)))
+    return rules
+
+
+def _pattern_regex(pattern: str) -> str:
+    """Return the regular expression (to ``fullmatch``) for one .dockerignore pattern (Go's filepath.Match plus
+    ``**``); a malformed class (``[`` without ``]``) matches itself literally."""
+    out, i = [], 0
+    while i < len(pattern):
+        char = pattern[i]
+        if pattern.startswith("**", i):
+            i += 2
+            if pattern.startswith("/", i):
+                out.append("(?:.*/)?")
+                i += 1
+            else:
+                out.append(".*")
+            continue
+        if char == "*":
+            out.append("[^/]*")
+        elif char == "?":
+            out.append("[^/]")
+        elif char == "[" and "]" in pattern[i + 2:]:
+            end = pattern.index("]", i + 2)
+            body = pattern[i + 1:end]
+            out.append("[" + ("^" + body[1:] if body[0] in "^!" else body).replace("\\", "\\\\") + "]")
+            i = end
+        elif char == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        else:
+            out.append(re.escape(char))
+        i += 1
+    return "".join(out)
+
+
+def _excluded(rules: list[tuple[bool, re.Pattern[str]]], rel: str) -> bool:
+    """Return True when the project's .dockerignore ``rules`` leave out the path ``rel`` (relative, with /)."""
+    excluded = False
+    for negate, regex in rules:
+        if regex.fullmatch(rel):
+            excluded = not negate
+    return excluded
+
+
+def private_files(project: Path) -> list[str]:
+    """Return the project's private files and directories (:data:`PRIVATE_NAMES`) that the deployable image's
+    build context leaves out, as paths relative to ``project`` (directories end in ``/``), sorted; caches,
+    VCS data and virtual environments are not searched."""
+    found = []
+    for root, dirs, names in os.walk(project):
+        rel = Path(root).relative_to(project)
+        for name in sorted(d for d in dirs if _private(d)):
+            found.append((rel / name).as_posix() + "/")
+        dirs[:] = [d for d in dirs if not _ignored(d) and not _private(d)
+                   and not (rel == Path(".") and d in PROJECT_EXCLUDED)]
+        found.extend((rel / name).as_posix() for name in names if _private(name))
+    return sorted(found)
+
+
+def flaskenv_secrets(project: Path) -> list[str]:
+    """Return the names ``project/.flaskenv`` sets that look like secrets (``*SECRET*``, ``*PASSWORD*``,
+    ``*TOKEN*``, ``*_KEY*``, a ``*_URL`` with a password in it); [] when there is no readable .flaskenv.
+    The image keeps .flaskenv (Flask's public configuration), so such values would ship."""
+    try:
+        text = (project / ".flaskenv").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    settings = [m for m in map(_SETTING.fullmatch, text.splitlines()) if m]
+    return [m[1] for m in settings if _SECRET_NAME.search(m[1]) or _URL_PASSWORD.search(m[2])]
 
 
 def source_hash(base: str | None) -> str:
@@ -173,19 +273,30 @@ def layout_build_context(project: Path, dest: Path) -> Path:
 
     ``dest`` gets the stack's ``image/project`` contents (Dockerfile, .dockerignore, server/, Pipfile,
     Pipfile.lock, serve, gunicorn.conf.py) and ``dest/userapp`` a copy of ``project`` without caches,
-    VCS data, virtual environments, the dev loop's deps dir and ``deploy/``.
+    VCS data, virtual environments, the dev loop's deps dir, ``deploy/``, private files (:data:`PRIVATE_NAMES`:
+    ``.env``, ``.env.*``, ``instance/``, databases) and whatever the project's own ``.dockerignore`` leaves out
+    (it adds to that list: its ``!`` lines re-include only what its own lines left out).
 
     Raises:
-        StackError: a file cannot be copied (the message names it).
+        StackError: a file cannot be copied, or the project's .dockerignore cannot be read (the message names it).
     """
     runtime = stack_root() / "image" / "project"
+    top = project.resolve()
+    try:
+        rules = dockerignore_rules((project / ".dockerignore").read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        rules = []
+    except OSError as exc:
+        raise StackError(f"cannot read {project / '.dockerignore'}: {exc.strerror}") from None
 
     def skip(_dir: str, names: list[str]) -> set[str]:
         return {n for n in names if _ignored(n)}
 
     def skip_project(directory: str, names: list[str]) -> set[str]:
-        top = Path(directory).resolve() == project.resolve()
-        return skip(directory, names) | ({n for n in names if n in PROJECT_EXCLUDED} if top else set())
+        here = Path(directory).resolve()
+        rel = here.relative_to(top).as_posix() + "/" if here != top else ""
+        left_out = {n for n in names if _ignored(n) or _private(n) or _excluded(rules, rel + n)}
+        return left_out | ({n for n in names if n in PROJECT_EXCLUDED} if here == top else set())
 
     try:
         shutil.copytree(runtime, dest, ignore=skip, dirs_exist_ok=True)

@@ -213,10 +213,19 @@ def size():
 '''
 
 
+#: Private files of app_project: none may be in an image built from it.
+PRIVATE_FILES = {
+    ".env": "SECRET_KEY=never-in-an-image\nDATABASE_URL=postgresql://admin:pw@db/shop\n",
+    ".env.production": "SECRET_KEY=never-in-an-image\n",
+    "instance/config.py": "SECRET_KEY = 'never-in-an-image'\n",
+    "app.sqlite3": "SQLite format 3\0",
+}
+
+
 @pytest.fixture(scope="session")
 def app_project(template_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A template project with a failing /boom route, a body-reading POST /size, a runtime package (six) whose lock is stale, and a git
-    commit; returns (project, commit sha)."""
+    """A template project with a failing /boom route, a body-reading POST /size, a runtime package (six) whose lock is stale,
+    private files (PRIVATE_FILES), a .flaskenv and a git commit; returns (project, commit sha)."""
     project = tmp_path_factory.mktemp("build") / "shop-api"
     shutil.copytree(template_project, project)
     (project / "__init__.py").write_text((project / "__init__.py").read_text() + BOOM_ROUTE)
@@ -224,6 +233,10 @@ def app_project(template_project: Path, tmp_path_factory: pytest.TempPathFactory
     pipfile.write_text(pipfile.read_text().replace("[packages]\n", '[packages]\nsix = "==1.17.0"\n', 1))
     (project / ".venv").mkdir()
     (project / ".venv" / "junk.txt").write_text("must not reach the build context")
+    for name, text in PRIVATE_FILES.items():  # must never reach an image (nor git: the template's .gitignore)
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text(text)
+    (project / ".flaskenv").write_text("FLASK_RUN_PORT=8080\n")  # public: ships
     if shutil.which("git") is None:
         return project, ""
     git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]

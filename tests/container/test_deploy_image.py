@@ -35,6 +35,12 @@ pytestmark = pytest.mark.container
 
 CONTENTS_PROBE = r"""
 import importlib.util, json, os, shutil
+def read(path):
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as exc:
+        return str(exc).encode()
 print(json.dumps({
     "importable": {m: importlib.util.find_spec(m) is not None
                    for m in ("debugpy", "watchfiles", "pipenv", "pytest", "pip", "six", "flask", "gunicorn",
@@ -42,9 +48,16 @@ print(json.dumps({
     "compilers": [c for c in ("gcc", "cc", "clang") if shutil.which(c)],
     "exists": {p: os.path.exists(p) for p in ("/project/userapp/tests", "/project/server/checks",
                "/project/server/testing.py", "/project/serve", "/project/gunicorn.conf.py", "/project/granian_app.py",
-               "/project/uwsgi_app.py", "/project/userapp/.venv", "/project/userapp/.git")},
+               "/project/uwsgi_app.py", "/project/userapp/.venv", "/project/userapp/.git",
+               "/project/userapp/.flaskenv")},
+    "private": sorted(os.path.relpath(os.path.join(root, name), "/project/userapp")
+                      for root, dirs, names in os.walk("/project/userapp") for name in dirs + names
+                      if name.startswith(".env") or name == "instance" or name.endswith((".sqlite3", ".db"))),
+    "never-in-an-image": [os.path.join(root, name) for root, _, names in os.walk("/project") for name in names
+                          if b"never-in-an-image" in read(os.path.join(root, name))],
 }))
 """
+BUILD_OUTPUT: dict[str, str] = {}  # what `flask-stack build` printed (app_image)
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +71,7 @@ def app_image(engine: str, app_project: tuple[Path, str]) -> Iterator[str]:
                          timeout=900, STACK_BASE_IMAGE="localhost/flask-stack-no-such-base:0")
     BUILD_TIMES["deployable image build"] = time.monotonic() - started
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    BUILD_OUTPUT["stderr"] = result.stderr
     added = image_size(engine, tag) - image_size(engine, base_image_name())
     BUILD_TIMES["deployable image added over base size"] = added / 1e6
     try:
@@ -114,6 +128,19 @@ def test_image_contents(engine: str, app_image: str) -> None:
     assert not exists["/project/userapp/.venv"] and not exists["/project/userapp/.git"]
     assert exists["/project/serve"] and exists["/project/gunicorn.conf.py"] and exists["/project/granian_app.py"]
     assert exists["/project/uwsgi_app.py"]
+
+
+def test_image_holds_nothing_private(engine: str, app_image: str) -> None:
+    """The project's .env, .env.production, instance/config.py and app.sqlite3 are not in the image (no file
+    anywhere under /project holds their secret); .flaskenv is; the build printed one line naming what it left out."""
+    result = subprocess.run([engine, "run", "--rm", "--entrypoint", "python3", app_image, "-c", CONTENTS_PROBE],
+                            capture_output=True, text=True, check=True, timeout=120)
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["private"] == [] and found["never-in-an-image"] == [], found
+    assert found["exists"]["/project/userapp/.flaskenv"]
+    lines = [line for line in BUILD_OUTPUT["stderr"].splitlines() if "left out of the image" in line]
+    assert lines == ["flask-stack: left out of the image (private; never shipped): "
+                     ".env, .env.production, app.sqlite3, instance/"], BUILD_OUTPUT["stderr"][-2000:]
 
 
 def test_serves_every_endpoint_as_non_root(engine: str, running_app: tuple[str, str],

@@ -23,6 +23,7 @@ from testkit.dap import dap_initialize
 
 from .conftest import (
     BUILD_TIMES,
+    PRIVATE_FILES,
     assert_production_server,
     base_image_name,
     container_processes,
@@ -191,5 +192,10 @@ def test_appsody_extract_layout_builds_with_docker(dev_image: str, docker_api: d
     try:
         assert built.returncode == 0, built.stdout[-4000:] + built.stderr[-2000:]
         serve_and_check(docker_api, tag, "extract")
+        # the extracted context's .dockerignore leaves the project's private files out, as flask-stack build does
+        listed = docker(docker_api, "run", "--rm", "--entrypoint", "find", tag, "/project/userapp").stdout.split()
+        assert "/project/userapp/__init__.py" in listed and "/project/userapp/.flaskenv" in listed
+        assert not [path for path in listed if any(path.startswith(f"/project/userapp/{name.split('/')[0]}")
+                                                   for name in PRIVATE_FILES)], listed
     finally:
         docker(docker_api, "rmi", "-f", tag, check=False)

@@ -89,6 +89,101 @@ def test_build_context_is_laid_out_like_appsody_extract(tmp_path: Path) -> None:
     assert os.access(context / "serve", os.X_OK)
 
 
+PRIVATE = (".env", ".env.production", "instance/config.py", "app.sqlite3", "data/shop.db", "data/cache.sqlite",
+           "pkg/.env", "node_modules/left/index.js")
+
+
+def private_project(root: Path) -> Path:
+    """The simple template plus private files (PRIVATE), a .flaskenv and a .dockerignore of its own."""
+    project = root / "proj"
+    shutil.copytree(REPO / "templates" / "simple", project)
+    for name in (*PRIVATE, "pkg/mod.py", "docs/guide.md", "trace.log", "keep.log", "data/schema.sql"):
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        (project / name).write_text("SECRET_KEY=s3cret\n")
+    (project / ".flaskenv").write_text("FLASK_APP=__init__\n")
+    (project / ".dockerignore").write_text("# the project's own additions\n/docs\n**/*.log\n!keep.log\n")
+    return project
+
+
+def test_build_context_leaves_out_private_files(tmp_path: Path) -> None:
+    """.env, .env.*, instance/, databases (at any depth) and node_modules never enter the context; .flaskenv
+    does; the project's .dockerignore adds to the list (its ``!`` re-includes what it left out itself);
+    private_files names exactly the private ones, for the build's one line."""
+    project = private_project(tmp_path)
+    context = container_image.layout_build_context(project, tmp_path / "ctx")
+    userapp = context / "userapp"
+    for name in (*PRIVATE, "instance", "node_modules", "docs", "trace.log"):
+        assert not (userapp / name).exists(), name
+    for name in (".flaskenv", ".dockerignore", "pkg/mod.py", "keep.log", "data/schema.sql", "__init__.py"):
+        assert (userapp / name).is_file(), name
+    assert container_image.private_files(project) == [".env", ".env.production", "app.sqlite3",
+                                                      "data/cache.sqlite", "data/shop.db", "instance/", "pkg/.env"]
+
+
+def test_extracted_context_dockerignore_leaves_out_the_same() -> None:
+    """image/project/.dockerignore (what an `appsody extract` context is built with) leaves out the same
+    private names under userapp/, keeps .flaskenv, and every name of PRIVATE_NAMES is covered."""
+    rules = container_image.dockerignore_rules((REPO / "image" / "project" / ".dockerignore").read_text())
+
+    def excluded(rel: str) -> bool:
+        return any(regex.fullmatch(rel) for negate, regex in rules if not negate)
+
+    for name in (*PRIVATE, ".env.local", ".git/HEAD", "__pycache__/x.cpython-312.pyc", ".venv/bin/python",
+                 "pkg/instance/settings.cfg", "x.sqlite3"):
+        assert excluded(f"userapp/{name}"), name
+    for name in (".flaskenv", "__init__.py", "Pipfile", "Pipfile.lock", "pkg/mod.py", "static/app.js"):
+        assert not excluded(f"userapp/{name}"), name
+    assert not excluded("server/__init__.py") and not excluded("serve")
+
+
+@pytest.mark.parametrize("template", ["simple", "api", "web"])
+def test_template_gitignore_leaves_out_private_files(template: str, tmp_path: Path) -> None:
+    """git itself, with the template's .gitignore, ignores the private files and keeps .flaskenv."""
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    shutil.copy(REPO / "templates" / template / ".gitignore", repo / ".gitignore")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True, timeout=60)
+    names = [*PRIVATE, ".venv/bin/python", "__pycache__/x.pyc", ".flaskenv", "app.py", "instance.py"]
+    for name in names:
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text("x\n")
+    result = subprocess.run(["git", "-C", str(repo), "check-ignore", "--no-index", *names],
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert set(result.stdout.split()) == {*PRIVATE, ".venv/bin/python", "__pycache__/x.pyc"}
+
+
+@pytest.mark.parametrize(("pattern", "path", "matches"), [
+    ("docs", "docs/a/b.md", True),
+    ("/docs", "docs", True),
+    ("docs", "pkg/docs", False),
+    ("**/docs", "pkg/docs/x", True),
+    ("*.log", "a.log", True),
+    ("*.log", "pkg/a.log", False),
+    ("pkg/*/x", "pkg/a/x", True),
+    ("pkg/*/x", "pkg/a/b/x", False),
+    ("pkg/**/x", "pkg/x", True),
+    ("file?.txt", "file1.txt", True),
+    ("[a-c].txt", "b.txt", True),
+    ("[!a-c].txt", "b.txt", False),
+    ("a.b", "axb", False),
+])
+def test_dockerignore_patterns(pattern: str, path: str, matches: bool) -> None:
+    """A project's .dockerignore is read with Docker's pattern rules."""
+    (_, regex), = container_image.dockerignore_rules(pattern)
+    assert bool(regex.fullmatch(path)) is matches
+
+
+def test_flaskenv_secrets_are_named(tmp_path: Path) -> None:
+    """Settings in .flaskenv that look secret (by name, or a URL with a password) are named; the rest not."""
+    (tmp_path / ".flaskenv").write_text("FLASK_APP=shop\nFLASK_DEBUG=1\nSECRET_KEY=abc\nexport API_TOKEN=x\n"
+                                        "DATABASE_URL=postgresql://admin:pw@db/shop\nCACHE_URL=redis://cache:6379\n"
+                                        "# PASSWORD=commented\n")
+    assert container_image.flaskenv_secrets(tmp_path) == ["SECRET_KEY", "API_TOKEN", "DATABASE_URL"]
+    assert container_image.flaskenv_secrets(tmp_path / "none") == []
+
+
 def test_source_hash_tracks_stack_files_and_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The dev image's hash is stable, changes with the base image and with any file of its build context
     (the deploy config and the deployable image's Dockerfile among them: the image carries both), and

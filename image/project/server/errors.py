@@ -36,6 +36,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException
 
 from .logs import printable_path
+from .mistakes import client_mistake
 from .observe import current_request_id
 
 log = logging.getLogger(__name__)
@@ -101,12 +102,13 @@ def _reason(exc: BaseException) -> str:
 
 
 def unreadable_body(exc: BaseException) -> Any:
-    """Flask error handler for ``unreadable_body_errors()``: log one WARNING line (no traceback) and answer 400
-    through the app's handler for ``BadRequest`` (normally ``error_response``)."""
+    """Flask error handler for ``unreadable_body_errors()``: log one line (no traceback; the client's mistake:
+    WARNING at most once per kind of error per minute, ``server.mistakes``) and answer 400 through the app's
+    handler for ``BadRequest`` (normally ``error_response``)."""
     reason = _reason(exc)
     request_id = current_request_id() or "-"
-    log.warning("unreadable request body: %s %s: %s id=%s", request.method, printable_path(request.path), reason,
-                request_id, extra={"request_id": request_id})
+    client_mistake(log, "unreadable body: " + reason.split(":", 1)[0], "unreadable request body: %s %s: %s id=%s",
+                   request.method, printable_path(request.path), reason, request_id, extra={"request_id": request_id})
     return current_app.handle_http_exception(BadRequest(f"The request body could not be read ({reason})."))
 
 

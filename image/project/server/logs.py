@@ -1,4 +1,4 @@
-"""Logging to stdout, and the request id.
+"""Logging to stdout, and the access line.
 
 Formats (LOG_FORMAT):
     text (default): ``2024-05-01 12:00:00 [INFO] message`` (local time, ``logging`` level names).
@@ -16,9 +16,7 @@ then itself, at once, so lines keep their order and errors are never delayed. Pe
 interpreter exit (``atexit``) and by ``flush_pending_lines``; a process killed with SIGKILL loses at most the
 last interval's INFO lines. 0 (the default) writes and flushes every line as it is logged.
 
-Request id: an incoming ``X-Request-ID`` is kept when it has 1-128 characters from ``A-Z a-z 0-9 . _ : - + = /
-@``, after removing other characters; otherwise a random 32-hex-digit id is generated. It is echoed in the
-response's ``X-Request-ID`` header and logged on the access line.
+The request id (``server.requestid``) is logged on the access line.
 """
 
 from __future__ import annotations
@@ -29,8 +27,6 @@ import json
 import logging
 import math
 import os
-import random
-import re
 import sys
 import threading
 import time
@@ -39,9 +35,6 @@ from datetime import datetime, timezone
 from typing import Any
 
 ACCESS_LOGGER = "server.access"
-REQUEST_ID_HEADER = "X-Request-ID"
-MAX_REQUEST_ID = 128
-_DISALLOWED = re.compile(r"[^A-Za-z0-9._:\-+=/@]")
 TEXT_FORMAT = "%(asctime)s [%(levelname)s] %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 #: Pending lines that trigger a write before the interval is up (bounds memory: about 100 KiB of text lines).
@@ -260,16 +253,6 @@ def configure_logging(level: str = "INFO", fmt: str = "text", flush_seconds: flo
     return handler
 
 
-def request_id_from(header: str | None) -> str:
-    """Return a safe request id: the sanitised ``header`` value when usable, else a new random one."""
-    if header:
-        cleaned = _DISALLOWED.sub("", header)[:MAX_REQUEST_ID]
-        if cleaned:
-            return cleaned
-    # 128 random bits; ``random`` is reseeded in every forked child (CPython's at-fork hook), so workers differ
-    return "%032x" % _getrandbits(128)
-
-
 def printable_path(path: str, limit: int = 1000) -> str:
     """``path`` safe for one log line: non-printable characters escaped (no forged lines from ``%0A`` in URLs),
     cut at ``limit`` characters (with ``...``)."""
@@ -281,7 +264,6 @@ def printable_path(path: str, limit: int = 1000) -> str:
 _ACCESS = logging.getLogger(ACCESS_LOGGER)
 _ROOT = logging.getLogger()
 _INFO = logging.INFO
-_getrandbits = random.getrandbits
 _text_time: tuple[int, str] = (-1, "")  # (second, asctime): one strftime per second, not per line
 _json_time: tuple[int, str, str] = (-1, "", "")  # (second, "YYYY-MM-DDTHH:MM:SS", "+HH:MM")
 

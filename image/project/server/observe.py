@@ -4,7 +4,7 @@
 Flask's documented way to add WSGI middleware). ``create_app`` installs it before the user's code runs, so a
 middleware the user adds (``ProxyFix``, say) wraps it and its changes to the environ are seen here. Per request:
 
-* the request id: the incoming ``X-Request-ID`` when usable, else a new one (``server.logs.request_id_from``),
+* the request id: the incoming ``X-Request-ID`` when usable, else a new one (``server.requestid.request_id_from``),
   kept in the WSGI environ under ``REQUEST_ID_ENVIRON`` (``request.environ["flask_stack.request_id"]``) and
   readable as ``g.request_id`` (``server.apps.StackGlobals``); echoed in the response's ``X-Request-ID`` header unless the app
   set that header itself;
@@ -12,6 +12,8 @@ middleware the user adds (``ProxyFix``, say) wraps it and its changes to the env
   the request context): the duration (seconds, from entering the app), ``http_requests_total`` and
   ``http_request_duration_seconds`` labelled with the matched URL rule, and the access line (the path as the
   client asked it: ``SCRIPT_NAME`` then ``PATH_INFO``, so a ``STACK_URL_PREFIX`` is in it);
+* a redirect (3xx) whose ``Location`` points at the request's own ``Host`` is made relative (``/apidocs/``, not
+  ``http://<whatever Host the client sent>/apidocs/``);
 * an exception that leaves the app (debug and testing propagate them) is recorded as a 500, then re-raised.
 
 No Flask hook and no ``flask.g`` write runs per request: the middleware needs one context lookup (for the URL
@@ -22,11 +24,13 @@ from __future__ import annotations
 
 import time
 from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, got_request_exception, request
 
-from .logs import REQUEST_ID_HEADER, log_access, request_id_from
+from .logs import log_access
 from .metrics import HttpMetrics
+from .requestid import REQUEST_ID_HEADER, request_id_from
 
 #: WSGI environ key holding the request id of the request being served.
 REQUEST_ID_ENVIRON = "flask_stack.request_id"
@@ -74,6 +78,8 @@ class ObservedWSGI:
                     break
             else:
                 headers.append((REQUEST_ID_HEADER, request_id))
+            if status[0] == "3":
+                _relative_location(headers, environ)
             return start_response(status, headers, exc_info)
 
         try:
@@ -86,6 +92,30 @@ class ObservedWSGI:
         finally:
             if in_progress is not None:
                 in_progress.dec()
+
+
+def _relative_location(headers: list[tuple[str, str]], environ: dict) -> None:
+    """Make a redirect's ``Location`` relative (path, query, fragment) when it points at the request's own scheme
+    and ``Host``: Werkzeug builds the URLs of its redirects (a missing trailing slash, merged slashes,
+    ``url_for(_external=True)``) from the ``Host`` header, which the client chose (``Host: evil.example`` would
+    come back as ``Location: http://evil.example/...``). A path starting with ``//`` gets ``/.`` in front, so it
+    never reads as another host."""
+    for index, (name, value) in enumerate(headers):
+        if len(name) == 8 and name.lower() == "location" and "://" in value:
+            parts, scheme = urlsplit(value), environ.get("wsgi.url_scheme", "http")
+            if parts.scheme.lower() == scheme and _authority(parts.netloc, scheme) in (
+                    _authority(environ.get("HTTP_HOST", ""), scheme), ""):
+                path = parts.path or "/"
+                if path.startswith("//"):
+                    path = "/." + path
+                headers[index] = (name, urlunsplit(("", "", path, parts.query, parts.fragment)))
+
+
+def _authority(netloc: str, scheme: str) -> str:
+    """``host[:port]`` lower-case, without the scheme's default port (Werkzeug leaves it out of the URLs it builds)."""
+    netloc = netloc.lower()
+    default = ":443" if scheme == "https" else ":80"
+    return netloc[:-len(default)] if netloc.endswith(default) else netloc
 
 
 def _record(metrics: HttpMetrics, environ: dict, status: int, seconds: float, request_id: str) -> None:

@@ -1,4 +1,5 @@
-"""Where the app is mounted (``STACK_URL_PREFIX``) and which proxies it trusts (``STACK_PROXY_HOPS``).
+"""Where the app is mounted (``STACK_URL_PREFIX``), which proxies it trusts (``STACK_PROXY_HOPS``) and which
+``Host`` values (``STACK_TRUSTED_HOSTS``: ``trusted_hosts``).
 
 Both are WSGI middleware around ``app.wsgi_app`` (Flask's documented way), applied by ``server.stack.Stack`` when
 it applies itself to an app, so they hold on every server (gunicorn, granian, Flask's development server in the
@@ -18,6 +19,7 @@ dev loop) and in Flask's test client. From the outside in:
 
 from __future__ import annotations
 
+import socket
 from typing import Any, Callable, Iterable
 
 from werkzeug.exceptions import NotFound
@@ -51,3 +53,18 @@ def trust_proxies(wsgi_app: WSGIApp, hops: int) -> WSGIApp:
     if hops <= 0:
         return wsgi_app
     return ProxyFix(wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_prefix=hops)
+
+
+def trusted_hosts(configured: tuple[str, ...]) -> list[str]:
+    """Return the value for Flask's ``TRUSTED_HOSTS``: the ``configured`` names plus this machine's own ("localhost",
+    127.0.0.1, its host name and that name's IPv4 addresses), which orchestrators' probes and the image's
+    HEALTHCHECK send as ``Host`` (a Kubernetes httpGet probe sends the pod's IP). Resolving the host name may
+    consult /etc/hosts or DNS once; a failure leaves its addresses out (never raises)."""
+    own = {"localhost", "127.0.0.1"}
+    try:
+        name = socket.gethostname().lower()
+        own.add(name)
+        own.update(str(info[4][0]) for info in socket.getaddrinfo(name, None, socket.AF_INET))
+    except OSError:
+        pass
+    return [*configured, *sorted(own - set(configured))]

@@ -245,44 +245,6 @@ class Drain:
 # --- the app every production server serves ----------------------------------------------------------------
 
 
-class _CheckedInput:
-    """``wsgi.input`` for a body of ``length`` bytes (Content-Length): raises werkzeug's ``ClientDisconnected`` when
-    it ends early (gunicorn and granian both hand the app what arrived, and no error, when the client stops
-    sending); reads past ``length`` return b""."""
-
-    def __init__(self, stream, length: int):
-        self._stream = stream
-        self._left = length
-
-    def read(self, size: int | None = -1) -> bytes:
-        if self._left <= 0:
-            return b""
-        want = self._left if size is None or size < 0 else min(size, self._left)
-        data = self._stream.read(want)
-        while len(data) < want:  # a server may return less than asked before the end
-            more = self._stream.read(want - len(data))
-            if not more:
-                from werkzeug.exceptions import ClientDisconnected
-
-                self._left = 0
-                raise ClientDisconnected()
-            data += more
-        self._left -= len(data)
-        return data
-
-    def readline(self, size: int | None = -1) -> bytes:
-        line = self._stream.readline(self._left if size is None or size < 0 else min(size, self._left))
-        self._left -= len(line)
-        return line
-
-    def __iter__(self):
-        while True:
-            chunk = self.read(65536)
-            if not chunk:
-                return
-            yield chunk
-
-
 drain: Drain | None = None  # this worker's (set by the server's mapping once it installed its SIGTERM handling)
 
 
@@ -292,17 +254,27 @@ def production_app():
 
     * a body shorter than its Content-Length is a 400 with one warning line (``ClientDisconnected`` on read,
       handled by the runtime's error handler, so counted and logged), not a short body taken as complete;
+    * a chunked body (``Transfer-Encoding: chunked``, the server de-chunking it: ``wsgi.input_terminated``) past the
+      app's ``MAX_CONTENT_LENGTH`` (STACK_MAX_CONTENT_LENGTH) is a 413 when the app reads it, not its first bytes
+      taken as the whole body;
     * while this worker drains (``drain.draining``), every response says ``Connection: close`` (gunicorn drops the
       header and closes by its own keep-alive setting; granian passes it on).
     """
     import server
 
+    from .bodies import CappedInput, CheckedInput  # werkzeug: in the workers only, not the supervisor
+
     app = server.app
+    config = getattr(app, "config", {})
 
     def serve(environ, start_response):
         length = environ.get("CONTENT_LENGTH")
         if length and length != "0" and length.isdigit():
-            environ["wsgi.input"] = _CheckedInput(environ["wsgi.input"], int(length))
+            environ["wsgi.input"] = CheckedInput(environ["wsgi.input"], int(length))
+        elif "HTTP_TRANSFER_ENCODING" in environ and environ.get("wsgi.input_terminated"):
+            limit = config.get("MAX_CONTENT_LENGTH")
+            if limit:
+                environ["wsgi.input"] = CappedInput(environ["wsgi.input"], limit)
         if drain is not None and drain.draining:
             def closing(status, headers, exc_info=None):
                 return start_response(status, [*headers, ("Connection", "close")], exc_info)

@@ -29,13 +29,18 @@ URL_PREFIX           STACK_URL_PREFIX           unset             path the app i
                                                                   route lives under it, through ``SCRIPT_NAME``
 PROXY_HOPS           STACK_PROXY_HOPS           ``0``             trusted proxies in front (``X-Forwarded-*`` via
                                                                   Werkzeug's ``ProxyFix``; 0 = headers ignored)
+TRUSTED_HOSTS        STACK_TRUSTED_HOSTS        unset             host names the app answers to, comma-separated
+                                                                  (``.example.com``: it and its subdomains): Flask's
+                                                                  ``TRUSTED_HOSTS``, plus the machine's own names and
+                                                                  addresses (probes); another ``Host`` gets 400.
+                                                                  Unset: any host (redirects are relative anyway)
 ===================  =========================  ================  ====================================================
 
 Production serving settings are read from the environment only, by ``server.serving_settings`` with the parsers
 here.
 
 One parser per type (``parse_bool``, ``parse_int``, ``parse_seconds``, ``parse_choice``, ``parse_level``,
-``parse_url_prefix``); each raises
+``parse_url_prefix``, ``parse_hosts``); each raises
 ``SettingsError`` with one line naming the variable. A number given as an empty string is an error (unset the
 variable instead): gunicorn itself would fail on ``WEB_CONCURRENCY=''`` with a traceback.
 
@@ -79,6 +84,7 @@ class Settings:
     max_content_length: int | None = DEFAULT_MAX_CONTENT_LENGTH
     url_prefix: str = ""
     proxy_hops: int = 0
+    trusted_hosts: tuple[str, ...] | None = None
 
 
 # (field, config key, environment variable)
@@ -99,10 +105,12 @@ _FIELDS = (
     ("max_content_length", "MAX_CONTENT_LENGTH", "STACK_MAX_CONTENT_LENGTH"),
     ("url_prefix", "URL_PREFIX", "STACK_URL_PREFIX"),
     ("proxy_hops", "PROXY_HOPS", "STACK_PROXY_HOPS"),
+    ("trusted_hosts", "TRUSTED_HOSTS", "STACK_TRUSTED_HOSTS"),
 )
 
 #: Config keys consumed by the stack (both spellings); everything else goes to Flask's config.
-STACK_KEYS = frozenset(k for _, key, env in _FIELDS for k in (key, "STACK_" + key, env)) - {"DEBUG", "MAX_CONTENT_LENGTH"}
+STACK_KEYS = (frozenset(k for _, key, env in _FIELDS for k in (key, "STACK_" + key, env))
+              - {"DEBUG", "MAX_CONTENT_LENGTH", "TRUSTED_HOSTS"})
 
 
 def parse_bool(name: str, value: Any) -> bool:
@@ -205,6 +213,26 @@ def parse_url_prefix(name: str, value: Any) -> str:
     return "/" + "/".join(segments)
 
 
+_HOST_NAME = re.compile(r"\.?[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?")
+
+
+def parse_hosts(name: str, value: Any) -> tuple[str, ...] | None:
+    """Host names, comma- or space-separated (a list or tuple is taken as is): ``example.com``, ``.example.com``
+    (the domain and its subdomains), an IPv4 address; no port, no scheme (Werkzeug's check cannot match IPv6
+    addresses). Returned lower-case; empty: None (any host).
+
+    Raises:
+        SettingsError: a name with a scheme, port, path or other invalid character (one line naming ``name``).
+    """
+    items = [str(v).strip() for v in value] if isinstance(value, (list, tuple)) else str(value).replace(",", " ").split()
+    hosts = tuple(item.lower() for item in items if item)
+    for host in hosts:
+        if not _HOST_NAME.fullmatch(host):
+            raise SettingsError(f"{name}={value!r}: {host!r} is not a host name; give names only, comma-separated, "
+                                f"e.g. {name}=shop.example.com,.example.org")
+    return hosts or None
+
+
 def load_settings(config: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Resolve the stack settings.
 
@@ -244,6 +272,8 @@ def load_settings(config: Mapping[str, Any] | None = None, environ: Mapping[str,
             values[field] = parse_int(name, value, 0, 10, example=1)
         elif field == "url_prefix":
             values[field] = parse_url_prefix(name, value)
+        elif field == "trusted_hosts":
+            values[field] = None if value is None else parse_hosts(name, value)
         elif field == "max_content_length":
             values[field] = None if value is None else parse_int(name, value, 0, example=16 * MIB) or None
         elif field == "log_format":

@@ -45,7 +45,7 @@ from .health import HealthChecks
 from .logs import configure_logging
 from .metrics import HttpMetrics
 from .observe import install_observation
-from .proxy import mount_at, trust_proxies
+from .proxy import mount_at, trust_proxies, trusted_hosts
 from .routes import health as health_routes
 from .routes import prometheus as prometheus_routes
 from .settings import Settings, load_settings, read_commit
@@ -134,6 +134,8 @@ class Stack:
             app.app_ctx_globals_class = StackGlobals
         if app.config.get("MAX_CONTENT_LENGTH") is None:  # 413 before a larger body is read; the app's own wins
             app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
+        if settings.trusted_hosts and app.config.get("TRUSTED_HOSTS") is None:  # another Host: 400; the app's own wins
+            app.config["TRUSTED_HOSTS"] = trusted_hosts(settings.trusted_hosts)
         app.config.setdefault("STACK_HEALTH_TIMEOUT", settings.health_timeout)
         app.config.setdefault("STACK_APP_VERSION", settings.app_version)
         if not _has_own_handler(app, HTTPException):
