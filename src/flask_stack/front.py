@@ -28,6 +28,8 @@ from .errors import StackError
 NGINX_IMAGE = "docker.io/library/nginx:1.27-bookworm"
 #: The port the nginx sidecar listens on (above 1024: it runs as the pod's non-root user).
 NGINX_PORT = 8081
+#: The sidecar's ``worker_connections`` (nginx's default).
+NGINX_WORKER_CONNECTIONS = 1024
 #: The app's default body limit, bytes (the serving layer's STACK_MAX_CONTENT_LENGTH default, 16 MiB).
 MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 #: Seconds the app keeps accepting after SIGTERM (STACK_SHUTDOWN_DELAY): with the sidecar, longer than
@@ -111,6 +113,7 @@ class Front:
             "FLASK_STACK_TARGET_PORT": "front" if self.nginx_sidecar else "http",
             "FLASK_STACK_NGINX_IMAGE": self.image,
             "FLASK_STACK_NGINX_PORT": str(self.nginx_port),
+            "FLASK_STACK_NGINX_WORKER_CONNECTIONS": str(NGINX_WORKER_CONNECTIONS),
             "FLASK_STACK_NGINX_LISTEN": (f"{self.nginx_address}:{self.nginx_port}" if self.nginx_address
                                          else str(self.nginx_port)),
             "FLASK_STACK_INGRESS_HOST": self.ingress_host,
@@ -119,7 +122,8 @@ class Front:
 
     def blocks(self) -> dict[str, bool]:
         """Which optional blocks of the templates (``# >>> name``) are written."""
-        return {"nginx-sidecar": self.nginx_sidecar, "nginx-static": self.nginx_static, "tls": bool(self.tls_secret)}
+        return {"nginx-sidecar": self.nginx_sidecar, "nginx-static": self.nginx_static, "tls": bool(self.tls_secret),
+                "front-limits": False}  # the image's own front only (image/project/server/front_conf.py)
 
 
 def nginx_size(size: int) -> str:
