@@ -28,6 +28,9 @@ from .errors import StackError
 NGINX_IMAGE = "docker.io/library/nginx:1.27-bookworm"
 #: The port the nginx sidecar listens on (above 1024: it runs as the pod's non-root user).
 NGINX_PORT = 8081
+#: The deployable image's probe port (its STACK_PROBE_PORT default): the health endpoints and /metrics through a
+#: second nginx of the image's front; the probes and Prometheus use it unless the sidecar replaces that front.
+PROBE_PORT = 8090
 #: The sidecar's ``worker_connections`` (nginx's default).
 NGINX_WORKER_CONNECTIONS = 1024
 #: The app's default body limit, bytes (the serving layer's STACK_MAX_CONTENT_LENGTH default, 16 MiB).
@@ -111,6 +114,11 @@ class Front:
             "FLASK_STACK_NGINX_BODY_SIZE": nginx_size(max_content_length),
             "FLASK_STACK_SHUTDOWN_DELAY": str(SIDECAR_SHUTDOWN_DELAY if self.nginx_sidecar else SHUTDOWN_DELAY),
             "FLASK_STACK_TARGET_PORT": "front" if self.nginx_sidecar else "http",
+            # the image's own front has a probe port; with the sidecar (STACK_FRONT=none) the app's own port
+            "FLASK_STACK_PROBE_PORT": str(PROBE_PORT),
+            "FLASK_STACK_PROBE_PORT_NAME": "http" if self.nginx_sidecar else "probes",
+            "FLASK_STACK_METRICS_PORT": "APPSODY_PORT" if self.nginx_sidecar else str(PROBE_PORT),
+            "FLASK_STACK_METRICS_SERVICE_PORT": "http" if self.nginx_sidecar else "metrics",
             "FLASK_STACK_NGINX_IMAGE": self.image,
             "FLASK_STACK_NGINX_PORT": str(self.nginx_port),
             "FLASK_STACK_NGINX_WORKER_CONNECTIONS": str(NGINX_WORKER_CONNECTIONS),
@@ -123,7 +131,7 @@ class Front:
     def blocks(self) -> dict[str, bool]:
         """Which optional blocks of the templates (``# >>> name``) are written."""
         return {"nginx-sidecar": self.nginx_sidecar, "nginx-static": self.nginx_static, "tls": bool(self.tls_secret),
-                "front-limits": False}  # the image's own front only (image/project/server/front_conf.py)
+                "front-limits": False, "image-front": not self.nginx_sidecar}  # the image's own front only (image/project/server/front_conf.py)
 
 
 def nginx_size(size: int) -> str:
