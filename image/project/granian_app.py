@@ -139,13 +139,30 @@ def _reset_inherited_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _log_dictconfig(level: str, fmt: str) -> dict:
-    """granian's logging config: the stack's line format (``server.logs.make_formatter``) on stderr."""
+# granian warns when its workers outnumber the host's CPUs (``multiprocessing.cpu_count``); the stack's default,
+# one per usable CPU plus one and at least two (``server.serving_settings.default_workers``, which says why), always
+# does, so the warning is dropped when the count is that default. tests/container's start test fails when granian
+# words it otherwise.
+WORKERS_WARNING = "Configured number of workers appears to be higher than the amount of CPU cores"
+
+
+class _DropWorkersWarning(logging.Filter):
+    """Drops granian's ``WORKERS_WARNING`` record (used only while the worker count is the stack's default)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(WORKERS_WARNING)
+
+
+def _log_dictconfig(level: str, fmt: str, default_workers: bool = False) -> dict:
+    """granian's logging config: the stack's line format (``server.logs.make_formatter``) on stderr; with
+    ``default_workers`` (WEB_CONCURRENCY unset) without granian's ``WORKERS_WARNING``."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"generic": {"()": "server.logs.make_formatter", "fmt": fmt}},
-        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stderr"}},
+        "filters": {"workers": {"()": _DropWorkersWarning}} if default_workers else {},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "generic", "stream": "ext://sys.stderr",
+                                 "filters": ["workers"] if default_workers else []}},
         "loggers": {
             "_granian": {"handlers": ["console"], "level": level, "propagate": False},
             "granian.access": {"handlers": [], "level": "CRITICAL", "propagate": False},
@@ -178,7 +195,7 @@ def run_granian(settings) -> int:
         respawn_failed_workers=True,
         workers_kill_timeout=settings.graceful_timeout,
         log_level=LogLevels(settings.log_level.lower()),
-        log_dictconfig=_log_dictconfig(settings.log_level, settings.log_format),
+        log_dictconfig=_log_dictconfig(settings.log_level, settings.log_format, settings.workers_default),
         log_access=False,  # the runtime writes the access line
         websockets=False,
     )

@@ -28,6 +28,11 @@ from .errors import StackError
 NGINX_IMAGE = "docker.io/library/nginx:1.27-bookworm"
 #: The port the nginx sidecar listens on (above 1024: it runs as the pod's non-root user).
 NGINX_PORT = 8081
+#: The deployable image's probe port (its STACK_PROBE_PORT default): the health endpoints and /metrics through a
+#: second nginx of the image's front; the probes and Prometheus use it unless the sidecar replaces that front.
+PROBE_PORT = 8090
+#: The sidecar's ``worker_connections`` (nginx's default).
+NGINX_WORKER_CONNECTIONS = 1024
 #: The app's default body limit, bytes (the serving layer's STACK_MAX_CONTENT_LENGTH default, 16 MiB).
 MAX_CONTENT_LENGTH = 16 * 1024 * 1024
 #: Seconds the app keeps accepting after SIGTERM (STACK_SHUTDOWN_DELAY): with the sidecar, longer than
@@ -66,6 +71,12 @@ class Front:
     def image(self) -> str:
         """The nginx image the sidecar runs."""
         return self.nginx_image or NGINX_IMAGE
+
+    @property
+    def image_front(self) -> bool:
+        """Whether the pods run the image's own nginx front (STACK_FRONT=nginx): not when an nginx sidecar or an
+        Ingress (ingress-nginx buffers every request) is in front already, so no request is buffered twice."""
+        return not (self.nginx_sidecar or self.ingress_host)
 
     @property
     def proxy_hops(self) -> int:
@@ -109,8 +120,14 @@ class Front:
             "FLASK_STACK_NGINX_BODY_SIZE": nginx_size(max_content_length),
             "FLASK_STACK_SHUTDOWN_DELAY": str(SIDECAR_SHUTDOWN_DELAY if self.nginx_sidecar else SHUTDOWN_DELAY),
             "FLASK_STACK_TARGET_PORT": "front" if self.nginx_sidecar else "http",
+            # the image's own front has a probe port; with a sidecar or an Ingress (STACK_FRONT=none) the app's
+            "FLASK_STACK_PROBE_PORT": str(PROBE_PORT),
+            "FLASK_STACK_PROBE_PORT_NAME": "probes" if self.image_front else "http",
+            "FLASK_STACK_METRICS_PORT": str(PROBE_PORT) if self.image_front else "APPSODY_PORT",
+            "FLASK_STACK_METRICS_SERVICE_PORT": "metrics" if self.image_front else "http",
             "FLASK_STACK_NGINX_IMAGE": self.image,
             "FLASK_STACK_NGINX_PORT": str(self.nginx_port),
+            "FLASK_STACK_NGINX_WORKER_CONNECTIONS": str(NGINX_WORKER_CONNECTIONS),
             "FLASK_STACK_NGINX_LISTEN": (f"{self.nginx_address}:{self.nginx_port}" if self.nginx_address
                                          else str(self.nginx_port)),
             "FLASK_STACK_INGRESS_HOST": self.ingress_host,
@@ -120,7 +137,8 @@ class Front:
     def blocks(self) -> dict[str, bool]:
         """Which optional blocks of the templates (``# >>> name``) are written."""
         return {"nginx-sidecar": self.nginx_sidecar, "nginx-static": self.nginx_static, "tls": bool(self.tls_secret),
-                "front-off": self.nginx_sidecar or bool(self.ingress_host)}
+                "front-limits": False,  # the image's own front only (image/project/server/front_conf.py)
+                "image-front": self.image_front, "front-off": not self.image_front}
 
 
 def nginx_size(size: int) -> str:

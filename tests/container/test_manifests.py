@@ -76,12 +76,16 @@ def test_generate_only_writes_valid_manifests(template_project: Path, tmp_path: 
     pod = deployment["spec"]["template"]
     assert pod["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
     assert pod["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
-    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8080"
+    assert pod["metadata"]["annotations"]["prometheus.io/port"] == "8090"  # the image's probe port
     spec = pod["spec"]
     assert spec["securityContext"]["runAsNonRoot"] is True and spec["securityContext"]["runAsUser"] == 1001
     (container,) = spec["containers"]
     assert container["image"] == IMAGE
     assert container["ports"][0]["containerPort"] == 8080
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports["probes"] == setting_default("ServingSettings", "probe_port") == front.PROBE_PORT
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):  # a flood of 8080 cannot starve them
+        assert container[probe]["httpGet"]["port"] == "probes", probe
     assert container["startupProbe"]["httpGet"]["path"] == "/health/started"
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
     assert container["readinessProbe"]["httpGet"]["path"] == "/health/ready"
@@ -96,6 +100,11 @@ def test_generate_only_writes_valid_manifests(template_project: Path, tmp_path: 
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert "emptyDir" in volumes[mounts["/tmp"]]
     assert env["PROMETHEUS_MULTIPROC_DIR"].startswith("/tmp/")
+    assert int(env["STACK_PROBE_PORT"]) == front.PROBE_PORT
+    # the /tmp emptyDir holds the front's body budget plus 64 MiB for the rest (README.md, "Production serving")
+    size_limit = volumes[mounts["/tmp"]]["emptyDir"]["sizeLimit"]
+    assert size_limit.endswith("Mi") and int(size_limit[:-2]) * 2**20 == (
+        setting_default("ServingSettings", "front_body_budget") + 64 * 2**20), size_limit
     graceful = int(env.get("STACK_GRACEFUL_TIMEOUT", setting_default("ServingSettings", "graceful_timeout")))
     assert spec["terminationGracePeriodSeconds"] > graceful
 
@@ -162,7 +171,7 @@ def test_appsody_deploy_template(template_project: Path, tmp_path: Path) -> None
     (container,) = load(deploy.generate(template_project, tmp_path / "deploy", IMAGE)[0])["spec"]["template"][
         "spec"]["containers"]
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        ours = {**container[probe], "httpGet": {**container[probe]["httpGet"], "port": 8080}}
+        ours = {**container[probe], "httpGet": {**container[probe]["httpGet"], "port": front.PROBE_PORT}}
         assert spec[probe] == ours, probe
     assert spec["service"]["annotations"]["prometheus.io/path"] == "/metrics"
     assert spec["autoscaling"]["minReplicas"] >= 2 and spec["monitoring"]["endpoints"][0]["path"] == "/metrics"

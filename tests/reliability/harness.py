@@ -41,7 +41,7 @@ def run_serve(env_extra: dict, tmp_path, timeout: float = 60) -> subprocess.Comp
     files go under ``tmp_path`` (TMPDIR)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STACK_", "PROMETHEUS_")) and k != "WEB_CONCURRENCY"}
     env.update(PATH=f"{VENV_BIN}:{env.get('PATH', '/usr/bin:/bin')}", STACK_HOST="127.0.0.1", PORT="1",
-               TMPDIR=str(tmp_path))
+               STACK_PROBE_PORT="0", TMPDIR=str(tmp_path))
     env.pop("PYTHONPATH", None)
     env.update(env_extra)
     return subprocess.run(

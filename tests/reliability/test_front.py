@@ -10,12 +10,14 @@ import os
 import re
 import signal
 import socket
+import threading
 import time
 import uuid
 
 import pytest
 from testkit.nginx import require_nginx
-from testkit.procs import alive, children_of
+from testkit.net import free_port
+from testkit.procs import alive, children_of, descendants
 from testkit.serve import SERVERS, ProductionServer, copy_project, get, raw_exchange, status_of
 
 from .harness import FIXTURE_USERAPP, left_in, run_serve
@@ -140,12 +142,53 @@ def test_address_in_use_is_one_line_and_exit_2(tmp_path):
     assert left_in(tmp_path) == []
 
 
-def test_nginx_killed_stops_the_server_with_status_1(start_server):
+@pytest.mark.parametrize("which", ["nginx (the front)", "nginx (the probe port)", "the app server (granian)"])
+def test_a_dead_child_stops_the_front_within_a_second(start_server, which):
+    """kill -9 of either nginx's master or of the server's: ``serve`` exits within 1 s, non-zero, with one ERROR
+    line naming which died, and leaves no process behind (the dead nginx's workers included)."""
     require_nginx()
     srv = start_server(server="granian", env={**FRONT, "STACK_GRACEFUL_TIMEOUT": "5"})
-    (master,) = [pid for pid in srv.nginx_pids() if pid in children_of(srv.proc.pid)]
-    server_master = srv.master_pid()
-    os.kill(master, signal.SIGKILL)
-    assert srv.proc.wait(15) == 1, srv.log_tail()
-    assert "nginx exited with status -9; stopping the front" in srv.log_text()
-    assert server_master is not None and not alive(server_master), "the server outlived the front"
+    nginx_masters = [pid for pid in srv.nginx_pids() if pid in children_of(srv.proc.pid)]
+    assert len(nginx_masters) == 2, srv.log_tail()  # the public port's and the probe port's
+    everything = descendants(srv.proc.pid)
+    if which == "the app server (granian)":
+        victim = srv.master_pid()
+    else:  # the probe port's master was started second
+        victim = sorted(nginx_masters)[which == "nginx (the probe port)"]
+    os.kill(victim, signal.SIGKILL)
+    started = time.monotonic()
+    status = srv.proc.wait(5)
+    took = time.monotonic() - started
+    assert status != 0 and took < 1.0, (status, took, srv.log_tail())
+    lines = [line for line in srv.log_text().splitlines() if " died " in line]
+    assert len(lines) == 1 and "[ERROR]" in lines[0], lines
+    assert lines[0].endswith(f"flask-stack: {which} died (killed by SIGKILL); stopping the container"), lines
+    time.sleep(0.2)
+    assert [pid for pid in everything if alive(pid)] == [], everything
+
+
+def test_nginx_listens_only_once_the_server_answers(tmp_path):
+    """From the moment ``serve`` starts, the public port either refuses or answers 200: never nginx's 502 for a
+    server still starting, and the start logs no ERROR (nor granian's worker-count warning, 3 workers here)."""
+    require_nginx()
+    srv = ProductionServer(project=copy_project(FIXTURE_USERAPP, tmp_path / "project"), workdir=tmp_path,
+                           server="granian", workers=3, env={**FRONT, "WEB_CONCURRENCY": None})
+    seen = []
+    try:
+        srv.port = free_port()
+        thread = threading.Thread(target=lambda: srv.start(), daemon=True)
+        thread.start()
+        deadline = time.monotonic() + 45
+        while time.monotonic() < deadline and not seen[-1:] == [200]:
+            try:
+                seen.append(get(srv.port, "/hello", timeout=5)[0])
+            except OSError:
+                time.sleep(0.005)
+        thread.join(45)
+        assert seen and set(seen) == {200}, seen
+        time.sleep(0.6)
+        log_text = srv.log_text()
+        assert "[ERROR]" not in log_text and "[WARNING]" not in log_text, log_text
+        assert "higher than the amount of CPU cores" not in log_text, log_text
+    finally:
+        srv.stop()

@@ -139,6 +139,7 @@ class ProductionServer:
     workers: int = 2
     env: dict = field(default_factory=dict)
     port: int = 0
+    probe_port: int = 0
     proc: subprocess.Popen | None = None
     metrics_dir: Path | None = None
     log_path: Path | None = None
@@ -147,6 +148,7 @@ class ProductionServer:
         """Start ``serve`` and wait (at most ``ready_timeout`` seconds) until ``ready_path`` answers 200 and all
         workers are up. Raises AssertionError with the server's log tail when it does not come up."""
         self.port = self.port or free_port()
+        self.probe_port = self.probe_port or free_port()
         self.metrics_dir = self.workdir / "metrics"
         self.log_path = self.workdir / "server.log"
         env = {
@@ -163,6 +165,7 @@ class ProductionServer:
             STACK_USERAPP_DIR=str(self.project),
             PROMETHEUS_MULTIPROC_DIR=str(self.metrics_dir),
             PYTHONDONTWRITEBYTECODE="1",
+            STACK_PROBE_PORT=str(self.probe_port),  # the front's probe listener (STACK_FRONT=nginx), never 8090 here
         )
         env.pop("PYTHONPATH", None)
         for key, value in self.env.items():  # a value of None removes the variable

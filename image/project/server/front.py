@@ -8,31 +8,43 @@ gunicorn's own documentation recommends a buffering proxy) and closes a client s
 only ever see complete requests.
 
 ``run_front`` (called by ``server.serving.main``, in the process ``serve`` started) renders ``server/nginx.conf``
-(the template ``flask-stack deploy --nginx-sidecar`` also uses) into a private directory under $TMPDIR, then
-starts two children:
+(the template ``flask-stack deploy --nginx-sidecar`` also uses) twice (``server.front_conf``: the public listener
+with its connection, per-client and body-budget limits; the probe listener) into a private directory under
+$TMPDIR, then starts three children, each its own process group:
 
 * the chosen server (``serving.server_command``) on 127.0.0.1 at a free port, trusting one proxy more
   (STACK_PROXY_HOPS + 1: nginx's ``X-Forwarded-*``), its shutdown delay ``LINGER`` seconds past nginx's stop;
-* nginx (``nginx`` on PATH, else /usr/sbin/nginx), listening on STACK_HOST:PORT, its body limit the runtime's
-  STACK_MAX_CONTENT_LENGTH (a larger declared body is nginx's 413, before it is read). Its output goes through
-  pipes: error lines are logged through logger ``nginx`` and its access lines (only requests it answered itself)
-  become the stack's access line, both in the stack's log format. Its own error answers (413, 400, 408, 414, 502,
-  504, 505...) follow the app's JSON-or-HTML rule (server/errors.py) in nginx.conf.
+* once the server answers HTTP (so nginx never answers 502 at start, and the port refuses until then): nginx
+  (``nginx`` on PATH, else /usr/sbin/nginx) on STACK_HOST:PORT, its body limit the runtime's
+  STACK_MAX_CONTENT_LENGTH (a larger declared body is nginx's 413, before it is read), and a second nginx on
+  STACK_HOST:STACK_PROBE_PORT passing only the health endpoints and /metrics (0: none), so that a flood taking
+  every connection of the first leaves the probes answered. Their output goes through pipes: error lines are
+  logged through logger ``nginx`` and their access lines (only requests nginx answered itself) become the stack's
+  access line, both in the stack's log format. nginx's own error answers (413, 400, 408, 414, 502, 503, 504,
+  505...) follow the app's JSON-or-HTML rule (server/errors.py) in nginx.conf.
 
 SIGTERM (or SIGINT): SIGTERM to the server at once (readiness DOWN; its answers say ``Connection: close``, which
 nginx passes on as an added token), SIGQUIT to nginx after STACK_SHUTDOWN_DELAY seconds (at least ``QUIT_LINGER``;
 it stops accepting and finishes what it has), the server stops ``LINGER`` seconds after that; whatever is left at
-STACK_GRACEFUL_TIMEOUT (+ ``LINGER``) is killed. When either child ends on its own the other is stopped. The exit
-status is the server's (0 after SIGTERM; 1 when nginx ended on its own); nginx missing or rejecting its config, or
-the address in use, is one line and status 2. The private directory is removed at exit.
+STACK_GRACEFUL_TIMEOUT (+ ``LINGER``) is killed; the exit status is the server's (0 after SIGTERM).
+
+The front is one unit: when any child ends on its own (an nginx master killed, the server crashed), one ERROR
+line names it (``flask-stack: nginx (the front) died (killed by SIGKILL); stopping the container``), every other
+child's process group is killed at once (requests in flight are lost with the dead child anyway) and this process
+exits within a second: status 1 for nginx, the server's status for the server (1 if it was 0). The orchestrator
+restarts the container (restarting nginx in place was not chosen: a half-dead front would keep answering 502 and
+the liveness probe could not tell). nginx missing or rejecting its config, or an address in use, is one line and
+status 2. The private directory is removed at exit.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -42,7 +54,8 @@ import tempfile
 import threading
 import time
 
-from .exceptions import StackError
+from . import front_conf
+from .front_conf import FrontError
 from .logs import access_line, printable_path, stderr_logger
 from .serving_settings import ServingSettings
 from .settings import load_settings
@@ -51,6 +64,8 @@ LINGER = 2.0  # seconds the server keeps accepting after nginx stopped: requests
 # Least seconds from SIGTERM to nginx's stop, even with STACK_SHUTDOWN_DELAY=0: nginx's stop closes idle kept-alive
 # connections at once, so each first gets an answer with its ``Connection: close`` token (the servers linger too).
 QUIT_LINGER = 1.0
+START_TIMEOUT = 60.0  # seconds the server gets to answer its first request before nginx starts
+POLL = 0.02  # seconds between looks at the children: a dead one stops the front within a second
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nginx.conf")
 log = logging.getLogger("server.front")
 nginx_log = logging.getLogger("nginx")
@@ -58,10 +73,6 @@ nginx_log = logging.getLogger("nginx")
 _ERROR_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(?P<level>\w+)\] \d+#\d+: (?:\*\d+ )?(?P<message>.*)$")
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "notice": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR, "crit": logging.CRITICAL, "alert": logging.CRITICAL, "emerg": logging.CRITICAL}
-
-
-class FrontError(StackError):
-    """The front cannot start (nginx missing, its config unusable, no port); ``str(err)`` is one line."""
 
 
 def nginx_binary() -> str:
@@ -77,32 +88,6 @@ def nginx_binary() -> str:
     return found
 
 
-def render(settings: ServingSettings, app_port: int, max_content_length: int) -> str:
-    """``server/nginx.conf`` for the image's front: listening on ``settings.bind``, proxying every path to
-    127.0.0.1:``app_port``, body limit ``max_content_length`` bytes (0: none), without the sidecar's static block.
-
-    Raises:
-        FrontError: the template cannot be read.
-    """
-    try:
-        with open(TEMPLATE, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise FrontError(f"cannot read the nginx template {TEMPLATE}: {exc.strerror}") from None
-    # The sidecar's optional block (``# >>> nginx-static`` ... ``# <<< nginx-static``) is left out here; the CLI
-    # keeps or drops it in flask_stack.front.toggle (the CLI and the runtime are shipped apart).
-    text = re.sub(r"^[ \t]*# >>> nginx-static\n.*?^[ \t]*# <<< nginx-static\n", "", text, flags=re.M | re.S)
-    values = {
-        "FLASK_STACK_NGINX_BODY_SIZE": str(max(0, max_content_length)),  # bytes; 0: no limit, as nginx takes it
-        "FLASK_STACK_NGINX_LISTEN": settings.bind,
-        "FLASK_STACK_URL_PREFIX": "",  # every path goes to the app, which knows its own prefix
-        "APPSODY_PORT": str(app_port),
-    }
-    for key in sorted(values, key=len, reverse=True):
-        text = text.replace(key, values[key])
-    return text
-
-
 def free_loopback_port() -> int:
     """A TCP port free on 127.0.0.1 now (bound and released; the server binds it a moment later)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -116,19 +101,23 @@ def quit_after(settings: ServingSettings) -> float:
 
 
 def check_listen(settings: ServingSettings) -> None:
-    """Bind ``settings.bind`` once (as nginx will, with SO_REUSEADDR) and release it, so that an address in use is
-    one line before anything starts.
+    """Bind ``settings.bind`` (and the probe port's) once (as nginx will, with SO_REUSEADDR) and release it, so that
+    an address in use is one line before anything starts.
 
     Raises:
-        FrontError: the address cannot be bound (in use, not on this host, not allowed).
+        FrontError: an address cannot be bound (in use, not on this host, not allowed).
     """
     host = settings.host.strip("[]")
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((host, settings.port))
-        except OSError as exc:
-            raise FrontError(f"cannot listen on {settings.bind}: {exc.strerror or exc}; set PORT or STACK_HOST")
+    for port, what, hint in ((settings.port, settings.bind, "PORT"), (settings.probe_port, settings.probe_bind,
+                                                                       "STACK_PROBE_PORT")):
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise FrontError(f"cannot listen on {what}: {exc.strerror or exc}; set {hint} or STACK_HOST") from None
 
 
 def server_environment(settings: ServingSettings, app_port: int, proxy_hops: int) -> dict[str, str]:
@@ -143,7 +132,7 @@ def server_environment(settings: ServingSettings, app_port: int, proxy_hops: int
 
 
 class Front:
-    """nginx and the server behind it, as children of this process (see the module docstring)."""
+    """nginx (public and probe port) and the server behind it, as children of this process (module docstring)."""
 
     def __init__(self, settings: ServingSettings, command: list[str]):
         self.settings = settings
@@ -151,41 +140,100 @@ class Front:
         self.workdir = tempfile.mkdtemp(prefix="flask-stack-front.")
         self.server: subprocess.Popen | None = None
         self.nginx: subprocess.Popen | None = None
+        self.probes: subprocess.Popen | None = None
         self.stopping = threading.Event()
         self.relays: list[threading.Thread] = []
 
-    def start(self) -> None:
-        """Write nginx's config, check it, start the server then nginx.
+    @property
+    def children(self) -> dict[str, subprocess.Popen]:
+        """The running children by the name the one line gives them."""
+        named = {f"the app server ({self.settings.server})": self.server, "nginx (the front)": self.nginx,
+                 "nginx (the probe port)": self.probes}
+        return {name: child for name, child in named.items() if child is not None}
+
+    def _nginx_config(self, name: str, text: str) -> list[str]:
+        """Write config ``text`` into ``<workdir>/<name>/nginx.conf``, check it with ``nginx -t``; its argv.
 
         Raises:
-            FrontError: nginx is missing or rejects its config, or the address is in use.
+            FrontError: nginx rejects it.
         """
-        nginx = nginx_binary()
-        check_listen(self.settings)
-        app_port = free_loopback_port()
-        conf = os.path.join(self.workdir, "nginx.conf")
-        runtime = load_settings()  # the runtime's settings (validated by serving.prepare_environment already)
+        prefix = os.path.join(self.workdir, name)
+        os.makedirs(prefix)
+        conf = os.path.join(prefix, "nginx.conf")
         with open(conf, "w", encoding="utf-8") as fh:
-            fh.write(render(self.settings, app_port, runtime.max_content_length or 0))
-        argv = [nginx, "-p", self.workdir + "/", "-e", "/dev/stderr", "-c", conf]
+            fh.write(text)
+        argv = [nginx_binary(), "-p", prefix + "/", "-e", "/dev/stderr", "-c", conf]
         check = subprocess.run([*argv, "-t", "-q"], capture_output=True, text=True, check=False)
         if check.returncode != 0:
             detail = (check.stderr.strip().splitlines() or ["no message"])[-1]
             raise FrontError(f"nginx rejects the front's config: {detail}")
+        return argv
+
+    def start(self) -> bool:
+        """Write and check nginx's configs, start the server, wait until it answers HTTP, then start nginx (so
+        nginx never answers 502 for a server still starting). False when the server ended before it answered
+        (``wait`` then returns its status).
+
+        Raises:
+            FrontError: nginx is missing or rejects its config, an address is in use, or the server does not
+                answer within ``START_TIMEOUT`` seconds.
+        """
+        nginx_binary()
+        check_listen(self.settings)
+        app_port = free_loopback_port()
+        runtime = load_settings()  # the runtime's settings (validated by serving.prepare_environment already)
+        max_body = runtime.max_content_length or 0
+        template = front_conf.read_template(TEMPLATE)
+        hard_nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        public = self._nginx_config("public", front_conf.render_public(template, self.settings, app_port, max_body,
+                                                                       hard_nofile))
+        probes = self._nginx_config("probes", front_conf.render_probes(
+            template, self.settings, app_port, max_body, runtime.url_prefix or "")) if self.settings.probe_port else None
         server_env = server_environment(self.settings, app_port, runtime.proxy_hops)
-        self.server = subprocess.Popen(self.command, env=server_env)
+        self.server = subprocess.Popen(self.command, env=server_env, process_group=0)
+        if not self._wait_for_server(app_port, runtime.url_prefix or ""):
+            return False
         # nginx reopens /dev/stdout and /dev/stderr: on a file that would be a second write offset, clobbering the
         # server's lines; through pipes its lines are also rewritten in the stack's format (``relay_access``,
-        # ``relay_errors``).
-        self.nginx = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.relays = [threading.Thread(target=relay_access, args=(self.nginx.stdout, self.settings.log_format),
-                                        name="nginx-access", daemon=True),
-                       threading.Thread(target=relay_errors, args=(self.nginx.stderr,), name="nginx-errors",
-                                        daemon=True)]
-        for relay in self.relays:
-            relay.start()
-        log.info("flask-stack: nginx in front on http://%s, buffering requests for %s on 127.0.0.1:%d",
-                 self.settings.bind, self.settings.server, app_port)
+        # ``relay_errors``). Each nginx is its own process group: its workers go with its master.
+        for argv, attr in ((public, "nginx"), (probes, "probes")):
+            if argv is None:
+                continue
+            child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
+            setattr(self, attr, child)
+            for target, stream, args in ((relay_access, child.stdout, (self.settings.log_format,)),
+                                         (relay_errors, child.stderr, ())):
+                relay = threading.Thread(target=target, args=(stream, *args), name=f"{attr}-relay", daemon=True)
+                relay.start()
+                self.relays.append(relay)
+        connections, nofile = front_conf.connection_budget(self.settings, hard_nofile)
+        log.info("flask-stack: nginx in front on http://%s (%d connections, %d descriptors), probes on %s, "
+                 "buffering requests for %s on 127.0.0.1:%d", self.settings.bind, connections, nofile,
+                 f"http://{self.settings.probe_bind}" if probes else "the same port", self.settings.server, app_port)
+        return True
+
+    def _wait_for_server(self, app_port: int, prefix: str) -> bool:
+        """Poll ``GET <prefix>/health/started`` on 127.0.0.1:``app_port`` until the server answers (any status);
+        False when it ended first.
+
+        Raises:
+            FrontError: no answer within ``START_TIMEOUT`` seconds.
+        """
+        deadline = time.monotonic() + START_TIMEOUT
+        while self.server.poll() is None and not self.stopping.is_set():
+            connection = http.client.HTTPConnection("127.0.0.1", app_port, timeout=2)
+            try:
+                connection.request("GET", f"{prefix}/health/started", headers={"X-Request-ID": "front-start-check"})
+                connection.getresponse().read()
+                return True
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise FrontError(f"{self.settings.server} did not answer on 127.0.0.1:{app_port} within "
+                                     f"{START_TIMEOUT:g} s") from None
+                time.sleep(0.05)
+            finally:
+                connection.close()
+        return False
 
     def stop(self) -> None:
         """SIGTERM's sequence (module docstring); returns at once, a daemon thread does the waiting. Idempotent."""
@@ -198,43 +246,62 @@ class Front:
     def _quit_nginx(self) -> None:
         time.sleep(quit_after(self.settings))
         _signal(self.nginx, signal.SIGQUIT)
+        _signal(self.probes, signal.SIGQUIT)
 
     def wait(self) -> int:
-        """Wait until both children are gone and return the exit status: 1 when nginx ended on its own, else the
-        server's (128 + N when signal N killed it). When one child ends on its own the other is stopped;
-        after a stop, whatever is left at the graceful timeout (+ ``LINGER``) is killed."""
-        assert self.server is not None and self.nginx is not None
-        ended_first = None
+        """Wait until every child is gone and return the exit status (module docstring). When one child ends on
+        its own: one ERROR line naming it, every other child's process group killed at once, status 1 (nginx) or
+        the server's (1 if that was 0). After a stop, whatever is left at the graceful timeout (+ ``LINGER``) is
+        killed."""
         deadline = None
-        while self.server.poll() is None or self.nginx.poll() is None:
+        while any(child.poll() is None for child in self.children.values()):
             if not self.stopping.is_set():
-                ended_first = self.server if self.server.poll() is not None else \
-                    self.nginx if self.nginx.poll() is not None else None
-                if ended_first is not None:
-                    log.warning("%s exited with status %s; stopping the front",
-                                "nginx" if ended_first is self.nginx else self.settings.server, ended_first.returncode)
-                    self.stopping.set()
-                    _signal(self.server, signal.SIGTERM)
-                    _signal(self.nginx, signal.SIGQUIT)
+                ended = next(((name, child) for name, child in self.children.items() if child.poll() is not None), None)
+                if ended is not None:
+                    return self._died(*ended)
             if self.stopping.is_set() and deadline is None:
                 deadline = time.monotonic() + self.settings.graceful_timeout + LINGER
             if deadline is not None and time.monotonic() > deadline:
-                _signal(self.nginx, signal.SIGKILL)
-                _signal(self.server, signal.SIGKILL)
-            time.sleep(0.05)
-        for relay in self.relays:  # nginx is gone: its last lines are in the pipes
-            relay.join(1.0)
-        if ended_first is self.nginx:
+                self._kill_all()
+            time.sleep(POLL)
+        self._join_relays()
+        if self.server is None:
             return 1
         status = self.server.returncode
         return status if status >= 0 else 128 - status
 
+    def _died(self, name: str, child: subprocess.Popen) -> int:
+        self.stopping.set()
+        status = child.returncode
+        how = f"killed by {signal.Signals(-status).name}" if status < 0 else f"exit status {status}"
+        log.error("flask-stack: %s died (%s); stopping the container", name, how)
+        self._kill_all()
+        self._join_relays()
+        if child is self.server:
+            return (128 - status if status < 0 else status) or 1
+        return 1
+
+    def _kill_all(self) -> None:
+        """SIGKILL every child's process group (an nginx master's workers, a server's workers with it)."""
+        for child in self.children.values():
+            try:
+                os.killpg(child.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        for child in self.children.values():
+            try:
+                child.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _join_relays(self) -> None:
+        for relay in self.relays:  # nginx is gone: its last lines are in the pipes
+            relay.join(1.0)
+
     def close(self) -> None:
         """Kill children still running (after an error) and remove the private directory."""
-        for child in (self.nginx, self.server):
-            if child is not None and child.poll() is None:
-                child.kill()
-                child.wait()
+        if any(child.poll() is None for child in self.children.values()):
+            self._kill_all()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
@@ -282,15 +349,16 @@ def run_front(settings: ServingSettings, command: list[str]) -> int:
     """Serve behind nginx: ``command`` is the server's (``serving.server_command``). Returns the exit status.
 
     Raises:
-        FrontError: nginx is missing or rejects its config (nothing is left running).
+        FrontError: nginx is missing or rejects its config, an address is in use, the server does not answer
+            (nothing is left running).
     """
     stderr_logger(log, settings.log_level, settings.log_format)
     stderr_logger(nginx_log, settings.log_level, settings.log_format)
     front = Front(settings, command)
     try:
-        front.start()
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: front.stop())
+        front.start()
         sys.stdout.flush()
         return front.wait()
     finally:

@@ -1,7 +1,8 @@
 """Production serving settings: what ``server.serving`` and each server's mapping (gunicorn.conf.py, granian_app.py,
 uwsgi_app.py) run with, read once from the environment only (README.md, "Environment variables"): STACK_SERVER,
 PORT, STACK_HOST, WEB_CONCURRENCY, STACK_THREADS, STACK_WORKER_TIMEOUT, STACK_GRACEFUL_TIMEOUT, STACK_SHUTDOWN_DELAY,
-STACK_FRONT, STACK_CONTROL_SOCKET, STACK_UWSGI_SOCKET(_PUBLIC), LOG_LEVEL, LOG_FORMAT. Values are parsed with the
+STACK_FRONT, STACK_PROBE_PORT, STACK_FRONT_CONNECTIONS, STACK_FRONT_CLIENT_CONNECTIONS, STACK_FRONT_BODY_BUDGET,
+STACK_CONTROL_SOCKET, STACK_UWSGI_SOCKET(_PUBLIC), LOG_LEVEL, LOG_FORMAT. Values are parsed with the
 runtime's one parser per type (``server.settings``); a bad value raises ``SettingsError`` with one line naming the
 variable.
 """
@@ -58,6 +59,11 @@ class ServingSettings:
         control_socket: gunicorn's control socket path, None = off.
         uwsgi_socket: uWSGI's uwsgi-protocol socket for nginx (``HOST:PORT`` or a path), None = none.
         front: ``none`` or ``nginx`` (``server.front``: nginx buffers requests in front of the server).
+        probe_port: with the front, the port of its probe listener (health and /metrics only); 0: none.
+        front_connections: connections the front's public nginx holds at most (its worker_connections).
+        front_client_connections: requests at once per client address on the public port (0: no limit).
+        front_body_budget: bytes of request bodies the front may hold in temporary files under $TMPDIR at once.
+        workers_default: True when ``workers`` is the stack's default (WEB_CONCURRENCY unset).
     """
 
     server: str = "granian"
@@ -74,12 +80,22 @@ class ServingSettings:
     control_socket: str | None = None
     uwsgi_socket: str | None = None
     front: str = "none"
+    probe_port: int = 8090
+    front_connections: int = 8192
+    front_client_connections: int = 256
+    front_body_budget: int = 128 * 1024 * 1024
+    workers_default: bool = True
 
     @property
     def bind(self) -> str:
         """``HOST:PORT``, IPv6 literals bracketed."""
         host = self.host
         return f"[{host}]:{self.port}" if ":" in host and not host.startswith("[") else f"{host}:{self.port}"
+
+    @property
+    def probe_bind(self) -> str:
+        """``HOST:STACK_PROBE_PORT``, IPv6 literals bracketed."""
+        return self.bind.rpartition(":")[0] + f":{self.probe_port}"
 
 
 SERVERS = ("granian", "gunicorn", "uwsgi")  # the default first (README.md, "Production serving", says why)
@@ -119,6 +135,15 @@ def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | 
     default_delay = 5.0 if env.get("KUBERNETES_SERVICE_HOST") else 0.0  # the kubelet sets it in every pod
     delay = parse_seconds("STACK_SHUTDOWN_DELAY", env["STACK_SHUTDOWN_DELAY"], 0.0) \
         if given("STACK_SHUTDOWN_DELAY") else default_delay
+    probe_port = parse_int("STACK_PROBE_PORT", env["STACK_PROBE_PORT"], 0, 65535, example=8090) \
+        if given("STACK_PROBE_PORT") else ServingSettings.probe_port
+    if probe_port == port:
+        raise SettingsError(f"STACK_PROBE_PORT={probe_port} is also PORT; give the probes another port (0: none)")
+    front_limits = {name: parse_int(name, env[name], minimum, example=default) if given(name) else default
+                    for name, minimum, default in (
+                        ("STACK_FRONT_CONNECTIONS", 64, ServingSettings.front_connections),
+                        ("STACK_FRONT_CLIENT_CONNECTIONS", 0, ServingSettings.front_client_connections),
+                        ("STACK_FRONT_BODY_BUDGET", 0, ServingSettings.front_body_budget))}
     if delay >= graceful:
         raise SettingsError(f"STACK_SHUTDOWN_DELAY={delay:g} must be below STACK_GRACEFUL_TIMEOUT={graceful} "
                             "(workers still running at the graceful timeout are killed)")
@@ -129,6 +154,9 @@ def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | 
         log_format=parse_choice("LOG_FORMAT", env.get("LOG_FORMAT", ""), ("text", "json"), "text", "a log format"),
         control_socket=env.get("STACK_CONTROL_SOCKET", "").strip() or None,
         front=parse_choice("STACK_FRONT", env.get("STACK_FRONT", ""), FRONTS, ServingSettings.front, "a front"),
+        probe_port=probe_port, front_connections=front_limits["STACK_FRONT_CONNECTIONS"],
+        front_client_connections=front_limits["STACK_FRONT_CLIENT_CONNECTIONS"],
+        front_body_budget=front_limits["STACK_FRONT_BODY_BUDGET"], workers_default=not given("WEB_CONCURRENCY"),
         uwsgi_socket=parse_uwsgi_socket("STACK_UWSGI_SOCKET", env.get("STACK_UWSGI_SOCKET", ""), parse_bool(
             "STACK_UWSGI_SOCKET_PUBLIC", env.get("STACK_UWSGI_SOCKET_PUBLIC", ""))),
     )
