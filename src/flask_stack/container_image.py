@@ -28,6 +28,13 @@ from .project import stack_id
 
 #: Image label holding the hash of the stack files (and base image) the development image was built from.
 HASH_LABEL = "dev.flask-stack.source-hash"
+#: Image labels saying what the development image was built from, so a rebuild says what changed: the base
+#: image's name, a sha256 over the stack's files but the runtime's lock, and one over that lock.
+BASE_LABEL = "dev.flask-stack.base-image"
+FILES_LABEL = "dev.flask-stack.files-hash"
+LOCK_LABEL = "dev.flask-stack.lock-hash"
+#: The runtime's lock file, relative to ``image/``.
+LOCK_FILE = "project/Pipfile.lock"
 #: Environment variable naming the base image for every build (dev and deployable images).
 BASE_IMAGE_ENV = "STACK_BASE_IMAGE"
 #: Names never copied into a build context (and never hashed): caches, VCS data, virtual environments.
@@ -35,6 +42,9 @@ IGNORED_NAMES = ("__pycache__", "*.pyc", "*.pyo", ".pytest_cache", ".git", ".hg"
                  "node_modules", ".mypy_cache", ".ruff_cache", ".tox")
 #: Extra names left out of the user's project in the deployable image's context.
 PROJECT_EXCLUDED = (".deps", ".flask-stack", "deploy")
+
+#: The Dockerfiles' default base image.
+DEFAULT_BASE = "python:3.12-slim-bookworm"
 
 Echo = Callable[[str], None]
 
@@ -73,6 +83,42 @@ def source_hash(base: str | None) -> str:
         digest.update(f"{rel}\0{len(data)}\0{os.access(path, os.X_OK)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
+
+
+def _part_hashes(base: str | None) -> dict[str, str]:
+    """Return the labels :data:`BASE_LABEL`, :data:`FILES_LABEL` and :data:`LOCK_LABEL` for a build from ``base``.
+
+    Raises:
+        StackError: a stack file cannot be read.
+    """
+    image_dir = stack_root() / "image"
+    files, lock = hashlib.sha256(), hashlib.sha256()
+    for path in sorted(_context_files(image_dir)):
+        rel = path.relative_to(image_dir).as_posix()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise StackError(f"cannot read the stack file {path}: {exc.strerror}") from None
+        digest = lock if rel == LOCK_FILE else files
+        digest.update(f"{rel}\0{len(data)}\0{os.access(path, os.X_OK)}\0".encode())
+        digest.update(data)
+    return {BASE_LABEL: base or "", FILES_LABEL: files.hexdigest(), LOCK_LABEL: lock.hexdigest()}
+
+
+def rebuild_reason(have: dict[str, str] | None, want: dict[str, str]) -> str:
+    """Return why the development image is (re)built: ``have`` are its labels (None: no image), ``want`` the
+    labels a build now would give it (:func:`_part_hashes`)."""
+    if have is None:
+        return "not built yet"
+    changed = []
+    if have.get(BASE_LABEL) != want[BASE_LABEL] and BASE_LABEL in have:
+        changed.append(f"the base image changed from {have[BASE_LABEL] or 'the default'} to "
+                       f"{want[BASE_LABEL] or 'the default'}")
+    if have.get(FILES_LABEL) != want[FILES_LABEL] and FILES_LABEL in have:
+        changed.append("the stack's files changed")
+    if have.get(LOCK_LABEL) != want[LOCK_LABEL] and LOCK_LABEL in have:
+        changed.append("the runtime's Pipfile.lock changed")
+    return "; ".join(changed) or "built by another version of flask-stack"
 
 
 def _context_files(image_dir: Path) -> list[Path]:
@@ -117,6 +163,12 @@ def build_env(binary: str) -> dict[str, str]:
 def image_label(binary: str, image: str, label: str) -> str | None:
     """Return the value of ``label`` on the local ``image``, "" when the image lacks it, None when the image
     is not present."""
+    labels = image_labels(binary, image)
+    return None if labels is None else labels.get(label, "")
+
+
+def image_labels(binary: str, image: str) -> dict[str, str] | None:
+    """Return the labels of the local ``image`` ({} when it has none), None when the image is not present."""
     result = subprocess.run([binary, "image", "inspect", "--format", "{{json .Config.Labels}}", image],
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -124,8 +176,8 @@ def image_label(binary: str, image: str, label: str) -> str | None:
     try:
         labels = json.loads(result.stdout.strip().splitlines()[0]) or {}
     except (ValueError, IndexError):
-        return ""
-    return str(labels.get(label, ""))
+        return {}
+    return {str(key): str(value) for key, value in labels.items()}
 
 
 def ensure_dev_image(binary: str, base: str | None, echo: Echo) -> str:
@@ -138,21 +190,25 @@ def ensure_dev_image(binary: str, base: str | None, echo: Echo) -> str:
     """
     tag = dev_image_tag()
     wanted = source_hash(base)
-    have = image_label(binary, tag, HASH_LABEL)
-    if have == wanted:
+    labels = image_labels(binary, tag)
+    if labels is not None and labels.get(HASH_LABEL) == wanted:
         return tag
-    reason = "not built yet" if have is None else "the stack's files changed"
+    parts = _part_hashes(base)
+    reason = rebuild_reason(labels, parts)
     echo(f"building the stack's development image {tag} ({reason}; base {base or 'python:3.12-slim-bookworm'}) "
          "- about a minute the first time")
     image_dir = stack_root() / "image"
     argv = [binary, "build", "-f", str(image_dir / "Dockerfile-stack"), "-t", tag, "--label", f"{HASH_LABEL}={wanted}"]
+    for key, value in parts.items():
+        argv += ["--label", f"{key}={value}"]
     if base:
         argv += ["--build-arg", f"BASE_IMAGE={base}"]
     previous = _image_id(binary, tag)
     status = subprocess.run([*argv, str(image_dir)], env=build_env(binary), check=False).returncode
     if status != 0:
         raise StackError(f"building the development image {tag} failed (exit {status}; see the output above); "
-                         f"if the base image cannot be pulled, set {BASE_IMAGE_ENV} to one you have")
+                         f"if the base image {base or DEFAULT_BASE} cannot be pulled, pass --base-image IMAGE (or set "
+                         f"{BASE_IMAGE_ENV}) naming one you have, or use --engine local (no image needed)")
     if previous and previous != _image_id(binary, tag):
         # the replaced image would linger untagged; a container still using it keeps it (rmi fails quietly)
         subprocess.run([binary, "rmi", previous], capture_output=True, check=False)

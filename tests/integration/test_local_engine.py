@@ -123,7 +123,7 @@ def test_signal_stops_everything(cli_env, project, tmp_path, sig):
             socket.create_connection(("127.0.0.1", app.port), timeout=2).close()
 
 
-@pytest.mark.parametrize("engine", [["--engine", "local"], []], ids=["local", "auto"])
+@pytest.mark.parametrize("engine", [["--engine", "local"], []], ids=["local", "default"])
 def test_stop_command_stops_the_running_server(cli_env, project, tmp_path, engine):
     with serve(cli_env, project, tmp_path) as app:
         family = descendants(app.proc.pid)
