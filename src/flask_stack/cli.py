@@ -91,7 +91,8 @@ app_option = click.option(
     help="Where the app is, as `flask --app` takes it: module, module:name or module:create_app(args) "
          "(default: wsgi.py, app.py, the project's __init__.py, or its one package).")
 port_option = click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, metavar="PORT",
-                           help="Host TCP port the app is served on (127.0.0.1).")
+                           envvar="FLASK_RUN_PORT", show_envvar=True,
+                           help="Host TCP port the app is served on (127.0.0.1); `flask run`'s variable too.")
 env_option = click.option("-e", "--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
                           help="An environment variable for the app (repeatable).")
 base_image_option = click.option(

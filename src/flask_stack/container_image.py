@@ -73,7 +73,8 @@ def source_hash(base: str | None) -> str:
         StackError: a stack file cannot be read.
     """
     image_dir = stack_root() / "image"
-    digest = hashlib.sha256(f"base={base or ''}\n".encode())
+    # "labels=2": images built before the labels of :func:`rebuild_reason` existed are rebuilt once
+    digest = hashlib.sha256(f"base={base or ''}\nlabels=2\n".encode())
     for path in sorted(_context_files(image_dir)):
         rel = path.relative_to(image_dir).as_posix()
         try:

@@ -204,3 +204,36 @@ def test_production_serves_with_the_default_server(cli_env, project, tmp_path):
         while still_running(family) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert still_running(family) == []
+
+
+@pytest.mark.parametrize("command", ["run", "debug", "test"])
+@pytest.mark.parametrize("layout", ["several-packages", "none"])
+def test_no_app_to_find_stops_with_one_line_and_no_url(cli_env, local_env, tmp_path, command, layout):
+    project = tmp_path / "work"
+    project.mkdir()
+    (project / "Pipfile").write_text("[packages]\n")
+    packages = ("api", "ctr", "web") if layout == "several-packages" else ()
+    for name in packages:
+        (project / name).mkdir()
+        (project / name / "__init__.py").write_text("")
+    ports = ["--port", str(free_port())] if command != "test" else []
+    if command == "debug":
+        ports += ["--debug-port", str(free_port())]
+    result = subprocess.run(flask_stack_cmd(command, *ports, "--project", str(project)), env=cli_env,
+                            capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    errors = [line for line in output.splitlines() if "ERROR" in line or "error" in line.lower()]
+    expected = ("holds several packages (api, ctr, web); say which is the app with --app NAME (FLASK_APP)"
+                if packages else f"no Flask app found in {project}")
+    assert len(errors) == 1 and expected in errors[0], output
+    assert "http://" not in output and "serving" not in output, output
+    assert "Traceback" not in output
+
+
+def test_from_inside_tests_the_message_names_the_project(cli_env, project):
+    result = subprocess.run(flask_stack_cmd("run", "--port", str(free_port())), cwd=project / "tests", env=cli_env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == (f"flask-stack: not a python-flask stack project: {project / 'tests'} has no Flask app; "
+                             f"the project may be {project} (run there, or pass --project {project})\n")
