@@ -231,14 +231,16 @@ def deps(project, deps_dir):
 @_deps_opt
 @click.option("--junitxml", type=click.Path(dir_okay=False), default=None, help="Write a JUnit XML report here.")
 @click.option("--watch", is_flag=True, help="Run again on every save until interrupted.")
+@click.option("--appsody", is_flag=True, help="The Appsody CLI runs it (APPSODY_TEST): exit 0 or 1 only, any other "
+              "pytest status (collection error, no tests) is 1 with one line.")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def test(project, deps_dir, junitxml, watch, pytest_args):
+def test(project, deps_dir, junitxml, watch, appsody, pytest_args):
     """Run the stack's checks and the project's tests (pytest); exit with pytest's status."""
     from . import testcmd
 
     project_path, deps_path, state = _prepare(project, deps_dir)
     sys.exit(testcmd.run_tests(project_path, deps_path, state, junitxml=junitxml, watch=watch,
-                               extra=list(pytest_args)))
+                               extra=list(pytest_args), appsody=appsody))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
