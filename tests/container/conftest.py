@@ -224,6 +224,7 @@ def app_project(template_project: Path, tmp_path_factory: pytest.TempPathFactory
     pipfile.write_text(pipfile.read_text().replace("[packages]\n", '[packages]\nsix = "==1.17.0"\n', 1))
     (project / ".venv").mkdir()
     (project / ".venv" / "junk.txt").write_text("must not reach the build context")
+    (project / "app-deploy.yaml").write_text("# what `appsody deploy` writes: never part of the image\n")
     if shutil.which("git") is None:
         return project, ""
     git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]
