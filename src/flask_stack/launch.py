@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import threading
 import time
@@ -20,14 +21,23 @@ from .procs import read_record, remove_record, require_free_port, write_record
 READY_POLL = 0.1
 
 
-def announce(say: Callable[[str], None], port: int, debug_port: int | None = None, prefix: str = "") -> None:
+#: Paths of the stack's own (never the user's app's URL to show).
+STACK_PATHS = ("/health", "/metrics", "/apidocs", "/apispec", "/flasgger")
+
+
+def announce(say: Callable[[str], None], port: int, debug_port: int | None = None, prefix: str = "",
+             app_path: str | None = None) -> None:
     """Say where the app, its health, metrics and API docs (and the debugger) answer; ``prefix`` is the app's
-    STACK_URL_PREFIX (``/your/path``).
+    STACK_URL_PREFIX (``/your/path``); ``app_path`` a route of the user's app to show when its ``/`` is the stack's
+    redirect to the API docs (None: ``/`` is the app's own).
 
     The dev loop would say it again (with the container's ports): the CLI sets STACK_SHOW_URLS=0 for it.
     """
     base = f"http://127.0.0.1:{port}{prefix}"
-    say(f"app       {base}/")
+    if app_path:
+        say(f"app       {base}{app_path}  ({base}/ redirects to the API docs)")
+    else:
+        say(f"app       {base}/")
     say(f"health    {base}/health  (/health/live, /health/ready, /health/started)")
     say(f"metrics   {base}/metrics")
     say(f"API docs  {base}/apidocs/")
@@ -46,6 +56,39 @@ def _answers(port: int) -> bool:
         return False
     finally:
         connection.close()
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes] | None:
+    """``GET path`` on 127.0.0.1:``port`` (no redirect followed): (status, headers, body), None when it fails."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path, headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read(1 << 22)
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+def app_route(port: int, prefix: str = "") -> str | None:
+    """A route of the user's app to show, when its ``/`` is the stack's redirect to the API docs: the first GET path
+    without parameters of the API spec that is not the stack's own (``/hello``); None when ``/`` is the app's own,
+    or no such path is documented."""
+    root = _get(port, f"{prefix}/")
+    if root is None or root[0] not in (301, 302, 303, 307, 308) or "/apidocs" not in root[1].get("location", ""):
+        return None
+    spec = _get(port, f"{prefix}/apispec_1.json")
+    try:
+        paths = json.loads(spec[2])["paths"] if spec is not None and spec[0] == 200 else {}
+    except (ValueError, KeyError, TypeError):
+        return None
+    for path, operations in paths.items():
+        path = path.removeprefix(prefix) if prefix and path.startswith(prefix + "/") else path
+        if (isinstance(operations, dict) and "get" in operations and "{" not in path and path != "/"
+                and not path.startswith(STACK_PATHS)):
+            return path
+    return None
 
 
 def _url_prefix(opts: RunOptions, local: bool) -> str:
@@ -85,8 +128,10 @@ def _announce_when_ready(say: Callable[[str], None], port: int, debug_port: int 
     def wait() -> None:
         while not _answers(port):
             time.sleep(READY_POLL)
-        say(f"serving in {time.monotonic() - started:.1f} s:")
-        announce(say, port, debug_port, prefix)
+        seconds = time.monotonic() - started
+        shown = app_route(port, prefix)
+        say(f"serving in {seconds:.1f} s:")
+        announce(say, port, debug_port, prefix, shown)
 
     thread = threading.Thread(target=wait, name="flask-stack-ready", daemon=True)
     thread.start()

@@ -45,8 +45,10 @@ def test_run_serves_every_stack_endpoint(cli_env, project, tmp_path):
         assert "/hello" in spec["paths"] and "get" in spec["paths"]["/hello"]
 
         out = app.output()
-        assert "flask-stack: engine: local" in out
+        assert "flask-stack: engine: local (from --engine)" in out
         assert re.search(r"^flask-stack: serving in \d+\.\d s:$", out, re.M), out
+        # the template's own route is the app's URL shown; its / is the stack's redirect to the API docs
+        assert f"flask-stack: app       {app.base}/hello  ({app.base}/ redirects to the API docs)\n" in out
         for url in (f"{app.base}/", f"{app.base}/health", f"{app.base}/metrics", f"{app.base}/apidocs/"):
             assert url in out
 
@@ -170,6 +172,9 @@ def test_debug_accepts_a_dap_client(cli_env, project, tmp_path):
                 time.sleep(0.2)
         assert response["command"] == "initialize" and response["success"] is True
         assert response["body"].get("supportsConfigurationDoneRequest") is True
+        deadline = time.monotonic() + 20  # the URLs are said once the app answers (and its API spec is read)
+        while f"debugger  127.0.0.1:{debug_port}" not in app.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert f"debugger  127.0.0.1:{debug_port}" in app.output()
 
 
