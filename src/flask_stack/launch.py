@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -14,8 +15,8 @@ from typing import Callable
 
 from .engine import Engine, RunOptions
 from .errors import StackError
-from .localenv import project_dir
-from .procs import read_record, remove_record, require_free_port, write_record
+from .localenv import cache_root, project_dir
+from .procs import ServerRecord, read_record, remove_record, require_free_port, write_record
 
 #: Seconds between two checks whether a started server answers (for printing its URLs).
 READY_POLL = 0.1
@@ -143,6 +144,36 @@ def record_path_of(project: Path) -> Path:
     return project_dir(project) / "server.json"
 
 
+def server_on_port(port: int) -> ServerRecord | None:
+    """Return the record of a flask-stack server (of any project on this machine's cache) serving on ``port``."""
+    try:
+        paths = sorted((cache_root() / "projects").glob("*/server.json"))
+    except OSError:
+        return None
+    for path in paths:
+        record = read_record(path)
+        if record is not None and record.port == port:
+            return record
+    return None
+
+
+def _require_free_port(port: int, option: str = "--port") -> None:
+    """``require_free_port``, whose line names the project of ours holding the port when it is one.
+
+    Raises:
+        StackError: the port is out of range or in use.
+    """
+    try:
+        require_free_port(port, option)
+    except StackError:
+        holder = server_on_port(port)
+        if holder is None or not holder.project:
+            raise
+        raise StackError(f"port {port} is in use by flask-stack serving {holder.project} (pid {holder.pid}, "
+                         f"{holder.engine} engine); `flask-stack stop --project {shlex.quote(holder.project)}` stops it, or pass "
+                         f"{option} N") from None
+
+
 def serve(opts: RunOptions, choose: Callable[[], Engine], say: Callable[[str], None],
           debug_port: int | None = None) -> int:
     """Check that the project is not served and its ports are free (one line each, before anything else is
@@ -157,13 +188,13 @@ def serve(opts: RunOptions, choose: Callable[[], Engine], say: Callable[[str], N
     if running is not None:
         raise StackError(f"{opts.project} is already being served (pid {running.pid}, port {running.port}); "
                          f"`flask-stack stop` stops it")
-    require_free_port(opts.port)
+    _require_free_port(opts.port)
     if debug_port is not None:
-        require_free_port(debug_port, "--debug-port")
+        _require_free_port(debug_port, "--debug-port")
         if debug_port == opts.port:
             raise StackError("--debug-port must differ from --port")
     chosen = choose()
-    write_record(record_path, opts.port, chosen.name)
+    write_record(record_path, opts.port, chosen.name, opts.project)
     try:
         _announce_when_ready(say, opts.port, debug_port, _url_prefix(opts, chosen.name == "local"))
         return chosen.run(opts)

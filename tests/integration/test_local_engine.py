@@ -155,6 +155,19 @@ def test_second_run_of_a_served_project_is_one_line(cli_env, project, tmp_path, 
         assert app.get("/hello").status_code == 200  # the first server is untouched
 
 
+def test_port_held_by_another_project_of_ours_names_it(cli_env, project, tmp_path):
+    other = tmp_path / "other-app"
+    assert subprocess.run(flask_stack_cmd("init", str(other)), env=cli_env, capture_output=True,
+                          timeout=60).returncode == 0
+    with serve(cli_env, project, tmp_path) as app:
+        result = subprocess.run(flask_stack_cmd("run", "--port", str(app.port), "--project", str(other)),
+                                env=cli_env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert result.stderr == (f"flask-stack: port {app.port} is in use by flask-stack serving {project} (pid "
+                                 f"{app.proc.pid}, local engine); `flask-stack stop --project {project}` stops it, "
+                                 f"or pass --port N\n")
+
+
 def test_debug_accepts_a_dap_client(cli_env, project, tmp_path):
     from .conftest import free_port
 
