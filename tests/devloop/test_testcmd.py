@@ -13,10 +13,18 @@ def test_template_tests_pass_with_junit_report(devloop, project, tmp_path):
     assert loop.wait_exit(120) == 0, loop.output()
     out = loop.output()
     assert "test_hello.py" in out and "passed" in out
+    assert ("stack checks: test_stack.py is the python-flask stack's (" in out
+            and "not your project's; they check that your app works with the stack" in out), out
     suites = ET.parse(report).getroot()
     cases = [case.get("name") for case in suites.iter("testcase")]
     assert "test_hello_says_hello" in cases
     assert len(cases) > 1  # the stack's checks ran too
+
+
+def test_the_stack_checks_are_not_announced_when_only_a_path_of_yours_runs(devloop, project):
+    loop = devloop("test", project, "--", "tests")
+    assert loop.wait_exit(120) == 0, loop.output()
+    assert "test_hello.py" in loop.output() and "stack checks:" not in loop.output()
 
 
 def test_failing_test_gives_nonzero_status(devloop, project):
