@@ -310,3 +310,16 @@ def test_a_context_without_the_app_fails_the_build_in_one_line(engine: str, tmp_
     assert lines == ["flask-stack: the build context holds no Flask app in userapp/ (no app.py, wsgi.py, __init__.py, "
                      "package or FLASK_APP); lay the context out with: flask-stack build, or on podman: appsody build "
                      "--buildah (appsody build through the Docker API of podman copies an empty userapp/)"], output[-3000:]
+
+
+def test_deploy_after_build_writes_the_built_tag(app_image: str, app_project: tuple[Path, str], tmp_path: Path) -> None:
+    """`build -t X` (the session's image) then `deploy` with no --image: the Deployment runs X, and one line says
+    it must be pushed where the cluster pulls from."""
+    project, _ = app_project
+    result = flask_stack("deploy", "--generate-only", "--output", str(tmp_path / "manifests"), cwd=project,
+                         timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"image: {app_image}" in (tmp_path / "manifests" / "deployment.yaml").read_text()
+    assert result.stderr.splitlines()[-1] == (
+        f"flask-stack: image {app_image}: the last `flask-stack build` of this project; push it to a registry the "
+        f"cluster pulls from (or pass --image)")
