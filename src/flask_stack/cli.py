@@ -150,82 +150,23 @@ def init(directory: Path, template: str | None, overwrite: bool, engine: str | N
     it is (exit 0), so running the same command twice works; one made from another template is refused (exit 1).
     """
     from .engines import record_engine
+    from .nextsteps import TEMPLATE_KEY, default_template, record, require_same_template, say_next
     from .scaffold import init_project, is_stack_project
 
     target = Path(directory)
     if not overwrite and target.is_dir() and is_stack_project(target):
-        _require_same_template(target.resolve(), template)
+        require_same_template(target.resolve(), template)
         say(f"{target.resolve()} already is a python-flask stack project; nothing written "
             "(--overwrite writes the template over it)")
     else:
         written = init_project(target, template, overwrite, echo=click.echo)
-        _record(target.resolve(), TEMPLATE_KEY, template or _default_template())
+        record(target.resolve(), TEMPLATE_KEY, template or default_template())
         say(f"project ready in {target.resolve()} ({len(written)} files)")
     if engine:
         record_engine(target.resolve(), engine)
         say(f"engine {engine} recorded in {target.resolve() / '.appsody-config.yaml'}")
-    _say_next(target.resolve())
+    say_next(target.resolve(), say)
     return 0
-
-
-#: The key of ``.appsody-config.yaml`` recording the template a project was made from.
-TEMPLATE_KEY = "flask-stack-template"
-
-
-def _default_template() -> str:
-    """The stack's default template (stack.yaml's ``default-template``, else ``simple``)."""
-    from .project import stack_info
-
-    return stack_info().get("default-template") or "simple"
-
-
-def _record(project: Path, key: str, value: str) -> None:
-    """Set ``key: value`` in the project's .appsody-config.yaml (the line replaced, else appended)."""
-    path = project / ".appsody-config.yaml"
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if not line.startswith(f"{key}:")]
-    path.write_text("\n".join([*lines, f"{key}: {value}"]) + "\n", encoding="utf-8")
-
-
-def _require_same_template(project: Path, template: str | None) -> None:
-    """Raise StackError when ``init --template NAME`` names another template than the one ``project`` was made
-    from (recorded at init; for an older project, guessed from the template's top-level files)."""
-    from .paths import templates_dir
-    from .project import read_config
-
-    if template is None:
-        return
-    made_from = read_config(project).get(TEMPLATE_KEY)
-    if made_from is None:
-        wanted = templates_dir() / template
-        own = [p.name for p in wanted.glob("*.py")] if wanted.is_dir() else []
-        if all((project / name).is_file() for name in own):
-            return
-        made_from = "another template"
-    elif made_from == template:
-        return
-    else:
-        made_from = f"the template {made_from!r}"
-    raise StackError(f"{project} already is a python-flask stack project, made from {made_from}, not {template!r}; "
-                     f"nothing written (init another directory, or pass --overwrite to write {template!r} over it)")
-
-
-def _say_next(project: Path) -> None:
-    """Say the commands to run next (each a line ``next: ...`` that works as printed in a new login shell), and
-    when ``flask-stack`` is not on this shell's PATH, the line that puts it there."""
-    import shlex
-    import shutil
-
-    where = shlex.quote(str(project))
-    say(f"next: cd {where} && flask-stack run")
-    say(f"next: cd {where} && flask-stack test")
-    if shutil.which("flask-stack") is None:
-        local_bin = Path.home() / ".local" / "bin"
-        if (local_bin / "flask-stack").exists():
-            say(f"{local_bin} is not on this shell's PATH: a new login shell has it (~/.profile adds it when it "
-                'exists); or run: export PATH="$HOME/.local/bin:$PATH"')
-        elif Path(sys.argv[0]).name == "flask-stack":
-            say(f"flask-stack is not on PATH: run `mkdir -p ~/.local/bin && ln -sf "
-                f"{shlex.quote(str(Path(sys.argv[0]).absolute()))} ~/.local/bin/`, then open a new login shell")
 
 
 @cli.command()
@@ -410,7 +351,7 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
 def _deploy_image(project: Path) -> tuple[str, str]:
     """The image ``deploy`` writes when no --image is given: the last ``build``'s tag, else ``<name>:latest``;
     and the line saying which and that the cluster must be able to pull it."""
-    from .container import last_build
+    from .container_image import last_build
 
     built = last_build(project)
     if built:

@@ -42,7 +42,6 @@ from pathlib import Path
 from . import container_image as images
 from .engine import Engine, RunOptions
 from .errors import StackError
-from .localenv import project_dir
 from .procs import require_free_port, run_foreground
 from .project import project_name, stack_info
 
@@ -394,29 +393,6 @@ class ContainerEngine(Engine):
                              f"image {base or images.DEFAULT_BASE} cannot be pulled, pass --base-image IMAGE or set "
                              f"{images.BASE_IMAGE_ENV} naming one you have)")
         self.say(f"built image {tag} in {time.monotonic() - started:.0f} s")
-        record_last_build(project, tag)
+        images.record_last_build(project, tag)
         return 0
 
-
-def last_build_path(project: Path) -> Path:
-    """Return the file holding the tag of the project's last ``flask-stack build`` (in the cache, not the project)."""
-    return project_dir(project) / "last-build-tag"
-
-
-def record_last_build(project: Path, tag: str) -> None:
-    """Record ``tag`` as the project's last built image (for ``deploy``); a cache that cannot be written is
-    skipped: ``deploy`` then says which image it assumed."""
-    path = last_build_path(project)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(tag + "\n", encoding="utf-8")
-    except OSError:
-        pass
-
-
-def last_build(project: Path) -> str | None:
-    """Return the tag of the project's last ``flask-stack build``, or None when none is recorded."""
-    try:
-        return last_build_path(project).read_text(encoding="utf-8").strip() or None
-    except OSError:
-        return None

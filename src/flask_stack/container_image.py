@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import StackError
+from .localenv import project_dir
 from .paths import stack_root
 from .project import stack_id
 
@@ -253,3 +254,27 @@ def layout_build_context(project: Path, dest: Path) -> Path:
     except OSError as exc:
         raise StackError(f"cannot lay out the build context in {dest}: {exc.strerror}: {exc.filename}") from None
     return dest
+
+
+def last_build_path(project: Path) -> Path:
+    """Return the file holding the tag of the project's last ``flask-stack build`` (in the cache, not the project)."""
+    return project_dir(project) / "last-build-tag"
+
+
+def record_last_build(project: Path, tag: str) -> None:
+    """Record ``tag`` as the project's last built image (for ``deploy``); a cache that cannot be written is
+    skipped: ``deploy`` then says which image it assumed."""
+    path = last_build_path(project)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(tag + "\n", encoding="utf-8")
+    except OSError:
+        pass
+
+
+def last_build(project: Path) -> str | None:
+    """Return the tag of the project's last ``flask-stack build``, or None when none is recorded."""
+    try:
+        return last_build_path(project).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None

@@ -20,7 +20,7 @@ def test_generate_only_writes_the_manifests_into_deploy(flask_stack, tmp_path):
 
 
 def test_deploy_takes_the_tag_of_the_last_build(flask_stack, cli_env, tmp_path, monkeypatch):
-    from flask_stack.container import record_last_build
+    from flask_stack.container_image import record_last_build
 
     assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
     monkeypatch.setenv("STACK_CACHE_DIR", cli_env["STACK_CACHE_DIR"])

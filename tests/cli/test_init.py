@@ -219,3 +219,16 @@ def test_init_list_names_every_template_with_one_line(flask_stack):
         name, description = line.split(None, 1)
         assert description.strip() and description == scaffold.describe_template(name)
     assert "simple  The smallest app: one Blueprint with a /hello route" in result.stdout
+
+
+def test_init_says_how_to_put_the_cli_on_path_when_it_is_not(flask_stack, tmp_path):
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "flask-stack").symlink_to("/bin/true")  # README's link, made in this shell
+    result = flask_stack("init", "demo", cwd=tmp_path, HOME=str(home), PATH="/usr/bin:/bin")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"flask-stack: {home}/.local/bin is not on this shell's PATH: a new login shell has it (~/.profile adds it "
+        'when it exists); or run: export PATH="$HOME/.local/bin:$PATH"')
+    on_path = flask_stack("init", "demo", cwd=tmp_path, HOME=str(home), PATH=f"{home}/.local/bin:/usr/bin:/bin")
+    assert on_path.stderr.splitlines()[-1] == f"flask-stack: next: cd {tmp_path / 'demo'} && flask-stack test"

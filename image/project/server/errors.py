@@ -140,7 +140,10 @@ def _with_json_warning(request_class: type[Request]) -> type[Request]:
     """Return ``request_class`` with :class:`JSONWarningRequest`'s hook (itself when it has it already)."""
     if issubclass(request_class, JSONWarningRequest):
         return request_class
-    return type(request_class.__name__, (JSONWarningRequest, request_class), {})
+    try:
+        return type(request_class.__name__, (JSONWarningRequest, request_class), {})
+    except TypeError:  # a request class that cannot be combined with Flask's (no common layout): left as it is
+        return request_class
 
 
 class DepthLimitedJSONProvider(DefaultJSONProvider):
