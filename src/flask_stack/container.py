@@ -45,7 +45,7 @@ from .errors import StackError
 from .procs import require_free_port, run_foreground
 from .project import project_name, stack_info
 
-#: Engines tried by ``--engine auto``, in order.
+#: The container engines, in the order `build` tries them when none is named.
 ENGINES = ("docker", "podman")
 #: Seconds an engine gets to answer ``<engine> info`` before it counts as not working.
 PROBE_TIMEOUT = {"docker": 5.0, "podman": 20.0}
