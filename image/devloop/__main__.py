@@ -69,12 +69,56 @@ def _project(path: str) -> Path:
     return project
 
 
-def _prepare(project_arg: str, deps_dir_arg: str | None):
-    """Common start: check the settings, resolve the project, export STACK_USERAPP_DIR, install deps."""
+def _require_app(project: Path) -> None:
+    """Raise DevloopError with the runtime's one line when no app can be found in ``project`` (none there, or
+    several packages and no FLASK_APP): nothing to serve or test, and no save of a file is waited for.
+
+    Only finds, never imports (``server.discovery.locate``); an app that fails to import is the loop's to report."""
+    try:
+        from server.discovery import locate
+        from server.exceptions import StackError as RuntimeStackError
+        from server.settings import load_settings
+    except ImportError:  # reported by warm_imports/testcmd with the PYTHONPATH hint
+        return
+    try:
+        settings = load_settings()
+        if settings.userapp == "":  # USERAPP="": the stack's endpoints only
+            return
+        app = settings.app or _dotenv_value(project, "FLASK_APP")
+        locate(app, str(project), settings.userapp or None)
+    except RuntimeStackError as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        parent = project.parent
+        if message.startswith("no Flask app found") and any(
+                (parent / name).exists() for name in ("__init__.py", "app.py", "wsgi.py", ".appsody-config.yaml")):
+            message += f"; the project may be {parent} (run there, or pass --project {parent})"
+        raise DevloopError(message) from None
+
+
+def _dotenv_value(project: Path, name: str) -> str | None:
+    """``name`` in the project's ``.env``, else its ``.flaskenv`` (read as ``flask run`` reads them, without
+    setting anything); None when neither sets it or python-dotenv is missing."""
+    try:
+        from dotenv import dotenv_values
+    except ImportError:
+        return None
+    for filename in (".env", ".flaskenv"):
+        if (project / filename).is_file():
+            value = dotenv_values(project / filename).get(name)
+            if value:
+                return value
+    return None
+
+
+def _prepare(project_arg: str, deps_dir_arg: str | None, need_app: bool = True):
+    """Common start: check the settings, resolve the project, check that it holds an app (``need_app``), export
+    STACK_USERAPP_DIR, install deps."""
     from . import deps
 
     _check_settings()
     project = _project(project_arg)
+    if need_app:
+        _require_app(project)
     os.environ["STACK_USERAPP_DIR"] = str(project)
     deps_dir = Path(deps_dir_arg).expanduser().resolve() if deps_dir_arg else None
     state = deps.ensure_deps(project, deps_dir)
@@ -187,14 +231,16 @@ def deps(project, deps_dir):
 @_deps_opt
 @click.option("--junitxml", type=click.Path(dir_okay=False), default=None, help="Write a JUnit XML report here.")
 @click.option("--watch", is_flag=True, help="Run again on every save until interrupted.")
+@click.option("--appsody", is_flag=True, help="The Appsody CLI runs it (APPSODY_TEST): exit 0 or 1 only, any other "
+              "pytest status (collection error, no tests) is 1 with one line.")
 @click.argument("pytest_args", nargs=-1, type=click.UNPROCESSED)
-def test(project, deps_dir, junitxml, watch, pytest_args):
+def test(project, deps_dir, junitxml, watch, appsody, pytest_args):
     """Run the stack's checks and the project's tests (pytest); exit with pytest's status."""
     from . import testcmd
 
     project_path, deps_path, state = _prepare(project, deps_dir)
     sys.exit(testcmd.run_tests(project_path, deps_path, state, junitxml=junitxml, watch=watch,
-                               extra=list(pytest_args)))
+                               extra=list(pytest_args), appsody=appsody))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
@@ -208,7 +254,7 @@ def flask(project, deps_dir, flask_args):
 
     from . import deps as deps_mod
 
-    project_path, _deps_path, state = _prepare(project, deps_dir)
+    project_path, _deps_path, state = _prepare(project, deps_dir, need_app=False)
     env = dict(os.environ)
     env["PYTHONPATH"] = deps_mod.pythonpath(state)
     env.setdefault("LOG_LEVEL", "WARNING")  # a command's output is its own; the stack's INFO lines stay out of it

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import preload
-from .errorapp import make_error_app
+from .errorapp import make_error_app, source_excerpt, with_traceback_pages
 from .logs import get_logger
 
 #: Seconds a stopping app process waits for requests in flight.
@@ -152,9 +152,9 @@ def _build_app(spec: ChildSpec):
     try:
         app = server.create_app()
     except UserAppImportError as exc:
-        message = describe_exception(exc, spec.project)
+        message, failed = describe_exception(exc, spec.project), exc
     except Exception as exc:  # any failure building the user's app must keep the loop serving
-        message = describe_exception(exc, spec.project)
+        message, failed = describe_exception(exc, spec.project), exc
     else:
         # Jinja template edits are served on the next request, no restart (Flask's TEMPLATES_AUTO_RELOAD; set on
         # the environment too, which Flask may have made already with its default)
@@ -167,9 +167,12 @@ def _build_app(spec: ChildSpec):
             debugged = DebuggedApplication(app, evalex=True)
             log.info("Werkzeug debugger active; its PIN is %s", debugged.pin)
             return debugged, None
-        return app, None
-    log.error("%s; answering 500 with it until the next save", message)
-    return make_error_app(message), message
+        return with_traceback_pages(app), None
+    excerpt = source_excerpt(failed)
+    cause = failed.__cause__ if isinstance(failed.__cause__, SyntaxError) else failed
+    log.error("%s; answering 500 with it until the next save%s", message,
+              "".join(f"\n    {line}" for line in excerpt))
+    return make_error_app(message, excerpt, getattr(cause, "filename", None), getattr(cause, "lineno", None)), message
 
 
 def _start_debugger(spec: ChildSpec) -> None:

@@ -6,7 +6,8 @@ settings apply and pytest finds its tests (``testpaths``, else the whole project
 ``extra`` the stack's checks (``server/checks``) run too. ``STACK_USERAPP_DIR`` is set so the ``server.testing``
 plugin's fixtures (``app``, ``client``) give the project's app with the stack applied, and the project's
 installed packages come first on ``PYTHONPATH``. Returns pytest's exit status (0 all passed, 1 failures, 2
-interrupted/usage error, 5 nothing collected). ``--watch`` runs again after every save of a ``*.py`` file or the
+interrupted/usage error, 5 nothing collected), or, with ``appsody`` (what ``APPSODY_TEST`` runs), 1 with one
+line for every status but 0 and 1: the Appsody CLI takes 2 for Ctrl-C. ``--watch`` runs again after every save of a ``*.py`` file or the
 Pipfile (reinstalling first) until SIGINT/SIGTERM, then returns 0.
 """
 
@@ -55,12 +56,33 @@ def _run_once(project: Path, state: deps.DepsState, junitxml: str | None, extra:
                 proc.wait()
 
 
+#: What a pytest exit status other than 0 and 1 means (``pytest.ExitCode``).
+PYTEST_STATUSES = {
+    2: "interrupted: errors while collecting the tests (a test file that fails to import, say)",
+    3: "an internal error",
+    4: "a usage error (bad arguments or options)",
+    5: "no tests collected",
+}
+
+
+def appsody_status(status: int) -> int:
+    """Return ``status`` for the Appsody CLI: 0 and 1 as they are, any other pytest status 1 with one ERROR line
+    saying what pytest reported (the Appsody CLI reads an exit status of 2 as an interrupt and reports success)."""
+    if status in (0, 1):
+        return status
+    meaning = PYTEST_STATUSES.get(status, "an unexpected status")
+    log.error("pytest exited with status %d (%s); reporting it as a test failure (1)", status, meaning)
+    return 1
+
+
 def run_tests(project: Path, deps_dir: Path | None, state: deps.DepsState, *, junitxml: str | None = None,
-              watch: bool = False, extra: list[str] | None = None) -> int:
-    """Run the tests once (return pytest's status) or, with ``watch``, on every save (return 0 when stopped)."""
+              watch: bool = False, extra: list[str] | None = None, appsody: bool = False) -> int:
+    """Run the tests once (return pytest's status; with ``appsody``, :func:`appsody_status` of it) or, with
+    ``watch``, on every save (return 0 when stopped)."""
     extra = extra or []
     if not watch:
-        return _run_once(project, state, junitxml, extra)
+        status = _run_once(project, state, junitxml, extra)
+        return appsody_status(status) if appsody else status
     watcher = watching.Watcher(project, [deps_dir] if deps_dir is not None else []).start()
     try:
         watcher.ready.wait(5.0)

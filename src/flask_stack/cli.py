@@ -17,13 +17,13 @@ import click
 
 from . import __version__, launch
 from .engine import Engine, RunOptions
-from .engines import select_engine
+from .engines import BUILD_ENGINE_NAMES, ENGINE_NAMES, resolve_engine_name, select_engine
 from .errors import StackError
 from .project import find_project, project_name
 
-ENGINES = ["auto", "local", "docker", "podman"]
+ENGINES = list(ENGINE_NAMES)
 #: The engines that can build an image (``build``): the local engine cannot.
-BUILD_ENGINES = ["auto", "docker", "podman"]
+BUILD_ENGINES = list(BUILD_ENGINE_NAMES)
 
 
 def say(message: str) -> None:
@@ -42,12 +42,20 @@ def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
     return result
 
 
-def _engine(name: str, base_image: str | None = None) -> Engine:
-    """Return the engine for ``--engine NAME`` (with ``--base-image`` for its image builds) and say which one
-    is used."""
+def _engine(option: str | None, project: Path | None, base_image: str | None = None, build: bool = False) -> Engine:
+    """Return the engine for ``--engine`` (``option``: its value, from the command line or STACK_ENGINE; None:
+    the project's recorded choice, else local; see :mod:`flask_stack.engines`), with ``--base-image`` for its
+    image builds, and say in one line which one is used and why.
+
+    Raises:
+        StackError: the container engine asked for does not work.
+    """
+    ctx = click.get_current_context(silent=True)
+    from_env = ctx is not None and ctx.get_parameter_source("engine") == click.core.ParameterSource.ENVIRONMENT
+    name, why = resolve_engine_name(option, from_env, project, build)
     engine = select_engine(name)
     binary = getattr(engine, "binary", None)
-    say(f"engine: {engine.name}" + (f" ({binary})" if binary and binary != engine.name else ""))
+    say(f"engine: {engine.name}" + (f" ({binary})" if binary and binary != engine.name else "") + f" ({why})")
     if base_image is not None:
         if hasattr(engine, "base"):
             engine.base = base_image
@@ -66,13 +74,15 @@ def _app_env(env_pairs: tuple[str, ...], app_spec: str | None = None, urls: bool
 
 
 engine_option = click.option(
-    "--engine", type=click.Choice(ENGINES), default="auto", envvar="STACK_ENGINE", show_default=True,
-    show_envvar=True, help="Where to run: auto (docker if its daemon answers, else podman, else local), local "
-    "(this machine's Python, no container), docker or podman.")
+    "--engine", type=click.Choice(ENGINES), default=None, envvar="STACK_ENGINE",
+    show_default="the project's `init --engine`, else local", show_envvar=True,
+    help="Where to run: local (this machine's Python, no container), docker or podman (the stack's development "
+         "image, built on first use).")
 build_engine_option = click.option(
-    "--engine", type=click.Choice(BUILD_ENGINES), default="auto", envvar="STACK_ENGINE", show_default=True,
-    show_envvar=True, help="Container engine that builds: auto (docker if its daemon answers, else podman), "
-    "docker or podman (the local engine cannot build images).")
+    "--engine", type=click.Choice(BUILD_ENGINES), default=None,
+    show_default="STACK_ENGINE or the project's `init --engine` when a container engine, else docker if its "
+                 "daemon answers, else podman",
+    help="Container engine that builds: docker or podman (the local engine cannot build images).")
 project_option = click.option(
     "--project", "project_dir", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
     help="The project directory. Default: the current directory.")
@@ -81,7 +91,8 @@ app_option = click.option(
     help="Where the app is, as `flask --app` takes it: module, module:name or module:create_app(args) "
          "(default: wsgi.py, app.py, the project's __init__.py, or its one package).")
 port_option = click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, metavar="PORT",
-                           help="Host TCP port the app is served on (127.0.0.1).")
+                           envvar="FLASK_RUN_PORT", show_envvar=True,
+                           help="Host TCP port the app is served on (127.0.0.1); `flask run`'s variable too.")
 env_option = click.option("-e", "--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
                           help="An environment variable for the app (repeatable).")
 base_image_option = click.option(
@@ -129,21 +140,32 @@ def _list_templates(ctx: click.Context, _param: click.Parameter, value: bool) ->
 @click.option("--overwrite", is_flag=True, help="Write into a non-empty directory, replacing same-named files.")
 @click.option("--list", "list_", is_flag=True, expose_value=False, is_eager=True, callback=_list_templates,
               help="List the templates, one line each, and exit.")
-def init(directory: Path, template: str | None, overwrite: bool) -> int:
+@click.option("--engine", type=click.Choice(ENGINES), default=None,
+              help="Record the engine the project's commands use (`flask-stack-engine:` in its "
+                   ".appsody-config.yaml); without it they run on the local engine.")
+def init(directory: Path, template: str | None, overwrite: bool, engine: str | None) -> int:
     """Make a new project in DIR (default: the current directory) from a template.
 
-    DIR may be missing or empty; a DIR that already is a stack project is left as it is (exit 0), so running
-    the same command twice works.
+    DIR may be missing or empty; a DIR that already is a stack project made from the same template is left as
+    it is (exit 0), so running the same command twice works; one made from another template is refused (exit 1).
     """
+    from .engines import record_engine
+    from .nextsteps import TEMPLATE_KEY, default_template, record, require_same_template, say_next
     from .scaffold import init_project, is_stack_project
 
     target = Path(directory)
     if not overwrite and target.is_dir() and is_stack_project(target):
+        require_same_template(target.resolve(), template)
         say(f"{target.resolve()} already is a python-flask stack project; nothing written "
             "(--overwrite writes the template over it)")
-        return 0
-    written = init_project(target, template, overwrite, echo=click.echo)
-    say(f"project ready in {target.resolve()} ({len(written)} files); next: cd there and `flask-stack run`")
+    else:
+        written = init_project(target, template, overwrite, echo=click.echo)
+        record(target.resolve(), TEMPLATE_KEY, template or default_template())
+        say(f"project ready in {target.resolve()} ({len(written)} files)")
+    if engine:
+        record_engine(target.resolve(), engine)
+        say(f"engine {engine} recorded in {target.resolve() / '.appsody-config.yaml'}")
+    say_next(target.resolve(), say)
     return 0
 
 
@@ -160,7 +182,7 @@ def run(project_dir: Path | None, app_spec: str | None, port: int, engine: str, 
     """Serve the project with hot reload until Ctrl-C."""
     project = find_project(project_dir, app_spec)
     opts = RunOptions(project=project, port=port, production=production, env=_app_env(env_pairs, app_spec))
-    return launch.serve(opts, lambda: _engine(engine, base_image), say)
+    return launch.serve(opts, lambda: _engine(engine, project, base_image), say)
 
 
 @cli.command()
@@ -179,7 +201,7 @@ def debug(project_dir: Path | None, app_spec: str | None, port: int, engine: str
     project = find_project(project_dir, app_spec)
     opts = RunOptions(project=project, port=port, debug=True, debug_port=debug_port, debug_wait=wait,
                       env=_app_env(env_pairs, app_spec))
-    return launch.serve(opts, lambda: _engine(engine, base_image), say, debug_port)
+    return launch.serve(opts, lambda: _engine(engine, project, base_image), say, debug_port)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -197,7 +219,7 @@ def test(project_dir: Path | None, app_spec: str | None, engine: str, junitxml: 
 
     PYTEST ARGS go to pytest as they are (`flask-stack test -k hello -x`, or after `--`)."""
     project = find_project(project_dir, app_spec)
-    return _engine(engine).test(project, junitxml, tuple(pytest_args), _app_env(env_pairs, app_spec, urls=False))
+    return _engine(engine, project).test(project, junitxml, tuple(pytest_args), _app_env(env_pairs, app_spec, urls=False))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
@@ -211,15 +233,15 @@ def flask(project_dir: Path | None, app_spec: str | None, engine: str, env_pairs
     """Run the Flask CLI on the project's app, with the stack applied, in the project's environment
     (`flask-stack flask init-db`, `flask-stack flask routes`, `flask-stack flask --help`)."""
     project = find_project(project_dir, app_spec)
-    return _engine(engine).flask(project, tuple(flask_args), _app_env(env_pairs, app_spec, urls=False))
+    return _engine(engine, project).flask(project, tuple(flask_args), _app_env(env_pairs, app_spec, urls=False))
 
 
 @cli.command()
 @project_option
 @engine_option
-def stop(project_dir: Path | None, engine: str) -> int:
+def stop(project_dir: Path | None, engine: str | None) -> int:
     """Stop the project's server started by `run` or `debug` (any engine), and its containers (with
-    --engine auto, docker or podman). Prints one line."""
+    --engine docker or podman, or the project's recorded container engine). Prints one line."""
     from .procs import read_record, stop_server
 
     project = find_project(project_dir)
@@ -230,6 +252,9 @@ def stop(project_dir: Path | None, engine: str) -> int:
         record_path.unlink(missing_ok=True)
         say(f"stopped the server of {project} (pid {running.pid}, port {running.port}, {running.engine} engine)")
         return 0
+    from .engines import recorded_engine
+
+    engine = engine or recorded_engine(project) or "local"
     if engine != "local":
         stopped = _stop_containers(project, engine)
         if stopped:
@@ -241,12 +266,14 @@ def stop(project_dir: Path | None, engine: str) -> int:
 
 def _stop_containers(project: Path, engine: str) -> str:
     """Stop the project's containers left without a flask-stack serving them (an ``appsody run``, a killed
-    flask-stack); return what was stopped ('' for nothing, or when no container engine works)."""
+    flask-stack) with container engine ``engine``; return what was stopped ('' for nothing).
+
+    Raises:
+        StackError: ``engine`` does not work.
+    """
     from .container import ContainerEngine, detect_container_engine
 
-    binary = detect_container_engine(required=None if engine == "auto" else engine)
-    if not binary:
-        return ""
+    binary = detect_container_engine(required=engine)
     lines: list[str] = []
     ContainerEngine(binary, echo=lines.append).stop(project)
     return next((line.removeprefix("stopped ") for line in lines if line.startswith("stopped ")), "")
@@ -264,7 +291,7 @@ def build(project_dir: Path | None, app_spec: str | None, engine: str, tag: str 
     project = find_project(project_dir, app_spec)
     if app_spec:
         os.environ["FLASK_APP"] = app_spec  # the build passes it on as the image's FLASK_APP
-    return _engine(engine).build(project, tag or f"{project_name(project)}:latest", base_image)
+    return _engine(engine, project, build=True).build(project, tag or f"{project_name(project)}:latest", base_image)
 
 
 @cli.command()
@@ -273,7 +300,8 @@ def build(project_dir: Path | None, app_spec: str | None, engine: str, tag: str 
 @click.option("--output", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
               help="Directory for the manifests (default: <project>/deploy).")
 @click.option("--image", default=None, metavar="IMAGE",
-              help="Image the Deployment runs (default: <project-name>:latest).")
+              help="Image the Deployment runs (default: the tag of the project's last `flask-stack build`, else "
+                   "<project-name>:latest).")
 @click.option("--min-replicas", type=click.IntRange(1), default=2, show_default=True, metavar="N",
               help="Fewest pods the autoscaler keeps.")
 @click.option("--max-replicas", type=click.IntRange(1), default=10, show_default=True, metavar="N",
@@ -306,15 +334,32 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
         from .front import Front
     except ImportError:
         raise StackError("deploy is not available in this flask-stack (flask_stack.deploy is missing)") from None
-    paths = deployer.generate(project, output or project / "deploy", image or f"{project_name(project)}:latest",
+    image, note = (image, None) if image else _deploy_image(project)
+    paths = deployer.generate(project, output or project / "deploy", image,
                               min_replicas=min_replicas, max_replicas=max_replicas, cpu_target=cpu_target,
                               openshift=openshift, service_monitor=service_monitor, url_prefix=url_prefix,
                               max_content_length=max_content_length, front=Front(**front))
     for path in paths:
         say(f"wrote {path}")
+    if note:
+        say(note)
     if generate_only:
         return 0
     return deployer.apply(paths)
+
+
+def _deploy_image(project: Path) -> tuple[str, str]:
+    """The image ``deploy`` writes when no --image is given: the last ``build``'s tag, else ``<name>:latest``;
+    and the line saying which and that the cluster must be able to pull it."""
+    from .container_image import last_build
+
+    built = last_build(project)
+    if built:
+        return built, (f"image {built}: the last `flask-stack build` of this project; push it to a registry the "
+                       f"cluster pulls from (or pass --image)")
+    image = f"{project_name(project)}:latest"
+    return image, (f"image {image} assumed (no `flask-stack build` of this project recorded): build it and push it "
+                   f"to a registry the cluster pulls from (or pass --image)")
 
 
 def _first_line(text: str) -> str:

@@ -45,7 +45,7 @@ from .errors import StackError
 from .procs import require_free_port, run_foreground
 from .project import project_name, stack_info
 
-#: Engines tried by ``--engine auto``, in order.
+#: The container engines, in the order `build` tries them when none is named.
 ENGINES = ("docker", "podman")
 #: Seconds an engine gets to answer ``<engine> info`` before it counts as not working.
 PROBE_TIMEOUT = {"docker": 5.0, "podman": 20.0}
@@ -398,6 +398,10 @@ class ContainerEngine(Engine):
             started = time.monotonic()
             status = subprocess.run([*argv, str(context)], env=images.build_env(self.binary), check=False).returncode
         if status != 0:
-            raise StackError(f"building image {tag} failed (exit {status}); see the build output above")
+            raise StackError(f"building image {tag} failed (exit {status}); see the build output above (if the base "
+                             f"image {base or images.DEFAULT_BASE} cannot be pulled, pass --base-image IMAGE or set "
+                             f"{images.BASE_IMAGE_ENV} naming one you have)")
         self.say(f"built image {tag} in {time.monotonic() - started:.0f} s")
+        images.record_last_build(project, tag)
         return 0
+

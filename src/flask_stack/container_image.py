@@ -24,11 +24,19 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .errors import StackError
+from .localenv import project_dir
 from .paths import stack_root
 from .project import stack_id
 
 #: Image label holding the hash of the stack files (and base image) the development image was built from.
 HASH_LABEL = "dev.flask-stack.source-hash"
+#: Image labels saying what the development image was built from, so a rebuild says what changed: the base
+#: image's name, a sha256 over the stack's files but the runtime's lock, and one over that lock.
+BASE_LABEL = "dev.flask-stack.base-image"
+FILES_LABEL = "dev.flask-stack.files-hash"
+LOCK_LABEL = "dev.flask-stack.lock-hash"
+#: The runtime's lock file, relative to ``image/``.
+LOCK_FILE = "project/Pipfile.lock"
 #: Environment variable naming the base image for every build (dev and deployable images).
 BASE_IMAGE_ENV = "STACK_BASE_IMAGE"
 #: Names never copied into a build context (and never hashed): caches, VCS data, virtual environments.
@@ -44,6 +52,9 @@ PRIVATE_NAMES = (".env", ".env.*", "instance", "*.sqlite", "*.sqlite3", "*.db")
 _SETTING = re.compile(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)")
 _SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASSWD|TOKEN|CREDENTIAL|PRIVATE|(?:^|_)KEY(?:$|_)", re.IGNORECASE)
 _URL_PASSWORD = re.compile(r"://[^/@\s:]*:[^/@\s]+@")
+
+#: The Dockerfiles' default base image.
+DEFAULT_BASE = "python:3.12-slim-bookworm"
 
 Echo = Callable[[str], None]
 
@@ -163,7 +174,8 @@ def source_hash(base: str | None) -> str:
         StackError: a stack file cannot be read.
     """
     image_dir = stack_root() / "image"
-    digest = hashlib.sha256(f"base={base or ''}\n".encode())
+    # "labels=2": images built before the labels of :func:`rebuild_reason` existed are rebuilt once
+    digest = hashlib.sha256(f"base={base or ''}\nlabels=2\n".encode())
     for path in sorted(_context_files(image_dir)):
         rel = path.relative_to(image_dir).as_posix()
         try:
@@ -173,6 +185,42 @@ def source_hash(base: str | None) -> str:
         digest.update(f"{rel}\0{len(data)}\0{os.access(path, os.X_OK)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
+
+
+def _part_hashes(base: str | None) -> dict[str, str]:
+    """Return the labels :data:`BASE_LABEL`, :data:`FILES_LABEL` and :data:`LOCK_LABEL` for a build from ``base``.
+
+    Raises:
+        StackError: a stack file cannot be read.
+    """
+    image_dir = stack_root() / "image"
+    files, lock = hashlib.sha256(), hashlib.sha256()
+    for path in sorted(_context_files(image_dir)):
+        rel = path.relative_to(image_dir).as_posix()
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise StackError(f"cannot read the stack file {path}: {exc.strerror}") from None
+        digest = lock if rel == LOCK_FILE else files
+        digest.update(f"{rel}\0{len(data)}\0{os.access(path, os.X_OK)}\0".encode())
+        digest.update(data)
+    return {BASE_LABEL: base or "", FILES_LABEL: files.hexdigest(), LOCK_LABEL: lock.hexdigest()}
+
+
+def rebuild_reason(have: dict[str, str] | None, want: dict[str, str]) -> str:
+    """Return why the development image is (re)built: ``have`` are its labels (None: no image), ``want`` the
+    labels a build now would give it (:func:`_part_hashes`)."""
+    if have is None:
+        return "not built yet"
+    changed = []
+    if have.get(BASE_LABEL) != want[BASE_LABEL] and BASE_LABEL in have:
+        changed.append(f"the base image changed from {have[BASE_LABEL] or 'the default'} to "
+                       f"{want[BASE_LABEL] or 'the default'}")
+    if have.get(FILES_LABEL) != want[FILES_LABEL] and FILES_LABEL in have:
+        changed.append("the stack's files changed")
+    if have.get(LOCK_LABEL) != want[LOCK_LABEL] and LOCK_LABEL in have:
+        changed.append("the runtime's Pipfile.lock changed")
+    return "; ".join(changed) or "built by another version of flask-stack"
 
 
 def _context_files(image_dir: Path) -> list[Path]:
@@ -217,6 +265,12 @@ def build_env(binary: str) -> dict[str, str]:
 def image_label(binary: str, image: str, label: str) -> str | None:
     """Return the value of ``label`` on the local ``image``, "" when the image lacks it, None when the image
     is not present."""
+    labels = image_labels(binary, image)
+    return None if labels is None else labels.get(label, "")
+
+
+def image_labels(binary: str, image: str) -> dict[str, str] | None:
+    """Return the labels of the local ``image`` ({} when it has none), None when the image is not present."""
     result = subprocess.run([binary, "image", "inspect", "--format", "{{json .Config.Labels}}", image],
                             capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -224,8 +278,8 @@ def image_label(binary: str, image: str, label: str) -> str | None:
     try:
         labels = json.loads(result.stdout.strip().splitlines()[0]) or {}
     except (ValueError, IndexError):
-        return ""
-    return str(labels.get(label, ""))
+        return {}
+    return {str(key): str(value) for key, value in labels.items()}
 
 
 def ensure_dev_image(binary: str, base: str | None, echo: Echo) -> str:
@@ -238,21 +292,25 @@ def ensure_dev_image(binary: str, base: str | None, echo: Echo) -> str:
     """
     tag = dev_image_tag()
     wanted = source_hash(base)
-    have = image_label(binary, tag, HASH_LABEL)
-    if have == wanted:
+    labels = image_labels(binary, tag)
+    if labels is not None and labels.get(HASH_LABEL) == wanted:
         return tag
-    reason = "not built yet" if have is None else "the stack's files changed"
+    parts = _part_hashes(base)
+    reason = rebuild_reason(labels, parts)
     echo(f"building the stack's development image {tag} ({reason}; base {base or 'python:3.12-slim-bookworm'}) "
          "- about a minute the first time")
     image_dir = stack_root() / "image"
     argv = [binary, "build", "-f", str(image_dir / "Dockerfile-stack"), "-t", tag, "--label", f"{HASH_LABEL}={wanted}"]
+    for key, value in parts.items():
+        argv += ["--label", f"{key}={value}"]
     if base:
         argv += ["--build-arg", f"BASE_IMAGE={base}"]
     previous = _image_id(binary, tag)
     status = subprocess.run([*argv, str(image_dir)], env=build_env(binary), check=False).returncode
     if status != 0:
         raise StackError(f"building the development image {tag} failed (exit {status}; see the output above); "
-                         f"if the base image cannot be pulled, set {BASE_IMAGE_ENV} to one you have")
+                         f"if the base image {base or DEFAULT_BASE} cannot be pulled, pass --base-image IMAGE (or set "
+                         f"{BASE_IMAGE_ENV}) naming one you have, or use --engine local (no image needed)")
     if previous and previous != _image_id(binary, tag):
         # the replaced image would linger untagged; a container still using it keeps it (rmi fails quietly)
         subprocess.run([binary, "rmi", previous], capture_output=True, check=False)
@@ -307,3 +365,27 @@ def layout_build_context(project: Path, dest: Path) -> Path:
     except OSError as exc:
         raise StackError(f"cannot lay out the build context in {dest}: {exc.strerror}: {exc.filename}") from None
     return dest
+
+
+def last_build_path(project: Path) -> Path:
+    """Return the file holding the tag of the project's last ``flask-stack build`` (in the cache, not the project)."""
+    return project_dir(project) / "last-build-tag"
+
+
+def record_last_build(project: Path, tag: str) -> None:
+    """Record ``tag`` as the project's last built image (for ``deploy``); a cache that cannot be written is
+    skipped: ``deploy`` then says which image it assumed."""
+    path = last_build_path(project)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(tag + "\n", encoding="utf-8")
+    except OSError:
+        pass
+
+
+def last_build(project: Path) -> str | None:
+    """Return the tag of the project's last ``flask-stack build``, or None when none is recorded."""
+    try:
+        return last_build_path(project).read_text(encoding="utf-8").strip() or None
+    except OSError:
+        return None

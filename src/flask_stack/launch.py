@@ -5,7 +5,9 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
+import shlex
 import threading
 import time
 from pathlib import Path
@@ -13,21 +15,30 @@ from typing import Callable
 
 from .engine import Engine, RunOptions
 from .errors import StackError
-from .localenv import project_dir
-from .procs import read_record, remove_record, require_free_port, write_record
+from .localenv import cache_root, project_dir
+from .procs import ServerRecord, read_record, remove_record, require_free_port, write_record
 
 #: Seconds between two checks whether a started server answers (for printing its URLs).
 READY_POLL = 0.1
 
 
-def announce(say: Callable[[str], None], port: int, debug_port: int | None = None, prefix: str = "") -> None:
+#: Paths of the stack's own (never the user's app's URL to show).
+STACK_PATHS = ("/health", "/metrics", "/apidocs", "/apispec", "/flasgger")
+
+
+def announce(say: Callable[[str], None], port: int, debug_port: int | None = None, prefix: str = "",
+             app_path: str | None = None) -> None:
     """Say where the app, its health, metrics and API docs (and the debugger) answer; ``prefix`` is the app's
-    STACK_URL_PREFIX (``/your/path``).
+    STACK_URL_PREFIX (``/your/path``); ``app_path`` a route of the user's app to show when its ``/`` is the stack's
+    redirect to the API docs (None: ``/`` is the app's own).
 
     The dev loop would say it again (with the container's ports): the CLI sets STACK_SHOW_URLS=0 for it.
     """
     base = f"http://127.0.0.1:{port}{prefix}"
-    say(f"app       {base}/")
+    if app_path:
+        say(f"app       {base}{app_path}  ({base}/ redirects to the API docs)")
+    else:
+        say(f"app       {base}/")
     say(f"health    {base}/health  (/health/live, /health/ready, /health/started)")
     say(f"metrics   {base}/metrics")
     say(f"API docs  {base}/apidocs/")
@@ -46,6 +57,39 @@ def _answers(port: int) -> bool:
         return False
     finally:
         connection.close()
+
+
+def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes] | None:
+    """``GET path`` on 127.0.0.1:``port`` (no redirect followed): (status, headers, body), None when it fails."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", path, headers={"Accept": "application/json"})
+        response = connection.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read(1 << 22)
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        connection.close()
+
+
+def app_route(port: int, prefix: str = "") -> str | None:
+    """A route of the user's app to show, when its ``/`` is the stack's redirect to the API docs: the first GET path
+    without parameters of the API spec that is not the stack's own (``/hello``); None when ``/`` is the app's own,
+    or no such path is documented."""
+    root = _get(port, f"{prefix}/")
+    if root is None or root[0] not in (301, 302, 303, 307, 308) or "/apidocs" not in root[1].get("location", ""):
+        return None
+    spec = _get(port, f"{prefix}/apispec_1.json")
+    try:
+        paths = json.loads(spec[2])["paths"] if spec is not None and spec[0] == 200 else {}
+    except (ValueError, KeyError, TypeError):
+        return None
+    for path, operations in paths.items():
+        path = path.removeprefix(prefix) if prefix and path.startswith(prefix + "/") else path
+        if (isinstance(operations, dict) and "get" in operations and "{" not in path and path != "/"
+                and not path.startswith(STACK_PATHS)):
+            return path
+    return None
 
 
 def _url_prefix(opts: RunOptions, local: bool) -> str:
@@ -85,8 +129,10 @@ def _announce_when_ready(say: Callable[[str], None], port: int, debug_port: int 
     def wait() -> None:
         while not _answers(port):
             time.sleep(READY_POLL)
-        say(f"serving in {time.monotonic() - started:.1f} s:")
-        announce(say, port, debug_port, prefix)
+        seconds = time.monotonic() - started
+        shown = app_route(port, prefix)
+        say(f"serving in {seconds:.1f} s:")
+        announce(say, port, debug_port, prefix, shown)
 
     thread = threading.Thread(target=wait, name="flask-stack-ready", daemon=True)
     thread.start()
@@ -96,6 +142,36 @@ def _announce_when_ready(say: Callable[[str], None], port: int, debug_port: int 
 def record_path_of(project: Path) -> Path:
     """Return the file recording the project's running server (see :class:`flask_stack.procs.ServerRecord`)."""
     return project_dir(project) / "server.json"
+
+
+def server_on_port(port: int) -> ServerRecord | None:
+    """Return the record of a flask-stack server (of any project on this machine's cache) serving on ``port``."""
+    try:
+        paths = sorted((cache_root() / "projects").glob("*/server.json"))
+    except OSError:
+        return None
+    for path in paths:
+        record = read_record(path)
+        if record is not None and record.port == port:
+            return record
+    return None
+
+
+def _require_free_port(port: int, option: str = "--port") -> None:
+    """``require_free_port``, whose line names the project of ours holding the port when it is one.
+
+    Raises:
+        StackError: the port is out of range or in use.
+    """
+    try:
+        require_free_port(port, option)
+    except StackError:
+        holder = server_on_port(port)
+        if holder is None or not holder.project:
+            raise
+        raise StackError(f"port {port} is in use by flask-stack serving {holder.project} (pid {holder.pid}, "
+                         f"{holder.engine} engine); `flask-stack stop --project {shlex.quote(holder.project)}` stops it, or pass "
+                         f"{option} N") from None
 
 
 def serve(opts: RunOptions, choose: Callable[[], Engine], say: Callable[[str], None],
@@ -112,13 +188,13 @@ def serve(opts: RunOptions, choose: Callable[[], Engine], say: Callable[[str], N
     if running is not None:
         raise StackError(f"{opts.project} is already being served (pid {running.pid}, port {running.port}); "
                          f"`flask-stack stop` stops it")
-    require_free_port(opts.port)
+    _require_free_port(opts.port)
     if debug_port is not None:
-        require_free_port(debug_port, "--debug-port")
+        _require_free_port(debug_port, "--debug-port")
         if debug_port == opts.port:
             raise StackError("--debug-port must differ from --port")
     chosen = choose()
-    write_record(record_path, opts.port, chosen.name)
+    write_record(record_path, opts.port, chosen.name, opts.project)
     try:
         _announce_when_ready(say, opts.port, debug_port, _url_prefix(opts, chosen.name == "local"))
         return chosen.run(opts)

@@ -126,12 +126,14 @@ class ServerRecord:
         engine (str): the engine's name (``local``, ``podman``, ``docker``).
         started (str): the process's start time in clock ticks since boot (``/proc/PID/stat`` field 22),
             so a pid reused by another program is never taken for the server.
+        project (str): the project directory served ("" in a record written before it was recorded).
     """
 
     pid: int
     port: int
     engine: str
     started: str
+    project: str = ""
 
 
 def _start_ticks(pid: int) -> str | None:
@@ -144,13 +146,13 @@ def _start_ticks(pid: int) -> str | None:
     return None if fields[0] == "Z" else fields[19]
 
 
-def write_record(path: Path, port: int, engine: str) -> ServerRecord:
-    """Record this process as serving on ``port`` in ``path`` (JSON; parent directories are made).
+def write_record(path: Path, port: int, engine: str, project: Path | None = None) -> ServerRecord:
+    """Record this process as serving ``project`` on ``port`` in ``path`` (JSON; parent directories are made).
 
     Raises:
         OSError: ``path`` cannot be written.
     """
-    record = ServerRecord(os.getpid(), port, engine, _start_ticks(os.getpid()) or "")
+    record = ServerRecord(os.getpid(), port, engine, _start_ticks(os.getpid()) or "", str(project or ""))
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(json.dumps(asdict(record)) + "\n", encoding="utf-8")
@@ -169,7 +171,8 @@ def read_record(path: Path) -> ServerRecord | None:
     """Return the record in ``path`` when it names a live process started when recorded, else None."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        record = ServerRecord(int(data["pid"]), int(data["port"]), str(data["engine"]), str(data["started"]))
+        record = ServerRecord(int(data["pid"]), int(data["port"]), str(data["engine"]), str(data["started"]),
+                              str(data.get("project", "")))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return record if _start_ticks(record.pid) == record.started else None

@@ -43,6 +43,10 @@ def find_project(directory: Path | None, app_spec: str | None = None) -> Path:
         return path
     if any((child / "__init__.py").is_file() for child in path.iterdir() if child.is_dir()):
         return path
+    parent = path.parent
+    if parent != path and any((parent / name).exists() for name in PROJECT_MARKERS):
+        raise StackError(f"not a python-flask stack project: {path} has no Flask app; the project may be {parent} "
+                         f"(run there, or pass --project {parent})")
     raise StackError(f"not a python-flask stack project: {path} has no Flask app (no app.py, wsgi.py, "
                      f"__init__.py or package); pass --app, or create one with `flask-stack init`")
 

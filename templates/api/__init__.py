@@ -4,8 +4,12 @@ The stack imports this package as ``userapp``, registers ``blueprint``, calls ``
 ``/health``, ``/metrics`` and ``/apidocs/`` (Swagger UI of the OpenAPI 3 document below) beside your routes.
 
 * The database is ``DATABASE_URL`` (any SQLAlchemy URL: ``postgresql://user:pass@host/db``, ``mysql+pymysql://...``
-  with its driver in the Pipfile), else SQLite in a file in the temporary directory. Tables are created at start.
+  with its driver in the Pipfile), else SQLite in ``items.sqlite3`` in the app's instance folder (``instance/``
+  in the project: each project has its own). Tables are created at start.
 * Every request body is validated by a pydantic model (``schemas.py``): a bad one is answered 422 with each error.
+* Every error is JSON, whatever the client's ``Accept`` says: RFC 9457 problem details
+  (``application/problem+json``: ``type``, ``title``, ``status``, ``detail``, ``instance``, and ``errors`` for a
+  422), for 404, 405, 415, 422 and a malformed body (400) alike.
 * ``/health/ready`` is DOWN, with the reason in one line, while the database does not answer.
 
 Run it with ``flask-stack run``, test it with ``flask-stack test`` (tests/ holds CRUD tests on a fresh SQLite
@@ -14,13 +18,14 @@ database each), debug it with ``flask-stack debug`` and .vscode/launch.json.
 
 from __future__ import annotations
 
+import json
 import os
-import tempfile
 
-from flask import Blueprint, abort, jsonify, request, url_for
+from flask import Blueprint, g, jsonify, request, url_for
 from pydantic import ValidationError
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
+from werkzeug.exceptions import HTTPException, UnprocessableEntity
 
 from .models import Item, db
 from .schemas import ItemIn, ItemOut, openapi_schemas
@@ -43,21 +48,48 @@ swagger_template = {
 }
 
 
-def database_url() -> str:
+def database_url(instance_path: str) -> str:
     """Return the SQLAlchemy URL: ``DATABASE_URL`` (``postgres://`` and ``postgresql://`` use psycopg 3), else
-    SQLite in the temporary directory."""
+    SQLite in ``items.sqlite3`` in ``instance_path`` (the app's instance folder, made when missing).
+
+    Raises:
+        OSError: the instance folder cannot be made (set DATABASE_URL then).
+    """
     url = os.environ.get("DATABASE_URL", "").strip()
     if not url:
-        return f"sqlite:///{os.path.join(tempfile.gettempdir(), 'items-api.sqlite3')}"
+        os.makedirs(instance_path, exist_ok=True)
+        return f"sqlite:///{os.path.join(instance_path, 'items.sqlite3')}"
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
     return url
 
 
+def problem(exc: HTTPException):
+    """Every HTTP error of the app as RFC 9457 problem details (``application/problem+json``), whatever ``Accept``
+    says: this is an API. Redirects and errors carrying their own response pass through."""
+    if exc.code is None or exc.code < 400 or exc.response is not None:
+        return exc
+    response = exc.get_response()  # keeps headers such as Allow
+    body = {"type": "about:blank", "title": exc.name, "status": exc.code, "detail": exc.description or exc.name,
+            "instance": request.path}
+    if getattr(exc, "errors", None):
+        body["errors"] = exc.errors
+    request_id = g.get("request_id")
+    if request_id:
+        body["request_id"] = request_id
+    response.set_data(json.dumps(body) + "\n")
+    response.mimetype = "application/problem+json"
+    return response
+
+
 def init_app(app) -> None:
-    """Connect the app to the database and create the tables (the database may come up later: readiness says)."""
-    url = app.config.setdefault("SQLALCHEMY_DATABASE_URI", database_url())
+    """Connect the app to the database and create the tables (the database may come up later: readiness says);
+    answer every error with problem details (:func:`problem`)."""
+    app.register_error_handler(HTTPException, problem)
+    if "SQLALCHEMY_DATABASE_URI" not in app.config:
+        app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.instance_path)
+    url = app.config["SQLALCHEMY_DATABASE_URI"]
     options = {"pool_pre_ping": True}  # a connection lost while the database restarted is replaced
     if url.startswith("postgresql"):
         options["connect_args"] = {"connect_timeout": 2}
@@ -103,16 +135,16 @@ readiness_checks = {"database": database_ready}
 
 
 def _validated(model):
-    """Return the JSON body validated by ``model``; answer 422 with pydantic's errors when it does not fit."""
+    """Return the JSON body validated by ``model``; answer 422 with pydantic's errors when it does not fit (400
+    for a body that is not JSON, 415 for one that does not say it is JSON)."""
     try:
         return model.model_validate(request.get_json())
     except ValidationError as exc:
         errors = [{"field": ".".join(str(part) for part in error["loc"]), "message": error["msg"]}
                   for error in exc.errors()]
-        response = jsonify(error={"status": 422, "title": "Unprocessable Content",
-                                  "detail": f"{len(errors)} invalid field(s)", "errors": errors})
-        response.status_code = 422
-        abort(response)
+        invalid = UnprocessableEntity(f"{len(errors)} invalid field(s)")
+        invalid.errors = errors
+        raise invalid from None
 
 
 def _item_or_404(item_id: int) -> Item:

@@ -14,6 +14,23 @@ def test_generate_only_writes_the_manifests_into_deploy(flask_stack, tmp_path):
     deployment = (tmp_path / "shop" / "deploy" / "deployment.yaml").read_text()
     assert "image: shop:latest" in deployment
     assert f"flask-stack: wrote {tmp_path / 'shop' / 'deploy' / 'deployment.yaml'}" in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "flask-stack: image shop:latest assumed (no `flask-stack build` of this project recorded): build it and push "
+        "it to a registry the cluster pulls from (or pass --image)")
+
+
+def test_deploy_takes_the_tag_of_the_last_build(flask_stack, cli_env, tmp_path, monkeypatch):
+    from flask_stack.container_image import record_last_build
+
+    assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
+    monkeypatch.setenv("STACK_CACHE_DIR", cli_env["STACK_CACHE_DIR"])
+    record_last_build(tmp_path / "shop", "localhost/nc-ctr:latest")  # what `flask-stack build -t` records
+    result = flask_stack("deploy", "--generate-only", cwd=tmp_path / "shop")
+    assert result.returncode == 0, result.stderr
+    assert "image: localhost/nc-ctr:latest" in (tmp_path / "shop" / "deploy" / "deployment.yaml").read_text()
+    assert result.stderr.splitlines()[-1] == (
+        "flask-stack: image localhost/nc-ctr:latest: the last `flask-stack build` of this project; push it to a "
+        "registry the cluster pulls from (or pass --image)")
 
 
 def test_generate_only_with_output_and_image(flask_stack, tmp_path):

@@ -52,9 +52,9 @@ def test_missing_project_directory(flask_stack, tmp_path):
     assert "is not a directory" in line
 
 
-@pytest.mark.parametrize("engine", ["local", "auto"])
+@pytest.mark.parametrize("engine", [["--engine", "local"], []], ids=["local", "default"])
 def test_port_in_use_is_one_line(flask_stack, project, busy_port, engine):
-    result = flask_stack("run", "--engine", engine, "--port", str(busy_port), cwd=project)
+    result = flask_stack("run", *engine, "--port", str(busy_port), cwd=project)
     line = one_line_error(result)  # no engine line, no URLs, no install before it
     assert line == f"flask-stack: port {busy_port} is in use; stop the other server or pass --port N"
     assert result.returncode == 1 and result.stdout == ""
@@ -74,7 +74,7 @@ def test_unknown_engine(flask_stack, project):
     result = flask_stack("run", "--engine", "kubernetes", cwd=project)
     line = one_line_error(result)
     assert result.returncode == 2
-    assert "'kubernetes' is not one of 'auto', 'local', 'docker', 'podman'" in line
+    assert "'kubernetes' is not one of 'local', 'docker', 'podman'" in line
 
 
 def test_unknown_engine_from_the_environment(flask_stack, project):
@@ -99,8 +99,8 @@ def test_bad_env_pair(flask_stack, project):
 def test_build_offers_only_engines_that_build(flask_stack, project):
     result = flask_stack("build", "--engine", "local", cwd=project)
     assert result.returncode == 2
-    assert "'local' is not one of 'auto', 'docker', 'podman'" in one_line_error(result)
-    assert "[auto|docker|podman]" in flask_stack("build", "--help").stdout
+    assert "'local' is not one of 'docker', 'podman'" in one_line_error(result)
+    assert "[docker|podman]" in flask_stack("build", "--help").stdout
 
 
 def test_stop_with_nothing_running_is_one_line(flask_stack, project):
@@ -119,13 +119,13 @@ def _help(flask_stack, *command: str) -> str:
 def test_help_texts_are_exact(flask_stack):
     for command in ("run", "debug", "test", "stop"):
         text = _help(flask_stack, command)
-        assert "--engine [auto|local|docker|podman]" in text, command
-        assert "[env var: STACK_ENGINE; default: auto]" in text, command
+        assert "--engine [local|docker|podman]" in text, command
+        assert "[env var: STACK_ENGINE; default: (the project's `init --engine`, else local)]" in text, command
         assert "--project DIR" in text, command
     assert "--port PORT" in _help(flask_stack, "run") and "--debug-port PORT" in _help(flask_stack, "debug")
     assert "--junitxml FILE" in _help(flask_stack, "test") and "JUnit XML report to FILE" in _help(flask_stack, "test")
     build = _help(flask_stack, "build")
-    assert "--engine [auto|docker|podman]" in build and "STACK_ENGINE" in build
+    assert "--engine [docker|podman]" in build and "STACK_ENGINE" in build
     assert "-t, --tag TAG" in build and "--base-image IMAGE" in build
     init = _help(flask_stack, "init")
     assert f"--template [{'|'.join(available_templates())}]" in init

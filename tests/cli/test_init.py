@@ -43,7 +43,8 @@ def test_init_writes_the_template_and_config(flask_stack, tmp_path):
     for rel in template_files():
         assert (project / rel).read_bytes() == (TEMPLATE / rel).read_bytes()
     config = (project / ".appsody-config.yaml").read_text()
-    assert config.splitlines() == ["project-name: my-cool-app", "stack: dev.local/python-flask:0.4"]
+    assert config.splitlines() == ["project-name: my-cool-app", "stack: dev.local/python-flask:0.4",
+                                   "flask-stack-template: simple"]
     assert "__init__.py" in result.stdout
     assert [p.name for p in tmp_path.iterdir()] == ["My Cool_App"]  # no staging dir left
 
@@ -165,9 +166,48 @@ def test_init_twice_leaves_the_project_alone(flask_stack, tmp_path):
     before = tree(project)
     again = flask_stack("init", "demo", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    assert again.stderr == (f"flask-stack: {project} already is a python-flask stack project; nothing written "
-                            "(--overwrite writes the template over it)\n")
+    assert again.stderr.splitlines()[:3] == [
+        f"flask-stack: {project} already is a python-flask stack project; nothing written "
+        "(--overwrite writes the template over it)",
+        f"flask-stack: next: cd {project} && flask-stack run",
+        f"flask-stack: next: cd {project} && flask-stack test"]
     assert tree(project) == before
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["recorded", "older-project"])
+def test_init_with_another_template_on_a_project_is_refused(flask_stack, tmp_path, recorded):
+    assert flask_stack("init", "demo", cwd=tmp_path).returncode == 0
+    project = tmp_path / "demo"
+    if not recorded:  # a project made before the template was recorded
+        config = project / ".appsody-config.yaml"
+        config.write_text("".join(line for line in config.read_text().splitlines(True) if "template" not in line))
+    before = tree(project)
+    again = flask_stack("init", "demo", "--template", "api", cwd=tmp_path)
+    made_from = "the template 'simple'" if recorded else "another template"
+    assert again.returncode == 1
+    assert again.stderr == (f"flask-stack: {project} already is a python-flask stack project, made from {made_from}, "
+                            f"not 'api'; nothing written (init another directory, or pass --overwrite to write 'api' "
+                            f"over it)\n")
+    assert tree(project) == before
+    same = flask_stack("init", "demo", "--template", "simple", cwd=tmp_path)
+    assert same.returncode == 0, same.stderr
+
+
+def test_init_records_the_engine_the_commands_use(flask_stack, tmp_path):
+    made = flask_stack("init", "demo", "--engine", "podman", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    project = tmp_path / "demo"
+    assert "flask-stack-engine: podman" in (project / ".appsody-config.yaml").read_text().splitlines()
+    assert f"flask-stack: engine podman recorded in {project}/.appsody-config.yaml" in made.stderr.splitlines()
+    from flask_stack.engines import resolve_engine_name
+
+    assert resolve_engine_name(None, False, project) == (
+        "podman", "recorded in .appsody-config.yaml by `flask-stack init --engine`")
+    assert resolve_engine_name("local", True, project) == ("local", "from STACK_ENGINE")
+    assert resolve_engine_name(None, False, tmp_path)[0] == "local"
+    again = flask_stack("init", "demo", "--engine", "local", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert resolve_engine_name(None, False, project)[0] == "local"
 
 
 def test_init_list_names_every_template_with_one_line(flask_stack):
@@ -179,3 +219,16 @@ def test_init_list_names_every_template_with_one_line(flask_stack):
         name, description = line.split(None, 1)
         assert description.strip() and description == scaffold.describe_template(name)
     assert "simple  The smallest app: one Blueprint with a /hello route" in result.stdout
+
+
+def test_init_says_how_to_put_the_cli_on_path_when_it_is_not(flask_stack, tmp_path):
+    home = tmp_path / "home"
+    (home / ".local" / "bin").mkdir(parents=True)
+    (home / ".local" / "bin" / "flask-stack").symlink_to("/bin/true")  # README's link, made in this shell
+    result = flask_stack("init", "demo", cwd=tmp_path, HOME=str(home), PATH="/usr/bin:/bin")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"flask-stack: {home}/.local/bin is not on this shell's PATH: a new login shell has it (~/.profile adds it "
+        'when it exists); or run: export PATH="$HOME/.local/bin:$PATH"')
+    on_path = flask_stack("init", "demo", cwd=tmp_path, HOME=str(home), PATH=f"{home}/.local/bin:/usr/bin:/bin")
+    assert on_path.stderr.splitlines()[-1] == f"flask-stack: next: cd {tmp_path / 'demo'} && flask-stack test"

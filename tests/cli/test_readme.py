@@ -1,9 +1,12 @@
-"""README.md's first command, as written there, on a Python that refuses installs outside a virtual environment.
+"""README.md's first command, as written there, then every ``next:`` line ``init`` printed, as printed, each in a
+login shell (``bash -l``) of a new user: a fresh ``HOME`` made from ``/etc/skel`` (as ``useradd -m`` makes it), on
+Debian's system Python (which refuses installs outside a virtual environment: PEP 668's ``EXTERNALLY-MANAGED``).
 
-The command's steps run with ``python3`` resolving to Debian's system Python (which carries PEP 668's
-``EXTERNALLY-MANAGED`` marker), ``HOME`` in a temporary directory (the command installs into ``~/.flask-stack``)
-and the project directory and port replaced by temporary ones; the last step (``run``) is started in the
-background until the template's ``/hello`` answers. The whole command runs twice: the second run must work too.
+Each must succeed with nothing else set up: no engine chosen (the local engine, even where podman is installed
+and no registry answers), ``flask-stack`` found on the login shell's PATH (the link the first command makes in
+``~/.local/bin``). Only the project directory (``/tmp/demo``) is replaced by a temporary one, and the port comes
+from ``FLASK_RUN_PORT`` (the commands stay as printed); a command that serves runs until ``/hello`` answers and is
+then stopped with SIGTERM. The whole first command runs twice: the second run must work too.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -19,12 +23,14 @@ from pathlib import Path
 import pytest
 import requests
 from testkit.net import free_port
+from testkit.procs import descendants, proc_stats
 
 from .conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 SYSTEM_PYTHON = Path("/usr/bin/python3")
+SKEL = Path("/etc/skel")
 
 
 def readme_first_command() -> str:
@@ -41,71 +47,107 @@ def externally_managed(python: Path) -> bool:
 
 
 @pytest.fixture
-def system_python(tmp_path) -> Path:
-    """A directory to put first on PATH whose ``python3`` is the system's externally managed Python."""
-    if not SYSTEM_PYTHON.is_file() or not externally_managed(SYSTEM_PYTHON):
+def new_user_home(tmp_path) -> Path:
+    """A fresh HOME as ``useradd -m`` makes it (a copy of /etc/skel), on a machine whose python3 is Debian's."""
+    if not SYSTEM_PYTHON.is_file() or not externally_managed(SYSTEM_PYTHON) or not (SKEL / ".profile").is_file():
         if os.environ.get("CI") == "true":
-            pytest.fail(f"{SYSTEM_PYTHON} with the EXTERNALLY-MANAGED marker is needed (Debian's python3)")
-        pytest.skip(f"no externally managed {SYSTEM_PYTHON} here")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "python3").symlink_to(SYSTEM_PYTHON)
-    return bin_dir
+            pytest.fail(f"{SYSTEM_PYTHON} with the EXTERNALLY-MANAGED marker and {SKEL}/.profile are needed (Debian)")
+        pytest.skip(f"no externally managed {SYSTEM_PYTHON} or no {SKEL}/.profile here")
+    home = tmp_path / "home"
+    shutil.copytree(SKEL, home)
+    return home
 
 
-def test_readme_first_command_works_twice_on_an_externally_managed_python(tmp_path, system_python):
+def login_env(home: Path, cache: Path, port: int) -> dict[str, str]:
+    """The environment a login shell of the new user starts from (its PATH is set by /etc/profile and ~/.profile)."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "STACK_ENGINE", "FLASK_APP", "PORT")}
+    env.update(HOME=str(home), STACK_CACHE_DIR=str(cache), PYTHONUNBUFFERED="1", FLASK_RUN_PORT=str(port))
+    return env
+
+
+def serve_until_hello(command: str, env: dict[str, str], port: int, log: Path) -> str:
+    """Run ``command`` in a login shell until ``/hello`` answers 200 on ``port``, then SIGTERM the flask-stack
+    process: it must exit 0, and nothing it started may be left. Return its output."""
+    with open(log, "wb") as sink:
+        shell = subprocess.Popen(["bash", "-l", "-c", command], cwd=env["HOME"], env=env, stdout=sink,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert shell.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            try:
+                hello = requests.get(f"http://127.0.0.1:{port}/hello", timeout=2)
+                if hello.status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.2)
+        assert hello.text == "Hello from Appsody!"
+        table = proc_stats()
+        cli = [pid for pid in [shell.pid, *descendants(shell.pid)] if pid in table and _is_flask_stack(pid)]
+        assert cli, log.read_text()[-3000:]
+        os.kill(cli[0], signal.SIGTERM)
+        assert shell.wait(timeout=60) == 0, log.read_text()[-3000:]
+    finally:
+        if shell.poll() is None:
+            os.killpg(shell.pid, signal.SIGKILL)
+            shell.wait(timeout=30)
+    return log.read_text()
+
+
+def _is_flask_stack(pid: int) -> bool:
+    """True when process ``pid`` runs the flask-stack CLI."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(arg.endswith(b"/flask-stack") for arg in argv[:2])
+
+
+def test_readme_first_command_then_every_next_line_in_a_login_shell(tmp_path, new_user_home):
     command = readme_first_command()
     steps = [step.strip() for step in command.split("&&")]
     assert steps[0].startswith("python3 -m venv "), command
     assert steps[-1].split()[1] == "run", command
-    home = tmp_path / "home"
-    home.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME", "STACK_ENGINE")}
-    env.update(HOME=str(home), PATH=f"{system_python}{os.pathsep}{env['PATH']}", STACK_CACHE_DIR=str(tmp_path / "cache"),
-               PYTHONUNBUFFERED="1")
     project = tmp_path / "demo"
+    port = free_port()
+    env = login_env(new_user_home, tmp_path / "cache", port)
     prepare = " && ".join(steps[:-1]).replace("/tmp/demo", shlex.quote(str(project)))
+    serve = steps[-1].replace("/tmp/demo", shlex.quote(str(project)))
 
-    refused = subprocess.run(["python3", "-m", "pip", "install", "--dry-run", "six"], env=env, capture_output=True,
-                             text=True, timeout=120)
+    refused = subprocess.run(["bash", "-l", "-c", "python3 -m pip install --dry-run six"], env=env,
+                             capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "externally-managed-environment" in refused.stderr  # the point of the test
+    assert subprocess.run(["bash", "-l", "-c", "command -v flask-stack"], env=env).returncode != 0
 
+    next_lines: list[str] = []
     for attempt in (1, 2):
-        result = subprocess.run(["bash", "-c", prepare], cwd=REPO, env=env, capture_output=True, text=True,
-                                timeout=600)
+        started = time.monotonic()
+        result = subprocess.run(["bash", "-l", "-c", f"cd {shlex.quote(str(REPO))} && {prepare}"], env=env,
+                                capture_output=True, text=True, timeout=900)
         assert result.returncode == 0, f"attempt {attempt}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
         if attempt == 2:
             assert "already is a python-flask stack project; nothing written" in result.stderr
-        port = free_port()
-        run = steps[-1].replace("/tmp/demo", shlex.quote(str(project))) + f" --port {port}"
-        log = tmp_path / f"run-{attempt}.log"
-        with open(log, "wb") as sink:
-            proc = subprocess.Popen(["bash", "-c", f"exec {run}"], cwd=REPO, env=env, stdout=sink,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            deadline = time.monotonic() + 300
-            while True:
-                assert proc.poll() is None, log.read_text()[-3000:]
-                assert time.monotonic() < deadline, log.read_text()[-3000:]
-                try:
-                    hello = requests.get(f"http://127.0.0.1:{port}/hello", timeout=2)
-                    if hello.status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                time.sleep(0.2)
-            assert hello.text == "Hello from Appsody!"
-            assert f"http://127.0.0.1:{port}/apidocs/" in log.read_text() or _soon(log, "/apidocs/")
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+        printed = [line.removeprefix("flask-stack: next: ") for line in result.stderr.splitlines()
+                   if line.startswith("flask-stack: next: ")]
+        assert len(printed) >= 2, result.stderr
+        assert attempt == 1 or printed == next_lines
+        next_lines = printed
+        out = serve_until_hello(f"cd {shlex.quote(str(REPO))} && {serve}", env, port, tmp_path / f"run-{attempt}.log")
+        print(f"attempt {attempt}: README's first command served /hello in {time.monotonic() - started:.1f} s")
+        assert f"http://127.0.0.1:{port}/apidocs/" in out
+        assert "flask-stack: engine: local (the default" in out
 
-
-def _soon(log: Path, text: str, within: float = 2.0) -> bool:
-    """True when ``text`` appears in ``log`` within ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if text in log.read_text():
-            return True
-        time.sleep(0.1)
-    return False
+    assert subprocess.run(["bash", "-l", "-c", "command -v flask-stack"], env=env, capture_output=True, text=True
+                          ).stdout.strip() == str(new_user_home / ".local" / "bin" / "flask-stack")
+    for line in next_lines:  # as printed: `cd <project> && flask-stack run`, `cd <project> && flask-stack test`
+        assert "flask-stack " in line and "/tmp/demo" not in line, line
+        if line.split()[-1] == "run":
+            out = serve_until_hello(line, env, port, tmp_path / "next-run.log")
+            assert "flask-stack: engine: local" in out
+        else:
+            result = subprocess.run(["bash", "-l", "-c", line], env=env, capture_output=True, text=True, timeout=900)
+            assert result.returncode == 0, f"{line}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+            assert "flask-stack: engine: local" in result.stderr

@@ -237,6 +237,7 @@ def app_project(template_project: Path, tmp_path_factory: pytest.TempPathFactory
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         (project / name).write_text(text)
     (project / ".flaskenv").write_text("FLASK_RUN_PORT=8080\n")  # public: ships
+    (project / "app-deploy.yaml").write_text("# what `appsody deploy` writes: never part of the image\n")
     if shutil.which("git") is None:
         return project, ""
     git = ["git", "-C", str(project), "-c", "user.name=t", "-c", "user.email=t@example.invalid"]

@@ -49,7 +49,8 @@ print(json.dumps({
     "exists": {p: os.path.exists(p) for p in ("/project/userapp/tests", "/project/server/checks",
                "/project/server/testing.py", "/project/serve", "/project/gunicorn.conf.py", "/project/granian_app.py",
                "/project/uwsgi_app.py", "/project/userapp/.venv", "/project/userapp/.git",
-               "/project/userapp/.flaskenv")},
+               "/project/userapp/.flaskenv", "/project/userapp/app-deploy.yaml",
+               "/project/userapp/.appsody-config.yaml")},
     "private": sorted(os.path.relpath(os.path.join(root, name), "/project/userapp")
                       for root, dirs, names in os.walk("/project/userapp") for name in dirs + names
                       if name.startswith(".env") or name == "instance" or name.endswith((".sqlite3", ".db"))),
@@ -126,6 +127,7 @@ def test_image_contents(engine: str, app_image: str) -> None:
     assert not exists["/project/userapp/tests"] and not exists["/project/server/checks"]
     assert not exists["/project/server/testing.py"]
     assert not exists["/project/userapp/.venv"] and not exists["/project/userapp/.git"]
+    assert not exists["/project/userapp/app-deploy.yaml"] and not exists["/project/userapp/.appsody-config.yaml"]
     assert exists["/project/serve"] and exists["/project/gunicorn.conf.py"] and exists["/project/granian_app.py"]
     assert exists["/project/uwsgi_app.py"]
 
@@ -313,3 +315,38 @@ def test_cli_run_production(engine: str, template_project: Path, tmp_path: Path)
         stop_process(proc)
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
         subprocess.run([engine, "rmi", "-f", tag], capture_output=True, check=False, timeout=120)
+
+
+def test_a_context_without_the_app_fails_the_build_in_one_line(engine: str, tmp_path: Path) -> None:
+    """What `appsody build` through podman's Docker API lays out (an empty userapp/): the build fails, saying so
+    in one line, instead of making an image that exits 4 at start."""
+    from flask_stack import container_image
+
+    empty = tmp_path / "empty-app"
+    empty.mkdir()
+    context = container_image.layout_build_context(empty, tmp_path / "context")
+    argv = [engine, "build", "-f", str(context / "Dockerfile"), "-t", f"localhost/flask-stack-empty:{os.getpid()}",
+            "--build-arg", f"BASE_IMAGE={base_image_name()}"]
+    if engine == "podman":
+        argv += ["--format", "docker"]
+    result = subprocess.run([*argv, str(context)], capture_output=True, text=True, timeout=900,
+                            env=container_image.build_env(engine))
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    lines = [line for line in output.splitlines() if line.startswith("flask-stack: the build context holds no")]
+    assert lines == ["flask-stack: the build context holds no Flask app in userapp/ (no app.py, wsgi.py, __init__.py, "
+                     "package or FLASK_APP); lay the context out with: flask-stack build, or on podman: appsody build "
+                     "--buildah (appsody build through the Docker API of podman copies an empty userapp/)"], output[-3000:]
+
+
+def test_deploy_after_build_writes_the_built_tag(app_image: str, app_project: tuple[Path, str], tmp_path: Path) -> None:
+    """`build -t X` (the session's image) then `deploy` with no --image: the Deployment runs X, and one line says
+    it must be pushed where the cluster pulls from."""
+    project, _ = app_project
+    result = flask_stack("deploy", "--generate-only", "--output", str(tmp_path / "manifests"), cwd=project,
+                         timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert f"image: {app_image}" in (tmp_path / "manifests" / "deployment.yaml").read_text()
+    assert result.stderr.splitlines()[-1] == (
+        f"flask-stack: image {app_image}: the last `flask-stack build` of this project; push it to a registry the "
+        f"cluster pulls from (or pass --image)")

@@ -362,4 +362,8 @@ def test_base_image_option_reaches_the_build(engine: str, dev_image: str, projec
     assert "base localhost/flask-stack-no-such-base:0" in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("flask-stack: building the development image") and "Traceback" not in result.stderr
+    assert last.endswith("if the base image localhost/flask-stack-no-such-base:0 cannot be pulled, pass --base-image "
+                         "IMAGE (or set STACK_BASE_IMAGE) naming one you have, or use --engine local (no image needed)")
+    assert (f"(the base image changed from {base_image_name()} to localhost/flask-stack-no-such-base:0; "
+            "base localhost/flask-stack-no-such-base:0)") in result.stderr
     assert inspect(engine, "image", dev_image)["Id"] == image_id

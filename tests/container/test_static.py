@@ -247,3 +247,16 @@ def test_dev_image_context_carries_what_appsody_extract_needs() -> None:
         assert not any(fnmatch.fnmatch(kept, pattern) for pattern in ignored), kept
     instructions = dockerfile_instructions(REPO / "image" / "Dockerfile-stack")
     assert "COPY config/ /config/" in instructions and "COPY project/ /project/" in instructions
+
+
+def test_rebuild_reason_names_what_changed() -> None:
+    """The development image's rebuild reason names the base image, the stack's files or the runtime's lock."""
+    parts = container_image._part_hashes("localhost/debian-python3:bookworm")
+    reason = container_image.rebuild_reason
+    assert reason(None, parts) == "not built yet"
+    assert reason({**parts, container_image.BASE_LABEL: "python:3.12-slim-bookworm"}, parts) == (
+        "the base image changed from python:3.12-slim-bookworm to localhost/debian-python3:bookworm")
+    assert reason({**parts, container_image.FILES_LABEL: "0"}, parts) == "the stack's files changed"
+    assert reason({**parts, container_image.LOCK_LABEL: "0"}, parts) == "the runtime's Pipfile.lock changed"
+    assert reason({}, parts) == "built by another version of flask-stack"
+    assert parts != container_image._part_hashes(None)

@@ -65,11 +65,21 @@ def test_syntax_error_keeps_loop_alive_and_fix_recovers(devloop, project):
     init.write_text(good + "\ndef broken(:\n")
     response = loop.wait_for(lambda r: r.status_code == 500, timeout=20)
     body = response.text.strip()
-    assert "\n" not in body
-    assert "SyntaxError" in body and "__init__.py" in body
+    first, *excerpt = body.splitlines()
+    assert "SyntaxError" in first and "__init__.py" in first
+    assert excerpt == ["def broken(:", "           ^"], body  # the source line and the caret, as Python shows them
     assert "Traceback" not in body
+    lineno = good.count("\n") + 2
     as_json = loop.get("/hello", headers={"Accept": "application/json"})
     assert as_json.status_code == 500 and "SyntaxError" in as_json.json()["error"]
+    assert as_json.json()["source"] == excerpt and as_json.json()["line"] == lineno
+    assert as_json.json()["file"] == str(init)
+    page = loop.get("/hello", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert page.status_code == 500 and page.headers["Content-Type"].startswith("text/html")
+    assert "<pre>def broken(:\n           ^</pre>" in page.text
+    logged = loop.output().splitlines()
+    at = next(i for i, line in enumerate(logged) if "SyntaxError" in line and "[ERROR]" in line)
+    assert logged[at + 1:at + 3] == ["    def broken(:", "               ^"], logged[at:at + 3]
     health = loop.get("/health")
     assert health.status_code == 503 and health.json()["status"] == "DOWN"
     assert loop.proc.poll() is None
@@ -77,6 +87,37 @@ def test_syntax_error_keeps_loop_alive_and_fix_recovers(devloop, project):
     init.write_text(good.replace(HELLO, "fixed"))
     loop.wait_text("fixed", timeout=20)
     assert loop.get("/health").status_code == 200
+
+
+def test_view_exception_serves_its_traceback_and_logs_it(devloop, project):
+    init = project / "__init__.py"
+    init.write_text(init.read_text() + BOOM)
+    loop = devloop("run", project)
+    loop.wait_text(HELLO)
+    text = loop.get("/boom")
+    assert text.status_code == 500 and text.headers["Content-Type"].startswith("text/plain")
+    assert text.text.startswith("Traceback (most recent call last):")
+    assert 'raise RuntimeError("kaboom in a view")' in text.text and text.text.rstrip().endswith(
+        "RuntimeError: kaboom in a view")
+    assert text.headers["X-Request-ID"]
+    as_json = loop.get("/boom", headers={"Accept": "application/json"}).json()
+    assert as_json["error"]["detail"] == "RuntimeError: kaboom in a view"
+    assert as_json["traceback"][-1] == "RuntimeError: kaboom in a view"
+    page = loop.get("/boom", headers={"Accept": "text/html"})
+    assert page.headers["Content-Type"].startswith("text/html") and "<pre>Traceback (most recent call" in page.text
+    loop.wait_log("RuntimeError: kaboom in a view")
+    out = loop.output()
+    assert "Exception on /boom [GET]" in out and "Traceback (most recent call last):" in out
+    assert loop.get("/nope").status_code == 404  # other errors are the stack's as before
+    assert "Traceback" not in loop.get("/nope").text
+
+
+BOOM = """
+
+@blueprint.get("/boom")
+def boom():
+    raise RuntimeError("kaboom in a view")
+"""
 
 
 def test_import_error_names_the_missing_package(devloop, project):

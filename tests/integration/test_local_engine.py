@@ -45,8 +45,10 @@ def test_run_serves_every_stack_endpoint(cli_env, project, tmp_path):
         assert "/hello" in spec["paths"] and "get" in spec["paths"]["/hello"]
 
         out = app.output()
-        assert "flask-stack: engine: local" in out
+        assert "flask-stack: engine: local (from --engine)" in out
         assert re.search(r"^flask-stack: serving in \d+\.\d s:$", out, re.M), out
+        # the template's own route is the app's URL shown; its / is the stack's redirect to the API docs
+        assert f"flask-stack: app       {app.base}/hello  ({app.base}/ redirects to the API docs)\n" in out
         for url in (f"{app.base}/", f"{app.base}/health", f"{app.base}/metrics", f"{app.base}/apidocs/"):
             assert url in out
 
@@ -123,7 +125,7 @@ def test_signal_stops_everything(cli_env, project, tmp_path, sig):
             socket.create_connection(("127.0.0.1", app.port), timeout=2).close()
 
 
-@pytest.mark.parametrize("engine", [["--engine", "local"], []], ids=["local", "auto"])
+@pytest.mark.parametrize("engine", [["--engine", "local"], []], ids=["local", "default"])
 def test_stop_command_stops_the_running_server(cli_env, project, tmp_path, engine):
     with serve(cli_env, project, tmp_path) as app:
         family = descendants(app.proc.pid)
@@ -153,6 +155,19 @@ def test_second_run_of_a_served_project_is_one_line(cli_env, project, tmp_path, 
         assert app.get("/hello").status_code == 200  # the first server is untouched
 
 
+def test_port_held_by_another_project_of_ours_names_it(cli_env, project, tmp_path):
+    other = tmp_path / "other-app"
+    assert subprocess.run(flask_stack_cmd("init", str(other)), env=cli_env, capture_output=True,
+                          timeout=60).returncode == 0
+    with serve(cli_env, project, tmp_path) as app:
+        result = subprocess.run(flask_stack_cmd("run", "--port", str(app.port), "--project", str(other)),
+                                env=cli_env, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 1
+        assert result.stderr == (f"flask-stack: port {app.port} is in use by flask-stack serving {project} (pid "
+                                 f"{app.proc.pid}, local engine); `flask-stack stop --project {project}` stops it, "
+                                 f"or pass --port N\n")
+
+
 def test_debug_accepts_a_dap_client(cli_env, project, tmp_path):
     from .conftest import free_port
 
@@ -170,6 +185,9 @@ def test_debug_accepts_a_dap_client(cli_env, project, tmp_path):
                 time.sleep(0.2)
         assert response["command"] == "initialize" and response["success"] is True
         assert response["body"].get("supportsConfigurationDoneRequest") is True
+        deadline = time.monotonic() + 20  # the URLs are said once the app answers (and its API spec is read)
+        while f"debugger  127.0.0.1:{debug_port}" not in app.output() and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert f"debugger  127.0.0.1:{debug_port}" in app.output()
 
 
@@ -204,3 +222,36 @@ def test_production_serves_with_the_default_server(cli_env, project, tmp_path):
         while still_running(family) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert still_running(family) == []
+
+
+@pytest.mark.parametrize("command", ["run", "debug", "test"])
+@pytest.mark.parametrize("layout", ["several-packages", "none"])
+def test_no_app_to_find_stops_with_one_line_and_no_url(cli_env, local_env, tmp_path, command, layout):
+    project = tmp_path / "work"
+    project.mkdir()
+    (project / "Pipfile").write_text("[packages]\n")
+    packages = ("api", "ctr", "web") if layout == "several-packages" else ()
+    for name in packages:
+        (project / name).mkdir()
+        (project / name / "__init__.py").write_text("")
+    ports = ["--port", str(free_port())] if command != "test" else []
+    if command == "debug":
+        ports += ["--debug-port", str(free_port())]
+    result = subprocess.run(flask_stack_cmd(command, *ports, "--project", str(project)), env=cli_env,
+                            capture_output=True, text=True, timeout=300)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output
+    errors = [line for line in output.splitlines() if "ERROR" in line or "error" in line.lower()]
+    expected = ("holds several packages (api, ctr, web); say which is the app with --app NAME (FLASK_APP)"
+                if packages else f"no Flask app found in {project}")
+    assert len(errors) == 1 and expected in errors[0], output
+    assert "http://" not in output and "serving" not in output, output
+    assert "Traceback" not in output
+
+
+def test_from_inside_tests_the_message_names_the_project(cli_env, project):
+    result = subprocess.run(flask_stack_cmd("run", "--port", str(free_port())), cwd=project / "tests", env=cli_env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == (f"flask-stack: not a python-flask stack project: {project / 'tests'} has no Flask app; "
+                             f"the project may be {project} (run there, or pass --project {project})\n")

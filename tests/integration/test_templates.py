@@ -93,3 +93,30 @@ def test_api_readiness_follows_a_real_postgresql(cli_env, local_env, tmp_path, p
         assert _database(app)["status"] == "UP"
         items = app.get("/items").json()
         assert [item["name"] for item in items] == ["Kettle"]  # stored in PostgreSQL, read after its restart
+
+
+def test_two_api_projects_do_not_share_items_and_answer_curl_with_json(cli_env, local_env, tmp_path):
+    first, second = _init(cli_env, tmp_path / "one", "api"), _init(cli_env, tmp_path / "two", "api")
+    with serve(cli_env, first, tmp_path) as app:
+        app.wait_for("/health/ready", lambda r: r.status_code == 200, timeout=120)
+        created = requests.post(f"{app.base}/items", json={"name": "Kettle"}, timeout=10)
+        assert created.status_code == 201
+        assert [item["name"] for item in app.get("/items").json()] == ["Kettle"]
+        # as curl asks: Accept */* (requests' default), or none at all
+        for headers in ({"Accept": "*/*"}, {"Accept": None}):
+            cases = {404: requests.get(f"{app.base}/items/999", headers=headers, timeout=10),
+                     405: requests.patch(f"{app.base}/items", headers=headers, timeout=10),
+                     415: requests.post(f"{app.base}/items", data={"name": "x"}, headers=headers, timeout=10),
+                     422: requests.post(f"{app.base}/items", json={"name": ""}, headers=headers, timeout=10),
+                     400: requests.post(f"{app.base}/items", data="{not json", timeout=10,
+                                        headers={**headers, "Content-Type": "application/json"})}
+            for status, response in cases.items():
+                assert response.status_code == status
+                assert response.headers["Content-Type"] == "application/problem+json", (status, response.text)
+                assert response.json()["status"] == status
+        warnings = [line for line in app.output().splitlines() if "malformed JSON body: POST /items" in line]
+        assert len(warnings) == 2 and "WARNING" in warnings[0], app.output()[-3000:]
+    assert (first / "instance" / "items.sqlite3").is_file()
+    with serve(cli_env, second, tmp_path) as app:
+        app.wait_for("/health/ready", lambda r: r.status_code == 200, timeout=120)
+        assert app.get("/items").json() == []

@@ -56,11 +56,18 @@ def test_500_has_no_traceback_but_is_logged(make_app, caplog, headers):
     assert logged and "secret internal detail" in str(logged[0].exc_info[1])  # the traceback stays server-side
 
 
-def test_malformed_json_is_400(make_app):
+def test_malformed_json_is_400(make_app, caplog):
     client = make_app("basic", TESTING=False).test_client()
-    response = client.post("/echo", data="{not json", content_type="application/json")
+    with caplog.at_level(logging.INFO):
+        response = client.post("/echo", data="{not json", content_type="application/json")
     assert response.status_code == 400
     assert response.get_json()["error"]["status"] == 400  # the request was JSON, so the answer is too
+    reason = "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"
+    assert response.get_json()["error"]["detail"] == f"The request body is not valid JSON: {reason}."
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].exc_info is None
+    assert warnings[0].getMessage().startswith(f"malformed JSON body: POST /echo: {reason} id=")
+    assert client.post("/echo", data="{}", content_type="text/plain").status_code == 415
     ok = client.post("/echo", json={"a": 1})
     assert ok.status_code == 200 and ok.get_json() == {"a": 1}
 

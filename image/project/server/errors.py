@@ -22,6 +22,11 @@ counted as status 400 in the metrics. So is a body shorter than its Content-Leng
 (``server.serving.production_app`` raises ``ClientDisconnected`` for it), and JSON nested too deeply to parse
 (``DepthLimitedJSONProvider``: a 400 like any malformed JSON, no traceback). A body over ``MAX_CONTENT_LENGTH``
 (STACK_MAX_CONTENT_LENGTH, 16 MiB by default) is a 413 raised before it is read.
+
+A malformed JSON body (``request.get_json()`` on a JSON request whose body does not parse) is a 400 whose detail
+says why (``The request body is not valid JSON: Expecting value: line 1 column 2 (char 1).``) and one WARNING line
+(``malformed JSON body: POST /items: Expecting value: line 1 column 2 (char 1) id=...``): the app's request class
+gets :class:`JSONWarningRequest`'s ``on_json_loading_failed`` (a public hook of Flask's ``Request``).
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ import json
 import logging
 from typing import Any
 
-from flask import Flask, Response, current_app, request
+from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException
 
@@ -112,6 +117,37 @@ def unreadable_body(exc: BaseException) -> Any:
     return current_app.handle_http_exception(BadRequest(f"The request body could not be read ({reason})."))
 
 
+class JSONWarningRequest(Request):
+    """Mixed into the app's request class: a malformed JSON body is a 400 saying why, with one WARNING line."""
+
+    def on_json_loading_failed(self, e: ValueError | None) -> Any:
+        """Raise 415 when the body is not JSON (Flask's own answer); for a body that does not parse, log one
+        WARNING line and raise ``BadRequest`` whose description is the parser's first line.
+
+        Raises:
+            werkzeug.exceptions.BadRequest: the body is not valid JSON.
+            werkzeug.exceptions.UnsupportedMediaType: the request's Content-Type is not JSON.
+        """
+        if e is None:
+            return super().on_json_loading_failed(e)
+        lines = str(e).strip().splitlines()
+        reason = (lines[0] if lines else type(e).__name__)[:200]
+        request_id = current_request_id() or "-"
+        log.warning("malformed JSON body: %s %s: %s id=%s", self.method, printable_path(self.path), reason,
+                    request_id, extra={"request_id": request_id})
+        raise BadRequest(f"The request body is not valid JSON: {reason}.") from e
+
+
+def _with_json_warning(request_class: type[Request]) -> type[Request]:
+    """Return ``request_class`` with :class:`JSONWarningRequest`'s hook (itself when it has it already)."""
+    if issubclass(request_class, JSONWarningRequest):
+        return request_class
+    try:
+        return type(request_class.__name__, (JSONWarningRequest, request_class), {})
+    except TypeError:  # a request class that cannot be combined with Flask's (no common layout): left as it is
+        return request_class
+
+
 class DepthLimitedJSONProvider(DefaultJSONProvider):
     """Flask's JSON provider, except that a document nested too deeply for the parser (Python's recursion limit,
     about 1000 levels) is a ``ValueError``, so ``request.get_json()`` answers 400 like any other malformed JSON
@@ -126,8 +162,9 @@ class DepthLimitedJSONProvider(DefaultJSONProvider):
 
 
 def register_error_handlers(app: Flask) -> None:
-    """Install ``error_response`` for all HTTP errors of ``app``, ``unreadable_body`` for unreadable bodies, and
-    ``DepthLimitedJSONProvider`` (unless the app has a JSON provider of its own).
+    """Install ``error_response`` for all HTTP errors of ``app``, ``unreadable_body`` for unreadable bodies,
+    ``DepthLimitedJSONProvider`` (unless the app has a JSON provider of its own) and the malformed-JSON warning
+    (:class:`JSONWarningRequest`, mixed into the app's request class).
 
     Called before the user's package loads, so the user's own ``@app.errorhandler`` / blueprint handlers replace it.
     """
@@ -136,3 +173,4 @@ def register_error_handlers(app: Flask) -> None:
         app.register_error_handler(kind, unreadable_body)
     if type(app.json) is DefaultJSONProvider:
         app.json = DepthLimitedJSONProvider(app)
+    app.request_class = _with_json_warning(app.request_class)

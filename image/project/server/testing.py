@@ -75,6 +75,19 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Pa
 def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("stack_checks") and config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args.append(str(CHECKS_DIR))
+        config.stash[_CHECKS_ADDED] = True
+
+
+_CHECKS_ADDED = pytest.StashKey[bool]()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say where the stack's checks come from when ``--stack-checks`` added them (they are not the project's)."""
+    if not config.stash.get(_CHECKS_ADDED, False):
+        return []
+    return [f"stack checks: {', '.join(sorted(p.name for p in CHECKS_DIR.glob('test_*.py')))} is the python-flask "
+            f"stack's ({CHECKS_DIR}), not your project's; they check that your app works with the stack "
+            f"(health, metrics, API docs); a test path (`flask-stack test tests/`) runs only yours"]
 
 
 @pytest.fixture

@@ -24,15 +24,28 @@ def test_create_read_update_delete(client):
 def test_invalid_bodies_are_422_with_each_error(client):
     response = client.post("/items", json={"name": "", "price_cents": -1, "colour": "blue"})
     assert response.status_code == 422
-    fields = {error["field"] for error in response.get_json()["error"]["errors"]}
+    assert response.mimetype == "application/problem+json"
+    fields = {error["field"] for error in response.get_json()["errors"]}
     assert fields == {"name", "price_cents", "colour"}
     assert client.get("/items").get_json() == []  # nothing stored
 
 
-def test_missing_item_is_404_json(client):
-    response = client.get("/items/12345", headers={"Accept": "application/json"})
-    assert response.status_code == 404
-    assert response.get_json()["error"]["status"] == 404
+def test_every_error_is_problem_details_whatever_accept_says(client):
+    for headers in ({}, {"Accept": "text/html"}, {"Accept": "application/json"}):
+        cases = [
+            (client.get("/items/12345", headers=headers), 404),
+            (client.patch("/items", headers=headers), 405),
+            (client.post("/items", data="name=x", content_type="application/x-www-form-urlencoded", headers=headers),
+             415),
+            (client.post("/items", json={"name": ""}, headers=headers), 422),
+            (client.post("/items", data="{not json", content_type="application/json", headers=headers), 400),
+        ]
+        for response, status in cases:
+            assert response.status_code == status
+            assert response.mimetype == "application/problem+json", (status, headers)
+            body = response.get_json(force=True)
+            assert body["status"] == status and body["title"] and body["detail"]
+    assert "Allow" in client.patch("/items").headers
 
 
 def test_readiness_checks_the_database(client):
