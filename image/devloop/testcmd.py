@@ -7,7 +7,7 @@ settings apply and pytest finds its tests (``testpaths``, else the whole project
 plugin's fixtures (``app``, ``client``) give the project's app with the stack applied, and the project's
 installed packages come first on ``PYTHONPATH``. Returns pytest's exit status (0 all passed, 1 failures, 2
 interrupted/usage error, 5 nothing collected). ``--watch`` runs again after every save of a ``*.py`` file or the
-Pipfile (reinstalling first) until SIGINT/SIGTERM, then returns 0.
+dependency declaration (reinstalling first) until SIGINT/SIGTERM, then returns 0.
 """
 
 from __future__ import annotations
