@@ -37,7 +37,7 @@ from pathlib import Path
 from stackdeps import DepsError
 from stackdeps.detect import PIPFILE, Declaration, detect, poetry_only
 from stackdeps.resolve import HERE as STACKDEPS_DIR, Resolution, normalize, parse_requirements, project_inputs, \
-    resolve, stack_pins
+    resolve, stack_pins, uv_env
 
 from .errors import DevloopError
 from .locking import LOCKFILE, ensure_lock, run_command, summarize_failure
@@ -164,9 +164,7 @@ def _pip_install(source: str, requirements: list[str], target: Path | None) -> N
     argv += ["--target", str(target)] if target is not None else []
     if hashed:
         argv.append("--require-hashes")
-    env = dict(os.environ, NO_COLOR="1", UV_PYTHON_DOWNLOADS="never")
-    env.pop("PYTHONPATH", None)
-    env["COLUMNS"] = "1000"
+    env = uv_env()
     tool = "uv" if uv else "pip"
     try:
         status, lines = run_command(argv, env=env, on_line=lambda line: log.info("%s: %s", tool, line.strip()))

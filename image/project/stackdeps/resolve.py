@@ -76,8 +76,11 @@ def find_uv() -> str:
 
 
 def uv_env() -> dict[str, str]:
-    """Return the environment uv runs in: no colour, no Python downloads, no inherited PYTHONPATH or venv."""
+    """Return the environment uv runs in: no colour, no Python downloads, the system's certificates, no inherited
+    PYTHONPATH or venv."""
     env = dict(os.environ, NO_COLOR="1", UV_PYTHON_DOWNLOADS="never", COLUMNS="1000")
+    # the system's certificate store, as pip's and the base image's (a proxy's CA there), not uv's bundled roots
+    env.setdefault("UV_NATIVE_TLS", "1")
     for name in ("PYTHONPATH", "VIRTUAL_ENV", "UV_SYSTEM_PYTHON", "UV_PROJECT_ENVIRONMENT"):
         env.pop(name, None)
     return env
@@ -383,7 +386,7 @@ def resolve(inputs: Inputs, work: Path, *, python: str, dev: bool, run: Runner =
 
 def _explained(exc: DepsError, inputs: Inputs, ranges: list[Path]) -> DepsError:
     message = str(exc)
-    blamed = _stack_blame(message, ranges)
+    blamed = _stack_blame(message, ranges) if "unsatisfiable" in message else ""
     if blamed:
         return DepsError(f"{inputs.source} conflicts with what the stack needs ({blamed}): {message}")
     return DepsError(f"{inputs.source} does not resolve: {message}; fix it in the project's {inputs.source}")
