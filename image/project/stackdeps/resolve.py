@@ -80,7 +80,7 @@ def uv_env() -> dict[str, str]:
     PYTHONPATH or venv."""
     env = dict(os.environ, NO_COLOR="1", UV_PYTHON_DOWNLOADS="never", COLUMNS="1000")
     # the system's certificate store, as pip's and the base image's (a proxy's CA there), not uv's bundled roots
-    env.setdefault("UV_NATIVE_TLS", "1")
+    env.setdefault("UV_SYSTEM_CERTS", "1")
     for name in ("PYTHONPATH", "VIRTUAL_ENV", "UV_SYSTEM_PYTHON", "UV_PROJECT_ENVIRONMENT"):
         env.pop(name, None)
     return env
@@ -362,6 +362,11 @@ def resolve(inputs: Inputs, work: Path, *, python: str, dev: bool, run: Runner =
             does not exist, or uv fails.
     """
     prefer = stack_pins() if prefer is None else prefer
+    # the versions the project's own files pin (its lock's development packages included) come first
+    for path in [*inputs.runtime, *inputs.dev]:
+        for _, name, version, _ in parse_requirements(path.read_text(encoding="utf-8")):
+            if name and version:
+                prefer = {**prefer, name: version}
     runtime_out = work / "resolved-runtime.txt"
     try:
         _compile([runtime_ranges, *inputs.runtime], [], prefer, runtime_out, python, run)
