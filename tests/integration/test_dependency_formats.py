@@ -58,8 +58,8 @@ def test_requirements_edit_while_serving_installs_reloads_and_a_bad_one_keeps_se
 def test_a_true_conflict_with_the_stack_is_one_line_naming_both(cli_env, tmp_path):
     project = make_project(tmp_path / "demo", "requirements.txt")
     (project / "requirements.txt").write_text("werkzeug==2.3.8\n")
-    done = subprocess.run(flask_stack_cmd("run", "--engine", "local", "--port", str(free_port()), "--project", str(project)),
-                          env=cli_env, capture_output=True, text=True, timeout=600)
+    argv = flask_stack_cmd("run", "--engine", "local", "--port", str(free_port()), "--project", str(project))
+    done = subprocess.run(argv, env=cli_env, capture_output=True, text=True, timeout=600)
     errors = [line for line in (done.stdout + done.stderr).splitlines() if "[ERROR]" in line]
     assert done.returncode != 0 and len(errors) == 1, done.stdout + done.stderr
     assert "werkzeug==2.3.8" in errors[0] and "werkzeug>=3.1" in errors[0] and "Traceback" not in done.stderr

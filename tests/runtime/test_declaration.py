@@ -82,7 +82,8 @@ def test_poetry_only_project_is_told_what_to_add(tmp_path):
 
 
 def test_parses_continued_hashed_and_marked_lines():
-    text = "# c\nPyYAML==6.0.2 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\nflask>=3.1 ; python_version >= '3.11'\n"
+    text = ("# c\nPyYAML==6.0.2 \\\n    --hash=sha256:aa \\\n    --hash=sha256:bb\n"
+            "flask>=3.1 ; python_version >= '3.11'\n")
     assert resolve.parse_requirements(text) == [
         ("PyYAML==6.0.2", "pyyaml", "6.0.2", {"sha256:aa", "sha256:bb"}),
         ("flask>=3.1 ; python_version >= '3.11'", "flask", None, set()),
