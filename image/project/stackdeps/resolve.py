@@ -331,7 +331,8 @@ class Resolution:
     versions: dict[str, str]
 
 
-def _entries(path: Path, pinned: dict[str, tuple[str, set[str]]]) -> tuple[list[tuple[str, str | None]], dict[str, str]]:
+def _entries(path: Path, pinned: dict[str, tuple[str, set[str]]]
+             ) -> tuple[list[tuple[str, str | None]], dict[str, str]]:
     """Read a compiled file into (hashed line, name) pairs (the project's lock hashes for what it locked) and
     versions."""
     lines: list[tuple[str, str | None]] = []
