@@ -17,7 +17,7 @@ Options and their environment defaults:
   The loop sets ``STACK_USERAPP_DIR`` to it for the runtime.
 * ``--host H``: default ``STACK_HOST``, else ``0.0.0.0`` in a container, ``127.0.0.1`` elsewhere.
 * ``--port N``: default ``PORT``, else 8080. In use: one line, exit 1.
-* ``--deps-dir DIR``: default ``APPSODY_DEPS``. The Pipfile's ``[packages]`` are installed there
+* ``--deps-dir DIR``: default ``APPSODY_DEPS``. The project's declared packages are installed there
   (``pip install --target``) and put first on ``sys.path``; without it they are installed into the
   running interpreter's environment. See :mod:`devloop.deps`.
 * ``--no-watch``: serve without reloading.
@@ -33,7 +33,7 @@ the import serves a one-line 500 (and ``/health`` 503 DOWN) until the next save
 (:mod:`devloop.errorapp`). ``debug`` is ``run`` with ``STACK_DEBUG=1``: Flask debug mode, the Werkzeug
 debugger, and ``server.debug.start_debugger`` in each app process. ``test`` runs pytest once with the
 stack's checks and the project's ``tests/`` and exits with pytest's status (:mod:`devloop.testcmd`).
-``deps`` installs the Pipfile's packages once and exits 0 (the Appsody ``APPSODY_PREP`` step).
+``deps`` installs the project's declared packages once and exits 0 (the Appsody ``APPSODY_PREP`` step).
 SIGINT or SIGTERM stops the app process and exits 0. The loop logs to stdout in the runtime's format
 (``2024-05-01 12:00:00 [INFO] message``, or JSON); an expected failure is one ERROR line and exit 1.
 """

@@ -115,7 +115,6 @@ def _prepare(project_arg: str, deps_dir_arg: str | None, need_app: bool = True):
     STACK_USERAPP_DIR, install deps."""
     from . import deps
 
-    _check_settings()
     project = _project(project_arg)
     if need_app:
         _require_app(project)
@@ -123,18 +122,27 @@ def _prepare(project_arg: str, deps_dir_arg: str | None, need_app: bool = True):
     deps_dir = Path(deps_dir_arg).expanduser().resolve() if deps_dir_arg else None
     state = deps.ensure_deps(project, deps_dir)
     deps.activate(state)
+    # after activate: the runtime imports Flask and flasgger (PyYAML...), whose versions the project may choose
+    _check_settings()
     return project, deps_dir, state
 
 
 def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, deps_dir: str | None,
            no_watch: bool) -> int:
-    from . import server
+    from . import deps, server
     from .child import ChildSpec
 
     host = host or default_host()
     port = port if port is not None else _env_int("PORT", 8080)
     sock = server.listening_socket(host, port)
     project, deps_path, state = _prepare(project_arg, deps_dir)
+    shadowed = deps.shadowed_modules(state)
+    if shadowed:  # this process imported the stack's version before the project's was installed: start afresh
+        log.info("loading the project's versions of %s: restarting the dev loop", ", ".join(shadowed[:5]))
+        os.set_inheritable(sock.fileno(), True)
+        os.environ[server.FD_ENV] = str(sock.fileno())
+        sys.stderr.flush()
+        os.execv(sys.executable, [sys.executable, "-m", "devloop", *sys.argv[1:]])
     if debug:
         os.environ["STACK_DEBUG"] = "1"
         os.environ.setdefault("FLASK_DEBUG", "1")
@@ -171,7 +179,7 @@ _project_opt = click.option("--project", "project", default=default_project, sho
                             "$APPSODY_PROJECT_DIR/userapp, or .", help="The user's project directory (the app is "
                             "found there as `flask run` finds it; FLASK_APP says where when it cannot).")
 _deps_opt = click.option("--deps-dir", "deps_dir", default=lambda: os.environ.get("APPSODY_DEPS") or None,
-                         show_default="APPSODY_DEPS", help="Install the Pipfile's packages here (pip --target) "
+                         show_default="APPSODY_DEPS", help="Install the project's declared packages here (--target) "
                          "instead of into this Python environment.")
 _serve_opts = [
     click.option("--host", default=None, help="Address to listen on [STACK_HOST; 0.0.0.0 in a container, else 127.0.0.1]."),
@@ -211,13 +219,15 @@ def debug(project, host, port, no_watch, deps_dir):
 @_project_opt
 @_deps_opt
 def deps(project, deps_dir):
-    """Install the project's Pipfile [packages] once (locking a missing or stale Pipfile.lock), then exit."""
+    """Install the project's declared packages once (locking a missing or stale lock), then exit."""
+    from stackdeps.detect import detect
+
     from . import deps as deps_mod
 
     project_path = _project(project)
     deps_path = Path(deps_dir).expanduser().resolve() if deps_dir else None
-    if not (project_path / deps_mod.PIPFILE).is_file():
-        log.info("no Pipfile in %s; nothing to install", project_path)
+    if detect(project_path).kind is None:
+        log.info("no uv.lock, Pipfile, pyproject.toml or requirements.txt in %s; nothing to install", project_path)
         sys.exit(0)
     state = deps_mod.ensure_deps(project_path, deps_path)
     if not state.installed:
@@ -262,12 +272,39 @@ def flask(project, deps_dir, flask_args):
     sys.exit(subprocess.run(argv, cwd=project_path, env=env).returncode)
 
 
+def _activate_installed(args: list[str]) -> None:
+    """Put the project's installed packages (their stamp current, no command run) first on ``sys.path`` before
+    anything imports the runtime, so the loop and every app process load the project's versions of the packages
+    the runtime imports too (Flask, PyYAML...). A missing or stale install is made later by ``_prepare``."""
+    from . import deps
+
+    def value(flag: str, default: str | None) -> str | None:
+        for i, arg in enumerate(args):
+            if arg == flag and i + 1 < len(args):
+                return args[i + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+        return default
+
+    if not args or args[0] not in ("run", "debug", "test", "flask"):
+        return
+    try:
+        project = Path(value("--project", default_project()) or ".").expanduser().resolve()
+        deps_dir = value("--deps-dir", os.environ.get("APPSODY_DEPS") or None)
+        state = deps.current_state(project, Path(deps_dir).expanduser().resolve() if deps_dir else None)
+    except (OSError, ValueError):
+        return
+    if state is not None:
+        deps.activate(state)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; an expected failure logs one ERROR line and exits non-zero."""
     # `python -m` put the current directory first on sys.path; the project is loaded by path instead, and
     # a module of the user's there (say server.py) must not shadow the stack's.
     if sys.path and sys.path[0] in ("", os.getcwd()):
         del sys.path[0]
+    _activate_installed(sys.argv[1:] if argv is None else argv)
     configure_logging()
 
     def stop(signum, frame):  # until the loop installs its own handlers: abandon startup, exit 0

@@ -14,7 +14,8 @@ Events (signals, watcher batches) arrive through pipes the main thread ``select`
   debugger's port is one).
 * an app process listed the third-party modules its app imported (:mod:`devloop.child`): import
   those the loop has not, so the next app process starts with them loaded (never the project's own).
-* ``Pipfile``/``Pipfile.lock`` saved: install (:mod:`devloop.deps`) while the old app keeps serving,
+* a dependency declaration file saved (``requirements.txt``, ``pyproject.toml``, ``Pipfile``...): install
+  (:mod:`devloop.deps`) while the old app keeps serving,
   then stop it and ``os.execv`` the loop so the new packages load; a failed install is logged and
   the previous version keeps serving.
 * the app process exits by itself: log its status and serve the error page until the next save.

@@ -7,8 +7,8 @@ settings apply and pytest finds its tests (``testpaths``, else the whole project
 plugin's fixtures (``app``, ``client``) give the project's app with the stack applied, and the project's
 installed packages come first on ``PYTHONPATH``. Returns pytest's exit status (0 all passed, 1 failures, 2
 interrupted/usage error, 5 nothing collected), or, with ``appsody`` (what ``APPSODY_TEST`` runs), 1 with one
-line for every status but 0 and 1: the Appsody CLI takes 2 for Ctrl-C. ``--watch`` runs again after every save of a ``*.py`` file or the
-Pipfile (reinstalling first) until SIGINT/SIGTERM, then returns 0.
+line for every status but 0 and 1: the Appsody CLI takes 2 for Ctrl-C. ``--watch`` runs again after every save of a
+``*.py`` file or the dependency declaration (reinstalling first) until SIGINT/SIGTERM, then returns 0.
 """
 
 from __future__ import annotations

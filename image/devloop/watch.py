@@ -1,6 +1,8 @@
 """Watch the user's project for saves, with watchfiles, on a background thread.
 
-Only ``*.py`` files and the project's ``Pipfile``/``Pipfile.lock`` count; ``__pycache__``, ``.git``,
+Only ``*.py`` files and the project's dependency declaration files (:data:`stackdeps.detect.WATCHED`:
+``pyproject.toml``, ``uv.lock``, ``Pipfile``, ``Pipfile.lock``, ``requirements.txt``, ``requirements-dev.txt``,
+``requirements/dev.txt``) count; ``__pycache__``, ``.git``,
 virtualenvs, caches and the deps dir are ignored (watchfiles' ``DefaultFilter`` plus a few names).
 Batches of changes are handed to the main loop through a pipe so it can ``select`` on them together
 with signals. Set ``WATCHFILES_FORCE_POLLING=1`` where inotify does not see changes (some bind
@@ -14,8 +16,10 @@ import threading
 from pathlib import Path
 
 import watchfiles
+from stackdeps.detect import WATCHED
 
-DEP_FILES = ("Pipfile", "Pipfile.lock")
+#: The declaration files, relative to the project root.
+DEP_FILES = WATCHED
 #: Milliseconds without new events after which a batch is handed over (watchfiles' ``step``). watchfiles' Rust
 #: side sleeps this long between checks and hands a batch over at the first check that finds no new event, so a
 #: save is seen 1-2 steps after it: 10-20 ms. The writes of one save (editors' write, or write-then-rename) come
@@ -28,7 +32,7 @@ READY_MS = 200
 
 
 class ProjectFilter(watchfiles.DefaultFilter):
-    """Accept ``*.py`` anywhere in the project and ``Pipfile``/``Pipfile.lock`` at its root."""
+    """Accept ``*.py`` anywhere in the project and the declaration files (:data:`DEP_FILES`) where they belong."""
 
     ignore_dirs = tuple(watchfiles.DefaultFilter.ignore_dirs) + (
         "venv", ".flask-stack", ".deps", "site-packages", ".eggs")
@@ -41,8 +45,8 @@ class ProjectFilter(watchfiles.DefaultFilter):
         name = os.path.basename(path)
         if name.endswith(".py"):
             pass
-        elif name in DEP_FILES:
-            if os.path.dirname(path) != self._root:
+        elif name.endswith((".txt", ".toml", ".lock")) or name.startswith("Pipfile"):
+            if os.path.relpath(path, self._root) not in DEP_FILES:
                 return False
         else:
             return False
@@ -130,5 +134,5 @@ def describe(paths: list[str], project: Path) -> str:
 
 
 def touches_deps(paths: list[str], project: Path) -> bool:
-    """True when ``Pipfile`` or ``Pipfile.lock`` at the project root is among ``paths``."""
-    return any(Path(p).parent == project and Path(p).name in DEP_FILES for p in paths)
+    """True when one of the declaration files (:data:`DEP_FILES`, relative to ``project``) is among ``paths``."""
+    return any(os.path.relpath(p, project) in DEP_FILES for p in paths)

@@ -4,7 +4,7 @@
 built on first use, rebuilt when the stack's files change) with:
 
 * the project bind-mounted at ``/project/userapp`` (the dev loop reloads on save);
-* a named volume ``flask-stack-<name>-<hash>-deps`` at ``/project/deps`` (the Pipfile's packages,
+* a named volume ``flask-stack-<name>-<hash>-deps`` at ``/project/deps`` (the packages the project declares,
   installed once and kept across restarts);
 * ports published on 127.0.0.1 only: ``-p 127.0.0.1:PORT:8080`` and, for debug, ``:DEBUG_PORT:5678``;
 * the container named ``flask-stack-<name>-<hash>`` (``-test`` for tests), so ``stop`` finds it;

@@ -120,7 +120,7 @@ class LocalEngine(Engine):
 
     @staticmethod
     def _project_packages(venv: Path, project: Path, env: dict[str, str]) -> str:
-        """Install the project's ``[packages]`` into its layer (as the dev loop does) and return the directory
+        """Install the project's declared packages into its layer (as the dev loop does) and return the directory
         to put on PYTHONPATH ('' when the project has none).
 
         Raises:
@@ -143,7 +143,7 @@ class LocalEngine(Engine):
             status = subprocess.run([str(env_python(venv)), "-c", code, str(project), str(deps_dir(project)),
                                      str(answer)], env=env, cwd=project, timeout=1800).returncode
             if status != 0 or not answer.is_file():
-                raise StackError(f"installing the packages of {project / 'Pipfile'} failed; see the line above")
+                raise StackError(f"installing the packages {project} declares failed; see the line above")
             return answer.read_text()
 
     @staticmethod

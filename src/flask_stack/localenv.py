@@ -8,7 +8,7 @@ once per machine, stack lock and interpreter, and shared read-only by every proj
 stack version with another lock gets a new directory; the old one is left for a flask-stack still using it.
 
 **A project's own layer**: ``<cache>/projects/<name>-<12 hex digits of sha256(project path)>/`` holds the
-project's ``[packages]`` (``deps/``, installed by the dev loop with ``--deps-dir``, put first on ``sys.path``,
+project's declared packages (``deps/``, installed by the dev loop with ``--deps-dir``, put first on ``sys.path``,
 as the container's dependency volume does) and the record of its running server. The user cache dir rather
 than a directory inside the project, because the project directory is what the container engine mounts, what
 ``build`` copies into an image, what the dev loop watches and what the user commits.

@@ -27,7 +27,8 @@ def test_pip_install_gives_a_flask_stack_that_inits_from_another_directory(tmp_p
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True,
     ).stdout.strip()
     assert where.startswith(str(venv)) and where.endswith("flask_stack/stack"), where  # the packaged copy
-    for rel in ("stack.yaml", "image/project/Pipfile.lock", "templates/simple/__init__.py",
+    for rel in ("stack.yaml", "image/project/Pipfile.lock", "image/project/stackdeps/runtime.txt",
+                "image/project/stackdeps/devtools.txt", "templates/simple/__init__.py",
                 "templates/web/templates/layout.html", "templates/web/static/style.css",
                 "templates/api/models.py", "templates/api/Pipfile.lock", "templates/api/.vscode/launch.json"):
         assert (tmp_path / where / rel).is_file(), rel

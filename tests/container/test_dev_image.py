@@ -91,6 +91,9 @@ def test_dev_image_contract(engine: str, dev_image: str) -> None:
     watch = re.compile(regex)
     assert watch.match("/project/userapp/__init__.py") and watch.match("/project/userapp/Pipfile")
     assert watch.match("/project/userapp/Pipfile.lock") and not watch.match("/project/userapp/README.md")
+    for name in ("requirements.txt", "requirements-dev.txt", "requirements/dev.txt", "pyproject.toml", "uv.lock"):
+        assert watch.match(f"/project/userapp/{name}"), name  # every declaration file (stackdeps.detect.WATCHED)
+    assert not watch.match("/project/userapp/docs/requirements.txt.bak")
 
 
 def test_run_serves_reloads_and_stops(engine: str, dev_image: str, dev_project: Path, tmp_path: Path) -> None:

@@ -81,7 +81,8 @@ def test_build_context_is_laid_out_like_appsody_extract(tmp_path: Path) -> None:
     (project / "pkg" / "mod.py").write_text("X = 1\n")
     context = container_image.layout_build_context(project, tmp_path / "ctx")
     for name in ("Dockerfile", ".dockerignore", "Pipfile", "Pipfile.lock", "serve", "gunicorn.conf.py",
-                 "server/__init__.py", "userapp/__init__.py", "userapp/Pipfile", "userapp/pkg/mod.py"):
+                 "server/__init__.py", "stackdeps/build.py", "stackdeps/runtime.txt", "userapp/__init__.py",
+                 "userapp/Pipfile", "userapp/pkg/mod.py"):
         assert (context / name).is_file(), name
     for name in (".git", ".venv", "__pycache__", "deploy", ".deps", "pkg/__pycache__"):
         assert not (context / "userapp" / name).exists(), name

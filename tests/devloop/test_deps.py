@@ -133,7 +133,7 @@ def test_without_deps_dir_installs_into_the_running_environment(project, runtime
                 proc.wait()
     out = log_path.read_text()
     assert status == 0, out
-    assert "installing 1 package" in out and "test_dep.py ." in out
+    assert "installing 1 package" in out and "test_dep.py ." in out, out
     stamps = list((runtime_venv / "flask-stack-deps").glob("*.json"))
     assert len(stamps) == 1
     assert os.path.isfile(stamps[0])

@@ -45,7 +45,7 @@ def test_deps_is_quiet_and_exits_0_when_up_to_date(devloop, project, tmp_path):
     (project / "Pipfile.lock").unlink()
     again = devloop("deps", project)
     assert again.wait_exit(60) == 0
-    assert "no Pipfile" in again.output()
+    assert "no uv.lock, Pipfile, pyproject.toml or requirements.txt in" in again.output()
 
 
 @pytest.mark.slow
@@ -214,3 +214,25 @@ def test_dev_image_prep_uses_the_deps_command():
     dockerfile = (Path(__file__).resolve().parents[2] / "image" / "Dockerfile-stack").read_text()
     prep = [line for line in dockerfile.splitlines() if "APPSODY_PREP=" in line]
     assert prep == ['ENV APPSODY_PREP="as-worker python -m devloop deps"'], prep
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("declaration", ["requirements.txt", "pyproject.toml"])
+def test_deps_installs_a_requirements_or_pyproject_project_as_appsody_prep_does(devloop, project, tmp_path,
+                                                                                 declaration):
+    """APPSODY_PREP (`python -m devloop deps`) on a project with only requirements.txt or pyproject.toml."""
+    (project / "Pipfile").unlink()
+    (project / "Pipfile.lock").unlink()
+    if declaration == "requirements.txt":
+        (project / "requirements.txt").write_text(f"{PACKAGE}=={VERSION}\n")
+    else:
+        (project / "pyproject.toml").write_text(f'[project]\nname = "demo"\nversion = "1"\n'
+                                                f'dependencies = ["{PACKAGE}=={VERSION}"]\n')
+    deps_dir = tmp_path / "deps"
+    first = devloop("deps", project, "--deps-dir", str(deps_dir))
+    assert first.wait_exit(INSTALL_TIMEOUT) == 0, first.output()
+    assert f"installing 1 package from {declaration}" in first.output()
+    assert list(deps_dir.glob(f"site-*/{PACKAGE}*"))
+    assert (project / "uv.lock").is_file() == (declaration == "pyproject.toml")  # the lock the project keeps
+    second = devloop("deps", project, "--deps-dir", str(deps_dir))
+    assert second.wait_exit(60) == 0 and "up to date" in second.output()

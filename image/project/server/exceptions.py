@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import traceback
+from pathlib import Path
 from types import TracebackType
 
 
@@ -70,7 +71,8 @@ class UserAppImportError(StackError):
 
 def _missing_module_hint(top: str, user_dir: str | None, module_name: str) -> str:
     """What to do about ``No module named TOP``: nothing to add for a submodule of the user's own module; for a
-    name of the project's own code, how to import it; else, add the package to the Pipfile."""
+    name of the project's own code, how to import it; else, add the package to the file the project declares its
+    packages in (:func:`stackdeps.detect.hint`: requirements.txt, pyproject.toml, Pipfile)."""
     if top == module_name.split(".")[0]:
         return ""
     own = user_dir is not None and (top == os.path.basename(os.path.abspath(user_dir))
@@ -78,8 +80,17 @@ def _missing_module_hint(top: str, user_dir: str | None, module_name: str) -> st
                                     or os.path.exists(os.path.join(user_dir, top + ".py")))
     if own:
         return (f" ({top!r} is your project's own code, imported by the stack as {module_name!r}: import it "
-                f"relatively, from . import ..., or as {module_name!r}; it does not belong in the Pipfile)")
-    return " (add the package to your project's Pipfile)"
+                f"relatively, from . import ..., or as {module_name!r}; it does not belong in {_declaration(user_dir)})")
+    return f" (add the package to your project's {_declaration(user_dir)})"
+
+
+def _declaration(user_dir: str | None) -> str:
+    """Return the file the project declares its packages in, for the hint (requirements.txt when unknown)."""
+    try:
+        from stackdeps.detect import hint
+    except ImportError:  # the runtime without the stack's dependency tools: name the most common file
+        return "requirements.txt"
+    return hint(Path(user_dir) if user_dir else None)
 
 
 class RouteConflictError(UserAppImportError):
