@@ -28,6 +28,8 @@ from .project import stack_id
 
 #: Image label holding the hash of the stack files (and base image) the development image was built from.
 HASH_LABEL = "dev.flask-stack.source-hash"
+#: Image label holding the base image the development image was built on ("" for the Dockerfile's default).
+BASE_LABEL = "dev.flask-stack.base-image"
 #: Environment variable naming the base image for every build (dev and deployable images).
 BASE_IMAGE_ENV = "STACK_BASE_IMAGE"
 #: Names never copied into a build context (and never hashed): caches, VCS data, virtual environments.
@@ -145,7 +147,8 @@ def ensure_dev_image(binary: str, base: str | None, echo: Echo) -> str:
     echo(f"building the stack's development image {tag} ({reason}; base {base or 'python:3.12-slim-bookworm'}) "
          "- about a minute the first time")
     image_dir = stack_root() / "image"
-    argv = [binary, "build", "-f", str(image_dir / "Dockerfile-stack"), "-t", tag, "--label", f"{HASH_LABEL}={wanted}"]
+    argv = [binary, "build", "-f", str(image_dir / "Dockerfile-stack"), "-t", tag, "--label", f"{HASH_LABEL}={wanted}",
+            "--label", f"{BASE_LABEL}={base or ''}"]
     if base:
         argv += ["--build-arg", f"BASE_IMAGE={base}"]
     previous = _image_id(binary, tag)
