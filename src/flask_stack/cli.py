@@ -342,7 +342,8 @@ def devcontainer(project_dir: Path | None) -> int:
 
     project = find_project(project_dir)
     written = add_dev_files(project, click.echo)
-    say(f"{len(written)} files added to {project}" if written else f"nothing added to {project}")
+    say(f"added {len(written)} file{'s' if len(written) != 1 else ''} to {project}" if written
+        else f"nothing added to {project}")
     return 0
 
 

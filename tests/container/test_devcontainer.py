@@ -283,3 +283,12 @@ def test_devfile_commands_do_what_their_kind_says(podman: str, dev_image: str, t
     finally:
         subprocess.run([podman, "rm", "-f", "-t", "5", name], capture_output=True, timeout=120, check=False)
         subprocess.run([podman, "volume", "rm", "-f", volume], capture_output=True, timeout=60, check=False)
+
+
+def test_dev_image_keeps_the_base_the_image_was_built_on(podman: str, dev_image: str) -> None:
+    """`flask-stack dev-image` (the initializeCommand) with no --base-image and no STACK_BASE_IMAGE finds the image
+    current on the base it was built on (the session's local one) instead of rebuilding on python:3.12-slim."""
+    result = flask_stack("dev-image", "--engine", "podman", STACK_BASE_IMAGE="", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == dev_image
+    assert "building" not in result.stderr
