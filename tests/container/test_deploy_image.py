@@ -42,7 +42,8 @@ print(json.dumps({
     "compilers": [c for c in ("gcc", "cc", "clang") if shutil.which(c)],
     "exists": {p: os.path.exists(p) for p in ("/project/userapp/tests", "/project/server/checks",
                "/project/server/testing.py", "/project/serve", "/project/gunicorn.conf.py", "/project/granian_app.py",
-               "/project/uwsgi_app.py", "/project/userapp/.venv", "/project/userapp/.git")},
+               "/project/uwsgi_app.py", "/project/userapp/.venv", "/project/userapp/.git",
+               "/project/userapp/.devcontainer", "/project/userapp/devfile.yaml")},
 }))
 """
 
@@ -112,6 +113,7 @@ def test_image_contents(engine: str, app_image: str) -> None:
     assert not exists["/project/userapp/tests"] and not exists["/project/server/checks"]
     assert not exists["/project/server/testing.py"]
     assert not exists["/project/userapp/.venv"] and not exists["/project/userapp/.git"]
+    assert not exists["/project/userapp/.devcontainer"] and not exists["/project/userapp/devfile.yaml"]  # dev only
     assert exists["/project/serve"] and exists["/project/gunicorn.conf.py"] and exists["/project/granian_app.py"]
     assert exists["/project/uwsgi_app.py"]
 
