@@ -22,7 +22,7 @@ Options and their environment defaults:
   running interpreter's environment. See :mod:`devloop.deps`.
 * ``--no-watch``: serve without reloading.
 * debug: ``STACK_DEBUG_PORT`` (5678), ``STACK_DEBUG_WAIT`` (0; 1 = wait for the client before
-  serving), ``STACK_DEBUGGER`` (debugpy).
+  serving), ``STACK_DEBUGGER`` (debugpy), ``STACK_DEBUG_HOST`` (the debugger's interface; default: the app's).
 * ``STACK_SHOW_URLS`` (1): 0 = do not log the app/health/metrics/API docs URLs and the debugger port
   at start (``flask-stack run`` prints them itself, with the host's ports).
 * ``LOG_LEVEL`` (INFO), ``LOG_FORMAT`` (text|json): as the runtime's; see :mod:`devloop.logs`.

@@ -151,7 +151,8 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
     server.warm_imports(debug=debug)
     spec = ChildSpec(sock_fd=sock.fileno(), host=host, port=sock.getsockname()[1], project=project, debug=debug,
                      debug_port=_env_int("STACK_DEBUG_PORT", 5678), debug_wait=_env_flag("STACK_DEBUG_WAIT"),
-                     debugger=os.environ.get("STACK_DEBUGGER", "debugpy"))
+                     debugger=os.environ.get("STACK_DEBUGGER", "debugpy"),
+                     debug_host=os.environ.get("STACK_DEBUG_HOST", "").strip())
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{'[' + shown + ']' if ':' in shown else shown}:{spec.port}{_url_prefix()}"
     log.info("serving %s on %s:%d%s", project, host, spec.port, "" if no_watch else " (reloads on save)")

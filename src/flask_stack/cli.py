@@ -348,6 +348,36 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
     return deployer.apply(paths)
 
 
+@cli.command("dev-image")
+@build_engine_option
+@base_image_option
+def dev_image(engine: str, base_image: str | None) -> int:
+    """Build the stack's development image when it is missing or out of date, and print its tag (the Dev
+    Container's initializeCommand; without --base-image or $STACK_BASE_IMAGE the image keeps the base it has)."""
+    from .container import ContainerEngine
+    from .devenv import dev_image as ensure
+
+    container = _engine(engine)
+    if not isinstance(container, ContainerEngine):
+        raise StackError("dev-image needs a container engine: neither docker nor podman works here")
+    click.echo(ensure(container.binary, base_image, say))
+    return 0
+
+
+@cli.command()
+@project_option
+def devcontainer(project_dir: Path | None) -> int:
+    """Add .devcontainer/devcontainer.json and devfile.yaml (Dev Containers, odo, Dev Spaces) to a project made
+    before the templates had them; a .devcontainer/ or devfile.yaml already there is left as it is."""
+    from .devenv import add_dev_files
+
+    project = find_project(project_dir)
+    written = add_dev_files(project, click.echo)
+    say(f"added {len(written)} file{'s' if len(written) != 1 else ''} to {project}" if written
+        else f"nothing added to {project}")
+    return 0
+
+
 def _deploy_image(project: Path) -> tuple[str, str]:
     """The image ``deploy`` writes when no --image is given: the last ``build``'s tag, else ``<name>:latest``;
     and the line saying which and that the cluster must be able to pull it."""

@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from collections.abc import Callable
 
+from .devenv import DEVCONTAINER_DIR, DEVFILE, kept_user_files, name_devfile
 from .errors import StackError
 from .paths import templates_dir
 from .project import CONFIG_FILE, read_config, sanitise_name, stack_id, stack_info
@@ -84,9 +85,13 @@ def init_project(target: Path, template: str | None = None, overwrite: bool = Fa
             shutil.copytree(templates_dir() / name, new, ignore=IGNORED, symlinks=True, copy_function=_copy_file)
             config = f"project-name: {sanitise_name(previous_name or target.name)}\nstack: {stack_id()}\n"
             (new / CONFIG_FILE).write_text(config, encoding="utf-8")
+            if (new / DEVFILE).is_file():
+                name_devfile(new / DEVFILE, sanitise_name(previous_name or target.name))
         except (OSError, shutil.Error) as exc:
             raise StackError(f"copying template {name!r} failed: {_reason(exc)}; nothing was written") from None
         written = sorted(p.relative_to(new) for p in _files(new))
+        kept = kept_user_files(target, written) if target.exists() else []  # a user's own dev environment stays
+        written = [rel for rel in written if rel not in kept]
         if target.exists():
             _merge(new, target, staging / "aside", written)
         else:
@@ -98,6 +103,8 @@ def init_project(target: Path, template: str | None = None, overwrite: bool = Fa
         shutil.rmtree(staging, ignore_errors=True)
     for rel in written:
         echo(f"  {rel}")
+    for rel in sorted({rel.parts[0] for rel in kept}):
+        echo(f"  {rel}{'/' if rel == DEVCONTAINER_DIR else ''} kept as it is (yours)")
     return written
 
 

@@ -40,8 +40,11 @@ def test_init_writes_the_template_and_config(flask_stack, tmp_path):
     project = tmp_path / "My Cool_App"
     written = set(tree(project))
     assert written == template_files() | {".appsody-config.yaml"}
-    for rel in template_files():
+    for rel in template_files() - {"devfile.yaml"}:
         assert (project / rel).read_bytes() == (TEMPLATE / rel).read_bytes()
+    # the devfile names its component after the project (odo names the Kubernetes resources after it)
+    assert (project / "devfile.yaml").read_text() == (TEMPLATE / "devfile.yaml").read_text().replace(
+        "  name: python-flask-app\n", "  name: my-cool-app\n", 1)
     config = (project / ".appsody-config.yaml").read_text()
     assert config.splitlines() == ["project-name: my-cool-app", "stack: dev.local/python-flask:0.4",
                                    "flask-stack-template: simple"]
@@ -121,7 +124,7 @@ def test_failed_move_restores_the_directory_exactly(tmp_path, monkeypatch):
 
     def failing_replace(src, dst):
         calls.append(dst)
-        if len(calls) == 6:
+        if len(calls) == 8:  # after Pipfile was moved aside (.devcontainer/ comes first)
             raise OSError(5, "Input/output error", str(dst))
         return real_replace(src, dst)
 
@@ -130,7 +133,7 @@ def test_failed_move_restores_the_directory_exactly(tmp_path, monkeypatch):
         scaffold.init_project(tmp_path, overwrite=True)
     assert "the directory was restored" in str(info.value)
     monkeypatch.setattr(scaffold.os, "replace", real_replace)
-    assert len(calls) > 6  # the 6th failed, the rest put things back
+    assert len(calls) > 8  # the 8th failed, the rest put things back
     assert tree(tmp_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Pipfile", "__init__.py"]
 

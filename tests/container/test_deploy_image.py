@@ -50,7 +50,8 @@ print(json.dumps({
                "/project/server/testing.py", "/project/serve", "/project/gunicorn.conf.py", "/project/granian_app.py",
                "/project/uwsgi_app.py", "/project/userapp/.venv", "/project/userapp/.git",
                "/project/userapp/.flaskenv", "/project/userapp/app-deploy.yaml",
-               "/project/userapp/.appsody-config.yaml")},
+               "/project/userapp/.appsody-config.yaml",
+               "/project/userapp/.devcontainer", "/project/userapp/devfile.yaml")},
     "private": sorted(os.path.relpath(os.path.join(root, name), "/project/userapp")
                       for root, dirs, names in os.walk("/project/userapp") for name in dirs + names
                       if name.startswith(".env") or name == "instance" or name.endswith((".sqlite3", ".db"))),
@@ -128,6 +129,7 @@ def test_image_contents(engine: str, app_image: str) -> None:
     assert not exists["/project/server/testing.py"]
     assert not exists["/project/userapp/.venv"] and not exists["/project/userapp/.git"]
     assert not exists["/project/userapp/app-deploy.yaml"] and not exists["/project/userapp/.appsody-config.yaml"]
+    assert not exists["/project/userapp/.devcontainer"] and not exists["/project/userapp/devfile.yaml"]  # dev only
     assert exists["/project/serve"] and exists["/project/gunicorn.conf.py"] and exists["/project/granian_app.py"]
     assert exists["/project/uwsgi_app.py"]
 

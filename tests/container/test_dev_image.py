@@ -81,6 +81,7 @@ def test_dev_image_contract(engine: str, dev_image: str) -> None:
     assert {"8080/tcp", "5678/tcp"} <= set(config["ExposedPorts"])
     labels = config["Labels"]
     assert labels[container_image.HASH_LABEL] == container_image.source_hash(base_image_name())
+    assert labels[container_image.BASE_LABEL] == base_image_name()  # `flask-stack dev-image` keeps this base
     env = dict(item.split("=", 1) for item in config["Env"])
     missing = [name for name in APPSODY_VARS if name not in env]
     assert not missing
