@@ -50,6 +50,8 @@ class ChildSpec:
         project (Path): the user's project directory.
         debug (bool): Flask debug mode, the Werkzeug debugger and the DAP debugger.
         debug_port (int), debug_wait (bool), debugger (str): for ``server.debug.start_debugger``.
+        debug_host (str | None): where the debugger listens (None: ``host``; the loop's debug gate sets
+            127.0.0.1 and a port of its own, :mod:`devloop.debuggate`).
         failure (str | None): serve the error app with this message instead of the user's app.
         started (float): ``time.monotonic()`` when the (re)start was triggered, for the ready message.
         close_fds (list[int]): the loop's own descriptors to close in the app process.
@@ -66,6 +68,7 @@ class ChildSpec:
     debug_port: int = 5678
     debug_wait: bool = False
     debugger: str = "debugpy"
+    debug_host: str | None = None
     failure: str | None = None
     started: float = 0.0
     close_fds: list[int] = field(default_factory=list)
@@ -177,7 +180,8 @@ def _start_debugger(spec: ChildSpec) -> None:
         from server.debug import start_debugger
 
         try:
-            start_debugger(spec.debug_port, wait=spec.debug_wait, kind=spec.debugger, host=spec.host)
+            start_debugger(spec.debug_port, wait=spec.debug_wait, kind=spec.debugger,
+                           host=spec.debug_host or spec.host)
         except TypeError:  # a runtime whose start_debugger has no host parameter
             start_debugger(spec.debug_port, wait=spec.debug_wait, kind=spec.debugger)
     except Exception as exc:  # the app still serves without a debugger

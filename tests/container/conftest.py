@@ -16,8 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -28,7 +26,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from flask_stack import container_image  # noqa: E402
 from flask_stack.container import ContainerEngine, detect_container_engine  # noqa: E402
-from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
+from testkit.net import free_port, http_get  # noqa: F401  (re-exported to the tests here)
 
 DEFAULT_BASE = "localhost/debian-python3:bookworm"
 START_TIMEOUT = 120.0  # seconds for a container to answer HTTP (image already built; deps may install)
@@ -45,21 +43,6 @@ def unavailable(reason: str) -> None:
     if in_ci():
         pytest.fail(f"CI=true but {reason}")
     pytest.skip(reason)
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, str, dict[str, str]]:
-    """GET ``url`` without following redirects; return (status, body text, headers)."""
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):  # noqa: D401 - urllib hook
-            return None
-
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(url, timeout=timeout) as response:
-            return response.status, response.read().decode("utf-8", "replace"), dict(response.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode("utf-8", "replace"), dict(exc.headers)
 
 
 def wait_for(url: str, timeout: float = START_TIMEOUT, expect: str | None = None,
