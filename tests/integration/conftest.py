@@ -118,9 +118,9 @@ class Served:
 
 @contextlib.contextmanager
 def serve(cli_env, project: Path, tmp_path: Path, command: str = "run", *extra: str,
-          health: str = "/health") -> Iterator[Served]:
+          health: str | None = "/health") -> Iterator[Served]:
     """Start ``flask-stack COMMAND --engine local --port <free> --project PROJECT EXTRA`` and wait until
-    ``health`` answers; always kill it (and its process group) afterwards."""
+    ``health`` answers (None: do not wait); always kill it (and its process group) afterwards."""
     port = free_port()
     log = tmp_path / f"flask-stack-{command}-{port}.log"
     with open(log, "wb") as sink:
@@ -131,7 +131,8 @@ def serve(cli_env, project: Path, tmp_path: Path, command: str = "run", *extra: 
     served = Served(proc, port, log)
     started = time.monotonic()
     try:
-        served.wait_for(health, lambda r: r.status_code in (200, 503), timeout=START_TIMEOUT)
+        if health is not None:
+            served.wait_for(health, lambda r: r.status_code in (200, 503), timeout=START_TIMEOUT)
         served.start_seconds = time.monotonic() - started
         yield served
     finally:

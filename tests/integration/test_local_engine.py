@@ -11,9 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
-from .conftest import descendants, flask_stack_cmd, free_port, serve, still_running
-from testkit.dap import dap_initialize
+from .conftest import START_TIMEOUT, descendants, flask_stack_cmd, free_port, serve, still_running
+from testkit.dap import add_greet_view, attach, break_in_view
 
 pytestmark = pytest.mark.slow
 
@@ -153,24 +154,53 @@ def test_second_run_of_a_served_project_is_one_line(cli_env, project, tmp_path, 
         assert app.get("/hello").status_code == 200  # the first server is untouched
 
 
-def test_debug_accepts_a_dap_client(cli_env, project, tmp_path):
-    from .conftest import free_port
+def _probe(port: int) -> None:
+    """A port check: connect, close without a word (it used to wedge debugpy: microsoft/debugpy#1308)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass
 
+
+def test_debug_stops_at_a_breakpoint_in_a_view_after_a_port_probe(cli_env, project, tmp_path):
+    """`flask-stack debug --engine local`: VS Code's attach (after a port check), a breakpoint in the user's
+    view, the request held there, a local read, continue, the answer."""
+    init = project / "__init__.py"
+    line, _ = add_greet_view(init)
     debug_port = free_port()
     with serve(cli_env, project, tmp_path, "debug", "--debug-port", str(debug_port)) as app:
-        app.wait_for("/hello", lambda r: r.status_code == 200)
-        # debugpy serves one client: no probe connection first, only the real handshake (retried while refused)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                response = dap_initialize(debug_port)
-                break
-            except ConnectionRefusedError:
-                assert time.monotonic() < deadline, app.output()[-3000:]
-                time.sleep(0.2)
-        assert response["command"] == "initialize" and response["success"] is True
-        assert response["body"].get("supportsConfigurationDoneRequest") is True
+        app.wait_for("/greet", lambda r: r.status_code == 200)
         assert f"debugger  127.0.0.1:{debug_port}" in app.output()
+        _probe(debug_port)
+        session = attach(debug_port, {str(init): [line]})
+        try:
+            name, (status, body, _) = break_in_view(session, f"{app.base}/greet?name=local", str(init), line,
+                                                    "name")
+        finally:
+            session.close()
+        assert (name, status, body) == ("'local'", 200, "Hello, local")
+
+
+def test_debug_wait_serves_nothing_before_the_client_attaches(cli_env, project, tmp_path):
+    """`flask-stack debug --wait`: no request is answered before a debugger client attaches (a port check is
+    no client); then the breakpoint works as without --wait."""
+    init = project / "__init__.py"
+    line, _ = add_greet_view(init)
+    debug_port = free_port()
+    with serve(cli_env, project, tmp_path, "debug", "--debug-port", str(debug_port), "--wait", health=None) as app:
+        deadline = time.monotonic() + START_TIMEOUT
+        while "waiting for a debugger client to attach" not in app.output():
+            assert app.proc.poll() is None and time.monotonic() < deadline, app.output()[-3000:]
+            time.sleep(0.1)
+        _probe(debug_port)
+        with pytest.raises(requests.exceptions.ReadTimeout):
+            app.get("/hello", timeout=3)  # accepted into the backlog, never answered while waiting
+        assert "debugger client attached" not in app.output()
+        session = attach(debug_port, {str(init): [line]})
+        try:
+            assert app.wait_for("/hello", lambda r: r.status_code == 200).text == "Hello from Appsody!"
+            name, (status, body, _) = break_in_view(session, f"{app.base}/greet", str(init), line, "name")
+        finally:
+            session.close()
+        assert (name, status, body) == ("'world'", 200, "Hello, world")
 
 
 def test_test_command_reports_pytest_status(cli_env, project, tmp_path):
