@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 from testkit.net import free_port
+from testkit.need import missing
 
 from .conftest import REPO
 
@@ -44,9 +45,7 @@ def externally_managed(python: Path) -> bool:
 def system_python(tmp_path) -> Path:
     """A directory to put first on PATH whose ``python3`` is the system's externally managed Python."""
     if not SYSTEM_PYTHON.is_file() or not externally_managed(SYSTEM_PYTHON):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{SYSTEM_PYTHON} with the EXTERNALLY-MANAGED marker is needed (Debian's python3)")
-        pytest.skip(f"no externally managed {SYSTEM_PYTHON} here")
+        missing(f"no {SYSTEM_PYTHON} with the EXTERNALLY-MANAGED marker here (Debian's python3)")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "python3").symlink_to(SYSTEM_PYTHON)

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from flask_stack import container_image  # noqa: E402
 from flask_stack.container import ContainerEngine, detect_container_engine  # noqa: E402
+from testkit.need import in_ci, missing  # noqa: F401  (in_ci: used by the tests here)
 from testkit.net import free_port, http_get  # noqa: F401  (re-exported to the tests here)
 
 DEFAULT_BASE = "localhost/debian-python3:bookworm"
@@ -33,16 +34,9 @@ START_TIMEOUT = 120.0  # seconds for a container to answer HTTP (image already b
 BUILD_TIMES: dict[str, float] = {}  # what the session fixtures measured, printed at the end
 
 
-def in_ci() -> bool:
-    """True when env CI is "true": container tests must fail instead of skipping there."""
-    return os.environ.get("CI", "").lower() == "true"
-
-
 def unavailable(reason: str) -> None:
     """Skip the test (locally) or fail it (CI) because the container engine or base image is missing."""
-    if in_ci():
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
+    missing(reason)
 
 
 def wait_for(url: str, timeout: float = START_TIMEOUT, expect: str | None = None,

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-import pytest
+from testkit.need import missing
 from testkit.procs import parent_of, zombies_of
 
 from .conftest import HELLO, alive, children_of
@@ -48,7 +48,7 @@ def _unshare_works() -> bool:
 
 def test_as_pid_1_reaps_and_stops_on_sigterm(devloop, project):
     if not _unshare_works():
-        pytest.skip("cannot make a PID namespace here (unshare --pid needs CAP_SYS_ADMIN)")
+        missing("cannot make a PID namespace here (unshare --pid needs CAP_SYS_ADMIN)")
     init = project / "__init__.py"
     init.write_text(init.read_text() + ORPHAN_CODE)
     loop = devloop("run", project, wrapper=("unshare", "--pid", "--fork", "--mount-proc", "--kill-child"))
