@@ -52,6 +52,7 @@ def system_python(tmp_path) -> Path:
     return bin_dir
 
 
+@pytest.mark.timeout(1500)  # two README runs of up to 600 s each, plus starts
 def test_readme_first_command_works_twice_on_an_externally_managed_python(tmp_path, system_python):
     command = readme_first_command()
     steps = [step.strip() for step in command.split("&&")]

@@ -12,6 +12,9 @@ READS_CI = re.compile(r"""(environ(\.get)?\s*[\[(]\s*|getenv\s*\(\s*)["']CI["']"
 #: Skipping a test, in any of pytest's ways.
 SKIPS = re.compile(r"\bpytest\.(skip|importorskip)\s*\(|\bmark\.skip(if)?\b|\bskip_if\w*\(")
 
+#: Expecting a failure, in any of pytest's ways.
+XFAILS = re.compile(r"\bxfail\s*\(|\bmark\.xfail\b")
+
 
 def _sources() -> list[Path]:
     """The suite's Python files but the decider and this file (the user apps under fixtures/ are no tests)."""
@@ -37,10 +40,19 @@ def test_no_other_module_skips():
     assert skips == [], f"call testkit.need.missing(reason) instead: {skips}"
 
 
+def test_every_xfail_checks_the_failure_it_documents():
+    """A strict xfail is testkit.limits.known_limit (raises=KnownLimit), so only the documented failure is expected."""
+    xfails = [f"{p.relative_to(TESTS)}:{n}: {line.strip()}" for p in _sources() if p.name != "limits.py"
+              for n, line in enumerate(p.read_text().splitlines(), 1) if XFAILS.search(line)]
+    assert xfails == [], f"use testkit.limits.known_limit and documented: {xfails}"
+
+
 def test_the_rules_see_what_they_forbid():
     """Control: the patterns match the ways this file forbids."""
     for line in ('os.environ.get("CI") == "true"', "os.environ['CI']", 'os.getenv("CI", "")'):
         assert READS_CI.search(line), line
     for line in ("pytest.skip('x')", "pytest.importorskip('ptvsd')", "@pytest.mark.skipif(True, reason='x')"):
         assert SKIPS.search(line), line
+    for line in ("pytest.mark.xfail(strict=True, reason=r)", "pytest.xfail('x')", "marks=xfail(reason='x')"):
+        assert XFAILS.search(line), line
     assert not READS_CI.search('os.environ.get("CIRCLE")') and not SKIPS.search("skipped = 1")

@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO / "src"))
 
 from flask_stack import container_image  # noqa: E402
 from flask_stack.container import ContainerEngine, detect_container_engine  # noqa: E402
+from testkit.budget import extend_for_fixtures
 from testkit.need import in_ci, missing  # noqa: F401  (in_ci: used by the tests here)
 from testkit.net import free_port, http_get  # noqa: F401  (re-exported to the tests here)
 
@@ -102,7 +103,7 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def flask_stack(*args: str, cwd: Path | None = None, timeout: float = 600.0, **extra: str) -> subprocess.CompletedProcess:
+def flask_stack(*args: str, cwd: Path | None = None, timeout: float = 120.0, **extra: str) -> subprocess.CompletedProcess:
     """Run ``flask-stack args`` (this checkout) to completion; return the result with text output."""
     return subprocess.run([sys.executable, "-m", "flask_stack", *args], cwd=cwd, env=cli_env(**extra),
                           capture_output=True, text=True, timeout=timeout, check=False)
@@ -333,3 +334,8 @@ def assert_production_server(table: list[tuple[str, ...]], workers: int = 2, ser
     (master,) = [pid for pid, cmd in children.items() if server in cmd]
     if server == "granian_app.py":
         assert len([pid for _, pid, ppid, _ in table if ppid == master]) >= workers, table
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The session's builds count in the budget of the tests that use them (testkit.budget)."""
+    extend_for_fixtures(items, {"dev_image": 900, "app_image": 900})

@@ -264,6 +264,7 @@ def test_serves_with_uwsgi(engine: str, app_image: str) -> None:
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
 
+@pytest.mark.timeout(760)  # a build and start of up to 600 s, a stop of up to 90 s
 def test_cli_run_production(engine: str, template_project: Path, tmp_path: Path) -> None:
     """`flask-stack run --production --engine X` builds the deployable image and serves it with granian
     on the host port; SIGTERM to the CLI stops it (exit 0) and removes the container."""

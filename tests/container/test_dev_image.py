@@ -254,6 +254,7 @@ def test_breakpoint_in_the_users_view(engine: str, dev_image: str, dev_project: 
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
 
+@pytest.mark.timeout(660)  # two `flask-stack test` of up to 300 s
 def test_cli_test_exit_status(engine: str, dev_image: str, dev_project: Path, tmp_path: Path) -> None:
     """`flask-stack test --engine X` exits 0 on the template, writes JUnit XML, and fails with a failing test."""
     project = dev_project
@@ -268,6 +269,7 @@ def test_cli_test_exit_status(engine: str, dev_image: str, dev_project: Path, tm
     assert "test_broken" in failed.stdout
 
 
+@pytest.mark.timeout(360)  # a container run of up to 300 s
 def test_appsody_controller_commands(engine: str, dev_image: str, project: Path, container_cleanup: list[str]) -> None:
     """The Appsody controller's way: APPSODY_PREP then APPSODY_TEST, run by a shell inside the image, succeed."""
     name = f"flask-stack-test-appsody-{os.getpid()}"
@@ -279,6 +281,7 @@ def test_appsody_controller_commands(engine: str, dev_image: str, project: Path,
     assert "passed" in result.stdout
 
 
+@pytest.mark.timeout(360)  # a container run of up to 300 s
 def test_appsody_as_root_runs_the_app_as_worker(engine: str, dev_image: str, project: Path,
                                                 container_cleanup: list[str]) -> None:
     """Appsody with APPSODY_USER_RUN_AS_LOCAL=true and a root host user starts the container with `-u 0:0`; its
@@ -295,6 +298,7 @@ def test_appsody_as_root_runs_the_app_as_worker(engine: str, dev_image: str, pro
     assert "test_uid" in result.stdout and "passed" in result.stdout
 
 
+@pytest.mark.timeout(420)  # a container run of up to 300 s, cleanups of 60 s
 def test_any_uid_with_user_deps(engine: str, dev_image: str, project: Path, container_cleanup: list[str]) -> None:
     """As docker runs it for a non-root host user (`--user UID:GID`): the dev loop locks a changed Pipfile
     and installs its package into the deps volume; every file written into the project is that user's."""
@@ -338,6 +342,7 @@ def test_dev_image_rebuilt_when_stack_files_change(engine: str, dev_image: str,
     assert inspect(engine, "image", dev_image)["Config"]["Labels"][container_image.HASH_LABEL] == real
 
 
+@pytest.mark.timeout(360)  # a refused build of up to 300 s
 @pytest.mark.parametrize("command", ["run", "debug"])
 def test_base_image_option_reaches_the_build(engine: str, dev_image: str, project: Path, command: str) -> None:
     """`run`/`debug --base-image IMG` build the development image on IMG (and say so): with an image that does

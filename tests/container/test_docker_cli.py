@@ -105,6 +105,7 @@ def test_docker_debug_attaches_and_is_isolated(dev_image: str, docker_api: dict[
         stop_process(proc, timeout=60)
 
 
+@pytest.mark.timeout(660)  # two `flask-stack test` of up to 300 s
 def test_docker_test_exit_status(dev_image: str, docker_api: dict[str, str], docker_project: Path) -> None:
     """`flask-stack test --engine docker` exits 0 on the template and 1 when a user test fails."""
     project = docker_project
@@ -136,6 +137,7 @@ def serve_and_check(env: dict[str, str], image: str, label: str) -> None:
         docker(env, "rm", "-f", name, check=False)
 
 
+@pytest.mark.timeout(1100)  # a build of up to 900 s, then runs
 def test_docker_build_and_run(docker_api: dict[str, str], app_project: tuple[Path, str]) -> None:
     """`flask-stack build --engine docker` builds the deployable image through the Docker API (the classic
     builder: podman's API has no BuildKit); `docker run` serves it with gunicorn as uid 1001."""
@@ -153,6 +155,7 @@ def test_docker_build_and_run(docker_api: dict[str, str], app_project: tuple[Pat
         docker(docker_api, "rmi", "-f", tag, check=False)
 
 
+@pytest.mark.timeout(1100)  # a docker build of up to 900 s
 def test_appsody_extract_layout_builds_with_docker(dev_image: str, docker_api: dict[str, str],
                                                    app_project: tuple[Path, str], tmp_path: Path) -> None:
     """What `appsody extract` + `appsody build` do, with the Docker CLI: copy /project and /config/app-deploy.yaml

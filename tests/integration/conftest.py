@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 from testkit.procs import descendants, still_running  # noqa: F401  (used by the tests here)
+from testkit.budget import extend_for_fixtures
 from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -147,3 +148,8 @@ def serve(cli_env, project: Path, tmp_path: Path, command: str = "run", *extra: 
             for pid in still_running(leftovers):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The session's builds count in the budget of the tests that use them (testkit.budget)."""
+    extend_for_fixtures(items, {"local_env": 900, "flaskr_source": 300})

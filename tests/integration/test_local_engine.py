@@ -203,6 +203,7 @@ def test_debug_wait_serves_nothing_before_the_client_attaches(cli_env, project, 
         assert (name, status, body) == ("'world'", 200, "Hello, world")
 
 
+@pytest.mark.timeout(660)  # two `flask-stack test` of up to 300 s
 def test_test_command_reports_pytest_status(cli_env, project, tmp_path):
     report = tmp_path / "junit.xml"
     command = flask_stack_cmd("test", "--engine", "local", "--project", str(project), "--junitxml", str(report))

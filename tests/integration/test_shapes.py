@@ -103,7 +103,7 @@ def shaped(local_env, project_path):
 
 def flask_stack_test(cli_env, project: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(flask_stack_cmd("test", "--engine", "local", "--project", str(project), *args),
-                          env=cli_env, capture_output=True, text=True, timeout=600)
+                          env=cli_env, capture_output=True, text=True, timeout=180)
 
 
 def passed(output: str) -> int:
@@ -135,6 +135,7 @@ def test_factory_in_a_sub_package(shaped, cli_env, tmp_path):
     assert passed(result.stdout) == 2 + 6, result.stdout[-2000:]
 
 
+@pytest.mark.timeout(600)  # three `flask-stack test` of up to 180 s
 def test_test_passes_pytest_arguments(shaped, cli_env):
     project = shaped(FACTORY)
     for args in (("-k", "hello"), ("--", "-k", "hello")):
@@ -195,6 +196,7 @@ def test_appsody_style_with_tests_and_a_module_level_counter(shaped, cli_env, tm
     assert passed(result.stdout) == 1 + 7
 
 
+@pytest.mark.timeout(400)  # `flask-stack flask` of up to 300 s
 def test_flask_command_runs_the_apps_own_cli(shaped, cli_env):
     project = shaped(FACTORY)
     result = subprocess.run(flask_stack_cmd("flask", "--engine", "local", "--project", str(project),
@@ -249,6 +251,7 @@ def flaskr_source(tmp_path_factory) -> Path:
     return source
 
 
+@pytest.mark.timeout(700)  # `init-db` up to 300 s, `flask-stack test` up to 180 s, a start
 def test_flask_tutorial_flaskr_unchanged(local_env, project_path, flaskr_source, cli_env, tmp_path):
     for child in project_path.iterdir():
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()

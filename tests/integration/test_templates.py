@@ -24,6 +24,7 @@ def _init(cli_env, where: Path, template: str) -> Path:
     return where
 
 
+@pytest.mark.timeout(660)  # `flask-stack test` of up to 600 s
 @pytest.mark.parametrize("template", ["simple", "web", "api"])
 def test_template_tests_pass_under_flask_stack_test(cli_env, local_env, tmp_path, template):
     project = _init(cli_env, tmp_path / f"{template}-app", template)

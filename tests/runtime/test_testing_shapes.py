@@ -4,6 +4,8 @@ stack's checks, with fixtures of their own, pass after them (issue 20)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -13,9 +15,17 @@ import pytest
 
 from .support import PROJECT, subprocess_env
 
-sys.path.insert(0, str(PROJECT.parent))  # image/: devloop, whose command line `flask-stack test` runs
 
-from devloop.testcmd import pytest_argv  # noqa: E402
+
+def pytest_argv(project: Path, extra: list[str]) -> list[str]:
+    """The command line `flask-stack test` runs (``devloop.testcmd.pytest_argv``; asked in a child process, since
+    ``devloop`` here is the tests' own package)."""
+    code = ("import json, sys; from pathlib import Path; from devloop.testcmd import pytest_argv; "
+            "print(json.dumps(pytest_argv(Path(sys.argv[1]), None, sys.argv[2:])))")
+    env = subprocess_env(PYTHONPATH=os.pathsep.join([str(PROJECT.parent), str(PROJECT)]))
+    done = subprocess.run([sys.executable, "-c", code, str(project), *extra], env=env, capture_output=True,
+                          text=True, timeout=60, check=True)
+    return json.loads(done.stdout)
 
 HEALTH_TEST = (
     "def test_health(client):\n"
@@ -96,7 +106,7 @@ def test_project_tests_and_stack_checks_see_the_served_app(tmp_path, shape):
         path = project / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-    argv = pytest_argv(project, extra=["-q", "-p", "no:cacheprovider", "-rs"])
+    argv = pytest_argv(project, ["-q", "-p", "no:cacheprovider", "-rs"])
     proc = subprocess.run(argv, cwd=project, capture_output=True, text=True, timeout=120,
                           env=subprocess_env(STACK_USERAPP_DIR=str(project), PYTEST_DISABLE_PLUGIN_AUTOLOAD="1",
                                              **env))
