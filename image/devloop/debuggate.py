@@ -5,7 +5,10 @@ probe, a "wait for port" task, ``nc -z``): the next client's ``attach`` is never
 https://github.com/microsoft/debugpy/issues/1308, open). So the dev loop owns ``STACK_DEBUG_PORT`` itself: this
 relay accepts there and connects a client to the app process's debugger (listening on a loopback port of its own)
 only once the client has sent its first bytes; a connection closed before that never reaches debugpy. The same
-port also outlives reloads (each app process starts its own debugger on the same internal port).
+port also outlives reloads (each app process starts its own debugger on the same internal port). A debugger
+connection dropped before its first answer (debugpy's adapter still ending the previous session right after a
+detach: the next client's connection is closed, or left unanswered, now and then) is made again with what the
+client said replayed, so a re-attach works at once.
 
 Runs as its own process (``python -m devloop.debuggate LISTEN_FD TARGET_PORT``, the listening socket inherited),
 single-threaded; exits on SIGTERM or when its parent (the dev loop) is gone.
@@ -86,54 +89,96 @@ def _connect(target_port: int) -> socket.socket | None:
             time.sleep(0.1)
 
 
+class _Client:
+    """One client connection and, once it has spoken, its connection to the debugger."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.debugger: socket.socket | None = None
+        self.said = bytearray()  # what the client sent before the debugger's first response, to replay
+        self.answered = False  # the debugger sent a DAP response: the session is its own from then on
+        self.closed = False
+
+
 def relay(listener: socket.socket, target_port: int, parent: int) -> None:
     """Accept on ``listener`` and relay each client that speaks to ``127.0.0.1:target_port`` until ``parent``
-    is no longer this process's parent."""
+    is no longer this process's parent.
+
+    A debugger connection that closes before its first DAP response (debugpy's adapter still ending the previous
+    session, right after a detach, or the app process restarting) is made again and what the client said is
+    replayed, for ``CONNECT_SECONDS`` at most; the client sees one session."""
     sel = selectors.DefaultSelector()
     listener.setblocking(False)
     sel.register(listener, selectors.EVENT_READ, None)
-    peers: dict[socket.socket, socket.socket | None] = {}  # client -> debugger (None: nothing heard yet)
 
-    def close(sock: socket.socket) -> None:
-        other = peers.pop(sock, None)
-        for end in (sock, other):
+    def drop(sock: socket.socket) -> None:
+        try:
+            sel.unregister(sock)
+        except (KeyError, ValueError):
+            pass
+        sock.close()
+
+    def close(client: _Client) -> None:
+        client.closed = True
+        for end in (client.sock, client.debugger):
             if end is not None:
-                peers.pop(end, None)
-                sel.unregister(end)
-                end.close()
+                drop(end)
+
+    def connect(client: _Client) -> bool:
+        debugger = _connect(target_port)
+        if debugger is None:
+            return False
+        debugger.settimeout(None)
+        client.debugger = debugger
+        sel.register(debugger, selectors.EVENT_READ, (client, False))
+        try:
+            debugger.sendall(client.said)
+        except OSError:
+            pass  # seen as a close on the next select
+        return True
 
     while os.getppid() == parent:
         for key, _ in sel.select(timeout=1.0):
-            sock = key.fileobj
-            if sock is listener:
+            if key.fileobj is listener:
                 try:
-                    client, _ = listener.accept()
+                    sock, _ = listener.accept()
                 except OSError:
                     continue
-                client.settimeout(None)
-                peers[client] = None
-                sel.register(client, selectors.EVENT_READ, None)
+                sock.settimeout(None)
+                sel.register(sock, selectors.EVENT_READ, (_Client(sock), True))
                 continue
+            client, from_client = key.data
+            if client.closed or (not from_client and key.fileobj is not client.debugger):
+                continue  # closed earlier in this round
             try:
-                data = sock.recv(CHUNK)
+                data = key.fileobj.recv(CHUNK)
             except OSError:
                 data = b""
-            if not data:  # closed: a probe when nothing was heard before (the debugger never sees it)
-                close(sock)
-                continue
-            other = peers.get(sock)
-            if other is None:  # a client's first bytes: now connect it to the debugger
-                other = _connect(target_port)
-                if other is None:
-                    close(sock)
-                    continue
-                other.settimeout(None)
-                peers[sock], peers[other] = other, sock
-                sel.register(other, selectors.EVENT_READ, None)
-            try:
-                other.sendall(data)
-            except OSError:
-                close(sock)
+            if from_client:
+                if not data:  # the client left (before speaking: a probe, which the debugger never sees)
+                    close(client)
+                elif client.debugger is None:  # its first bytes: now connect it to the debugger
+                    client.said += data
+                    if not connect(client):
+                        close(client)
+                else:
+                    if not client.answered:
+                        client.said += data
+                    try:
+                        client.debugger.sendall(data)
+                    except OSError:
+                        pass  # seen as a close on the next select
+            elif not data:
+                drop(client.debugger)
+                client.debugger = None
+                if client.answered or not connect(client):
+                    close(client)
+            else:
+                client.answered = client.answered or b'"type": "response"' in data or b'"type":"response"' in data
+                try:
+                    client.sock.sendall(data)
+                except OSError:
+                    close(client)
 
 
 def main(argv: list[str]) -> int:

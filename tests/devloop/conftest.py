@@ -28,11 +28,6 @@ INSTALL_TIMEOUT = 240.0  # seconds when the loop must lock and install from the 
 HELLO = "Hello from Appsody!"
 
 
-def children_of(pid: int) -> list[int]:
-    """Pids of the live descendants of ``pid`` (from /proc; zombies left out)."""
-    return list(descendants(pid))
-
-
 def loop_env(**extra: str) -> dict[str, str]:
     """Environment for a dev loop process: the stack's runtime and devloop importable."""
     env = {k: v for k, v in os.environ.items()
@@ -66,7 +61,7 @@ class DevLoop:
 
     def remember_children(self) -> list[int]:
         """Record (for cleanup) and return the loop's live descendants."""
-        kids = children_of(self.proc.pid)
+        kids = list(descendants(self.proc.pid))
         self.seen.update(kids)
         return kids
 

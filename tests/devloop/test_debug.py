@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import signal
-import time
-
 import socket
 import threading
+import time
 
 import pytest
 import requests
 
 from testkit.dap import add_greet_view, attach, break_in_view
 
-from .conftest import HELLO, alive, children_of, free_port
+from testkit.procs import descendants
+
+from .conftest import HELLO, alive, free_port
 
 
 def _probe(port: int) -> None:
@@ -45,7 +46,7 @@ def test_debugpy_breakpoint_in_a_view_after_probes_and_again_after_a_detach_and_
         finally:
             session.close()
     assert "Traceback" not in loop.output()
-    kids = children_of(loop.proc.pid)
+    kids = list(descendants(loop.proc.pid))
     assert len(kids) >= 3  # the debug port's relay, the app process and debugpy's adapter
     loop.proc.send_signal(signal.SIGTERM)
     assert loop.wait_exit(20) == 0
