@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import xml.etree.ElementTree as ET
 import signal
 import socket
 import subprocess
@@ -216,7 +217,8 @@ def test_test_command_reports_pytest_status(cli_env, project, tmp_path):
     failed = subprocess.run(command, env=cli_env, capture_output=True, text=True, timeout=300)
     assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-3000:]
     assert "test_hello_says_goodbye" in failed.stdout + failed.stderr
-    assert 'failures="1"' in report.read_text() or 'failures="1"' in report.read_text().replace("'", '"')
+    suite = ET.parse(report).getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("9", "1", "0")  # 2 own, 7 checks
 
 
 def test_production_serves_with_the_default_server(cli_env, project, tmp_path):
@@ -226,8 +228,8 @@ def test_production_serves_with_the_default_server(cli_env, project, tmp_path):
         for _ in range(6):
             app.get("/hello")
         totals = [float(line.rsplit(" ", 1)[1]) for line in app.get("/metrics").text.splitlines()
-                  if line.startswith("http_requests_total{") and '"/hello"' in line]
-        assert sum(totals) >= 7
+                  if line.startswith("http_requests_total{") and 'endpoint="/hello"' in line]
+        assert sum(totals) == 7  # the first 200 wait_for saw, then six (nothing answers /hello before the app)
         family = descendants(app.proc.pid)
         assert any(b"granian" in Path(f"/proc/{pid}/cmdline").read_bytes() for pid in family)
         assert app.stop() == 0, app.output()[-3000:]
