@@ -27,6 +27,8 @@ sys.path.insert(0, str(REPO / "src"))
 from flask_stack import container_image  # noqa: E402
 from flask_stack.container import ContainerEngine, detect_container_engine  # noqa: E402
 from testkit.budget import extend_for_fixtures
+from testkit.cli import flask_stack_env, run_flask_stack
+from testkit.cli import start_flask_stack as testkit_start
 from testkit.need import in_ci, missing  # noqa: F401  (in_ci: used by the tests here)
 from testkit.net import free_port, http_get  # noqa: F401  (re-exported to the tests here)
 
@@ -94,26 +96,18 @@ def base_image_name() -> str:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """Environment of a ``flask-stack`` subprocess: this checkout importable, the base image chosen."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "STACK_ENGINE", "PORT")}
-    env["PYTHONPATH"] = str(REPO / "src")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["STACK_BASE_IMAGE"] = base_image_name()
-    env.update(extra)
-    return env
+    """Environment of a ``flask-stack`` subprocess (``testkit.cli.flask_stack_env``), the base image chosen."""
+    return flask_stack_env(STACK_BASE_IMAGE=base_image_name(), **extra)
 
 
 def flask_stack(*args: str, cwd: Path | None = None, timeout: float = 120.0, **extra: str) -> subprocess.CompletedProcess:
     """Run ``flask-stack args`` (this checkout) to completion; return the result with text output."""
-    return subprocess.run([sys.executable, "-m", "flask_stack", *args], cwd=cwd, env=cli_env(**extra),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return run_flask_stack(*args, env=cli_env(**extra), cwd=cwd, timeout=timeout)
 
 
 def start_flask_stack(*args: str, cwd: Path, log: Path, **extra: str) -> subprocess.Popen:
     """Start ``flask-stack args`` in the background with its output in ``log`` (``extra``: more environment)."""
-    handle = open(log, "wb")  # noqa: SIM115 - closed by the caller's process end
-    return subprocess.Popen([sys.executable, "-m", "flask_stack", *args], cwd=cwd, env=cli_env(**extra),
-                            stdout=handle, stderr=subprocess.STDOUT)
+    return testkit_start(*args, env=cli_env(**extra), cwd=cwd, log=log)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import pytest
 import requests
 from testkit.procs import descendants, still_running  # noqa: F401  (used by the tests here)
 from testkit.budget import extend_for_fixtures
+from testkit.cli import flask_stack_cmd, flask_stack_env  # noqa: F401  (flask_stack_cmd: used by the tests here)
 from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -30,16 +31,7 @@ START_TIMEOUT = 90.0  # seconds for a server to answer after `flask-stack run` (
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of every flask-stack process here: the source tree importable, the cache under tmp."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "STACK_ENGINE", "PORT")}
-    env["STACK_CACHE_DIR"] = str(tmp_path_factory.mktemp("flask-stack-cache"))
-    env["PYTHONPATH"] = str(REPO / "src")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def flask_stack_cmd(*args: str) -> list[str]:
-    """The argv of ``flask-stack ARGS`` run from this checkout."""
-    return [sys.executable, "-m", "flask_stack", *args]
+    return flask_stack_env(STACK_CACHE_DIR=str(tmp_path_factory.mktemp("flask-stack-cache")))
 
 
 @pytest.fixture(scope="session")
