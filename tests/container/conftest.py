@@ -30,7 +30,7 @@ from testkit.budget import extend_for_fixtures
 from testkit.cli import flask_stack_env, run_flask_stack
 from testkit.cli import start_flask_stack as testkit_start
 from testkit.need import in_ci, missing  # noqa: F401  (in_ci: used by the tests here)
-from testkit.net import free_port, http_get  # noqa: F401  (re-exported to the tests here)
+from testkit.net import free_port, http_get, wait_until  # noqa: F401  (re-exported to the tests here)
 
 DEFAULT_BASE = "localhost/debian-python3:bookworm"
 START_TIMEOUT = 120.0  # seconds for a container to answer HTTP (image already built; deps may install)
@@ -48,21 +48,22 @@ def wait_for(url: str, timeout: float = START_TIMEOUT, expect: str | None = None
 
     Fails the test after ``timeout`` seconds, or at once when ``proc`` (the process serving it) exits.
     """
-    deadline = time.monotonic() + timeout
     last = "no answer"
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the server process exited with {proc.returncode} before {url} answered ({last})")
-        try:
-            status, body, _ = http_get(url, timeout=2.0)
-            last = f"{status}: {body[:200]}"
-            if status == 200 and (expect is None or expect in body):
-                return body
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.25)
-    pytest.fail(f"{url} did not answer 200{' with ' + repr(expect) if expect else ''} within {timeout:.0f} s "
-                f"(last: {last})")
+
+    def attempt() -> str | None:
+        nonlocal last
+        status, body, _ = http_get(url, timeout=2.0)
+        last = f"{status}: {body[:200]}"
+        return body if status == 200 and (expect is None or expect in body) else None
+
+    try:
+        return wait_until(attempt, timeout, interval=0.25,
+                          running=None if proc is None else lambda: proc.poll() is None)
+    except ChildProcessError as exc:
+        pytest.fail(f"the server process exited with {proc.returncode} before {url} answered ({last}; {exc})")
+    except TimeoutError as exc:
+        pytest.fail(f"{url} did not answer 200{' with ' + repr(expect) if expect else ''} within {timeout:.0f} s "
+                    f"(last: {last}; {exc})")
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:

@@ -22,7 +22,7 @@ import requests
 from testkit.procs import descendants, still_running  # noqa: F401  (used by the tests here)
 from testkit.budget import extend_for_fixtures
 from testkit.cli import flask_stack_cmd, flask_stack_env  # noqa: F401  (flask_stack_cmd: used by the tests here)
-from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
+from testkit.net import free_port, wait_until  # noqa: F401  (free_port: re-exported to the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0  # seconds for a server to answer after `flask-stack run` (venv already made)
@@ -88,20 +88,21 @@ class Served:
 
     def wait_for(self, path: str, predicate, timeout: float = 30.0) -> requests.Response:
         """Poll ``path`` until ``predicate(response)`` holds; fail with the log after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
         last: object = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"flask-stack exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
-            try:
-                response = self.get(path, timeout=5)
-                if predicate(response):
-                    return response
-                last = (response.status_code, response.text[:300])
-            except requests.RequestException as exc:
-                last = exc
-            time.sleep(0.1)
-        pytest.fail(f"{path} never matched within {timeout} s (last: {last!r}):\n{self.output()[-4000:]}")
+
+        def attempt() -> requests.Response | None:
+            nonlocal last
+            response = self.get(path, timeout=5)
+            last = (response.status_code, response.text[:300])
+            return response if predicate(response) else None
+
+        try:
+            return wait_until(attempt, timeout, running=lambda: self.proc.poll() is None,
+                              errors=(requests.RequestException,))
+        except ChildProcessError:
+            pytest.fail(f"flask-stack exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
+        except TimeoutError as exc:
+            pytest.fail(f"{path} never matched within {timeout} s (last: {last!r}; {exc}):\n{self.output()[-4000:]}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send ``sig`` to flask-stack, wait (bounded) for it to exit and return its status."""
