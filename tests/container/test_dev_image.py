@@ -93,6 +93,7 @@ def test_dev_image_contract(engine: str, dev_image: str) -> None:
     assert watch.match("/project/userapp/Pipfile.lock") and not watch.match("/project/userapp/README.md")
 
 
+@pytest.mark.timeout(390)  # its waits add up to 330 s
 def test_run_serves_reloads_and_stops(engine: str, dev_image: str, dev_project: Path, tmp_path: Path) -> None:
     """`flask-stack run --engine X`: every endpoint from the host, reload on save, worker uid, stop."""
     project = dev_project
@@ -218,6 +219,7 @@ def test_debug_attaches_over_dap_from_the_host_only(engine: str, dev_image: str,
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
 
+@pytest.mark.timeout(480)  # its waits add up to 405 s
 @pytest.mark.parametrize("debugger", ["debugpy", "ptvsd"])
 def test_breakpoint_in_the_users_view(engine: str, dev_image: str, dev_project: Path, tmp_path: Path,
                                       debugger: str) -> None:

@@ -61,7 +61,7 @@ def test_factory_app_in_the_development_container(engine: str, dev_image: str, f
         stop_process(proc)
 
 
-@pytest.mark.timeout(1000)  # a build of up to 900 s
+@pytest.mark.timeout(1260)  # its waits add up to 1200 s
 def test_deployable_image_of_a_factory_app_named_with_app(engine: str, factory_project: Path) -> None:
     project = factory_project
     tag = f"localhost/flask-stack-shapes-test:{free_port()}"
