@@ -182,6 +182,7 @@ def relay(listener: socket.socket, target_port: int, parent: int) -> None:
 
 
 def main(argv: list[str]) -> int:
+    """``python -m devloop.debuggate LISTEN_FD TARGET_PORT``: relay until SIGTERM or the parent is gone; return 0."""
     signal.signal(signal.SIGTERM, lambda s, f: sys.exit(0))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the dev loop stops it
     listener = socket.socket(fileno=int(argv[0]))

@@ -179,6 +179,8 @@ def _until_waiting_on_a_run(threads: list[threading.Thread], timeout: float = 10
     """Return once every thread of ``threads`` is blocked in the health module's wait on a check's run (seen in
     its stack, ``sys._current_frames``); fail after ``timeout`` seconds."""
     def waiting(thread: threading.Thread) -> bool:
+        # sys._current_frames (CPython, documented in sys): the only way to see where a thread waits; should it go,
+        # this helper fails every test using it (AssertionError after its timeout)
         frame = sys._current_frames().get(thread.ident)
         while frame is not None:
             if frame.f_code.co_filename == health.__file__ and "run.done.wait(" in \
