@@ -31,7 +31,8 @@ Options and their environment defaults:
 loop that keeps the listening socket (:mod:`devloop.server`, :mod:`devloop.child`); a save that breaks
 the import serves a one-line 500 (and ``/health`` 503 DOWN) until the next save
 (:mod:`devloop.errorapp`). ``debug`` is ``run`` with ``STACK_DEBUG=1``: Flask debug mode, the Werkzeug
-debugger, and ``server.debug.start_debugger`` in each app process. ``test`` runs pytest once with the
+debugger, and ``server.debug.start_debugger`` in each app process, behind the loop's own debug port
+(:mod:`devloop.debuggate`). ``test`` runs pytest once with the
 stack's checks and the project's ``tests/`` and exits with pytest's status (:mod:`devloop.testcmd`).
 ``deps`` installs the project's declared packages once and exits 0 (the Appsody ``APPSODY_PREP`` step).
 SIGINT or SIGTERM stops the app process and exits 0. The loop logs to stdout in the runtime's format

@@ -160,7 +160,8 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
         log.info("app %s/  health %s/health  metrics %s/metrics  API docs %s/apidocs/", base, base, base, base)
         if debug:
             log.info("debug mode: attach a DAP client (VS Code) to port %d", spec.debug_port)
-    loop = server.Loop(sock, spec, deps_dir=deps_path, deps_key=state.key, watch_enabled=not no_watch)
+    loop = server.Loop(sock, spec, deps_dir=deps_path, deps_key=state.key, watch_enabled=not no_watch)  # debug:
+    # the loop owns spec.debug_port from here on and relays it to the app processes' debugger (devloop.debuggate)
     return loop.run()
 
 

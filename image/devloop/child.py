@@ -50,7 +50,9 @@ class ChildSpec:
         project (Path): the user's project directory.
         debug (bool): Flask debug mode, the Werkzeug debugger and the DAP debugger.
         debug_port (int), debug_wait (bool), debugger (str): for ``server.debug.start_debugger``.
-        debug_host (str): the debugger's interface ("" = ``host``; ``STACK_DEBUG_HOST``).
+        debug_host (str): the debugger's interface ("" = ``host``; ``STACK_DEBUG_HOST``); in debug mode the loop's
+            debug gate listens there and the app process's debugger on 127.0.0.1 and a port of its own
+            (:mod:`devloop.debuggate`).
         failure (str | None): serve the error app with this message instead of the user's app.
         started (float): ``time.monotonic()`` when the (re)start was triggered, for the ready message.
         close_fds (list[int]): the loop's own descriptors to close in the app process.

@@ -31,12 +31,13 @@ import os
 import select
 import signal
 import socket
+import subprocess
 import sys
 import time
 import warnings
 from pathlib import Path
 
-from . import deps, preload, watch
+from . import debuggate, deps, preload, watch
 from .child import ChildSpec, child_main
 from .errors import DevloopError, StopRequested
 from .logs import get_logger
@@ -204,6 +205,7 @@ class Loop:
         self.watcher: watch.Watcher | None = None
         self._sig_r, self._sig_w = os.pipe()
         self._said_watching = False
+        self.gate: subprocess.Popen | None = None
 
     # --- signals -------------------------------------------------------------------------------
     def _on_stop(self, signum, frame):
@@ -352,6 +354,8 @@ class Loop:
             ignore = [self.deps_dir] if self.deps_dir is not None else []
             self.watcher = watch.Watcher(self.project, ignore).start()
         try:
+            if self.spec.debug:
+                self.gate = debuggate.open_for(self.spec)
             self.start_child()
             self._preload()  # what the app imported last time, while the first app process starts
             while not self.stopping:
@@ -389,6 +393,7 @@ class Loop:
         finally:
             self.stop_child()
             self.kill_overdue(everyone=True)
+            debuggate.stop(self.gate)
             stop_adopted_children()
             if self.watcher:
                 self.watcher.stop()
@@ -425,6 +430,7 @@ class Loop:
         """Stop the app process and replace this process with a fresh loop on the same socket."""
         self.stop_child()
         self.kill_overdue(everyone=True)
+        debuggate.stop(self.gate)
         stop_adopted_children()
         if self.watcher:
             self.watcher.stop()

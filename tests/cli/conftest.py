@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
+from testkit.cli import REPO, flask_stack_env, run_flask_stack  # noqa: F401  (REPO: used by the tests here)
 
 
 @pytest.fixture
 def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment for a flask-stack process: the source tree importable, caches under tmp."""
-    env = dict(os.environ)
-    env["STACK_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
-    env["PYTHONPATH"] = str(REPO / "src")
-    env.pop("STACK_ENGINE", None)
-    return env
+    return flask_stack_env(STACK_CACHE_DIR=str(tmp_path_factory.mktemp("cache")))
 
 
 @pytest.fixture
@@ -27,10 +20,7 @@ def flask_stack(cli_env: dict[str, str]):
     """Return ``run(*args, cwd=...) -> CompletedProcess`` running ``python -m flask_stack`` (60 s bound)."""
 
     def run(*args: str, cwd: Path | None = None, timeout: float = 60, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-m", "flask_stack", *args], cwd=cwd, env={**cli_env, **env},
-            capture_output=True, text=True, timeout=timeout,
-        )
+        return run_flask_stack(*args, env={**cli_env, **env}, cwd=cwd, timeout=timeout)
 
     return run
 

@@ -11,6 +11,7 @@ import pytest
 from .conftest import REPO
 
 
+@pytest.mark.timeout(760)  # its waits add up to 700 s
 @pytest.mark.slow
 def test_pip_install_gives_a_flask_stack_that_inits_from_another_directory(tmp_path):
     venv = tmp_path / "venv"

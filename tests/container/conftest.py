@@ -16,8 +16,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Iterator
 
@@ -28,38 +26,20 @@ sys.path.insert(0, str(REPO / "src"))
 
 from flask_stack import container_image  # noqa: E402
 from flask_stack.container import ContainerEngine, detect_container_engine  # noqa: E402
-from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
+from testkit.budget import extend_for_fixtures
+from testkit.cli import flask_stack_env, run_flask_stack
+from testkit.cli import start_flask_stack as testkit_start
+from testkit.need import in_ci, missing  # noqa: F401  (in_ci: used by the tests here)
+from testkit.net import free_port, http_get, wait_until  # noqa: F401  (re-exported to the tests here)
 
 DEFAULT_BASE = "localhost/debian-python3:bookworm"
 START_TIMEOUT = 120.0  # seconds for a container to answer HTTP (image already built; deps may install)
 BUILD_TIMES: dict[str, float] = {}  # what the session fixtures measured, printed at the end
 
 
-def in_ci() -> bool:
-    """True when env CI is "true": container tests must fail instead of skipping there."""
-    return os.environ.get("CI", "").lower() == "true"
-
-
 def unavailable(reason: str) -> None:
     """Skip the test (locally) or fail it (CI) because the container engine or base image is missing."""
-    if in_ci():
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
-
-
-def http_get(url: str, timeout: float = 5.0) -> tuple[int, str, dict[str, str]]:
-    """GET ``url`` without following redirects; return (status, body text, headers)."""
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):  # noqa: D401 - urllib hook
-            return None
-
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(url, timeout=timeout) as response:
-            return response.status, response.read().decode("utf-8", "replace"), dict(response.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode("utf-8", "replace"), dict(exc.headers)
+    missing(reason)
 
 
 def wait_for(url: str, timeout: float = START_TIMEOUT, expect: str | None = None,
@@ -68,21 +48,22 @@ def wait_for(url: str, timeout: float = START_TIMEOUT, expect: str | None = None
 
     Fails the test after ``timeout`` seconds, or at once when ``proc`` (the process serving it) exits.
     """
-    deadline = time.monotonic() + timeout
     last = "no answer"
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"the server process exited with {proc.returncode} before {url} answered ({last})")
-        try:
-            status, body, _ = http_get(url, timeout=2.0)
-            last = f"{status}: {body[:200]}"
-            if status == 200 and (expect is None or expect in body):
-                return body
-        except OSError as exc:
-            last = str(exc)
-        time.sleep(0.25)
-    pytest.fail(f"{url} did not answer 200{' with ' + repr(expect) if expect else ''} within {timeout:.0f} s "
-                f"(last: {last})")
+
+    def attempt() -> str | None:
+        nonlocal last
+        status, body, _ = http_get(url, timeout=2.0)
+        last = f"{status}: {body[:200]}"
+        return body if status == 200 and (expect is None or expect in body) else None
+
+    try:
+        return wait_until(attempt, timeout, interval=0.25,
+                          running=None if proc is None else lambda: proc.poll() is None)
+    except ChildProcessError as exc:
+        pytest.fail(f"the server process exited with {proc.returncode} before {url} answered ({last}; {exc})")
+    except TimeoutError as exc:
+        pytest.fail(f"{url} did not answer 200{' with ' + repr(expect) if expect else ''} within {timeout:.0f} s "
+                    f"(last: {last}; {exc})")
 
 
 def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
@@ -116,26 +97,18 @@ def base_image_name() -> str:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """Environment of a ``flask-stack`` subprocess: this checkout importable, the base image chosen."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "STACK_ENGINE", "PORT")}
-    env["PYTHONPATH"] = str(REPO / "src")
-    env["PYTHONUNBUFFERED"] = "1"
-    env["STACK_BASE_IMAGE"] = base_image_name()
-    env.update(extra)
-    return env
+    """Environment of a ``flask-stack`` subprocess (``testkit.cli.flask_stack_env``), the base image chosen."""
+    return flask_stack_env(STACK_BASE_IMAGE=base_image_name(), **extra)
 
 
-def flask_stack(*args: str, cwd: Path | None = None, timeout: float = 600.0, **extra: str) -> subprocess.CompletedProcess:
+def flask_stack(*args: str, cwd: Path | None = None, timeout: float = 120.0, **extra: str) -> subprocess.CompletedProcess:
     """Run ``flask-stack args`` (this checkout) to completion; return the result with text output."""
-    return subprocess.run([sys.executable, "-m", "flask_stack", *args], cwd=cwd, env=cli_env(**extra),
-                          capture_output=True, text=True, timeout=timeout, check=False)
+    return run_flask_stack(*args, env=cli_env(**extra), cwd=cwd, timeout=timeout)
 
 
 def start_flask_stack(*args: str, cwd: Path, log: Path, **extra: str) -> subprocess.Popen:
     """Start ``flask-stack args`` in the background with its output in ``log`` (``extra``: more environment)."""
-    handle = open(log, "wb")  # noqa: SIM115 - closed by the caller's process end
-    return subprocess.Popen([sys.executable, "-m", "flask_stack", *args], cwd=cwd, env=cli_env(**extra),
-                            stdout=handle, stderr=subprocess.STDOUT)
+    return testkit_start(*args, env=cli_env(**extra), cwd=cwd, log=log)
 
 
 @pytest.fixture(scope="session")
@@ -370,3 +343,8 @@ def assert_production_server(table: list[tuple[str, ...]], workers: int = 2, ser
     (master,) = [pid for pid, cmd in children.items() if server in cmd]
     if server == "granian_app.py":
         assert len([pid for _, pid, ppid, _ in table if ppid == master]) >= workers, table
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The session's builds count in the budget of the tests that use them (testkit.budget)."""
+    extend_for_fixtures(items, {"dev_image": 900, "app_image": 900})

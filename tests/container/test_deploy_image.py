@@ -235,6 +235,7 @@ def test_healthcheck_follows_the_url_prefix(engine: str, app_image: str) -> None
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
 
+@pytest.mark.timeout(420)  # its waits add up to 360 s
 def test_sigterm_stops_cleanly(engine: str, app_image: str) -> None:
     """`<engine> stop` (SIGTERM) drains and stops the server with exit status 0, no SIGKILL needed."""
     name = f"flask-stack-test-stop-{os.getpid()}"
@@ -261,6 +262,7 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 """
 
 
+@pytest.mark.timeout(540)  # its waits add up to 480 s
 def test_serves_with_uwsgi(engine: str, app_image: str) -> None:
     """STACK_SERVER=uwsgi: the image serves through uWSGI behind its nginx front (uWSGI's supervisor, uwsgi_app.py,
     is a child of the serving layer; two workers as uid 1001), answers every kind of endpoint, and `<engine> stop`
@@ -295,6 +297,7 @@ def test_serves_with_uwsgi(engine: str, app_image: str) -> None:
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
 
+@pytest.mark.timeout(990)  # its waits add up to 930 s
 def test_cli_run_production(engine: str, template_project: Path, tmp_path: Path) -> None:
     """`flask-stack run --production --engine X` builds the deployable image and serves it with granian
     on the host port; SIGTERM to the CLI stops it (exit 0) and removes the container."""

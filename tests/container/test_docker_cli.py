@@ -9,6 +9,7 @@ copied out with `docker cp` as the Appsody CLI does) built with `docker build`.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -106,12 +107,13 @@ def test_docker_debug_attaches_and_is_isolated(dev_image: str, docker_api: dict[
         stop_process(proc, timeout=60)
 
 
+@pytest.mark.timeout(660)  # two `flask-stack test` of up to 300 s
 def test_docker_test_exit_status(dev_image: str, docker_api: dict[str, str], docker_project: Path) -> None:
     """`flask-stack test --engine docker` exits 0 on the template and 1 when a user test fails."""
     project = docker_project
     passed = flask_stack("test", "--engine", "docker", cwd=project, timeout=300, **docker_api)
     assert passed.returncode == 0, passed.stdout[-3000:] + passed.stderr[-2000:]
-    assert "test_hello" in passed.stdout or "passed" in passed.stdout
+    assert re.search(r"=+ 8 passed in [\d.]+s", passed.stdout), passed.stdout[-3000:]  # test_hello, 7 checks
     (project / "tests" / "test_broken.py").write_text("def test_broken():\n    assert 1 + 1 == 3\n")
     failed = flask_stack("test", "--engine", "docker", cwd=project, timeout=300, **docker_api)
     assert failed.returncode == 1, failed.stdout[-3000:] + failed.stderr[-2000:]
@@ -137,6 +139,7 @@ def serve_and_check(env: dict[str, str], image: str, label: str) -> None:
         docker(env, "rm", "-f", name, check=False)
 
 
+@pytest.mark.timeout(1100)  # a build of up to 900 s, then runs
 def test_docker_build_and_run(docker_api: dict[str, str], app_project: tuple[Path, str]) -> None:
     """`flask-stack build --engine docker` builds the deployable image through the Docker API (the classic
     builder: podman's API has no BuildKit); `docker run` serves it with gunicorn as uid 1001."""
@@ -154,6 +157,7 @@ def test_docker_build_and_run(docker_api: dict[str, str], app_project: tuple[Pat
         docker(docker_api, "rmi", "-f", tag, check=False)
 
 
+@pytest.mark.timeout(1100)  # a docker build of up to 900 s
 def test_appsody_extract_layout_builds_with_docker(dev_image: str, docker_api: dict[str, str],
                                                    app_project: tuple[Path, str], tmp_path: Path) -> None:
     """What `appsody extract` + `appsody build` do, with the Docker CLI: copy /project and /config/app-deploy.yaml

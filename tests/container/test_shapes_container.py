@@ -33,6 +33,7 @@ def factory_project(engine: str, tmp_path: Path) -> Iterator[Path]:
                        capture_output=True, check=False, timeout=60)
 
 
+@pytest.mark.timeout(1000)  # `flask-stack test` up to 600 s, `flask` up to 300 s
 def test_factory_app_in_the_development_container(engine: str, dev_image: str, factory_project: Path,
                                                   tmp_path: Path) -> None:
     project = factory_project
@@ -60,6 +61,7 @@ def test_factory_app_in_the_development_container(engine: str, dev_image: str, f
         stop_process(proc)
 
 
+@pytest.mark.timeout(1260)  # its waits add up to 1200 s
 def test_deployable_image_of_a_factory_app_named_with_app(engine: str, factory_project: Path) -> None:
     project = factory_project
     tag = f"localhost/flask-stack-shapes-test:{free_port()}"

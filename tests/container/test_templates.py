@@ -11,6 +11,7 @@ from .conftest import REPO, flask_stack
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
 
+@pytest.mark.timeout(960)  # `flask-stack test` of up to 900 s
 @pytest.mark.parametrize("template", ["web", "api"])
 def test_template_tests_pass_in_the_dev_container(engine: str, dev_image: str, tmp_path: Path, template: str) -> None:
     project = tmp_path / f"{template}-app"

@@ -19,18 +19,13 @@ from typing import Callable, Iterator
 import pytest
 import requests
 from testkit.procs import alive, descendants  # noqa: F401  (alive: used by the tests here)
-from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
+from testkit.net import free_port, wait_until  # noqa: F401  (free_port: re-exported to the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATE = REPO / "templates" / "simple"
 START_TIMEOUT = 60.0  # seconds until a fresh loop answers (no network install involved)
 INSTALL_TIMEOUT = 240.0  # seconds when the loop must lock and install from the package index
 HELLO = "Hello from Appsody!"
-
-
-def children_of(pid: int) -> list[int]:
-    """Pids of the live descendants of ``pid`` (from /proc; zombies left out)."""
-    return list(descendants(pid))
 
 
 def loop_env(**extra: str) -> dict[str, str]:
@@ -66,7 +61,7 @@ class DevLoop:
 
     def remember_children(self) -> list[int]:
         """Record (for cleanup) and return the loop's live descendants."""
-        kids = children_of(self.proc.pid)
+        kids = list(descendants(self.proc.pid))
         self.seen.update(kids)
         return kids
 
@@ -79,19 +74,23 @@ class DevLoop:
         """Poll ``path`` until ``predicate(response)``; fail with the loop's output after ``timeout`` s."""
         deadline = time.monotonic() + timeout
         last: object = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"dev loop exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                response = self.get(path, timeout=max(0.5, min(5.0, deadline - time.monotonic())))
-                if predicate(response):
-                    self.remember_children()
-                    return response
-                last = (response.status_code, response.text[:300])
-            except requests.RequestException as exc:
-                last = exc
-            time.sleep(interval)
-        pytest.fail(f"no matching answer from {self.url}{path} within {timeout} s (last: {last}):\n{self.output()}")
+
+        def attempt() -> requests.Response | None:
+            nonlocal last
+            response = self.get(path, timeout=max(0.5, min(5.0, deadline - time.monotonic())))
+            last = (response.status_code, response.text[:300])
+            return response if predicate(response) else None
+
+        try:
+            response = wait_until(attempt, timeout, interval=interval, running=lambda: self.proc.poll() is None,
+                                  errors=(requests.RequestException,))
+        except ChildProcessError:
+            pytest.fail(f"dev loop exited with {self.proc.returncode}:\n{self.output()}")
+        except TimeoutError as exc:
+            pytest.fail(f"no matching answer from {self.url}{path} within {timeout} s (last: {last}; {exc}):\n"
+                        f"{self.output()}")
+        self.remember_children()
+        return response
 
     def wait_text(self, text: str, path: str = "/hello", timeout: float = START_TIMEOUT) -> requests.Response:
         """Poll until ``path`` answers 200 with body ``text``."""

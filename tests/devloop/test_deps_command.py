@@ -18,18 +18,12 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from testkit.need import missing
 
 from .conftest import INSTALL_TIMEOUT, LOG_LINE, TEMPLATE
 from .test_deps import PACKAGE, VERSION, add_route, with_package
 
 NOBODY = 65534
-
-
-def _missing(reason: str) -> None:
-    """Skip locally, fail in CI (env CI=true), when the machine cannot run a case."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}")
-    pytest.skip(reason)
 
 
 def lines_of(loop) -> list[str]:
@@ -97,7 +91,7 @@ def other_uid(shared_dir: Path) -> dict:
     setpriv = shutil.which("setpriv")
     base = Path("/usr/bin/python3")
     if setpriv is None or not base.is_file():
-        _missing("setpriv or /usr/bin/python3 is missing (needed to run as another uid)")
+        missing("setpriv or /usr/bin/python3 is missing (needed to run as another uid)")
     venv = shared_dir / "venv"
     subprocess.run([str(base), "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120,
                    capture_output=True)
@@ -109,7 +103,7 @@ def other_uid(shared_dir: Path) -> dict:
                             str(venv / "bin" / "python"), "-c", "import flask, pipenv, watchfiles"],
                            capture_output=True, text=True, timeout=60)
     if probe.returncode != 0:
-        _missing(f"cannot run this environment as uid {NOBODY}: {probe.stderr.strip()[-300:]}")
+        missing(f"cannot run this environment as uid {NOBODY}: {probe.stderr.strip()[-300:]}")
 
     def owned(path: Path) -> Path:
         path.mkdir(parents=True)
@@ -164,14 +158,14 @@ def _read_only_mount_wrapper(project: Path) -> tuple[str, ...]:
     namespace; ``unshare -r`` maps us to root in a user namespace when we are not root)."""
     unshare = shutil.which("unshare")
     if unshare is None:
-        _missing("unshare is missing (needed for a read-only bind mount)")
+        missing("unshare is missing (needed for a read-only bind mount)")
     ns = [unshare, "--mount", "--propagation", "private"] + ([] if os.geteuid() == 0 else ["--map-root-user"])
     script = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
     probe = subprocess.run([*ns, "sh", "-c", script + " 2>&1", str(project), "sh", "-c",
                             'touch "$0/.probe" 2>/dev/null && echo writable || echo read-only', str(project)],
                            capture_output=True, text=True, timeout=60)
     if probe.stdout.strip() != "read-only":
-        _missing(f"cannot make a read-only bind mount here: {(probe.stdout + probe.stderr).strip()[-300:]}")
+        missing(f"cannot make a read-only bind mount here: {(probe.stdout + probe.stderr).strip()[-300:]}")
     return (*ns, "sh", "-c", script, str(project))
 
 

@@ -8,23 +8,37 @@ import signal
 import subprocess
 import time
 
-import pytest
-from testkit.procs import parent_of, zombies_of
+from testkit.need import missing
+from testkit.procs import alive, children_of, descendants
 
-from .conftest import HELLO, alive, children_of
+from .conftest import HELLO
 
+ORPHAN_SECONDS = "3.21"  # the orphan's lifetime, also its mark in the process table
 ORPHAN_CODE = (
     "\nimport subprocess as _subprocess\n"
-    "_subprocess.Popen(['sh', '-c', 'sleep 0.3 & exit 0'])\n"
+    f"_subprocess.Popen(['sh', '-c', 'sleep {ORPHAN_SECONDS} & exit 0'])\n"
 )
 
 
-def assert_no_zombies_for(pid: int, seconds: float = 2.0) -> None:
-    """Fail if ``pid`` keeps a zombie child for ``seconds`` (orphans exit after 0.3 s)."""
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert zombies_of(pid) == []
+def assert_orphan_adopted_and_reaped(reaper: int, timeout: float = 20.0) -> None:
+    """The app's orphan (``sleep 3.21``, its shell gone at once) becomes a child of ``reaper`` and, once it has
+    exited, is reaped: its pid vanishes from the process table (a zombie would keep it)."""
+    deadline = time.monotonic() + timeout
+    mark = f"sleep\0{ORPHAN_SECONDS}\0".encode()
+    orphan = None
+    while orphan is None:
+        for pid in children_of(reaper):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if f.read() == mark:
+                        orphan = pid
+            except OSError:
+                pass
+        assert orphan is not None or time.monotonic() < deadline, f"no orphan re-parented to {reaper}"
+        time.sleep(0.01)
+    while os.path.exists(f"/proc/{orphan}"):
+        assert time.monotonic() < deadline, f"orphan {orphan} of {reaper} not reaped ({open(f'/proc/{orphan}/stat').read()})"
+        time.sleep(0.01)
 
 
 def test_orphans_of_the_app_are_reaped(devloop, project):
@@ -32,7 +46,7 @@ def test_orphans_of_the_app_are_reaped(devloop, project):
     init.write_text(init.read_text() + ORPHAN_CODE)
     loop = devloop("run", project)
     loop.wait_text(HELLO)
-    assert_no_zombies_for(loop.proc.pid)
+    assert_orphan_adopted_and_reaped(loop.proc.pid)
     assert loop.proc.poll() is None
 
 
@@ -48,19 +62,19 @@ def _unshare_works() -> bool:
 
 def test_as_pid_1_reaps_and_stops_on_sigterm(devloop, project):
     if not _unshare_works():
-        pytest.skip("cannot make a PID namespace here (unshare --pid needs CAP_SYS_ADMIN)")
+        missing("cannot make a PID namespace here (unshare --pid needs CAP_SYS_ADMIN)")
     init = project / "__init__.py"
     init.write_text(init.read_text() + ORPHAN_CODE)
     loop = devloop("run", project, wrapper=("unshare", "--pid", "--fork", "--mount-proc", "--kill-child"))
     loop.wait_text(HELLO)
-    unshare_kids = [pid for pid in children_of(loop.proc.pid) if parent_of(pid) == loop.proc.pid]
+    unshare_kids = [pid for pid in children_of(loop.proc.pid) if alive(pid)]
     assert len(unshare_kids) == 1
     pid1 = unshare_kids[0]
     with open(f"/proc/{pid1}/status") as f:
         assert [line.split()[-1] for line in f if line.startswith("NSpid:")] == ["1"]
-    kids = children_of(pid1)
+    kids = list(descendants(pid1))
     assert kids
-    assert_no_zombies_for(pid1)
+    assert_orphan_adopted_and_reaped(pid1)
     os.kill(pid1, signal.SIGTERM)
     assert loop.wait_exit(20) == 0, loop.output()
     assert not [pid for pid in kids if alive(pid)]

@@ -14,7 +14,9 @@ import time
 import pytest
 import requests
 
-from .conftest import HELLO, alive, children_of, loop_env, write_source
+from testkit.procs import descendants
+
+from .conftest import HELLO, alive, loop_env, write_source
 
 
 def test_serves_template_and_prints_urls(devloop, project):
@@ -149,7 +151,7 @@ def test_app_process_that_dies_is_reported_and_replaced(devloop, project):
 def test_signal_stops_loop_and_app_process(devloop, project, sig):
     loop = devloop("run", project)
     loop.wait_text(HELLO)
-    kids = children_of(loop.proc.pid)
+    kids = list(descendants(loop.proc.pid))
     assert kids, "the loop should have an app process"
     loop.proc.send_signal(sig)
     assert loop.wait_exit(20) == 0

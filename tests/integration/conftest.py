@@ -20,7 +20,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 from testkit.procs import descendants, still_running  # noqa: F401  (used by the tests here)
-from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
+from testkit.budget import extend_for_fixtures
+from testkit.cli import flask_stack_cmd, flask_stack_env  # noqa: F401  (flask_stack_cmd: used by the tests here)
+from testkit.net import free_port, wait_until  # noqa: F401  (free_port: re-exported to the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = 90.0  # seconds for a server to answer after `flask-stack run` (venv already made)
@@ -29,16 +31,7 @@ START_TIMEOUT = 90.0  # seconds for a server to answer after `flask-stack run` (
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment of every flask-stack process here: the source tree importable, the cache under tmp."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "STACK_ENGINE", "PORT")}
-    env["STACK_CACHE_DIR"] = str(tmp_path_factory.mktemp("flask-stack-cache"))
-    env["PYTHONPATH"] = str(REPO / "src")
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def flask_stack_cmd(*args: str) -> list[str]:
-    """The argv of ``flask-stack ARGS`` run from this checkout."""
-    return [sys.executable, "-m", "flask_stack", *args]
+    return flask_stack_env(STACK_CACHE_DIR=str(tmp_path_factory.mktemp("flask-stack-cache")))
 
 
 @pytest.fixture(scope="session")
@@ -95,20 +88,21 @@ class Served:
 
     def wait_for(self, path: str, predicate, timeout: float = 30.0) -> requests.Response:
         """Poll ``path`` until ``predicate(response)`` holds; fail with the log after ``timeout`` seconds."""
-        deadline = time.monotonic() + timeout
         last: object = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"flask-stack exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
-            try:
-                response = self.get(path, timeout=5)
-                if predicate(response):
-                    return response
-                last = (response.status_code, response.text[:300])
-            except requests.RequestException as exc:
-                last = exc
-            time.sleep(0.1)
-        pytest.fail(f"{path} never matched within {timeout} s (last: {last!r}):\n{self.output()[-4000:]}")
+
+        def attempt() -> requests.Response | None:
+            nonlocal last
+            response = self.get(path, timeout=5)
+            last = (response.status_code, response.text[:300])
+            return response if predicate(response) else None
+
+        try:
+            return wait_until(attempt, timeout, running=lambda: self.proc.poll() is None,
+                              errors=(requests.RequestException,))
+        except ChildProcessError:
+            pytest.fail(f"flask-stack exited with {self.proc.returncode}:\n{self.output()[-4000:]}")
+        except TimeoutError as exc:
+            pytest.fail(f"{path} never matched within {timeout} s (last: {last!r}; {exc}):\n{self.output()[-4000:]}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
         """Send ``sig`` to flask-stack, wait (bounded) for it to exit and return its status."""
@@ -118,9 +112,9 @@ class Served:
 
 @contextlib.contextmanager
 def serve(cli_env, project: Path, tmp_path: Path, command: str = "run", *extra: str,
-          health: str = "/health") -> Iterator[Served]:
+          health: str | None = "/health") -> Iterator[Served]:
     """Start ``flask-stack COMMAND --engine local --port <free> --project PROJECT EXTRA`` and wait until
-    ``health`` answers; always kill it (and its process group) afterwards."""
+    ``health`` answers (None: do not wait); always kill it (and its process group) afterwards."""
     port = free_port()
     log = tmp_path / f"flask-stack-{command}-{port}.log"
     with open(log, "wb") as sink:
@@ -131,7 +125,8 @@ def serve(cli_env, project: Path, tmp_path: Path, command: str = "run", *extra: 
     served = Served(proc, port, log)
     started = time.monotonic()
     try:
-        served.wait_for(health, lambda r: r.status_code in (200, 503), timeout=START_TIMEOUT)
+        if health is not None:
+            served.wait_for(health, lambda r: r.status_code in (200, 503), timeout=START_TIMEOUT)
         served.start_seconds = time.monotonic() - started
         yield served
     finally:
@@ -146,3 +141,8 @@ def serve(cli_env, project: Path, tmp_path: Path, command: str = "run", *extra: 
             for pid in still_running(leftovers):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The session's builds count in the budget of the tests that use them (testkit.budget)."""
+    extend_for_fixtures(items, {"local_env": 900, "flaskr_source": 300})

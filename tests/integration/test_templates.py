@@ -4,12 +4,12 @@ check against a real PostgreSQL that is stopped and started again."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 import requests
+from testkit.need import missing
 from testkit.postgres import Postgres, postgres_bin
 
 from .conftest import flask_stack_cmd, free_port, serve
@@ -24,6 +24,7 @@ def _init(cli_env, where: Path, template: str) -> Path:
     return where
 
 
+@pytest.mark.timeout(660)  # `flask-stack test` of up to 600 s
 @pytest.mark.parametrize("template", ["simple", "web", "api"])
 def test_template_tests_pass_under_flask_stack_test(cli_env, local_env, tmp_path, template):
     project = _init(cli_env, tmp_path / f"{template}-app", template)
@@ -54,9 +55,7 @@ def test_web_pages_stylesheet_form_and_flash(cli_env, local_env, tmp_path):
 def postgres():
     """A PostgreSQL cluster on a free 127.0.0.1 port, started; removed afterwards."""
     if postgres_bin() is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("PostgreSQL is needed (apt-get install postgresql; .ci/run installs it)")
-        pytest.skip("PostgreSQL is not installed")
+        missing("PostgreSQL is not installed (apt-get install postgresql; .ci/run installs it)")
     server = Postgres(free_port())
     try:
         server.start()

@@ -13,14 +13,14 @@ import http.client
 import json
 import re
 import ssl
-import time
 from pathlib import Path
 
 import pytest
 from testkit.browser import chromium
 from testkit.net import free_port
 from testkit.nginx import Nginx, readme_location
-from testkit.serve import SERVERS, ProductionServer, copy_project, rule_count
+from testkit.serve import SERVERS, ProductionServer, copy_project
+from testkit.serve import hello_count as serve_hello_count
 
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "tests" / "fixtures" / "userapps" / "proxied"
@@ -93,19 +93,8 @@ def stack(request, tmp_path_factory):
         srv.stop()
 
 
-def wait_for_log(srv: ProductionServer, pattern: str, timeout: float = 10.0) -> str:
-    """The first server log line matching ``pattern`` (lines are written in batches every 0.25 s)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        match = re.search(pattern, srv.log_text(), re.M)
-        if match:
-            return match.group(0)
-        time.sleep(0.1)
-    raise AssertionError(f"no log line matches {pattern!r}:\n{srv.log_tail()}")
-
-
 def hello_count(port: int) -> float:
-    return rule_count(port, f"{PREFIX}/metrics", "/hello", source=CLIENT)
+    return serve_hello_count(port, PREFIX, CLIENT)
 
 
 def test_routes_health_and_metrics_under_the_prefix(stack):
@@ -142,7 +131,7 @@ def test_redirect_and_links_carry_the_prefix_and_the_forwarded_scheme_and_host(s
     seen = json.loads(body)
     assert seen == {"remote_addr": CLIENT, "scheme": "https", "host": "shop.example", "script_root": PREFIX,
                     "link": f"https://shop.example{PREFIX}/hello", "path": f"{PREFIX}/hello"}
-    wait_for_log(srv, rf"GET {PREFIX}/seen 200 \S+ id=\S+ client={re.escape(CLIENT)}$")
+    srv.wait_for_log(rf"GET {PREFIX}/seen 200 \S+ id=\S+ client={re.escape(CLIENT)}$")
 
 
 def test_forged_headers_through_nginx_change_nothing(stack):
@@ -156,7 +145,7 @@ def test_forged_headers_through_nginx_change_nothing(stack):
     assert json.loads(body) == {  # nginx's $host is the client's Host header without its port
         "remote_addr": CLIENT, "scheme": "http", "host": "127.0.0.1", "script_root": PREFIX,
         "link": f"http://127.0.0.1{PREFIX}/hello", "path": f"{PREFIX}/hello"}
-    wait_for_log(srv, rf"GET {PREFIX}/seen 200 \S+ id=forged-through-nginx client={re.escape(CLIENT)}$")
+    srv.wait_for_log(rf"GET {PREFIX}/seen 200 \S+ id=forged-through-nginx client={re.escape(CLIENT)}$")
 
 
 @pytest.mark.parametrize("server", SERVERS)
@@ -185,7 +174,7 @@ def test_without_trusted_proxies_forwarded_headers_change_nothing(server, tmp_pa
         assert direct == {"remote_addr": CLIENT, "scheme": "http", "host": f"127.0.0.1:{srv.port}",
                           "script_root": PREFIX, "link": f"http://127.0.0.1:{srv.port}{PREFIX}/hello",
                           "path": f"{PREFIX}/hello"}
-        wait_for_log(srv, rf"GET {PREFIX}/seen 200 \S+ id=forged-direct client={re.escape(CLIENT)}$")
+        srv.wait_for_log(rf"GET {PREFIX}/seen 200 \S+ id=forged-direct client={re.escape(CLIENT)}$")
     finally:
         proxy.stop()
         srv.stop()

@@ -27,7 +27,8 @@ import pytest
 import yaml
 from testkit.net import free_port
 from testkit.nginx import require_nginx
-from testkit.serve import SERVERS, ProductionServer, copy_project, get, percentile, probe, rule_count
+from testkit.serve import SERVERS, ProductionServer, copy_project, get, percentile, probe
+from testkit.serve import hello_count as serve_hello_count
 
 from flask_stack import deploy
 from flask_stack.front import Front
@@ -119,14 +120,8 @@ class Pod:
         self.app.stop()
 
     def wait_for_log(self, pattern: str, timeout: float = 10.0) -> str:
-        """The first line of the app's log matching ``pattern`` (written in batches every 0.25 s)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.app.log_text(), re.M)
-            if match:
-                return match.group(0)
-            time.sleep(0.1)
-        raise AssertionError(f"no app log line matches {pattern!r}:\n{self.app.log_tail()}")
+        """The first line of the app's log matching ``pattern`` (``ProductionServer.wait_for_log``)."""
+        return self.app.wait_for_log(pattern, timeout)
 
 
 def start_pod(workdir: Path, server: str, front: Front, shutdown_delay: bool = False) -> Pod:
@@ -150,8 +145,15 @@ def pod(request, tmp_path_factory):
         pod.stop()
 
 
+def size_posts(port: int) -> float:
+    """The app's ``http_requests_total`` for POST /size, any status (0 when absent)."""
+    _, _, body = request(port, f"{PREFIX}/metrics")
+    return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
+               if line.startswith("http_requests_total{") and 'endpoint="/size"' in line and 'method="POST"' in line)
+
+
 def hello_count(port: int) -> float:
-    return rule_count(port, f"{PREFIX}/metrics", "/hello", source=CLIENT)
+    return serve_hello_count(port, PREFIX, CLIENT)
 
 
 def test_routes_health_and_metrics_through_the_sidecar_probes_on_the_app(pod):
@@ -248,6 +250,7 @@ def test_slow_bodies_wait_in_nginx_not_in_the_app(pod):
     """64 clients sending a body one byte a second hold no app thread (the app has 2 workers x 4): normal requests
     timed meanwhile through nginx all succeed, p99 under 250 ms; no slow body reaches the app. Without nginx the
     same clients take every thread (tests/reliability/test_slow_clients.py)."""
+    posts_before = size_posts(pod.port)
     trickle = SlowBodies(pod.port, f"{PREFIX}/size")
     trickle.start()
     try:
@@ -263,7 +266,11 @@ def test_slow_bodies_wait_in_nginx_not_in_the_app(pod):
     assert not failures, failures[:5]
     assert p99 < 0.25, f"p99 {p99 * 1000:.0f} ms over {len(latencies)} requests"
     assert still_sending == SLOW  # they were trickling all along, held by nginx
-    time.sleep(0.5)  # the app writes its access lines in batches every 0.25 s
+    assert size_posts(pod.port) == posts_before  # the app finished none (its metrics: exact, across workers)
+    # ...and logged none: a request sent after them has its access line written (in batches every 0.25 s) first
+    status, headers, _ = request(pod.port, f"{PREFIX}/hello", headers={"X-Request-ID": "after-slow-bodies"})
+    assert status == 200
+    pod.wait_for_log(r"^.*id=after-slow-bodies.*$")
     assert "id=slow-body" not in pod.app.log_text()  # by their request id: earlier tests' POSTs may be logged late
 
 

@@ -9,7 +9,6 @@ contents).
 
 from __future__ import annotations
 
-import http.client
 import re
 import shutil
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 from testkit.nginx import Nginx, readme_location
 from testkit.serve import ProductionServer, copy_project
+from testkit.serve import get as serve_get
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
@@ -27,14 +27,9 @@ pytestmark = pytest.mark.slow
 
 
 def get(port: int, path: str, request_id: str) -> tuple[int, dict, bytes]:
-    """GET ``path`` on 127.0.0.1:``port`` with an X-Request-ID: (status, headers (lower-case names), body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path, headers={"X-Request-ID": request_id})
-        resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
-    finally:
-        conn.close()
+    """GET ``path`` on 127.0.0.1:``port`` with an X-Request-ID (``testkit.serve.get``): (status, headers (lower-case
+    names), body)."""
+    return serve_get(port, path, 10.0, headers={"X-Request-ID": request_id})
 
 
 @pytest.fixture(scope="module")

@@ -44,9 +44,12 @@ def front(request, tmp_path_factory):
 
 def _access_lines(srv, since: int, request: str) -> list[str]:
     """The access lines (the stack's text format, the app's or nginx's) starting ``request`` (``"POST /size 413"``)
-    written after offset ``since``."""
-    time.sleep(0.6)  # INFO lines are written in batches
-    return [line for line in srv.log_text()[since:].splitlines() if f"] {request} " in line]
+    written after offset ``since``, once there is one (AssertionError after 10 s)."""
+    deadline = time.monotonic() + 10
+    while not (lines := [line for line in srv.log_text()[since:].splitlines() if f"] {request} " in line]):
+        assert time.monotonic() < deadline, f"no {request!r} access line within 10 s:\n{srv.log_tail()}"
+        time.sleep(0.05)  # INFO lines are written in batches every 0.25 s
+    return lines
 
 
 def test_nginx_answers_a_body_over_the_limit_before_reading_it(front):

@@ -69,7 +69,8 @@ def test_app_that_fails_to_load_exits_4_with_one_line(server, workers, tmp_path)
     assert not left_in(tmp_path), "temporary files left behind"
 
 
-def test_stale_metric_files_are_wiped_before_start(start_server, tmp_path):
+@pytest.mark.parametrize("server", SERVERS)
+def test_stale_metric_files_are_wiped_before_start(server, start_server, tmp_path):
     """A previous run's counter files in PROMETHEUS_MULTIPROC_DIR must not leak into the new run's totals."""
     metrics_dir = tmp_path / "stale-metrics"
     metrics_dir.mkdir()
@@ -87,7 +88,7 @@ def test_stale_metric_files_are_wiped_before_start(start_server, tmp_path):
     keep = metrics_dir / "README.txt"
     keep.write_text("not a metric file")
 
-    srv = start_server(env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
+    srv = start_server(server=server, env={"PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)})
     assert get(srv.port, "/hello")[0] == 200
     assert sample_value(scrape(srv.port), "http_requests_total", endpoint="/hello") == 1
     assert not any(path.exists() for path in stale)

@@ -119,9 +119,10 @@ def test_sigterm_without_delay_finishes_requests_in_flight(server, start_server)
     assert time.monotonic() - sigterm_at < 10
 
 
-def test_graceful_timeout_bounds_a_request_that_never_ends(start_server):
+@pytest.mark.parametrize("server", SERVERS)
+def test_graceful_timeout_bounds_a_request_that_never_ends(server, start_server):
     """A request longer than STACK_GRACEFUL_TIMEOUT cannot hold the shutdown: workers are killed at the limit."""
-    srv = start_server(workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_GRACEFUL_TIMEOUT": "3",
+    srv = start_server(server=server, workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_GRACEFUL_TIMEOUT": "3",
                                        "STACK_METRICS_IN_PROGRESS": "1"})
     idle = _idle_in_progress(srv)
     pool = ThreadPoolExecutor(max_workers=1)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
+from testkit.limits import documented, known_limit
 from testkit.nginx import require_nginx
 from testkit.serve import SERVERS, percentile, probe
 from testkit.slow import SLOW, SLOW_BODY_HEAD, SLOW_HEAD, Trickle
@@ -21,9 +22,13 @@ HEADER_TIMEOUT = 10.0  # the serving layer's bound on reading a request head (gr
 # nginx: client_header_timeout, from the first byte of the head)
 
 
-def _served_despite(start_server, server: str, front: str, head: bytes, payload: bytes) -> Trickle:
+def _served_despite(start_server, server: str, front: str, head: bytes, payload: bytes,
+                    limit: str | None = None) -> Trickle:
     """Start ``server`` (3 workers) behind ``front``, open the slow connections, time normal requests; assert none
-    failed and p99 is under 250 ms; return the (closed) Trickle."""
+    failed and p99 is under 250 ms; return the (closed) Trickle.
+
+    ``limit``: a documented stall (a strict xfail's reason): raise ``KnownLimit`` when requests failed or p99 was
+    over 250 ms."""
     if front == "nginx":
         require_nginx()
     srv = start_server(server=server, workers=3, env={"STACK_GRACEFUL_TIMEOUT": "3", "STACK_FRONT": front})
@@ -34,6 +39,9 @@ def _served_despite(start_server, server: str, front: str, head: bytes, payload:
         latencies, failures = probe(srv.port, "/hello", PROBE_SECONDS)
     finally:
         trickle.close()
+    stalled = bool(failures) or not latencies or percentile(latencies, 0.99) >= 0.25
+    if limit is not None:
+        documented(stalled, limit, (failures[:3], latencies and percentile(latencies, 0.99)))
     assert not failures, failures[:5]
     assert percentile(latencies, 0.99) < 0.25, f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms over {len(latencies)} requests"
     return trickle
@@ -53,18 +61,26 @@ SLOW_BODIES = "every server reads a body in the worker thread that runs the app 
 def _cases(reasons: dict[str, str]) -> list:
     """(server, front) cases: every server behind nginx, and alone (a strict xfail where ``reasons`` says why)."""
     return [pytest.param(name, front, id=f"{name}-{front}",
-                         marks=pytest.mark.xfail(strict=True, reason=reasons[name])
-                         if front == "none" and name in reasons else ())
+                         marks=known_limit(reasons[name]) if front == "none" and name in reasons else ())
             for front in ("nginx", "none") for name in SERVERS]
+
+
+def _limit(reasons: dict[str, str], server: str, front: str) -> str | None:
+    return reasons.get(server) if front == "none" else None
 
 
 @pytest.mark.parametrize(("server", "front"), _cases(SLOW_HEADS))
 def test_slow_request_heads_do_not_stall_normal_requests(server, front, start_server):
-    trickle = _served_despite(start_server, server, front, b"", SLOW_HEAD)
+    # uWSGI's documented limit is not a stall: normal requests keep their p99 (asserted), the heads stay open
+    trickle = _served_despite(start_server, server, front, b"", SLOW_HEAD,
+                              limit=_limit(SLOW_HEADS, server, front) if server != "uwsgi" else None)
+    if server == "uwsgi" and front == "none":
+        documented(len(trickle.closed_after) < SLOW, SLOW_HEADS["uwsgi"], len(trickle.closed_after))
     assert len(trickle.closed_after) == SLOW, f"{len(trickle.closed_after)} of {SLOW} slow heads closed"
     assert max(trickle.closed_after) < HEADER_TIMEOUT + 3
 
 
 @pytest.mark.parametrize(("server", "front"), _cases(dict.fromkeys(SERVERS, SLOW_BODIES)))
 def test_slow_request_bodies_do_not_stall_normal_requests(server, front, start_server):
-    _served_despite(start_server, server, front, SLOW_BODY_HEAD, b"x" * 100_000)
+    _served_despite(start_server, server, front, SLOW_BODY_HEAD, b"x" * 100_000,
+                    limit=_limit(dict.fromkeys(SERVERS, SLOW_BODIES), server, front))

@@ -6,11 +6,8 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from testkit.net import free_port  # noqa: F401  (re-exported to the tests here)
+from testkit.net import free_port, http_fetch, wait_until  # noqa: F401  (free_port: re-exported to the tests here)
 
 REPO = Path(__file__).resolve().parents[2]
 PROJECT = REPO / "image" / "project"
@@ -40,25 +37,18 @@ def write_userapp(directory: Path, source: str, **files: str) -> Path:
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """GET ``url``: (status, body), error statuses included. Raises OSError when nothing answers."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
+    """GET ``url`` (``testkit.net.http_fetch``, redirects not followed): (status, body), error statuses included.
+    Raises OSError when nothing answers."""
+    return http_fetch(url, timeout)[:2]
 
 
 def wait_ready(base: str, proc: subprocess.Popen, timeout: float = 60.0) -> bool:
     """Poll ``base``/health/ready until it answers 200 (True), ``proc`` exits or ``timeout`` seconds pass (False)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if http_get(base + "/health/ready")[0] == 200:
-                return True
-        except OSError:
-            pass
-        time.sleep(0.2)
-    return False
+    try:
+        return wait_until(lambda: http_get(base + "/health/ready")[0] == 200 or None, timeout, interval=0.2,
+                          running=lambda: proc.poll() is None)
+    except (TimeoutError, ChildProcessError):
+        return False
 
 
 def stop_group(proc: subprocess.Popen) -> str:

@@ -13,7 +13,7 @@ import pytest
 
 from server.debug import start_debugger
 from server.exceptions import DebuggerError
-from testkit.dap import frame, read_message
+from testkit.dap import attach, dap_initialize
 
 from .support import free_port, subprocess_env
 
@@ -56,20 +56,22 @@ def test_dap_initialize_roundtrip(debuggee):
     port, lines = debuggee
     assert any("listening on 127.0.0.1:%d" % port in line for line in lines)
     assert any("already listening" in line for line in lines)
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-        sock.settimeout(30)
-        sock.sendall(frame({"seq": 1, "type": "request", "command": "initialize",
-                             "arguments": {"clientID": "pytest", "adapterID": "debugpy", "linesStartAt1": True,
-                                           "columnsStartAt1": True, "pathFormat": "path"}}))
-        buffer = bytearray()
-        for _ in range(20):
-            message = read_message(sock, buffer)
-            if message.get("type") == "response":
-                break
-        assert message["command"] == "initialize"
-        assert message["request_seq"] == 1
-        assert message["success"] is True
-        assert isinstance(message.get("body"), dict) and message["body"].get("supportsConfigurationDoneRequest")
+    message = dap_initialize(port)
+    assert (message["command"], message["request_seq"], message["success"]) == ("initialize", 1, True)
+    assert message["body"]["supportsConfigurationDoneRequest"] is True
+
+
+def test_a_probe_wedges_debugpys_own_port_hence_the_dev_loops_relay(debuggee):
+    """The upstream limit the dev loop works around (devloop.debuggate; README "Debugging"): once a connection
+    to debugpy's port closes without a DAP message, the next client's ``attach`` is never answered
+    (https://github.com/microsoft/debugpy/issues/1308). Should this test fail, debugpy fixed it: the relay can
+    go."""
+    port, _ = debuggee
+    with socket.create_connection(("127.0.0.1", port), timeout=5):
+        pass  # a port check
+    time.sleep(0.5)  # debugpy's adapter handles the closed connection asynchronously; no event to wait on
+    with pytest.raises(OSError):
+        attach(port, {}, timeout=10).close()
 
 
 def test_port_in_use_is_a_clear_error():
@@ -96,11 +98,7 @@ def test_bad_arguments(kwargs, message):
         start_debugger(**kwargs)
 
 
-def test_ptvsd_missing_is_a_clear_error():
-    try:
-        import ptvsd  # noqa: F401
-    except ImportError:
-        with pytest.raises(DebuggerError, match="ptvsd is not installed"):
-            start_debugger(free_port(), kind="ptvsd", host="127.0.0.1")
-    else:
-        pytest.skip("ptvsd is installed here")
+def test_ptvsd_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ptvsd", None)  # `import ptvsd` raises ImportError, installed or not
+    with pytest.raises(DebuggerError, match="ptvsd is not installed"):
+        start_debugger(free_port(), kind="ptvsd", host="127.0.0.1")

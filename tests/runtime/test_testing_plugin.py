@@ -12,7 +12,7 @@ from .support import USERAPPS, subprocess_env, write_userapp
 def run_pytest(args, cwd, **env):
     env.setdefault("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")  # as in the dev image: no unrelated plugins
     return subprocess.run([sys.executable, "-m", "pytest", "-p", "server.testing", "-p", "no:cacheprovider", *args],
-                          cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True, timeout=300)
+                          cwd=cwd, env=subprocess_env(**env), capture_output=True, text=True, timeout=60)
 
 
 def test_stack_checks_pass_for_good_apps(tmp_path):

@@ -5,13 +5,13 @@ encoding, body cut short); the test client for werkzeug's ClientDisconnected."""
 from __future__ import annotations
 
 import logging
-import socket
 import subprocess
 import sys
 from dataclasses import dataclass
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from testkit.serve import raw_exchange
 
 from .support import free_port, http_get, stop_group, subprocess_env, wait_ready, write_userapp
 
@@ -75,37 +75,10 @@ def gunicorn_server(tmp_path):
         stop_group(proc)
 
 
-def raw_exchange(port: int, data: bytes, half_close: bool) -> bytes:
-    """Send ``data`` over a new TCP connection, optionally shut down our sending side, and read the answer
-    until the server closes or 10 s of silence."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        answer = b""
-        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < _length(answer):
-            try:
-                chunk = sock.recv(65536)
-            except (socket.timeout, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            answer += chunk
-        return answer
-
-
-def _length(answer: bytes) -> int:
-    for line in answer.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            return int(value)
-    return 1 << 30  # unknown: read until the server closes
-
-
 @pytest.mark.parametrize("case", list(CASES))
 def test_unreadable_body_is_400_under_gunicorn(gunicorn_server, case):
     data, half_close, kind, _ = CASES[case]
-    answer = raw_exchange(gunicorn_server.port, data, half_close)
+    answer = raw_exchange(gunicorn_server.port, data, half_close=half_close)
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.split(b"\r\n", 1)[0].startswith(b"HTTP/1.1 400 "), answer[:500]
     assert b"Traceback" not in answer and b'File "' not in answer
@@ -121,7 +94,7 @@ def test_unreadable_body_is_400_under_gunicorn(gunicorn_server, case):
 
 def test_unreadable_bodies_counted_as_400_and_logged_once(gunicorn_server):
     for data, half_close, _, _ in CASES.values():
-        assert raw_exchange(gunicorn_server.port, data, half_close).startswith(b"HTTP/1.1 400 ")
+        assert raw_exchange(gunicorn_server.port, data, half_close=half_close).startswith(b"HTTP/1.1 400 ")
     status, body = http_get(f"http://127.0.0.1:{gunicorn_server.port}/metrics")
     assert status == 200
     counts: dict[tuple[str, str], float] = {}

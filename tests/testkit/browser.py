@@ -7,7 +7,8 @@ import os
 import shutil
 from typing import Iterator
 
-import pytest
+
+from .need import missing
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -17,9 +18,7 @@ def chromium() -> Iterator[object]:
     """A launched headless Chromium (playwright ``Browser``), closed at the end; the test is skipped locally (never
     in CI, where it fails) when Chromium is missing."""
     if not (os.path.exists(CHROMIUM) and shutil.which(CHROMIUM)):
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{CHROMIUM} is missing (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium)")
+        missing(f"{CHROMIUM} is missing (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

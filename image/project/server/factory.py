@@ -19,7 +19,9 @@ is called, and a Blueprint-shape app made, anew on every call.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
+import inspect
 import logging
 import os
 import threading
@@ -121,6 +123,54 @@ def import_user_module(config: Mapping[str, Any] | None = None) -> tuple[AppLoca
     location = locate(settings.app, settings.userapp_dir, settings.userapp or None)
     with building(_maker(stack, location, config)):
         return location, import_module(location)
+
+
+def apply_on_import(config: Mapping[str, Any] | None = None) -> tuple[AppLocation, ModuleType] | None:
+    """Import the user's module (as :func:`import_user_module`) and apply the stack to its apps at once, for
+    test runners (``server.testing``): whoever reaches the app afterwards (a project's own ``app`` fixture doing
+    ``from app import app`` or ``create_app({...})``) gets the app as ``run`` and ``serve`` serve it.
+
+    * An app object living in the module (``app = Flask(...)``, Appsody's ``server.app``) is finished now, with
+      ``config`` (``create_app(config)``), before any request reaches it;
+    * the module's factories (``create_app``/``make_app``, and ``FLASK_APP``'s factory) are replaced in the module
+      by wrappers that apply the stack to each app they return, whatever arguments they are called with.
+
+    Returns where the module is and the module (None: no user app configured).
+
+    Raises:
+        server.exceptions.StackError: as ``create_app``.
+    """
+    loaded = import_user_module(config)
+    if loaded is None:
+        return None
+    location, module = loaded
+    _, stack = _settings(dict(config or {}))
+    names = {"create_app", "make_app"}
+    if location.attr:
+        names.add(location.attr.split("(", 1)[0].strip())
+    for name in names:
+        factory = getattr(module, name, None)
+        if inspect.isfunction(factory) and not getattr(factory, "__flask_stack_factory__", None):
+            setattr(module, name, _applying(factory, stack, module, location.file))
+    if any(isinstance(value, Flask) for value in list(vars(module).values())):
+        create_app(config)
+    return loaded
+
+
+def _applying(factory: Callable[..., Any], stack: Stack, module: ModuleType,
+              file: str | None) -> Callable[..., Any]:
+    """``factory`` with the stack applied to the app it returns (anything else is returned as it is)."""
+    @functools.wraps(factory)
+    def factory_with_stack(*args: Any, **kwargs: Any) -> Any:
+        app = factory(*args, **kwargs)
+        if isinstance(app, Flask):
+            state = state_of(app)
+            if state is None or not state.finished or state.module is not module:
+                stack.finish(app, module, file)
+        return app
+
+    factory_with_stack.__flask_stack_factory__ = factory  # type: ignore[attr-defined]
+    return factory_with_stack
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:

@@ -1,21 +1,27 @@
 """pytest plugin for testing a user's app as the stack serves it: ``pytest -p server.testing``.
 
 Fixtures (a project's own ``conftest.py`` fixtures of the same names take precedence, as pytest's always do):
-    app: ``create_app({"TESTING": True, **app_config})``: the user's app, whatever its shape, with the stack applied
-        (a factory is called and a Blueprint-shape app made anew per test; an app object living in the user's
-        module is the same object in every test).
+    app: ``stack_app``.
     client: ``app.test_client()``.
     runner: ``app.test_cli_runner()``.
     app_config: extra config for ``create_app`` (override it in your conftest.py); default none.
+    stack_app: ``create_app({"TESTING": True, **app_config})``: the user's app, whatever its shape, with the stack
+        applied (a factory is called and a Blueprint-shape app made anew per test; an app object living in the
+        user's module is the same object in every test). The stack's checks use ``stack_app`` and
+        ``stack_client``, names of their own, so a project's ``app``/``client`` fixtures never replace them.
+    stack_client: ``stack_app.test_client()``.
 
 The project is found as ``create_app`` finds it (``STACK_USERAPP_DIR``, ``FLASK_APP``); with neither set, and no
 module ``userapp`` on ``sys.path``, pytest's rootdir is the project directory, so ``pytest -p server.testing`` run
 in a project just works.
 
 Hooks:
-    * Before pytest imports any ``conftest.py``, the user's module is imported through the stack (nothing is
-      called), so it has one name in ``sys.modules`` and is never imported twice (a second import would register
-      its routes, flasgger or Prometheus metrics again). An import error is reported by the fixtures, in one line.
+    * Before pytest imports any ``conftest.py``, the user's module is imported through the stack, so it has one
+      name in ``sys.modules`` and is never imported twice (a second import would register its routes, flasgger
+      or Prometheus metrics again), and the stack is applied to it (``server.factory.apply_on_import``): an app
+      object in the module is finished then, its factories return apps with the stack applied. So every test,
+      the project's own with its own fixtures included, sees the app as ``run`` and ``serve`` serve it. An
+      import error is reported by the fixtures, in one line.
     * ``--stack-checks`` (``flask-stack test`` passes it): when no test path was given on the command line, the
       stack's checks (``server/checks``) are collected with the project's own tests (``testpaths`` or the
       project directory, as pytest would choose them).
@@ -36,7 +42,7 @@ from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
 from .exceptions import StackError
-from .factory import create_app, import_user_module
+from .factory import apply_on_import, create_app
 
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 
@@ -61,7 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
     try:
-        loaded = import_user_module(_project_config(early_config.rootpath))
+        loaded = apply_on_import(_project_config(early_config.rootpath))
     except StackError:
         return  # the app fixture reports it, with its one-line message
     if loaded is not None:
@@ -97,8 +103,8 @@ def app_config() -> dict[str, Any]:
 
 
 @pytest.fixture
-def app(request: pytest.FixtureRequest, app_config: dict[str, Any]) -> Iterator[Flask]:
-    """The user's app with the stack applied, ``TESTING=True``."""
+def stack_app(request: pytest.FixtureRequest, app_config: dict[str, Any]) -> Iterator[Flask]:
+    """The user's app with the stack applied, ``TESTING=True`` (the stack's checks use this name)."""
     config: dict[str, Any] = {"TESTING": True, **_project_config(request.config.rootpath)}
     config.update(app_config)
     try:
@@ -106,6 +112,18 @@ def app(request: pytest.FixtureRequest, app_config: dict[str, Any]) -> Iterator[
     except StackError as exc:
         pytest.fail(str(exc), pytrace=False)
     yield built
+
+
+@pytest.fixture
+def stack_client(stack_app: Flask) -> FlaskClient:
+    """A test client for ``stack_app`` (the stack's checks use this name)."""
+    return stack_app.test_client()
+
+
+@pytest.fixture
+def app(stack_app: Flask) -> Flask:
+    """The user's app with the stack applied, ``TESTING=True`` (``stack_app``)."""
+    return stack_app
 
 
 @pytest.fixture
