@@ -105,7 +105,7 @@ def _is_flask_stack(pid: int) -> bool:
     return any(arg.endswith(b"/flask-stack") for arg in argv[:2])
 
 
-@pytest.mark.timeout(1500)  # README's first command (up to 600 s), then each next: line as printed
+@pytest.mark.timeout(1980)  # README's first command (up to 600 s), then each next: line as printed
 def test_readme_first_command_then_every_next_line_in_a_login_shell(tmp_path, new_user_home):
     command = readme_first_command()
     steps = [step.strip() for step in command.split("&&")]

@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.timeout(3300)  # its waits add up to 3240 s (testkit.budget)
 def test_dev_container_and_deployable_image_use_the_declaration(engine: str, dev_image: str, tmp_path: Path,
                                                                 container_cleanup: list[str], kind: str) -> None:
     project = make_project(tmp_path / "demo", kind)

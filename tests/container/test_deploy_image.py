@@ -322,6 +322,7 @@ def test_cli_run_production(engine: str, template_project: Path, tmp_path: Path)
         subprocess.run([engine, "rmi", "-f", tag], capture_output=True, check=False, timeout=120)
 
 
+@pytest.mark.timeout(960)  # its waits add up to 900 s (testkit.budget)
 def test_a_context_without_the_app_fails_the_build_in_one_line(engine: str, tmp_path: Path) -> None:
     """What `appsody build` through podman's Docker API lays out (an empty userapp/): the build fails, saying so
     in one line, instead of making an image that exits 4 at start."""

@@ -100,6 +100,7 @@ def test_a_devfile_that_breaks_the_schema_is_refused() -> None:
 
 
 @pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.timeout(1620)  # its waits add up to 1502 s (testkit.budget)
 def test_devcontainer_up_serves_reloads_tests_and_debugs(podman: str, dev_image: str, tmp_path: Path,
                                                          template: str) -> None:
     dc.devcontainer_cli()
@@ -222,6 +223,7 @@ def test_devcontainer_is_added_to_an_older_project_and_a_users_own_is_kept(tmp_p
 # --- devfile commands, run as odo runs them -----------------------------------------------------------------
 
 
+@pytest.mark.timeout(1020)  # its waits add up to 960 s (testkit.budget)
 def test_devfile_commands_do_what_their_kind_says(podman: str, dev_image: str, tmp_path: Path) -> None:
     """Each exec command's commandLine runs in the component's container as odo runs it: the image with the
     component's command, the project at sourceMapping, PROJECT_SOURCE set, ``sh -c "cd WORKDIR && LINE"``."""

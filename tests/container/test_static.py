@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from testkit.need import missing
 
 from flask_stack import container_image
 from flask_stack.container import ContainerEngine, detect_container_engine
@@ -141,7 +142,7 @@ def test_extracted_context_dockerignore_leaves_out_the_same() -> None:
 def test_template_gitignore_leaves_out_private_files(template: str, tmp_path: Path) -> None:
     """git itself, with the template's .gitignore, ignores the private files and keeps .flaskenv."""
     if shutil.which("git") is None:
-        pytest.skip("git is not installed")
+        missing("git is not installed (apt-get install git)")
     repo = tmp_path / "repo"
     repo.mkdir()
     shutil.copy(REPO / "templates" / template / ".gitignore", repo / ".gitignore")

@@ -22,6 +22,7 @@ from .conftest import flask_stack_cmd, free_port, serve
 pytestmark = pytest.mark.slow
 
 @pytest.mark.parametrize("kind", FORMATS)
+@pytest.mark.timeout(720)  # its waits add up to 660 s (testkit.budget)
 def test_declared_packages_are_served_and_tested_with_the_projects_versions(cli_env, tmp_path, kind):
     project = make_project(tmp_path / "demo", kind)
     with serve(cli_env, project, tmp_path) as app:
@@ -38,6 +39,7 @@ def test_declared_packages_are_served_and_tested_with_the_projects_versions(cli_
     assert "test_app.py ." in tested.stdout
 
 
+@pytest.mark.timeout(480)  # its waits add up to 420 s (testkit.budget)
 def test_requirements_edit_while_serving_installs_reloads_and_a_bad_one_keeps_serving(cli_env, tmp_path):
     project = make_project(tmp_path / "demo", "requirements.txt")
     requirements = project / "requirements.txt"
@@ -55,6 +57,7 @@ def test_requirements_edit_while_serving_installs_reloads_and_a_bad_one_keeps_se
         assert app.get("/versions").json()["inflection"] == "0.5.1"
 
 
+@pytest.mark.timeout(660)  # its waits add up to 600 s (testkit.budget)
 def test_a_true_conflict_with_the_stack_is_one_line_naming_both(cli_env, tmp_path):
     project = make_project(tmp_path / "demo", "requirements.txt")
     (project / "requirements.txt").write_text("werkzeug==2.3.8\n")
@@ -65,6 +68,7 @@ def test_a_true_conflict_with_the_stack_is_one_line_naming_both(cli_env, tmp_pat
     assert "werkzeug==2.3.8" in errors[0] and "werkzeug>=3.1" in errors[0] and "Traceback" not in done.stderr
 
 
+@pytest.mark.timeout(420)  # its waits add up to 360 s (testkit.budget)
 def test_flask_tutorial_from_flasks_sdist_is_served_from_its_pyproject(cli_env, tmp_path):
     download = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                                "--disable-pip-version-check", "-q", "-d", str(tmp_path / "sdist"), "flask==3.1.3"],
