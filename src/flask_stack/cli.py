@@ -357,7 +357,7 @@ def dev_image(engine: str, base_image: str | None) -> int:
     from .container import ContainerEngine
     from .devenv import dev_image as ensure
 
-    container = _engine(engine)
+    container = _engine(engine, None, build=True)
     if not isinstance(container, ContainerEngine):
         raise StackError("dev-image needs a container engine: neither docker nor podman works here")
     click.echo(ensure(container.binary, base_image, say))

@@ -98,7 +98,7 @@ def base_image_name() -> str:
 
 def cli_env(**extra: str) -> dict[str, str]:
     """Environment of a ``flask-stack`` subprocess (``testkit.cli.flask_stack_env``), the base image chosen."""
-    return flask_stack_env(STACK_BASE_IMAGE=base_image_name(), **extra)
+    return flask_stack_env(**{"STACK_BASE_IMAGE": base_image_name(), **extra})
 
 
 def flask_stack(*args: str, cwd: Path | None = None, timeout: float = 120.0, **extra: str) -> subprocess.CompletedProcess:
