@@ -12,7 +12,7 @@ import time
 
 import pytest
 from testkit.limits import documented, known_limit
-from testkit.serve import get, raw_exchange, read_answer, status_of
+from testkit.serve import SERVERS, get, raw_exchange, read_answer, status_of
 
 from .harness import sample_value, scrape
 
@@ -89,6 +89,18 @@ def test_chunked_body_over_the_limit_is_413(server, chunk):
     assert status_of(answer) == 413, answer[:300]
     assert "POST /size 413" in _new_log(server, since)
     assert get(server.port, "/hello")[0] == 200
+
+
+@pytest.mark.parametrize("kind", SERVERS)
+def test_chunked_body_limit_follows_the_setting(start_server, kind):
+    """STACK_MAX_CONTENT_LENGTH=1000: a chunked body of 1,000 bytes is read whole, 1,001 bytes is 413 (in one chunk or
+    in many)."""
+    srv = start_server(server=kind, workers=1, env={"STACK_MAX_CONTENT_LENGTH": "1000"})
+    answer = _post_chunked(srv.port, "/size", b"x" * 1000, 300)
+    assert status_of(answer) == 200 and b'"size":1000' in answer.replace(b" ", b""), answer[:300]
+    for chunk in (1001, 100):
+        answer = _post_chunked(srv.port, "/size", b"x" * 1001, chunk)
+        assert status_of(answer) == 413, (chunk, answer[:300])
 
 
 def test_chunked_body_reaches_the_app_whole(server):
