@@ -5,7 +5,9 @@ The stack imports this package as ``userapp``, registers ``blueprint``, calls ``
 
 * The database is ``DATABASE_URL`` (any SQLAlchemy URL: ``postgresql://user:pass@host/db``, ``mysql+pymysql://...``
   with its driver in the Pipfile), else SQLite in ``items.sqlite3`` in the app's instance folder (``instance/``
-  in the project: each project has its own). Tables are created at start.
+  in the project: each project has its own; where it cannot be written, as in a container running as another
+  user or a read-only image, a file of this instance folder's own in the temporary directory, with one warning
+  line). Tables are created at start.
 * Every request body is validated by a pydantic model (``schemas.py``): a bad one is answered 422 with each error.
 * Every error is JSON, whatever the client's ``Accept`` says: RFC 9457 problem details
   (``application/problem+json``: ``type``, ``title``, ``status``, ``detail``, ``instance``, and ``errors`` for a
@@ -18,8 +20,11 @@ database each), debug it with ``flask-stack debug`` and .vscode/launch.json.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
+import tempfile
 
 from flask import Blueprint, g, jsonify, request, url_for
 from pydantic import ValidationError
@@ -50,15 +55,22 @@ swagger_template = {
 
 def database_url(instance_path: str) -> str:
     """Return the SQLAlchemy URL: ``DATABASE_URL`` (``postgres://`` and ``postgresql://`` use psycopg 3), else
-    SQLite in ``items.sqlite3`` in ``instance_path`` (the app's instance folder, made when missing).
-
-    Raises:
-        OSError: the instance folder cannot be made (set DATABASE_URL then).
-    """
+    SQLite in ``items.sqlite3`` in ``instance_path`` (the app's instance folder, made when missing), else, when that
+    folder cannot be written, in ``items-<hash of instance_path>.sqlite3`` in the temporary directory."""
     url = os.environ.get("DATABASE_URL", "").strip()
     if not url:
-        os.makedirs(instance_path, exist_ok=True)
-        return f"sqlite:///{os.path.join(instance_path, 'items.sqlite3')}"
+        try:
+            os.makedirs(instance_path, exist_ok=True)
+            if os.access(instance_path, os.W_OK):
+                return f"sqlite:///{os.path.join(instance_path, 'items.sqlite3')}"
+            reason = "not writable"
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+        digest = hashlib.sha256(instance_path.encode()).hexdigest()[:12]
+        path = os.path.join(tempfile.gettempdir(), f"items-{digest}.sqlite3")
+        logging.getLogger(__name__).warning("instance folder %s: %s; SQLite in %s (set DATABASE_URL to choose)",
+                                            instance_path, reason, path)
+        return f"sqlite:///{path}"
     for prefix in ("postgres://", "postgresql://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix):]
