@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from . import DepsError
@@ -58,7 +59,9 @@ def stack(venv: Path, tools: Path) -> None:
         _install_section(str(where / "bin" / "python"), section)
 
 
-def _lock_pipfile(tools: Path) -> callable:
+def _lock_pipfile(tools: Path) -> Callable[[Path], Path]:
+    """Return the Pipfile locker of the build: ``pipenv verify``, else ``pipenv lock`` (with a line saying so)."""
+
     def lock(project: Path) -> Path:
         env = dict(os.environ, VIRTUAL_ENV=str(tools), PIPENV_PIPFILE=str(project / PIPFILE), PIPENV_VERBOSITY="-1",
                    PIPENV_YES="1", PIPENV_NOSPIN="1")
