@@ -25,7 +25,8 @@ counted as status 400 in the metrics. So is a body shorter than its Content-Leng
 
 A malformed JSON body (``request.get_json()`` on a JSON request whose body does not parse) is a 400 whose detail
 says why (``The request body is not valid JSON: Expecting value: line 1 column 2 (char 1).``) and one WARNING line
-(``malformed JSON body: POST /items: Expecting value: line 1 column 2 (char 1) id=...``): the app's request class
+(``malformed JSON body: POST /items: Expecting value: line 1 column 2 (char 1) id=...``, at most once a minute per
+process, ``server.mistakes``, the rest DEBUG): the app's request class
 gets :class:`JSONWarningRequest`'s ``on_json_loading_failed`` (a public hook of Flask's ``Request``).
 """
 
@@ -118,11 +119,12 @@ def unreadable_body(exc: BaseException) -> Any:
 
 
 class JSONWarningRequest(Request):
-    """Mixed into the app's request class: a malformed JSON body is a 400 saying why, with one WARNING line."""
+    """Mixed into the app's request class: a malformed JSON body is a 400 saying why, with one WARNING line (at most
+    once a minute per process: a client's mistake, ``server.mistakes``)."""
 
     def on_json_loading_failed(self, e: ValueError | None) -> Any:
         """Raise 415 when the body is not JSON (Flask's own answer); for a body that does not parse, log one
-        WARNING line and raise ``BadRequest`` whose description is the parser's first line.
+        WARNING line (``client_mistake``) and raise ``BadRequest`` whose description is the parser's first line.
 
         Raises:
             werkzeug.exceptions.BadRequest: the body is not valid JSON.
@@ -133,8 +135,8 @@ class JSONWarningRequest(Request):
         lines = str(e).strip().splitlines()
         reason = (lines[0] if lines else type(e).__name__)[:200]
         request_id = current_request_id() or "-"
-        log.warning("malformed JSON body: %s %s: %s id=%s", self.method, printable_path(self.path), reason,
-                    request_id, extra={"request_id": request_id})
+        client_mistake(log, "malformed JSON body", "malformed JSON body: %s %s: %s id=%s", self.method,
+                       printable_path(self.path), reason, request_id, extra={"request_id": request_id})
         raise BadRequest(f"The request body is not valid JSON: {reason}.") from e
 
 
