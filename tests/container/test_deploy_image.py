@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 from testkit.serve import percentile, probe
@@ -18,14 +17,13 @@ from flask_stack.container import ContainerEngine, project_key
 from flask_stack.project import project_name
 
 from .conftest import (
-    BUILD_TIMES,
+    BUILD_OUTPUT,
     base_image_name,
     container_processes,
     flask_stack,
     free_port,
     http_get,
     assert_production_server,
-    image_size,
     start_flask_stack,
     stop_process,
     wait_for,
@@ -59,41 +57,6 @@ print(json.dumps({
                           if b"never-in-an-image" in read(os.path.join(root, name))],
 }))
 """
-BUILD_OUTPUT: dict[str, str] = {}  # what `flask-stack build` printed (app_image)
-
-
-@pytest.fixture(scope="session")
-def app_image(engine: str, app_project: tuple[Path, str]) -> Iterator[str]:
-    """The project's deployable image, built once with `flask-stack build --engine X -t TAG`; removed at the end."""
-    project, _ = app_project
-    tag = f"localhost/flask-stack-test-app:{os.getpid()}"
-    started = time.monotonic()
-    # --base-image must win over STACK_BASE_IMAGE (set to an image that does not exist here)
-    result = flask_stack("build", "--engine", engine, "-t", tag, "--base-image", base_image_name(), cwd=project,
-                         timeout=900, STACK_BASE_IMAGE="localhost/flask-stack-no-such-base:0")
-    BUILD_TIMES["deployable image build"] = time.monotonic() - started
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    BUILD_OUTPUT["stderr"] = result.stderr
-    added = image_size(engine, tag) - image_size(engine, base_image_name())
-    BUILD_TIMES["deployable image added over base size"] = added / 1e6
-    try:
-        yield tag
-    finally:
-        subprocess.run([engine, "rmi", "-f", tag], capture_output=True, check=False, timeout=120)
-
-
-@pytest.fixture(scope="session")
-def running_app(engine: str, app_image: str) -> Iterator[tuple[str, str]]:
-    """The deployable image running detached on a free loopback port, with STACK_DEBUG=1 (must be ignored);
-    returns (container name, base URL)."""
-    name = f"flask-stack-test-prod-{os.getpid()}"
-    port = free_port()
-    subprocess.run([engine, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-e", "STACK_DEBUG=1",
-                    "-e", "WEB_CONCURRENCY=2", app_image], check=True, capture_output=True, timeout=120)
-    try:
-        yield name, f"http://127.0.0.1:{port}"
-    finally:
-        subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=120)
 
 
 def test_image_metadata(engine: str, app_image: str, app_project: tuple[Path, str]) -> None:

@@ -195,3 +195,69 @@ def test_nginx_listens_only_once_the_server_answers(tmp_path):
         assert "higher than the amount of CPU cores" not in log_text, log_text
     finally:
         srv.stop()
+
+
+def _unmatched(port: int, method: str, status: int) -> float:
+    """``http_requests_total{endpoint="<unmatched>", method, status}`` on the app's /metrics (0 when absent)."""
+    body = get(port, "/metrics")[2].decode()
+    match = re.search(rf'^http_requests_total\{{endpoint="<unmatched>",method="{method}",status="{status}"\}} (\S+)$',
+                      body, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+MANY_HEADERS = b"".join(b"X-H-%d: v\r\n" % i for i in range(300))
+# what the server behind answers 300 headers with (uWSGI takes up to 512: the app answers, traced by the app)
+MANY_HEADERS_STATUS = {"granian": 431, "gunicorn": 431, "uwsgi": 200}
+
+
+def test_raw_byte_in_the_path_is_nginx_json_400_traced(front):
+    """A raw \\xff in the request target: nginx's 400 (JSON for a JSON client) with its id, which the access line
+    carries, counted in http_requests_total (the servers behind would answer it untraced)."""
+    before = _unmatched(front.port, "GET", 400)
+    since = len(front.log_text())
+    answer = raw_exchange(front.port, b"GET /\xff HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\n"
+                                      b"Connection: close\r\n\r\n")
+    assert status_of(answer) == 400, answer[:300]
+    error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert error["status"] == 400 and error["title"] == "Bad Request", error
+    time.sleep(0.6)
+    lines = [line for line in front.log_text()[since:].splitlines() if f"id={error['request_id']} " in line]
+    assert len(lines) == 1 and " 400 " in lines[0], lines
+    assert _unmatched(front.port, "GET", 400) == before + 1
+
+
+def test_the_servers_own_answer_to_300_headers_is_traced(front):
+    """300 header lines: what the server behind answers itself (no X-Request-ID: granian's and gunicorn's 431)
+    gets nginx's access line with an id and a count in http_requests_total; uWSGI's app answers and traces it."""
+    expected = MANY_HEADERS_STATUS[front.server]
+    before = _unmatched(front.port, "GET", expected)
+    since = len(front.log_text())
+    answer = raw_exchange(front.port, b"GET /hello HTTP/1.1\r\nHost: t\r\nAccept: application/json\r\n" + MANY_HEADERS
+                          + b"Connection: close\r\n\r\n")
+    assert status_of(answer) == expected, answer[:300]
+    lines = _access_lines(front, since, f"GET /hello {expected}")
+    assert len(lines) == 1 and re.search(r" id=\S+ ", lines[0]), lines
+    if expected != 200:
+        assert _unmatched(front.port, "GET", expected) == before + 1
+
+
+def test_http_0_9_is_refused_and_logged(front):
+    """``GET /hello`` without a version (HTTP/0.9, which has no status line) gets no answer at all; the access
+    line says 444 (nginx's "closed unanswered") and it is counted."""
+    before = _unmatched(front.port, "GET", 444)
+    since = len(front.log_text())
+    assert raw_exchange(front.port, b"GET /hello\r\n") == b""
+    assert len(_access_lines(front, since, "GET /hello 444")) == 1
+    assert _unmatched(front.port, "GET", 444) == before + 1
+
+
+def test_nginx_501_follows_the_json_rule(front):
+    """An unknown Transfer-Encoding is nginx's 501, JSON for a JSON client, with the id of its access line."""
+    since = len(front.log_text())
+    answer = raw_exchange(front.port, b"POST /size HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: gzip\r\n"
+                                      b"Accept: application/json\r\nConnection: close\r\n\r\n")
+    assert status_of(answer) == 501, answer[:300]
+    error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+    assert error["title"] == "Not Implemented", error
+    (line,) = _access_lines(front, since, "POST /size 501")
+    assert f" id={error['request_id']} " in line, line

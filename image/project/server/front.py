@@ -193,6 +193,7 @@ class Front:
         self.server = subprocess.Popen(self.command, env=server_env, process_group=0)
         if not self._wait_for_server(app_port, runtime.url_prefix or ""):
             return False
+        metrics = front_metrics()
         # nginx reopens /dev/stdout and /dev/stderr: on a file that would be a second write offset, clobbering the
         # server's lines; through pipes its lines are also rewritten in the stack's format (``relay_access``,
         # ``relay_errors``). Each nginx is its own process group: its workers go with its master.
@@ -201,7 +202,7 @@ class Front:
                 continue
             child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
             setattr(self, attr, child)
-            for target, stream, args in ((relay_access, child.stdout, (self.settings.log_format,)),
+            for target, stream, args in ((relay_access, child.stdout, (self.settings.log_format, metrics)),
                                          (relay_errors, child.stderr, ())):
                 relay = threading.Thread(target=target, args=(stream, *args), name=f"{attr}-relay", daemon=True)
                 relay.start()
@@ -305,24 +306,36 @@ class Front:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def relay_access(stream, fmt: str) -> None:
-    """Write each access line nginx writes on ``stream`` (its ``front`` log format: JSON, only requests nginx
-    answered itself) to stdout as the stack's access line in format ``fmt`` ("text" or "json"), with nginx's request
-    id (the one its error answer carries). Returns at end of stream."""
+def relay_access(stream, fmt: str, metrics=None) -> None:
+    """Write each access line nginx writes on ``stream`` (its ``front`` log format: JSON, only requests the app did
+    not answer) to stdout as the stack's access line in format ``fmt`` ("text" or "json"), with nginx's request id
+    (the one its error answer carries), and count it in ``metrics`` (``server.metrics.HttpMetrics``: the app's
+    ``http_requests_total``, endpoint ``<unmatched>``) when given. Returns at end of stream."""
     for raw in iter(stream.readline, b""):
         try:
-            entry = json.loads(raw)
+            entry = json.loads(raw.decode("utf-8", "replace"))  # nginx's escape=json passes bytes >= 0x80 on
             method, _, rest = str(entry["request"]).partition(" ")
             path = rest.rsplit(" ", 1)[0] if " " in rest else rest
+            status, seconds = int(entry["status"]), float(entry["seconds"])
             line = access_line(fmt, time.time(), printable_path(method, 20) or "-", printable_path(path or "-"),
-                               int(entry["status"]), float(entry["seconds"]) * 1000.0,
-                               printable_path(str(entry.get("request_id") or "-"), 64),
+                               status, seconds * 1000.0, printable_path(str(entry.get("request_id") or "-"), 64),
                                printable_path(str(entry["client"]), 100))
         except (ValueError, KeyError, TypeError):
             nginx_log.warning("%s", printable_path(raw.decode("utf-8", "replace").rstrip("\n")))
             continue
+        if metrics is not None:
+            metrics.observe(method.upper(), None, status, seconds)
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+
+def front_metrics():
+    """The app's request metrics as this process writes them (``server.metrics.HttpMetrics`` in prometheus_client's
+    multiprocess mode: the workers' scrapes add this process's file), or None without PROMETHEUS_MULTIPROC_DIR."""
+    from .metrics import HttpMetrics, multiprocess_enabled
+    from .version import __version__
+
+    return HttpMetrics(__version__) if multiprocess_enabled() else None
 
 
 def relay_errors(stream) -> None:
