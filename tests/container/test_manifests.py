@@ -330,6 +330,9 @@ def test_ingress(template_project: Path, tmp_path: Path) -> None:
     env = env_of(container)
     assert (env["STACK_PROXY_HOPS"], env["STACK_MAX_CONTENT_LENGTH"]) == ("1", "1048576")
     assert env["STACK_FRONT"] == "none"  # ingress-nginx buffers every request: the image's nginx would do it again
+    assert "STACK_PROBE_PORT" not in env  # no front, no probe port: the probes ask the app's own port
+    assert {container[f"{kind}Probe"]["httpGet"]["port"] for kind in ("startup", "liveness", "readiness")} == {"http"}
+    assert [p["name"] for p in container["ports"]] == ["http"]
 
     plain = deploy.generate(template_project, tmp_path / "plain", IMAGE,
                             front=front.Front(ingress_host="shop.example.com"))
