@@ -7,6 +7,7 @@ import re
 import time
 
 import pytest
+from testkit.nginx import require_nginx
 from testkit.serve import SERVERS, get, raw_exchange
 
 from .test_bad_input import MALFORMED
@@ -14,12 +15,16 @@ from .test_bad_input import MALFORMED
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.parametrize("front", ["none", "nginx"])
 @pytest.mark.parametrize("kind", SERVERS)
-def test_client_mistakes_are_warnings_once_per_kind(start_server, kind):
+def test_client_mistakes_are_warnings_once_per_kind(start_server, kind, front):
     """Every malformed request of test_bad_input three times over and bodies of 20 kB and 1 MB: the server keeps
     serving; its log has no ERROR, CRITICAL or traceback, no WARNING line twice (ids and addresses aside), at most one
-    WARNING per kind of mistake sent, and none about the bodies."""
-    srv = start_server(server=kind, workers=1, env={"STACK_FRONT": "none"})
+    WARNING per kind of mistake sent, and none about the bodies; the same behind the nginx front, whose own lines
+    about clients (an invalid chunked body, a body buffered to a file) are relayed by the same rule."""
+    if front == "nginx":
+        require_nginx()
+    srv = start_server(server=kind, workers=1, env={"STACK_FRONT": front})
     since = len(srv.log_text())
     for _ in range(3):
         for payload in MALFORMED.values():

@@ -57,6 +57,7 @@ import time
 from . import front_conf
 from .front_conf import FrontError
 from .logs import access_line, printable_path, stderr_logger
+from .mistakes import client_mistake
 from .serving_settings import ServingSettings
 from .settings import load_settings
 
@@ -138,6 +139,8 @@ class Front:
         self.settings = settings
         self.command = command
         self.workdir = tempfile.mkdtemp(prefix="flask-stack-front.")
+        if os.geteuid() == 0:  # nginx's workers then run as nobody: they must reach their temp dirs (bodies) below it
+            os.chmod(self.workdir, 0o711)
         self.server: subprocess.Popen | None = None
         self.nginx: subprocess.Popen | None = None
         self.probes: subprocess.Popen | None = None
@@ -340,14 +343,29 @@ def front_metrics():
 
 def relay_errors(stream) -> None:
     """Log each line nginx writes on ``stream`` (its error log) through logger ``nginx`` (in the stack's format) at
-    nginx's level. Returns at end of stream."""
+    nginx's level, except two kinds that are not the server's trouble (``log_nginx_line``). Returns at end of
+    stream."""
     for raw in iter(stream.readline, b""):
         text = raw.decode("utf-8", "replace").rstrip("\n")
         match = _ERROR_LINE.match(text)
         if match:
-            nginx_log.log(_LEVELS.get(match["level"], logging.WARNING), "%s", printable_path(match["message"]))
+            log_nginx_line(_LEVELS.get(match["level"], logging.WARNING), printable_path(match["message"]))
         elif text:
             nginx_log.warning("%s", printable_path(text))
+
+
+def log_nginx_line(level: int, message: str) -> None:
+    """Log one message of nginx's error log at ``level`` (a ``logging`` level), except: a request body buffered to a
+    temporary file (nginx's ``[warn]`` for every body over its 16 KiB buffer: the front's job) is DEBUG; a client's
+    mistake (nginx's messages that begin ``client ``: an invalid chunked body, header or method, a client that timed
+    out or closed early, a body over the limit) is at most a WARNING once per kind per minute
+    (``server.mistakes.client_mistake``; the kind is the message up to its first comma or colon), DEBUG after."""
+    if message.startswith("a client request body is buffered to a temporary file"):
+        nginx_log.debug("%s", message)
+    elif message.startswith("client ") and level > logging.INFO:
+        client_mistake(nginx_log, "nginx: " + re.split(r"[,:(]", message, maxsplit=1)[0].strip(), "%s", message)
+    else:
+        nginx_log.log(level, "%s", message)
 
 
 def _signal(child: subprocess.Popen | None, signum: int) -> None:
