@@ -121,7 +121,7 @@ def remove_dev_container(project: Path) -> None:
 
 #: Run in the dev container by `devcontainer exec ... python3 -c`: sends a DAP ``initialize`` to 127.0.0.1:PORT (as
 #: VS Code's attach does from inside the container) and prints the response as one JSON line.
-DAP_CLIENT = (Path(__file__).resolve().parents[1] / "testkit" / "dap.py").read_text(encoding="utf-8") + """
+DAP_CLIENT = (Path(__file__).resolve().parents[1] / "testkit" / "dapwire.py").read_text(encoding="utf-8") + """
 import sys
 print(json.dumps(dap_initialize(int(sys.argv[1]), timeout=30.0)))
 """
