@@ -16,6 +16,7 @@ import requests
 
 from .conftest import START_TIMEOUT, descendants, flask_stack_cmd, free_port, serve, still_running
 from testkit.dap import add_greet_view, attach, break_in_view
+from testkit.net import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -184,7 +185,9 @@ def test_debug_stops_at_a_breakpoint_in_a_view_after_a_port_probe(cli_env, proje
     debug_port = free_port()
     with serve(cli_env, project, tmp_path, "debug", "--debug-port", str(debug_port)) as app:
         app.wait_for("/greet", lambda r: r.status_code == 200)
-        assert f"debugger  127.0.0.1:{debug_port}" in app.output()
+        # the URLs are said once the app answers and its API spec is read (the app route shown is from it)
+        said = f"debugger  127.0.0.1:{debug_port}"
+        wait_until(lambda: True if said in app.output() else None, 20)
         _probe(debug_port)
         session = attach(debug_port, {str(init): [line]})
         try:
