@@ -244,6 +244,8 @@ def _uv_install(uv: str, venv: Path, requirements: Path, echo: Echo) -> None:
     """Make ``venv`` with ``uv venv`` and install ``requirements`` into it (hash-checked, no resolution),
     echoing uv's progress lines; raise StackError with uv's reason in one line."""
     env = dict(os.environ, NO_COLOR="1", UV_PYTHON_DOWNLOADS="never")
+    # the system's certificate store, as pip uses it (a proxy's CA there), not uv's bundled roots (as stackdeps does)
+    env.setdefault("UV_SYSTEM_CERTS", "1")
     for name in ("PYTHONPATH", "VIRTUAL_ENV", "UV_SYSTEM_PYTHON"):
         env.pop(name, None)
     steps = [
