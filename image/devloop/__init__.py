@@ -40,4 +40,8 @@ SIGINT or SIGTERM stops the app process and exits 0. The loop logs to stdout in 
 """
 
 __all__ = ["__version__"]
-__version__ = "0.4.0"
+
+try:
+    from stacksettings import __version__  # declared once, in the runtime's image/project/stacksettings.py
+except ImportError:  # the runtime is not on PYTHONPATH: ``python -m devloop`` says so in one line
+    __version__ = "unknown"

@@ -9,6 +9,13 @@ from pathlib import Path
 
 import click
 
+try:
+    import stacksettings
+except ImportError as _exc:  # the runtime's directory is not on PYTHONPATH: one line, no traceback
+    sys.stderr.write(f"devloop: cannot import stacksettings ({_exc}); run the dev loop with the stack's "
+                     "image/project on PYTHONPATH\n")
+    sys.exit(1)
+
 from .errors import DevloopError, StopRequested
 from .logs import configure as configure_logging
 from .logs import get_logger
@@ -17,47 +24,39 @@ log = get_logger()
 
 
 def _in_container() -> bool:
-    return bool(os.environ.get("APPSODY_PROJECT_DIR") or os.environ.get("container")
+    return bool(stacksettings.raw("APPSODY_PROJECT_DIR") or os.environ.get("container")  # podman's marker
                 or os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv"))
 
 
 def default_project() -> str:
     """STACK_USERAPP_DIR, else $APPSODY_PROJECT_DIR/userapp, else the current directory."""
-    if os.environ.get("STACK_USERAPP_DIR"):
-        return os.environ["STACK_USERAPP_DIR"]
-    if os.environ.get("APPSODY_PROJECT_DIR"):
-        return os.path.join(os.environ["APPSODY_PROJECT_DIR"], "userapp")
-    return "."
+    appsody = stacksettings.value("APPSODY_PROJECT_DIR")
+    return stacksettings.value("STACK_USERAPP_DIR") or (os.path.join(appsody, "userapp") if appsody else ".")
 
 
 def default_host() -> str:
     """STACK_HOST, else 0.0.0.0 inside a container and 127.0.0.1 elsewhere."""
-    return os.environ.get("STACK_HOST") or ("0.0.0.0" if _in_container() else "127.0.0.1")
+    return stacksettings.value("STACK_HOST") or ("0.0.0.0" if _in_container() else "127.0.0.1")
 
 
-def _env_int(name: str, default: int) -> int:
-    value = os.environ.get(name, "")
+def _setting(name: str):
+    """The dev loop's setting ``name`` from the registry; an unusable value is DevloopError's one line."""
     try:
-        return int(value) if value.strip() else default
-    except ValueError:
-        raise DevloopError(f"{name}={value!r} is not a number; set it to a port number like {default}") from None
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+        return stacksettings.value(name)
+    except stacksettings.SettingsError as exc:
+        raise DevloopError(str(exc)) from None
 
 
 def _check_settings() -> None:
     """Raise DevloopError with the runtime's one-line message when a stack setting (LOG_FORMAT, STACK_*) is
     unusable: every app process would fail on it, and a save cannot fix the environment."""
     try:
-        from server.exceptions import SettingsError
         from server.settings import load_settings
     except ImportError:  # reported by warm_imports/testcmd with the PYTHONPATH hint
         return
     try:
         load_settings()
-    except SettingsError as exc:
+    except stacksettings.SettingsError as exc:
         raise DevloopError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
 
 
@@ -133,7 +132,9 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
     from .child import ChildSpec
 
     host = host or default_host()
-    port = port if port is not None else _env_int("PORT", 8080)
+    port = port if port is not None else _setting("PORT")
+    debugger, debug_port, debug_wait = _setting("STACK_DEBUGGER"), _setting("STACK_DEBUG_PORT"), \
+        _setting("STACK_DEBUG_WAIT")
     sock = server.listening_socket(host, port)
     project, deps_path, state = _prepare(project_arg, deps_dir)
     shadowed = deps.shadowed_modules(state)
@@ -150,13 +151,12 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
         os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     server.warm_imports(debug=debug)
     spec = ChildSpec(sock_fd=sock.fileno(), host=host, port=sock.getsockname()[1], project=project, debug=debug,
-                     debug_port=_env_int("STACK_DEBUG_PORT", 5678), debug_wait=_env_flag("STACK_DEBUG_WAIT"),
-                     debugger=os.environ.get("STACK_DEBUGGER", "debugpy"),
-                     debug_host=os.environ.get("STACK_DEBUG_HOST", "").strip())
+                     debug_port=debug_port, debug_wait=debug_wait, debugger=debugger,
+                     debug_host=_setting("STACK_DEBUG_HOST") or "")
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
     base = f"http://{'[' + shown + ']' if ':' in shown else shown}:{spec.port}{_url_prefix()}"
     log.info("serving %s on %s:%d%s", project, host, spec.port, "" if no_watch else " (reloads on save)")
-    if os.environ.get("STACK_SHOW_URLS", "1").strip().lower() not in ("0", "false", "no", "off"):
+    if _setting("STACK_SHOW_URLS"):
         log.info("app %s/  health %s/health  metrics %s/metrics  API docs %s/apidocs/", base, base, base, base)
         if debug:
             log.info("debug mode: attach a DAP client (VS Code) to port %d", spec.debug_port)
@@ -168,19 +168,16 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
 def _url_prefix() -> str:
     """STACK_URL_PREFIX as the app takes it (``/your/path``), for the URLs logged at start; "" when unset or bad
     (the app process then says what is wrong with it)."""
-    from server.exceptions import SettingsError
-    from server.settings import parse_url_prefix
-
     try:
-        return parse_url_prefix("STACK_URL_PREFIX", os.environ.get("STACK_URL_PREFIX", ""))
-    except SettingsError:
+        return stacksettings.value("STACK_URL_PREFIX")
+    except stacksettings.SettingsError:
         return ""
 
 
 _project_opt = click.option("--project", "project", default=default_project, show_default="STACK_USERAPP_DIR, "
                             "$APPSODY_PROJECT_DIR/userapp, or .", help="The user's project directory (the app is "
                             "found there as `flask run` finds it; FLASK_APP says where when it cannot).")
-_deps_opt = click.option("--deps-dir", "deps_dir", default=lambda: os.environ.get("APPSODY_DEPS") or None,
+_deps_opt = click.option("--deps-dir", "deps_dir", default=lambda: stacksettings.value("APPSODY_DEPS"),
                          show_default="APPSODY_DEPS", help="Install the project's declared packages here (--target) "
                          "instead of into this Python environment.")
 _serve_opts = [
@@ -292,7 +289,7 @@ def _activate_installed(args: list[str]) -> None:
         return
     try:
         project = Path(value("--project", default_project()) or ".").expanduser().resolve()
-        deps_dir = value("--deps-dir", os.environ.get("APPSODY_DEPS") or None)
+        deps_dir = value("--deps-dir", stacksettings.value("APPSODY_DEPS"))
         state = deps.current_state(project, Path(deps_dir).expanduser().resolve() if deps_dir else None)
     except (OSError, ValueError):
         return

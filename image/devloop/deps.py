@@ -34,6 +34,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import stacksettings
 from stackdeps import DepsError
 from stackdeps.detect import PIPFILE, Declaration, detect, poetry_only
 from stackdeps.resolve import HERE as STACKDEPS_DIR, Resolution, normalize, parse_requirements, project_inputs, \
@@ -138,7 +139,7 @@ def current_state(project: Path, deps_dir: Path | None) -> DepsState | None:
 def installer() -> str | None:
     """Return the uv binary that installs the project's packages (``$STACK_UV``, else ``uv`` on PATH), or
     None for pip (``STACK_UV=pip``, or no uv)."""
-    explicit = os.environ.get("STACK_UV", "").strip()
+    explicit = stacksettings.value("STACK_UV") or ""
     if explicit == "pip":
         return None
     return explicit or shutil.which("uv")

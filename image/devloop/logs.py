@@ -8,7 +8,8 @@ handler, stdout), so the loop's lines and the served app's look the same and are
 
 ``LOG_LEVEL`` (default INFO) applies to the loop's lines too. An unusable ``LOG_LEVEL``/``LOG_FORMAT`` falls
 back to INFO/text here; ``run``/``debug``/``test`` then stop with the runtime's one-line settings error. The
-app process inherits the handler through fork, and ``server.create_app`` reconfigures that same handler.
+app process inherits the handler through fork (logging is configured once per process, by its entry: here the
+loop; ``Stack.init_app`` leaves it as it is).
 The line format is defined once, in the runtime (``server.logs.make_formatter``). When the runtime is not
 importable (wrong ``PYTHONPATH``), the "cannot import server" error is written as ``devloop: message``.
 """
@@ -16,11 +17,9 @@ importable (wrong ``PYTHONPATH``), the "cannot import server" error is written a
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 LOGGER_NAME = "devloop"
-_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 def get_logger() -> logging.Logger:
@@ -39,21 +38,29 @@ def _fallback_configure(level: str) -> logging.Handler:
     return handler
 
 
+def _setting(name: str, fallback: str) -> str:
+    """The registry's value of ``name``, or ``fallback`` when it is unusable (the settings check reports it)."""
+    try:
+        import stacksettings
+
+        return stacksettings.value(name)
+    except (ImportError, ValueError):  # stacksettings.SettingsError is a ValueError
+        return fallback
+
+
 def configure() -> None:
     """Configure logging from ``LOG_LEVEL`` and ``LOG_FORMAT`` (see the module docstring). Idempotent."""
-    level = os.environ.get("LOG_LEVEL", "").strip().upper()
-    level = level if level in _LEVELS else "INFO"
-    fmt = os.environ.get("LOG_FORMAT", "").strip().lower()
-    fmt = fmt if fmt in ("text", "json") else "text"
+    level, fmt = _setting("LOG_LEVEL", "INFO"), _setting("LOG_FORMAT", "text")
     logger = get_logger()
     for handler in list(logger.handlers):  # a handler of its own would print the line twice
         logger.removeHandler(handler)
     logger.propagate = True
     logger.setLevel(logging.NOTSET)
     try:
-        from server.logs import configure_logging
+        from server.logs import configure_logging, mark_process_configured
     except Exception:  # reported later, in this format, by the step that needs the runtime
         if not getattr(configure, "_fallback", None):
             configure._fallback = _fallback_configure(level)  # type: ignore[attr-defined]
     else:
-        configure_logging(level, fmt)
+        configure_logging(level, fmt)  # the process's entry: also what the forked app processes log with
+        mark_process_configured()

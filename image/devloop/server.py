@@ -37,6 +37,8 @@ import time
 import warnings
 from pathlib import Path
 
+import stacksettings
+
 from . import debuggate, deps, preload, watch
 from .child import ChildSpec, child_main
 from .errors import DevloopError, StopRequested
@@ -58,7 +60,8 @@ def listening_socket(host: str, port: int) -> socket.socket:
     Raises:
         DevloopError: the port is in use (exit 1), or the address cannot be bound.
     """
-    inherited = os.environ.pop(FD_ENV, None)
+    inherited = stacksettings.raw(FD_ENV)
+    os.environ.pop(FD_ENV, None)  # not for the app processes
     if inherited:
         sock = socket.socket(fileno=int(inherited))
         os.set_inheritable(sock.fileno(), False)
@@ -104,7 +107,7 @@ def warm_imports(debug: bool = False) -> None:
             except Exception as exc:  # the app process will report it properly
                 log.warning("could not preload server.%s: %s", info.name, exc)
     warm_metadata()
-    if debug and os.environ.get("STACK_DEBUGGER", "debugpy") == "debugpy":
+    if debug and stacksettings.raw("STACK_DEBUGGER") in (None, "", "debugpy"):  # _serve checked it
         try:
             importlib.import_module("debugpy.server.api")
         except Exception:  # start_debugger reports a missing or broken debugpy in the app process
@@ -190,7 +193,7 @@ class Loop:
         os.set_blocking(self._preload_r, False)
         spec.preload_fd = self._preload_w
         spec.preload_path = preload.listing_path(spec.project, deps_dir)
-        spec.userapp = os.environ.get("STACK_USERAPP") or "userapp"
+        spec.userapp = stacksettings.value("STACK_USERAPP") or "userapp"
         #: Old app processes draining after a reload: pid -> time.monotonic() deadline for SIGKILL.
         self.retiring: dict[int, float] = {}
         self.project = spec.project

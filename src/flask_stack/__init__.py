@@ -1,3 +1,6 @@
 """flask-stack: the host CLI of the python-flask stack (init, run, debug, test, build, deploy, stop)."""
 
-__version__ = "0.4.0"
+from .paths import stacksettings
+
+#: The stack's version, declared once in image/project/stacksettings.py (pyproject.toml reads it there too).
+__version__ = stacksettings().VERSION

@@ -19,6 +19,7 @@ from . import __version__, launch
 from .engine import Engine, RunOptions
 from .engines import BUILD_ENGINE_NAMES, ENGINE_NAMES, resolve_engine_name, select_engine
 from .errors import StackError
+from .paths import stacksettings
 from .project import find_project, project_name
 
 ENGINES = list(ENGINE_NAMES)
@@ -314,7 +315,7 @@ def build(project_dir: Path | None, app_spec: str | None, engine: str, tag: str 
               help="Also write a ServiceMonitor for the Prometheus Operator.")
 @click.option("--url-prefix", default="", metavar="PATH",
               help="Path the app is mounted at (/your/path): the pods' STACK_URL_PREFIX; probes and scrape path follow.")
-@click.option("--max-content-length", type=click.IntRange(0), default=16 * 1024 * 1024, show_default=True,
+@click.option("--max-content-length", type=click.IntRange(0), default=stacksettings().DEFAULT_MAX_CONTENT_LENGTH, show_default=True,
               metavar="BYTES", help="Largest request body (0: no limit): the pods', the Ingress's and nginx's.")
 @click.option("--ingress", "ingress_host", default="", metavar="HOST",
               help="Also write an Ingress for ingress-nginx routing HOST (and the --url-prefix) to the app.")

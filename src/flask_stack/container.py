@@ -42,6 +42,7 @@ from pathlib import Path
 from . import container_image as images
 from .engine import Engine, RunOptions
 from .errors import StackError
+from .paths import stacksettings
 from .procs import require_free_port, run_foreground
 from .project import project_name, stack_info
 
@@ -367,8 +368,9 @@ class ContainerEngine(Engine):
         """
         project = project.resolve()
         base = images.base_image(base_image or self.base)
-        commit = os.environ.get("STACK_COMMIT") or _git(project, "rev-parse", "HEAD")
-        version = os.environ.get("STACK_APP_VERSION") or _git(project, "describe", "--tags", "--always", "--dirty")
+        registry = stacksettings()
+        commit = registry.value("STACK_COMMIT") or _git(project, "rev-parse", "HEAD")
+        version = registry.value("STACK_APP_VERSION") or _git(project, "describe", "--tags", "--always", "--dirty")
         args = {
             "STACK_COMMIT": commit,
             "APP_VERSION": version,
@@ -378,8 +380,8 @@ class ContainerEngine(Engine):
         }
         if base:
             args["BASE_IMAGE"] = base
-        if os.environ.get("FLASK_APP"):  # flask-stack build --app: where the image's runtime finds the app
-            args["FLASK_APP"] = os.environ["FLASK_APP"]
+        if registry.value("FLASK_APP"):  # flask-stack build --app: where the image's runtime finds the app
+            args["FLASK_APP"] = registry.value("FLASK_APP")
         with tempfile.TemporaryDirectory(prefix="flask-stack-build-") as tmp:
             context = images.layout_build_context(project, Path(tmp) / "context")
             private = images.private_files(project)

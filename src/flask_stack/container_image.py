@@ -25,7 +25,7 @@ from pathlib import Path
 
 from .errors import StackError
 from .localenv import project_dir
-from .paths import stack_root
+from .paths import stack_root, stacksettings
 from .project import stack_id
 
 #: Image label holding the hash of the stack files (and base image) the development image was built from.
@@ -67,7 +67,7 @@ def dev_image_tag() -> str:
 def base_image(explicit: str | None = None) -> str | None:
     """Return the base image for a build: ``explicit`` (``--base-image``), else ``$STACK_BASE_IMAGE``, else None
     (None: the Dockerfiles' default, the official python:3.12-slim-bookworm)."""
-    return explicit or os.environ.get(BASE_IMAGE_ENV) or None
+    return explicit or stacksettings().value(BASE_IMAGE_ENV)
 
 
 def _ignored(name: str) -> bool:
@@ -250,7 +250,7 @@ def podman_server(binary: str) -> bool:
     """Return True when the engine behind ``binary`` is podman (directly, or behind the Docker CLI through
     ``DOCKER_HOST``): the Docker API then differs from Docker's own engine in a few places (no BuildKit,
     rootful bridge networks not isolated from each other)."""
-    return _podman_server(binary, os.environ.get("DOCKER_HOST"))
+    return _podman_server(binary, stacksettings().raw("DOCKER_HOST"))
 
 
 def build_env(binary: str) -> dict[str, str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from .errors import StackError
 from .front import MAX_CONTENT_LENGTH, Front, toggle, with_nginx_conf
-from .paths import stack_root
+from .paths import stack_root, stacksettings
 from .project import project_name, sanitise_name, stack_id
 
 #: Template files under ``image/config/``, in the order ``kubectl apply`` should see them.
@@ -45,8 +45,6 @@ _FIXED_IDS = re.compile(r"^[ \t]*(runAsUser|runAsGroup|fsGroup): 1001[ \t]*\n", 
 DEFAULT_PORT = 8080
 # An image reference: [registry[:port]/]path[:tag][@digest]; no whitespace, quotes or YAML specials.
 _IMAGE_RE = re.compile(r"^[a-z0-9][a-z0-9._\-/:]*(@sha256:[0-9a-f]{64})?$", re.IGNORECASE)
-# A URL path prefix as the runtime takes it (server/settings.py, parse_url_prefix): /seg[/seg...], unencoded pchars.
-_PREFIX_RE = re.compile(r"^(/[A-Za-z0-9._~!$&'()*+,;=:@-]+)+$")
 #: Seconds ``kubectl`` gets to answer ``config current-context``.
 KUBECTL_PROBE_TIMEOUT = 10.0
 
@@ -105,9 +103,11 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
                          "need 1 <= min <= max")
     if not 1 <= cpu_target <= 100:
         raise StackError(f"--cpu-target {cpu_target} is not a percentage (1-100)")
-    prefix = url_prefix.strip().rstrip("/")
-    if prefix and (not _PREFIX_RE.match(prefix) or {".", ".."} & set(prefix.split("/"))):
-        raise StackError(f"--url-prefix {url_prefix!r} is not a URL path like /your/path")
+    registry = stacksettings()
+    try:
+        prefix = registry.parse_url_prefix("--url-prefix", url_prefix)
+    except registry.SettingsError as exc:
+        raise StackError(str(exc)) from None
     if max_content_length < 0:
         raise StackError(f"--max-content-length {max_content_length} is not a size in bytes (0: no limit)")
     front.check(project, port)

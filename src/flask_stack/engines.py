@@ -8,11 +8,11 @@ those ways: it needs a base image, which a machine without a registry may not ha
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from .container import ContainerEngine, detect_container_engine
 from .engine import Engine
+from .paths import stacksettings
 from .local import LocalEngine
 from .project import CONFIG_FILE, read_config
 
@@ -63,8 +63,9 @@ def resolve_engine_name(option: str | None, from_env: bool, project: Path | None
     """
     if option:
         return option, (f"from {ENGINE_ENV}" if from_env else "from --engine")
-    if build and os.environ.get(ENGINE_ENV, "").strip().lower() in BUILD_ENGINE_NAMES:
-        return os.environ[ENGINE_ENV].strip().lower(), f"from {ENGINE_ENV}"
+    from_environment = (stacksettings().raw(ENGINE_ENV) or "").strip().lower()
+    if build and from_environment in BUILD_ENGINE_NAMES:
+        return from_environment, f"from {ENGINE_ENV}"
     recorded = recorded_engine(project)
     if recorded and (not build or recorded in BUILD_ENGINE_NAMES):
         return recorded, f"recorded in {CONFIG_FILE} by `flask-stack init --engine`"

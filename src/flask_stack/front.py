@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StackError
+from .paths import stacksettings
 
 #: The nginx sidecar's image (Debian-based, nginx's own): any image with ``nginx`` on PATH and
 #: /etc/nginx/mime.types works, since the pod gives it its command and config.
@@ -34,7 +35,7 @@ PROBE_PORT = 8090
 #: The sidecar's ``worker_connections`` (nginx's default).
 NGINX_WORKER_CONNECTIONS = 1024
 #: The app's default body limit, bytes (the serving layer's STACK_MAX_CONTENT_LENGTH default, 16 MiB).
-MAX_CONTENT_LENGTH = 16 * 1024 * 1024
+MAX_CONTENT_LENGTH = stacksettings().DEFAULT_MAX_CONTENT_LENGTH
 #: Seconds the app keeps accepting after SIGTERM (STACK_SHUTDOWN_DELAY): with the sidecar, longer than
 #: nginx's 5 (its preStop hook), so nginx stops accepting before the app does.
 SHUTDOWN_DELAY, SIDECAR_SHUTDOWN_DELAY = 5, 7

@@ -15,6 +15,7 @@ from typing import Callable
 
 from .engine import Engine, RunOptions
 from .errors import StackError
+from .paths import stacksettings
 from .localenv import cache_root, project_dir
 from .procs import ServerRecord, read_record, remove_record, require_free_port, write_record
 
@@ -98,7 +99,7 @@ def _url_prefix(opts: RunOptions, local: bool) -> str:
     reads them; python-dotenv's parser here too), else none."""
     value = opts.env.get("STACK_URL_PREFIX")
     if value is None and local:
-        value = os.environ.get("STACK_URL_PREFIX")
+        value = stacksettings().raw("STACK_URL_PREFIX")
     if value is None:
         value = _dotenv_value(opts.project, "STACK_URL_PREFIX")
     return (value or "").strip().rstrip("/")

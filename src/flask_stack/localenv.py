@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from . import __version__
 from .errors import StackError
 from .lockfile import lock_digest, requirements_from_lock
-from .paths import devloop_parent, runtime_dir
+from .paths import devloop_parent, runtime_dir, stacksettings
 
 STAMP = ".flask-stack-stamp"
 #: ``STACK_UV`` value that makes the local engine install with pip instead of uv.
@@ -55,7 +55,7 @@ Echo = Callable[[str], None]
 
 def cache_root() -> Path:
     """Return the flask-stack cache directory (see the module docstring for the lookup order)."""
-    explicit = os.environ.get("STACK_CACHE_DIR")
+    explicit = stacksettings().value("STACK_CACHE_DIR")
     if explicit:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CACHE_HOME")
@@ -73,7 +73,7 @@ def project_dir(project: Path) -> Path:
 
 def base_python() -> str:
     """Return the interpreter the venv is made from: ``$STACK_PYTHON``, else the one running flask-stack."""
-    return os.environ.get("STACK_PYTHON") or sys.executable
+    return stacksettings().value("STACK_PYTHON") or sys.executable
 
 
 def env_python(venv: Path) -> Path:
@@ -92,7 +92,7 @@ def find_uv() -> str | None:
     """Return the uv binary to install with, or None for pip: ``$STACK_UV`` (``pip``: None), else the uv
     installed with flask-stack (the ``uv`` package), else ``uv`` on PATH; None when none is found or it cannot
     run here (``uv --version`` fails)."""
-    explicit = os.environ.get("STACK_UV", "").strip()
+    explicit = stacksettings().value("STACK_UV") or ""
     if explicit == PIP:
         return None
     candidate = explicit or None

@@ -5,7 +5,11 @@ A wheel built from pyproject.toml carries ``stack.yaml``, ``image/`` and ``templ
 above ``src/flask_stack``.
 """
 
+import importlib.util
+import sys
+from functools import lru_cache
 from pathlib import Path
+from types import ModuleType
 
 from .errors import StackError
 
@@ -26,6 +30,27 @@ def stack_root() -> Path:
 def runtime_dir() -> Path:
     """Return ``image/project``: the runtime package ``server`` and its Pipfile.lock."""
     return stack_root() / "image" / "project"
+
+
+@lru_cache(maxsize=None)
+def stacksettings() -> ModuleType:
+    """Return the stack's settings registry, ``image/project/stacksettings.py`` (standard library only), loaded
+    from the stack's files as the module ``stacksettings``: the CLI reads every setting through it, as the
+    runtime, the dev loop and the serving layer do (one declaration, in one file).
+
+    Raises:
+        StackError: the stack's files are missing (see :func:`stack_root`).
+    """
+    if "stacksettings" in sys.modules:  # this process has it on sys.path already (the same file)
+        return sys.modules["stacksettings"]
+    path = runtime_dir() / "stacksettings.py"
+    spec = importlib.util.spec_from_file_location("stacksettings", path)
+    if spec is None or spec.loader is None:
+        raise StackError(f"the stack's settings registry {path} is missing; reinstall flask-stack")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["stacksettings"] = module  # dataclasses look the module up while the file runs
+    spec.loader.exec_module(module)
+    return module
 
 
 def devloop_parent() -> Path:

@@ -14,6 +14,16 @@ if str(PROJECT) not in sys.path:
 
 
 @pytest.fixture(autouse=True)
+def process_logging():
+    """Each test starts as a fresh process whose entry configured logging with the defaults (as the dev loop,
+    ``server.app`` and ``flask-stack test`` do for theirs; ``Stack.init_app`` leaves the process's logging alone)."""
+    from server.logs import configure_logging, mark_process_configured
+
+    configure_logging()
+    mark_process_configured()
+
+
+@pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     """No STACK_*/LOG_* settings leak in from the developer's shell; no commit file is found."""
     for key in list(os.environ):

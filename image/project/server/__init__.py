@@ -34,13 +34,12 @@ def _load_app() -> Any:
     with _lock:
         if _app is None:
             from .exceptions import StackError
+            from .logs import configure_process_logging
 
+            configure_process_logging(environ=True)  # the process's entry (a server's worker, `flask --app server`)
             try:
                 _app = create_app()
             except StackError as exc:
-                from .logs import configure_logging
-
-                configure_logging()
                 logging.getLogger("server").error("%s", exc)
                 raise SystemExit(APP_LOAD_ERROR) from None
         return _app

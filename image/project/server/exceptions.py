@@ -3,7 +3,7 @@
 Every one derives from ``StackError`` and its ``str()`` is one actionable line (what failed, where, what to do):
 
     StackError
-    |-- SettingsError (also a ValueError): a stack setting has an unusable value.
+    |-- SettingsError (also a stacksettings.SettingsError, a ValueError): a stack setting has an unusable value.
     |-- UserAppImportError: the user's app could not be found, imported or initialised (file:line when known).
     |   `-- RouteConflictError: the user's app defines a URL the stack reserves (``/metrics``, ``/health...``).
     `-- DebuggerError (also a RuntimeError): the remote debugger could not be started.
@@ -16,13 +16,17 @@ import traceback
 from pathlib import Path
 from types import TracebackType
 
+import stacksettings
+
 
 class StackError(Exception):
     """Base class of the runtime's own errors; ``str(err)`` is one line."""
 
 
-class SettingsError(StackError, ValueError):
-    """A stack setting has a value that cannot be used (message names the setting and the accepted values)."""
+class SettingsError(StackError, stacksettings.SettingsError):
+    """A stack setting has a value that cannot be used (message names the setting and the accepted values); the
+    registry's parsers raise its base, ``stacksettings.SettingsError`` (a ValueError), which the runtime turns
+    into this one."""
 
 
 class UserAppImportError(StackError):

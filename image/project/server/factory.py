@@ -1,7 +1,7 @@
 """The app factory ``create_app``: the user's app, whatever its shape, with the stack applied.
 
 Steps: load the project's ``.env`` and ``.flaskenv`` (when python-dotenv is installed, as ``flask run`` does; the
-environment wins), resolve the settings (``server.settings``), configure logging, find the user's module
+environment wins), resolve the settings (``server.settings``), find the user's module
 (``server.discovery.locate``) and import it once per process, with ``server.app`` answering the app the stack
 makes for it should the module ask (Appsody-style ``from server import app``). Then the app is:
 
@@ -30,10 +30,11 @@ from typing import Any, Callable, Iterator, Mapping
 
 from flask import Flask
 
+import stacksettings
+
 from .apps import new_stack_app
 from .discovery import AppLocation, find_app, import_module, locate
 from .exceptions import UserAppImportError
-from .logs import configure_logging
 from .settings import STACK_KEYS, Settings, load_settings
 from .stack import Stack, module_blueprints, state_of
 
@@ -92,10 +93,9 @@ def _flask_config(config: Mapping[str, Any]) -> dict[str, Any]:
 
 def _settings(config: Mapping[str, Any]) -> tuple[Settings, Stack]:
     project_dir = next((config[k] for k in ("USERAPP_DIR", "STACK_USERAPP_DIR") if config.get(k)), None)
-    load_project_dotenv(project_dir or os.environ.get("STACK_USERAPP_DIR"))
+    load_project_dotenv(project_dir or stacksettings.value("STACK_USERAPP_DIR"))
     settings = load_settings(config)
-    configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
-    return settings, Stack(settings=settings)
+    return settings, Stack(config=config)
 
 
 def _maker(stack: Stack, location: AppLocation, config: Mapping[str, Any]) -> Callable[[], Flask]:

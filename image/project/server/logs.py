@@ -6,7 +6,8 @@ Formats (LOG_FORMAT):
         ``message``, any ``extra={...}`` fields of the record, and ``traceback`` when an exception was logged.
 
 LOG_LEVEL sets the root logger's level. ``configure_logging`` installs one handler on the root logger (idempotent:
-calling it again reconfigures the same handler). Werkzeug's own per-request lines are dropped (the stack's access
+calling it again reconfigures the same handler); ``configure_process_logging`` calls it once per process, for the
+entry that owns the process, and ``adopt_logging`` (``Stack.init_app``) only where nobody configured logging. Werkzeug's own per-request lines are dropped (the stack's access
 line replaces them); its other messages (e.g. "Running on ...") stay.
 
 Buffered writing (STACK_LOG_FLUSH_SECONDS > 0; ``serve`` sets 0.25 in production): INFO and DEBUG lines wait in
@@ -251,6 +252,66 @@ def configure_logging(level: str = "INFO", fmt: str = "text", flush_seconds: flo
     if _DROP_FILTER not in werkzeug.filters:
         werkzeug.addFilter(_DROP_FILTER)
     return handler
+
+
+_process_configured = False  # inherited through fork: a forked app process keeps its parent's handler
+
+
+def configure_process_logging(level: str = "INFO", fmt: str = "text", flush_seconds: float = 0.0,
+                              environ: Any = None) -> logging.Handler | None:
+    """Configure this process's logging once, for the entry that owns the process (the dev loop, the serving
+    layer's ``server.app``, ``flask-stack test``): the stack's handler on the root logger (``configure_logging``),
+    from ``LOG_LEVEL``/``LOG_FORMAT``/``STACK_LOG_FLUSH_SECONDS`` when ``environ`` is given (a mapping, or True
+    for ``os.environ``; unusable values fall back to INFO/text/0, the settings check reports them), else from
+    the arguments. Later calls in the process (and in processes forked from it) leave logging as it is.
+
+    Returns:
+        logging.Handler | None: the stack's handler, or None when logging was configured already.
+    """
+    global _process_configured
+    if _process_configured:
+        return None
+    if environ is not None:
+        level, fmt, flush_seconds = _from_environment(None if environ is True else environ)
+    _process_configured = True
+    return configure_logging(level, fmt, flush_seconds)
+
+
+def mark_process_configured() -> None:
+    """Record that this process's entry configured logging (the dev loop, which reconfigures its handler itself
+    when asked), so ``adopt_logging`` and ``configure_process_logging`` leave it alone."""
+    global _process_configured
+    _process_configured = True
+
+
+def _from_environment(environ: Any) -> tuple[str, str, float]:
+    import stacksettings
+
+    values = []
+    for name, fallback in (("LOG_LEVEL", "INFO"), ("LOG_FORMAT", "text"), ("STACK_LOG_FLUSH_SECONDS", 0.0)):
+        try:
+            values.append(stacksettings.value(name, environ))
+        except stacksettings.SettingsError:
+            values.append(fallback)
+    return values[0], values[1], values[2]
+
+
+def adopt_logging(level: str, fmt: str, flush_seconds: float, explicit: bool = False) -> logging.Handler | None:
+    """``Stack.init_app``'s part. Logging is configured only when no entry did in this process and nothing else is
+    on the root logger (a bare ``Stack(app)`` under ``flask run`` or a server of the user's own); with ``explicit``
+    log settings (the app's ``app.config["STACK_LOG_FORMAT"]``..., or ``Stack(config=...)``), the stack's own
+    handler takes them. An app's own logging setup (handlers on the root logger, none of them the stack's) stays
+    as it is either way.
+
+    Returns:
+        logging.Handler | None: the stack's handler when this call configured it, else None.
+    """
+    handlers = logging.getLogger().handlers
+    if explicit and any(getattr(h, "_flask_stack", False) for h in handlers):
+        return configure_logging(level, fmt, flush_seconds)
+    if _process_configured or handlers:
+        return None
+    return configure_process_logging(level, fmt, flush_seconds)
 
 
 def printable_path(path: str, limit: int = 1000) -> str:

@@ -46,6 +46,8 @@ from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+import stacksettings
+
 from .metric_files import DirectoryCollector, fold_dead_worker
 
 UNMATCHED = "<unmatched>"
@@ -77,7 +79,7 @@ def mark_process_dead(pid: int, path: str | None = None) -> bool:
 
 def _multiprocess_dir() -> str | None:
     """PROMETHEUS_MULTIPROC_DIR (or prometheus_client's deprecated lower-case name), None when unset."""
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+    return stacksettings.value("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir") or None
 
 
 class InfoCollector:

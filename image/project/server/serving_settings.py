@@ -1,10 +1,7 @@
 """Production serving settings: what ``server.serving`` and each server's mapping (gunicorn.conf.py, granian_app.py,
-uwsgi_app.py) run with, read once from the environment only (README.md, "Environment variables"): STACK_SERVER,
-PORT, STACK_HOST, WEB_CONCURRENCY, STACK_THREADS, STACK_WORKER_TIMEOUT, STACK_GRACEFUL_TIMEOUT, STACK_SHUTDOWN_DELAY,
-STACK_FRONT, STACK_PROBE_PORT, STACK_FRONT_CONNECTIONS, STACK_FRONT_CLIENT_CONNECTIONS, STACK_FRONT_BODY_BUDGET,
-STACK_CONTROL_SOCKET, STACK_UWSGI_SOCKET(_PUBLIC), LOG_LEVEL, LOG_FORMAT. Values are parsed with the
-runtime's one parser per type (``server.settings``); a bad value raises ``SettingsError`` with one line naming the
-variable.
+uwsgi_app.py) run with, read once from the environment only, through the settings registry (``stacksettings``,
+where each variable's parser, default and meaning are declared; README.md's "Environment variables" is made from
+it). A bad value raises ``SettingsError`` with one line naming the variable.
 """
 
 from __future__ import annotations
@@ -15,8 +12,12 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+import stacksettings
+from stacksettings import FRONTS, SERVERS  # noqa: F401 - re-exported
+
 from .exceptions import SettingsError
-from .settings import parse_bool, parse_choice, parse_int, parse_level, parse_seconds
+
+_DECLARED = object()
 
 
 def parse_uwsgi_socket(name: str, value: Any, public: bool = False) -> str | None:
@@ -66,24 +67,24 @@ class ServingSettings:
         workers_default: True when ``workers`` is the stack's default (WEB_CONCURRENCY unset).
     """
 
-    server: str = "granian"
+    server: str = stacksettings.setting("STACK_SERVER").default
     host: str = "0.0.0.0"
-    port: int = 8080
+    port: int = stacksettings.setting("PORT").default
     workers: int = 2
-    threads: int = 4
-    worker_timeout: int = 30
-    graceful_timeout: int = 25
+    threads: int = stacksettings.setting("STACK_THREADS").default
+    worker_timeout: int = stacksettings.setting("STACK_WORKER_TIMEOUT").default
+    graceful_timeout: int = stacksettings.setting("STACK_GRACEFUL_TIMEOUT").default
     shutdown_delay: float = 0.0
     keepalive: int = 5
-    log_level: str = "INFO"
-    log_format: str = "text"
+    log_level: str = stacksettings.setting("LOG_LEVEL").default
+    log_format: str = stacksettings.setting("LOG_FORMAT").default
     control_socket: str | None = None
     uwsgi_socket: str | None = None
-    front: str = "none"
-    probe_port: int = 8090
-    front_connections: int = 8192
-    front_client_connections: int = 256
-    front_body_budget: int = 128 * 1024 * 1024
+    front: str = stacksettings.setting("STACK_FRONT").default
+    probe_port: int = stacksettings.setting("STACK_PROBE_PORT").default
+    front_connections: int = stacksettings.setting("STACK_FRONT_CONNECTIONS").default
+    front_client_connections: int = stacksettings.setting("STACK_FRONT_CLIENT_CONNECTIONS").default
+    front_body_budget: int = stacksettings.setting("STACK_FRONT_BODY_BUDGET").default
     workers_default: bool = True
 
     @property
@@ -98,12 +99,11 @@ class ServingSettings:
         return self.bind.rpartition(":")[0] + f":{self.probe_port}"
 
 
-SERVERS = ("granian", "gunicorn", "uwsgi")  # the default first (README.md, "Production serving", says why)
-FRONTS = ("none", "nginx")  # STACK_FRONT; the deployable image sets nginx
 
 
 def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | None = None) -> ServingSettings:
-    """Resolve the production server's settings from ``environ`` (default ``os.environ``).
+    """Resolve the production server's settings from ``environ`` (default ``os.environ``) through the registry
+    (``stacksettings``: each variable's parser and default are declared there).
 
     Args:
         environ: the environment to read.
@@ -115,50 +115,40 @@ def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | 
     Raises:
         SettingsError: a value is unusable (one line naming the variable).
     """
-    env = os.environ if environ is None else environ
+    try:
+        return _load(environ, cpus)
+    except stacksettings.SettingsError as exc:
+        if isinstance(exc, SettingsError):
+            raise
+        raise SettingsError(str(exc)) from None
 
-    def given(name: str) -> bool:
-        return name in env
 
-    server = parse_choice("STACK_SERVER", env.get("STACK_SERVER", ""), SERVERS, ServingSettings.server, "a server")
-    port = parse_int("PORT", env["PORT"], 1, 65535, example=8080) if given("PORT") else 8080
-    host = env.get("STACK_HOST", "").strip() or "0.0.0.0"
-    if given("WEB_CONCURRENCY"):
-        workers = parse_int("WEB_CONCURRENCY", env["WEB_CONCURRENCY"], 1, example=3)
-    else:
-        workers = default_workers(usable_cpus() if cpus is None else cpus)
-    threads = parse_int("STACK_THREADS", env["STACK_THREADS"], 1, example=4) if given("STACK_THREADS") else 4
-    timeout = parse_int("STACK_WORKER_TIMEOUT", env["STACK_WORKER_TIMEOUT"], 1, example=30) \
-        if given("STACK_WORKER_TIMEOUT") else 30
-    graceful = parse_int("STACK_GRACEFUL_TIMEOUT", env["STACK_GRACEFUL_TIMEOUT"], 1, example=25) \
-        if given("STACK_GRACEFUL_TIMEOUT") else 25
-    default_delay = 5.0 if env.get("KUBERNETES_SERVICE_HOST") else 0.0  # the kubelet sets it in every pod
-    delay = parse_seconds("STACK_SHUTDOWN_DELAY", env["STACK_SHUTDOWN_DELAY"], 0.0) \
-        if given("STACK_SHUTDOWN_DELAY") else default_delay
-    probe_port = parse_int("STACK_PROBE_PORT", env["STACK_PROBE_PORT"], 0, 65535, example=8090) \
-        if given("STACK_PROBE_PORT") else ServingSettings.probe_port
+def _load(environ: Mapping[str, str] | None, cpus: int | None) -> ServingSettings:
+    def value(name: str, default: Any = _DECLARED) -> Any:
+        return stacksettings.value(name, environ) if default is _DECLARED else stacksettings.value(name, environ,
+                                                                                                    default)
+
+    port = value("PORT")
+    workers = value("WEB_CONCURRENCY", None)
+    graceful = value("STACK_GRACEFUL_TIMEOUT")
+    delay = value("STACK_SHUTDOWN_DELAY", 5.0 if value("KUBERNETES_SERVICE_HOST") else 0.0)  # the kubelet sets it
+    probe_port = value("STACK_PROBE_PORT")
     if probe_port == port:
         raise SettingsError(f"STACK_PROBE_PORT={probe_port} is also PORT; give the probes another port (0: none)")
-    front_limits = {name: parse_int(name, env[name], minimum, example=default) if given(name) else default
-                    for name, minimum, default in (
-                        ("STACK_FRONT_CONNECTIONS", 64, ServingSettings.front_connections),
-                        ("STACK_FRONT_CLIENT_CONNECTIONS", 0, ServingSettings.front_client_connections),
-                        ("STACK_FRONT_BODY_BUDGET", 0, ServingSettings.front_body_budget))}
     if delay >= graceful:
         raise SettingsError(f"STACK_SHUTDOWN_DELAY={delay:g} must be below STACK_GRACEFUL_TIMEOUT={graceful} "
                             "(workers still running at the graceful timeout are killed)")
     return ServingSettings(
-        server=server, host=host, port=port, workers=workers, threads=threads, worker_timeout=timeout,
-        graceful_timeout=graceful, shutdown_delay=delay,
-        log_level=parse_level("LOG_LEVEL", env.get("LOG_LEVEL", "")),
-        log_format=parse_choice("LOG_FORMAT", env.get("LOG_FORMAT", ""), ("text", "json"), "text", "a log format"),
-        control_socket=env.get("STACK_CONTROL_SOCKET", "").strip() or None,
-        front=parse_choice("STACK_FRONT", env.get("STACK_FRONT", ""), FRONTS, ServingSettings.front, "a front"),
-        probe_port=probe_port, front_connections=front_limits["STACK_FRONT_CONNECTIONS"],
-        front_client_connections=front_limits["STACK_FRONT_CLIENT_CONNECTIONS"],
-        front_body_budget=front_limits["STACK_FRONT_BODY_BUDGET"], workers_default=not given("WEB_CONCURRENCY"),
-        uwsgi_socket=parse_uwsgi_socket("STACK_UWSGI_SOCKET", env.get("STACK_UWSGI_SOCKET", ""), parse_bool(
-            "STACK_UWSGI_SOCKET_PUBLIC", env.get("STACK_UWSGI_SOCKET_PUBLIC", ""))),
+        server=value("STACK_SERVER"), host=value("STACK_HOST", "0.0.0.0"), port=port,
+        workers=workers if workers is not None else default_workers(usable_cpus() if cpus is None else cpus),
+        threads=value("STACK_THREADS"), worker_timeout=value("STACK_WORKER_TIMEOUT"), graceful_timeout=graceful,
+        shutdown_delay=delay, log_level=value("LOG_LEVEL"), log_format=value("LOG_FORMAT"),
+        control_socket=value("STACK_CONTROL_SOCKET"), front=value("STACK_FRONT"), probe_port=probe_port,
+        front_connections=value("STACK_FRONT_CONNECTIONS"),
+        front_client_connections=value("STACK_FRONT_CLIENT_CONNECTIONS"),
+        front_body_budget=value("STACK_FRONT_BODY_BUDGET"), workers_default=workers is None,
+        uwsgi_socket=parse_uwsgi_socket("STACK_UWSGI_SOCKET", value("STACK_UWSGI_SOCKET") or "",
+                                        value("STACK_UWSGI_SOCKET_PUBLIC")),
     )
 
 

@@ -13,7 +13,16 @@ What it adds to any Flask app (state at ``app.extensions["flask_stack"]``, a :cl
   flasgger itself; a ``/`` that redirects there when the app has no ``/``;
 * ``STACK_URL_PREFIX`` (every route under that path, through ``SCRIPT_NAME``) and ``STACK_PROXY_HOPS`` (trusted
   ``X-Forwarded-*`` headers) as WSGI middleware (``server.proxy``);
-* logging (``server.logs``) and debug mode (``STACK_DEBUG=1`` turns Flask's debug on; 0 leaves the app's own).
+* debug mode (``STACK_DEBUG=1`` turns Flask's debug on; 0 leaves the app's own).
+
+Settings: each runtime setting is taken from ``Stack(app, config=...)``, else ``app.config["STACK_..."]`` when the app
+set it before ``init_app``, else the environment, else the registry's default (``stacksettings``); the resolved
+values are written back to ``app.config`` under the same keys. An unknown ``STACK_*`` key in ``app.config`` is one
+WARNING naming the closest known key.
+
+Logging is the process's, configured once by the entry that owns it (the dev loop, the serving layer's
+``server.app``, ``flask-stack test``; ``server.logs.configure_process_logging``); ``init_app`` configures it only
+in a process where nobody did (no handler on the root logger), so an app's own logging setup stays.
 
 Applying it twice is a no-op, so a user's factory may call ``Stack(app)`` itself and the runtime then leaves the
 app as it is. ``/metrics`` and ``/health*`` are reserved: a route of the app's own there raises
@@ -42,13 +51,15 @@ from .apps import StackGlobals
 from .errors import register_error_handlers
 from .exceptions import RouteConflictError, UserAppImportError
 from .health import HealthChecks
-from .logs import configure_logging
+import stacksettings
+
+from .logs import adopt_logging
 from .metrics import HttpMetrics
 from .observe import install_observation
 from .proxy import mount_at, trust_proxies, trusted_hosts
 from .routes import health as health_routes
 from .routes import prometheus as prometheus_routes
-from .settings import Settings, load_settings, read_commit
+from .settings import FIELDS, STACK_KEYS, Settings, load_settings, read_commit, setting_names
 from .version import __version__
 
 log = logging.getLogger("server")
@@ -92,8 +103,9 @@ class Stack:
 
     Args:
         app: apply to this app at once (``Stack(app)``), or None to call ``init_app`` later.
-        config: stack settings overriding the environment (``HEALTH_TIMEOUT``, ``LOG_FORMAT``...; see
-            ``server.settings``); None: the environment only.
+        config: stack settings overriding ``app.config`` and the environment (``HEALTH_TIMEOUT``,
+            ``STACK_URL_PREFIX``...; see ``server.settings``); None: ``app.config``, then the environment.
+        settings: resolved settings to use as they are (``app.config`` is not read then).
 
     Raises:
         server.exceptions.SettingsError: a setting has an unusable value.
@@ -102,7 +114,9 @@ class Stack:
 
     def __init__(self, app: Flask | None = None, config: Mapping[str, Any] | None = None,
                  settings: Settings | None = None):
-        self.settings = settings if settings is not None else load_settings(config)
+        self.config = dict(config or {})
+        self._fixed = settings
+        self.settings = settings if settings is not None else load_settings(self.config)  # before any app
         if app is not None:
             self.init_app(app)
 
@@ -118,8 +132,10 @@ class Stack:
         state = state_of(app)
         if state is not None:
             return state
-        settings = self.settings
-        configure_logging(settings.log_level, settings.log_format, settings.log_flush_seconds)
+        settings = self._fixed if self._fixed is not None else load_settings(self.config, app_config=app.config)
+        _warn_unknown_keys(app)
+        adopt_logging(settings.log_level, settings.log_format, settings.log_flush_seconds,
+                      explicit=self._fixed is None and _log_settings_given(self.config, app.config))
         state = StackState(
             settings=settings,
             health=HealthChecks(app, settings.health_timeout, settings.health_threads),
@@ -136,8 +152,10 @@ class Stack:
             app.config["MAX_CONTENT_LENGTH"] = settings.max_content_length
         if settings.trusted_hosts and app.config.get("TRUSTED_HOSTS") is None:  # another Host: 400; the app's own wins
             app.config["TRUSTED_HOSTS"] = trusted_hosts(settings.trusted_hosts)
-        app.config.setdefault("STACK_HEALTH_TIMEOUT", settings.health_timeout)
-        app.config.setdefault("STACK_APP_VERSION", settings.app_version)
+        for field, env in FIELDS.items():  # what the app runs with, under the keys the app may set
+            key = stacksettings.setting(env).key
+            if key and key.startswith("STACK_"):
+                app.config[key] = getattr(settings, field)
         if not _has_own_handler(app, HTTPException):
             register_error_handlers(app)
         if settings.url_prefix:  # mounted there (server.proxy); Flask's test client sends APPLICATION_ROOT
@@ -170,13 +188,30 @@ class Stack:
             state.module = module
             template = _apply_module(app, state, module, file)
         setup_apidocs(app, app.name if state.stack_made or not module else module.__name__,
-                      self.settings.app_version, template)
+                      state.settings.app_version, template)
         check_reserved(app, file)
         if not any(rule.rule == "/" for rule in app.url_map.iter_rules()):
             app.add_url_rule("/", "stack_index", _redirect_to_docs)
         state.health.started = True
         state.finished = True
         return state
+
+
+def _log_settings_given(config: Mapping[str, Any], app_config: Mapping[str, Any]) -> bool:
+    """True when ``Stack(config=...)`` or the app's config names a log setting (``LOG_FORMAT``, ``STACK_LOG_LEVEL``...)."""
+    names = {name for field in ("log_level", "log_format", "log_flush_seconds") for name in setting_names(field)}
+    return any(name in config for name in names) or any(
+        key in app_config for key in names if key.startswith("STACK_"))
+
+
+def _warn_unknown_keys(app: Flask) -> None:
+    """One WARNING per ``STACK_*`` key of ``app.config`` that no setting declares, naming the closest known one."""
+    known = STACK_KEYS | set(stacksettings.CONFIG_KEYS) | set(stacksettings.SETTINGS)
+    for key in app.config:
+        if key.startswith("STACK_") and key not in known:
+            closest = stacksettings.closest_key(key)
+            log.warning("app.config[%r] is not a stack setting%s", key,
+                        f"; did you mean {closest}?" if closest else " (see README.md, \"Environment variables\")")
 
 
 def _has_own_handler(app: Flask, kind: type[BaseException]) -> bool:

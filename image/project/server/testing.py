@@ -41,15 +41,18 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient, FlaskCliRunner
 
+import stacksettings
+
 from .exceptions import StackError
 from .factory import apply_on_import, create_app
+from .logs import configure_process_logging
 
 CHECKS_DIR = Path(__file__).resolve().parent / "checks"
 
 
 def _project_config(rootpath: Path) -> dict[str, Any]:
     """``{"USERAPP_DIR": rootdir}`` unless the environment says where the app is (see the module docstring)."""
-    if os.environ.get("STACK_USERAPP_DIR") or os.environ.get("FLASK_APP") or os.environ.get("STACK_USERAPP"):
+    if any(stacksettings.raw(name) for name in ("STACK_USERAPP_DIR", "FLASK_APP", "STACK_USERAPP")):
         return {}
     try:
         if importlib.util.find_spec("userapp") is not None:
@@ -66,6 +69,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
+    configure_process_logging(environ=True)  # `flask-stack test` owns this process: logging once, before the app
     try:
         loaded = apply_on_import(_project_config(early_config.rootpath))
     except StackError:

@@ -1,3 +1,6 @@
-"""The stack runtime's version (``stack.yaml``'s ``version``); imported by ``server`` and its modules without a cycle."""
+"""The stack runtime's version, declared once in ``stacksettings`` (stack.yaml repeats it for Appsody; a test compares
+them); imported by ``server`` and its modules without a cycle."""
 
-__version__ = "0.4.0"
+from stacksettings import __version__
+
+__all__ = ["__version__"]
