@@ -52,7 +52,7 @@ def test_bad_image_is_one_line(flask_stack, tmp_path):
 def test_bad_url_prefix_is_one_line(flask_stack, tmp_path):
     assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
     line = one_line_error(flask_stack("deploy", "--generate-only", "--url-prefix", "/a/../b", cwd=tmp_path / "shop"))
-    assert "--url-prefix '/a/../b' is not a URL path like /your/path" in line
+    assert "--url-prefix='/a/../b' is not a URL path like /your/path (segment '..')" in line
 
 
 def test_front_options_write_ingress_and_sidecar(flask_stack, tmp_path):
@@ -84,7 +84,7 @@ def test_the_body_limit_defaults_are_the_runtimes(monkeypatch):
     from flask_stack.cli import deploy
 
     monkeypatch.syspath_prepend(str(REPO / "image" / "project"))
-    from server.settings import DEFAULT_MAX_CONTENT_LENGTH
+    from stacksettings import DEFAULT_MAX_CONTENT_LENGTH
 
     option = next(p for p in deploy.params if p.name == "max_content_length")
     assert front.MAX_CONTENT_LENGTH == DEFAULT_MAX_CONTENT_LENGTH == option.default == 16 * 1024 * 1024
