@@ -41,7 +41,13 @@ SIGINT or SIGTERM stops the app process and exits 0. The loop logs to stdout in 
 
 __all__ = ["__version__"]
 
-try:
-    from stacksettings import __version__  # declared once, in the runtime's image/project/stacksettings.py
-except ImportError:  # the runtime is not on PYTHONPATH: ``python -m devloop`` says so in one line
-    __version__ = "unknown"
+
+
+def __getattr__(name: str) -> str:
+    """``__version__``: the stack's, declared once in the runtime's ``image/project/stacksettings.py`` (read on
+    first use, so ``python -m devloop`` can say in one line that the runtime is not on ``PYTHONPATH``)."""
+    if name == "__version__":
+        from stacksettings import __version__
+
+        return __version__
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

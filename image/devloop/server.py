@@ -60,10 +60,10 @@ def listening_socket(host: str, port: int) -> socket.socket:
     Raises:
         DevloopError: the port is in use (exit 1), or the address cannot be bound.
     """
-    inherited = stacksettings.raw(FD_ENV)
+    inherited = stacksettings.value(FD_ENV)
     os.environ.pop(FD_ENV, None)  # not for the app processes
-    if inherited:
-        sock = socket.socket(fileno=int(inherited))
+    if inherited is not None:
+        sock = socket.socket(fileno=inherited)
         os.set_inheritable(sock.fileno(), False)
         return sock
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -277,15 +277,15 @@ _DECLARED = (
        "the host port the app is served on (`run`, `debug`: `--port`), as `flask run` reads it"),
     _S("FLASK_APP", parse_text, None, ("runtime", "cli"),
        "where your app is: `module`, `module:name`, `module:create_app(args)` (Flask's syntax); also read from the "
-       "project's `.flaskenv`/`.env`; the CLI's `--app` sets it", key="STACK_APP",
+       "project's `.flaskenv`/`.env`; the CLI's `--app` sets it",
        shown_default="unset (found as `flask run` finds it)"),
     _S("STACK_USERAPP_DIR", parse_text, None, ("runtime", "devloop", "cli"),
        "the project directory, where the app is looked for; the CLI, the dev loop and the images set it "
-       "(`/project/userapp` in the containers)", key="STACK_USERAPP_DIR",
+       "(`/project/userapp` in the containers)",
        shown_default="unset: the current directory"),
     _S("STACK_USERAPP", parse_raw, None, ("runtime", "devloop"),
        "module name of the project's own `__init__.py` (`\"\"`: no user app, the stack's endpoints only)",
-       key="STACK_USERAPP", shown_default="the project directory's name"),
+       shown_default="the project directory's name"),
     # --- the runtime (the Flask extension): app.config keys too -----------------------------------------------
     _S("STACK_DEBUG", parse_bool, False, ("runtime", "serving"),
        "debug mode (Flask debug, tracebacks in error pages); forced off by the serving layer", key="STACK_DEBUG"),
@@ -342,7 +342,8 @@ _DECLARED = (
        "directory of one file per config key (as a mounted Kubernetes Secret lays it out), read into `app.config`",
        shown_default="unset: none"),
     # --- the dev loop ----------------------------------------------------------------------------------------
-    _S("STACK_DEBUG_PORT", _ranged(1, 65535, 5678), 5678, ("devloop",), "debugpy's port in debug mode"),
+    _S("STACK_DEBUG_PORT", _ranged(0, 65535, 5678), 5678, ("devloop",),
+       "debugpy's port in debug mode (`0`: any free port)"),
     _S("STACK_DEBUG_WAIT", parse_bool, False, ("devloop",), "`1`: wait for the debugger client before serving"),
     _S("STACK_DEBUG_HOST", parse_text, None, ("devloop",),
        "address the debugger (debugpy) listens on in debug mode; the Dev Container sets `127.0.0.1`",
@@ -440,7 +441,7 @@ _DECLARED = (
     _S("STACK_DEVLOOP_FD", _ranged(0), None, ("devloop",),
        "the dev loop's listening socket, inherited across its re-exec", internal=True),
     _S("STACK_UWSGI_DRAIN_FD", _ranged(0), None, ("serving",),
-       "the pipe uWSGI's workers watch to begin draining (set by the serving layer)", internal=True),
+       "the pipe uWSGI's workers watch to begin draining, set by the serving layer", internal=True),
 )
 
 #: Every setting, by environment variable.
@@ -504,5 +505,6 @@ def from_config(key: str, config_value: Any) -> Any:
 
 def closest_key(key: str) -> str | None:
     """The known ``app.config`` key closest to ``key`` (difflib), for "unknown key" warnings; None: none close."""
-    found = difflib.get_close_matches(key, list(CONFIG_KEYS), n=1, cutoff=0.6)
-    return found[0] if found else None
+    suffixes = {known.removeprefix("STACK_"): known for known in CONFIG_KEYS}  # the shared prefix says nothing
+    found = difflib.get_close_matches(key.removeprefix("STACK_"), list(suffixes), n=1, cutoff=0.6)
+    return suffixes[found[0]] if found else None

@@ -257,7 +257,8 @@ def build_env(binary: str) -> dict[str, str]:
     """Return the environment for ``binary build``: the Docker CLI talking to podman gets ``DOCKER_BUILDKIT=0``
     (podman's Docker API serves the classic builder's endpoint, not BuildKit's), unless it is set already."""
     env = dict(os.environ)
-    if os.path.basename(binary) == "docker" and "DOCKER_BUILDKIT" not in env and podman_server(binary):
+    if os.path.basename(binary) == "docker" and not stacksettings().is_set("DOCKER_BUILDKIT") \
+            and podman_server(binary):
         env["DOCKER_BUILDKIT"] = "0"
     return env
 

@@ -60,7 +60,7 @@ assert set(FIELDS) == {f.name for f in fields(Settings)}
 def setting_names(field: str) -> tuple[str, ...]:
     """The names a config mapping may give ``field`` under: ``URL_PREFIX``, ``STACK_URL_PREFIX``, the variable."""
     env = FIELDS[field]
-    key = stacksettings.setting(env).key or env
+    key = stacksettings.setting(env).key or "STACK_" + field.upper()  # APP, USERAPP...: create_app(config) only
     short = key.removeprefix("STACK_")
     return tuple(dict.fromkeys((short, key, env)))
 

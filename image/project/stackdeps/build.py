@@ -23,6 +23,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+import stacksettings
+
 from . import DepsError
 from .detect import PIPFILE, detect, poetry_only
 from .resolve import HERE, default_runner, lock_lines, one_line, project_inputs, resolve, stack_pins, uv_env
@@ -105,7 +107,7 @@ def project(path: Path, venv: Path, tools: Path) -> None:
             requirements = Path(work) / "runtime.txt"
             requirements.write_text("".join(line + "\n" for line in resolution.runtime), encoding="utf-8")
             hashed = all("--hash=" in line for line in resolution.runtime)
-            _check([os.environ["STACK_UV"], "pip", "install", "--no-deps", "--no-progress", "--quiet", "--python",
+            _check([stacksettings.value("STACK_UV"), "pip", "install", "--no-deps", "--no-progress", "--quiet", "--python",
                     python, *(["--require-hashes"] if hashed else []), "-r", str(requirements)],
                    f"installing userapp/{declaration.label}'s packages", uv_env())
     _check([python, "-m", "pip", "check"], "pip check (incompatible versions in the image)")

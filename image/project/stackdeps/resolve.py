@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import stacksettings
+
 from . import DepsError
 from .detect import DEV_GROUPS, PIPFILE, PYPROJECT, REQUIREMENTS, UV, Declaration
 
@@ -60,7 +62,7 @@ def find_uv() -> str:
     Raises:
         DepsError: none is found.
     """
-    explicit = os.environ.get("STACK_UV", "").strip()
+    explicit = stacksettings.value("STACK_UV") or ""
     if explicit and explicit != "pip":
         return explicit
     found = shutil.which("uv")
