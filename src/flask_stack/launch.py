@@ -96,13 +96,18 @@ def app_route(port: int, prefix: str = "") -> str | None:
 def _url_prefix(opts: RunOptions, local: bool) -> str:
     """The STACK_URL_PREFIX the app gets, without its trailing slash, for the URLs said at start: ``-e``, else (local
     engine) this environment's, else the project's ``.env`` then ``.flaskenv`` (read by the runtime as ``flask run``
-    reads them; python-dotenv's parser here too), else none."""
+    reads them; python-dotenv's parser here too), else none; checked by the registry's ``parse_url_prefix`` ("" when
+    unusable: the app process says why)."""
     value = opts.env.get("STACK_URL_PREFIX")
     if value is None and local:
         value = stacksettings().raw("STACK_URL_PREFIX")
     if value is None:
         value = _dotenv_value(opts.project, "STACK_URL_PREFIX")
-    return (value or "").strip().rstrip("/")
+    registry = stacksettings()
+    try:
+        return registry.parse_url_prefix("STACK_URL_PREFIX", value or "")
+    except registry.SettingsError:  # the app process says what is wrong with it
+        return ""
 
 
 def _dotenv_value(project: Path, name: str) -> str | None:

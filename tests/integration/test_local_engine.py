@@ -288,3 +288,18 @@ def test_from_inside_tests_the_message_names_the_project(cli_env, project):
     assert result.returncode == 1
     assert result.stderr == (f"flask-stack: not a python-flask stack project: {project / 'tests'} has no Flask app; "
                              f"the project may be {project} (run there, or pass --project {project})\n")
+
+
+def test_run_serves_a_factory_app_under_its_app_config_prefix_and_timeout(cli_env, project, tmp_path):
+    """A factory that sets app.config["STACK_URL_PREFIX"] and ["STACK_HEALTH_TIMEOUT"] before ``Stack(app)`` is
+    served there, with that timeout (the extension reads app.config; README "Stack settings in app.config")."""
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "userapps" / "configured" / "app.py"
+    (project / "__init__.py").unlink()
+    (project / "app.py").write_text(fixture.read_text(encoding="utf-8"), encoding="utf-8")
+    with serve(cli_env, project, tmp_path, health="/x/health/ready") as app:
+        hello = app.get("/x/hello")
+        assert (hello.status_code, hello.text) == (200, "hello from /x")
+        assert app.get("/hello").status_code == 404
+        live = app.get("/x/health/live")
+        assert live.status_code == 503
+        assert live.json()["checks"]["hung"] == {"status": "DOWN", "detail": "timed out after 0.3s"}
