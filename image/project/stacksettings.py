@@ -193,15 +193,13 @@ def parse_raw(name: str, value: Any) -> str | None:
     return None if value is None else str(value).strip()
 
 
-def parse_body_limit(name: str, value: Any) -> int | None:
-    """A body limit in bytes (``0`` or None: no limit, returned as None).
+def parse_body_limit(name: str, value: Any) -> int:
+    """A body limit in bytes, ``0``: no limit.
 
     Raises:
         SettingsError: not a whole number >= 0.
     """
-    if value is None:
-        return None
-    return parse_int(name, value, 0, example=DEFAULT_MAX_CONTENT_LENGTH) or None
+    return parse_int(name, value, 0, example=DEFAULT_MAX_CONTENT_LENGTH)
 
 
 # --- the registry ----------------------------------------------------------------------------------------------
@@ -491,6 +489,19 @@ def value(name: str, environ: Mapping[str, str] | None = None, default: Any = _U
     if parsed is None:
         return declared.default if default is _UNSET else default
     return parsed
+
+
+def values_of(layer: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Every setting ``layer`` reads (:data:`LAYERS`), parsed: {variable: value}. The serving layer checks the
+    runtime's settings this way before any worker starts, without importing the runtime (Flask).
+
+    Raises:
+        SettingsError: a value is unusable (the first, in declaration order; one line naming the variable).
+        ValueError: ``layer`` is not a layer.
+    """
+    if layer not in LAYERS:
+        raise ValueError(f"{layer!r} is not one of {', '.join(LAYERS)}")
+    return {s.env: value(s.env, environ) for s in _DECLARED if layer in s.layers and not s.internal}
 
 
 def from_config(key: str, config_value: Any) -> Any:

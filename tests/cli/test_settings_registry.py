@@ -173,3 +173,12 @@ def test_the_version_is_declared_once():
     from flask_stack import __version__ as cli_version
 
     assert cli_version == version
+
+
+def test_a_zero_body_limit_is_no_limit_not_the_default():
+    assert stacksettings.value("STACK_MAX_CONTENT_LENGTH", {"STACK_MAX_CONTENT_LENGTH": "0"}) == 0
+    assert stacksettings.value("STACK_MAX_CONTENT_LENGTH", {}) == 16 * 1024 * 1024
+    sys.path.insert(0, str(REGISTRY.parent))
+    from server.settings import load_settings
+
+    assert load_settings(environ={"STACK_MAX_CONTENT_LENGTH": "0"}).max_content_length is None

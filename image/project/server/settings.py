@@ -113,6 +113,8 @@ def load_settings(config: Mapping[str, Any] | None = None, environ: Mapping[str,
             parsed = _parse(field, env, environ[env])
         else:
             continue
+        if field == "max_content_length":
+            parsed = parsed or None  # 0: no limit
         if parsed is not None or field in ("max_content_length", "trusted_hosts", "app"):  # None: none
             values[field] = parsed
     return Settings(**values)
