@@ -46,13 +46,13 @@ from flask.ctx import _AppCtxGlobals  # Flask's default g class (documented in i
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+import stacksettings
+
 from .apidocs import STACK_TEMPLATES, UI_URL, setup_apidocs
 from .apps import StackGlobals
 from .errors import register_error_handlers
 from .exceptions import RouteConflictError, UserAppImportError
 from .health import HealthChecks
-import stacksettings
-
 from .logs import adopt_logging
 from .metrics import HttpMetrics
 from .observe import install_observation
@@ -116,7 +116,9 @@ class Stack:
                  settings: Settings | None = None):
         self.config = dict(config or {})
         self._fixed = settings
-        self.settings = settings if settings is not None else load_settings(self.config)  # before any app
+        #: the settings from ``config`` and the environment alone (an app's own ``app.config`` may differ: its
+        #: resolved settings are ``state_of(app).settings``); checks ``config`` at once.
+        self.settings = settings if settings is not None else load_settings(self.config)
         if app is not None:
             self.init_app(app)
 
