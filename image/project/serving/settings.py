@@ -1,4 +1,4 @@
-"""Production serving settings: what ``server.serving`` and each server's mapping (gunicorn.conf.py, granian_app.py,
+"""Production serving settings: what ``serving.supervisor`` and each server's mapping (gunicorn.conf.py, granian_app.py,
 uwsgi_app.py) run with, read once from the environment only, through the settings registry (``stacksettings``,
 where each variable's parser, default and meaning are declared; README.md's "Environment variables" is made from
 it). A bad value raises ``SettingsError`` with one line naming the variable.
@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import stacksettings
 from stacksettings import FRONTS, SERVERS  # noqa: F401 - re-exported
 
-from .exceptions import SettingsError
+from server.exceptions import SettingsError  # server/__init__ loads no Flask for it
 
 _DECLARED = object()
 
@@ -55,11 +55,10 @@ class ServingSettings:
         worker_timeout: seconds a silent worker lives before it is restarted.
         graceful_timeout: seconds from SIGTERM to SIGKILL of workers.
         shutdown_delay: seconds a worker keeps accepting after SIGTERM, readiness DOWN (below graceful_timeout).
-        keepalive: seconds an idle keep-alive connection stays open.
         log_level, log_format: as the runtime's.
         control_socket: gunicorn's control socket path, None = off.
         uwsgi_socket: uWSGI's uwsgi-protocol socket for nginx (``HOST:PORT`` or a path), None = none.
-        front: ``none`` or ``nginx`` (``server.front``: nginx buffers requests in front of the server).
+        front: ``none`` or ``nginx`` (``serving.front``: nginx buffers requests in front of the server).
         probe_port: with the front, the port of its probe listener (health and /metrics only); 0: none.
         front_connections: connections the front's public nginx holds at most (its worker_connections).
         front_client_connections: requests at once per client address on the public port (0: no limit).
@@ -75,7 +74,6 @@ class ServingSettings:
     worker_timeout: int = stacksettings.setting("STACK_WORKER_TIMEOUT").default
     graceful_timeout: int = stacksettings.setting("STACK_GRACEFUL_TIMEOUT").default
     shutdown_delay: float = 0.0
-    keepalive: int = 5
     log_level: str = stacksettings.setting("LOG_LEVEL").default
     log_format: str = stacksettings.setting("LOG_FORMAT").default
     control_socket: str | None = None
@@ -99,6 +97,7 @@ class ServingSettings:
         return self.bind.rpartition(":")[0] + f":{self.probe_port}"
 
 
+KEEPALIVE_SECONDS = 5  # an idle keep-alive connection stays open: above probes' 2-4 s, below balancers' 60 s
 
 
 def load_serving_settings(environ: Mapping[str, str] | None = None, cpus: int | None = None) -> ServingSettings:
