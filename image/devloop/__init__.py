@@ -44,7 +44,7 @@ __all__ = ["__version__"]
 
 
 def __getattr__(name: str) -> str:
-    """``__version__``: the stack's, declared once in the runtime's ``image/project/stacksettings.py`` (read on
+    """``__version__``: the stack's, declared once in the runtime's ``image/project/stacksettings`` (read on
     first use, so ``python -m devloop`` can say in one line that the runtime is not on ``PYTHONPATH``)."""
     if name == "__version__":
         from stacksettings import __version__

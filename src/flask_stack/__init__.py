@@ -2,5 +2,5 @@
 
 from .paths import stacksettings
 
-#: The stack's version, declared once in image/project/stacksettings.py (pyproject.toml reads it there too).
+#: The stack's version, declared once in image/project/stacksettings/__init__.py (pyproject.toml reads it there too).
 __version__ = stacksettings().VERSION

@@ -233,7 +233,7 @@ def _compile_what_starts(venv: Path) -> None:
             skip = shutil.ignore_patterns("__pycache__", "*.pyc")
             shutil.copytree(runtime_dir() / "server", Path(tmp) / "server", ignore=skip)
             shutil.copytree(devloop_parent() / "devloop", Path(tmp) / "devloop", ignore=skip)
-            shutil.copy2(runtime_dir() / "stacksettings.py", Path(tmp) / "stacksettings.py")
+            shutil.copytree(runtime_dir() / "stacksettings", Path(tmp) / "stacksettings", ignore=skip)
             env["PYTHONPATH"] = tmp
             subprocess.run([str(env_python(venv)), "-c", _COMPILE_SCRIPT], env=env, cwd=tmp, capture_output=True,
                            timeout=300)

@@ -34,7 +34,7 @@ def runtime_dir() -> Path:
 
 @lru_cache(maxsize=None)
 def stacksettings() -> ModuleType:
-    """Return the stack's settings registry, ``image/project/stacksettings.py`` (standard library only), loaded
+    """Return the stack's settings registry, the package ``image/project/stacksettings`` (standard library only), loaded
     from the stack's files as the module ``stacksettings``: the CLI reads every setting through it, as the
     runtime, the dev loop and the serving layer do (one declaration, in one file).
 
@@ -43,8 +43,8 @@ def stacksettings() -> ModuleType:
     """
     if "stacksettings" in sys.modules:  # this process has it on sys.path already (the same file)
         return sys.modules["stacksettings"]
-    path = runtime_dir() / "stacksettings.py"
-    spec = importlib.util.spec_from_file_location("stacksettings", path)
+    path = runtime_dir() / "stacksettings" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("stacksettings", path, submodule_search_locations=[str(path.parent)])
     if spec is None or spec.loader is None:
         raise StackError(f"the stack's settings registry {path} is missing; reinstall flask-stack")
     module = importlib.util.module_from_spec(spec)

@@ -1,4 +1,4 @@
-"""The settings registry (image/project/stacksettings.py) is the one place a setting is declared and read from the
+"""The settings registry (image/project/stacksettings) is the one place a setting is declared and read from the
 environment: README's table is generated from it, no other module reads a stack setting from ``os.environ``, and
 the stack's version is declared there once."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-REGISTRY = REPO / "image" / "project" / "stacksettings.py"
+REGISTRY = REPO / "image" / "project" / "stacksettings"
 sys.path.insert(0, str(REGISTRY.parent))
 import stacksettings  # noqa: E402
 
@@ -85,7 +85,7 @@ def environment_reads(source: str, filename: str = "<source>") -> list[tuple[int
 
 def _python_files() -> list[Path]:
     files = [*sorted((REPO / "image").rglob("*.py")), *sorted((REPO / "src").rglob("*.py"))]
-    return [f for f in files if f != REGISTRY and "__pycache__" not in f.parts]
+    return [f for f in files if f.parent != REGISTRY and "__pycache__" not in f.parts]
 
 
 def test_the_scanner_finds_every_kind_of_read():
@@ -169,7 +169,7 @@ def test_the_version_is_declared_once():
     elsewhere = [str(p.relative_to(REPO)) for p in _python_files() if literal.search(p.read_text(encoding="utf-8"))]
     assert not elsewhere, f"the version is declared in {REGISTRY.name} only: {elsewhere}"
     pyproject = (REPO / "pyproject.toml").read_text()
-    assert 'dynamic = ["version"]' in pyproject and 'path = "image/project/stacksettings.py"' in pyproject
+    assert 'dynamic = ["version"]' in pyproject and 'path = "image/project/stacksettings/__init__.py"' in pyproject
     from flask_stack import __version__ as cli_version
 
     assert cli_version == version
