@@ -292,7 +292,8 @@ def test_probes_and_scrape_path_follow_the_url_prefix(template_project: Path, tm
         assert container[probe]["httpGet"]["path"] == f"/your/path/health/{path}", probe
     (endpoint,) = load(out / "servicemonitor.yaml")["spec"]["endpoints"]
     assert endpoint["path"] == "/your/path/metrics"
-    with pytest.raises(CliError, match="--url-prefix 'your/path' is not a URL path like /your/path"):
+    with pytest.raises(CliError, match=re.escape("--url-prefix='your/path' must start with a slash, e.g. "
+                                                 "--url-prefix=/your/path")):
         deploy.generate(template_project, tmp_path / "bad", IMAGE, url_prefix="your/path")
 
 
