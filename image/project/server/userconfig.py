@@ -34,7 +34,7 @@ import os
 import re
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from flask import Config, Flask
 
@@ -353,11 +353,13 @@ def register_secret(value: str) -> None:
             logging.setLogRecordFactory(_redacting_record)
 
 
-def redact(text: str) -> str:
-    """``text`` with every registered secret value replaced by ``[secret]``."""
+def redact(text: str, escape: Callable[[str], str] | None = None) -> str:
+    """``text`` with every registered secret value (``escape(value)`` when given, e.g. ``html.escape``) replaced by
+    ``[secret]``."""
     for value in sorted(_secrets, key=len, reverse=True):
-        if value in text:
-            text = text.replace(value, MASK)
+        shown = escape(value) if escape is not None else value
+        if shown in text:
+            text = text.replace(shown, MASK)
     return text
 
 
