@@ -431,6 +431,7 @@ production:
 """
 
 
+@pytest.mark.timeout(420)  # its waits add up to 360 s
 def test_settings_yaml_production_profile_in_a_configmap_and_secrets_from_a_secret(template_project: Path,
                                                                                      tmp_path: Path) -> None:
     """A project with settings.yaml: its production values go into configmap.yaml (the pods read them as FLASK_
