@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import StackError
+from .errors import CliError
 
 FILES = ("settings.yaml", "settings.yml", "settings.toml")  # as server.userconfig.FILES
 
@@ -43,13 +43,13 @@ def production_config(project: Path) -> ProductionConfig:
     ``production``, as the runtime does).
 
     Raises:
-        StackError: two settings files, or one Dynaconf cannot read (one line).
+        CliError: two settings files, or one Dynaconf cannot read (one line).
     """
     found = [project / name for name in FILES if (project / name).is_file()]
     if not found:
         return ProductionConfig()
     if len(found) > 1:
-        raise StackError(f"{project}: {' and '.join(p.name for p in found)} both exist; keep one settings file")
+        raise CliError(f"{project}: {' and '.join(p.name for p in found)} both exist; keep one settings file")
     path = found[0]
     from dynaconf import Dynaconf
 
@@ -59,7 +59,7 @@ def production_config(project: Path) -> ProductionConfig:
         merged = settings.as_dict(env="production")
     except Exception as exc:  # noqa: BLE001 - the YAML/TOML parser's or Dynaconf's error: one line
         reason = " ".join(str(exc).split())
-        raise StackError(f"{path}: cannot be read for the production profile: {type(exc).__name__}: "
+        raise CliError(f"{path}: cannot be read for the production profile: {type(exc).__name__}: "
                          f"{reason[:300]}") from None
     values = {k: v for k, v in json.loads(json.dumps(merged, default=str)).items()
               if k != "LOAD_DOTENV" and k.isupper() and k.replace("_", "").isalnum()}

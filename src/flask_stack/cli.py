@@ -1,6 +1,6 @@
 """The ``flask-stack`` command (click): init, run, debug, test, stop, build, deploy.
 
-Every expected failure is a ``StackError`` caught once, in :func:`main`, and printed as one line
+Every expected failure is a ``CliError`` caught once, in :func:`main`, and printed as one line
 ``flask-stack: <message>`` on stderr with a non-zero exit status; usage errors (unknown option, bad
 ``--engine``) are shown the same way with status 2; Ctrl-C while preparing exits 130 quietly.
 Progress and status lines go to stderr; the served app's own log goes to stdout.
@@ -18,7 +18,7 @@ import click
 from . import __version__, launch
 from .engine import Engine, RunOptions
 from .engines import BUILD_ENGINE_NAMES, ENGINE_NAMES, resolve_engine_name, select_engine
-from .errors import StackError
+from .errors import CliError
 from .project import find_project, project_name
 
 ENGINES = list(ENGINE_NAMES)
@@ -32,12 +32,12 @@ def say(message: str) -> None:
 
 
 def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
-    """Return ``-e KEY=VALUE`` options as a dict; raise StackError for one without ``=``."""
+    """Return ``-e KEY=VALUE`` options as a dict; raise CliError for one without ``=``."""
     result = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise StackError(f"--env {pair!r}: expected KEY=VALUE")
+            raise CliError(f"--env {pair!r}: expected KEY=VALUE")
         result[key] = value
     return result
 
@@ -48,7 +48,7 @@ def _engine(option: str | None, project: Path | None, base_image: str | None = N
     image builds, and say in one line which one is used and why.
 
     Raises:
-        StackError: the container engine asked for does not work.
+        CliError: the container engine asked for does not work.
     """
     ctx = click.get_current_context(silent=True)
     from_env = ctx is not None and ctx.get_parameter_source("engine") == click.core.ParameterSource.ENVIRONMENT
@@ -116,7 +116,7 @@ def _template_names() -> list[str]:
 
     try:
         return available_templates()
-    except StackError:
+    except CliError:
         return []
 
 
@@ -269,7 +269,7 @@ def _stop_containers(project: Path, engine: str) -> str:
     flask-stack) with container engine ``engine``; return what was stopped ('' for nothing).
 
     Raises:
-        StackError: ``engine`` does not work.
+        CliError: ``engine`` does not work.
     """
     from .container import ContainerEngine, detect_container_engine
 
@@ -329,11 +329,9 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
     """Write Kubernetes manifests (Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget; a
     ServiceMonitor, an Ingress, an nginx sidecar when asked) for the project, and apply them unless --generate-only."""
     project = find_project(project_dir)
-    try:
-        from . import deploy as deployer
-        from .front import Front
-    except ImportError:
-        raise StackError("deploy is not available in this flask-stack (flask_stack.deploy is missing)") from None
+    from . import deploy as deployer
+    from .front import Front
+
     image, note = (image, None) if image else _deploy_image(project)
     paths = deployer.generate(project, output or project / "deploy", image,
                               min_replicas=min_replicas, max_replicas=max_replicas, cpu_target=cpu_target,
@@ -365,7 +363,7 @@ def dev_image(engine: str, base_image: str | None) -> int:
 
     container = _engine(engine, None, build=True)
     if not isinstance(container, ContainerEngine):
-        raise StackError("dev-image needs a container engine: neither docker nor podman works here")
+        raise CliError("dev-image needs a container engine: neither docker nor podman works here")
     click.echo(ensure(container.binary, base_image, say))
     return 0
 
@@ -415,13 +413,13 @@ def _terminate(_signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``flask-stack``: run the command, turn expected failures into one line; never returns.
 
-    Exit status: the command's (a served app's or pytest's), 1 (or StackError.exit_code) for an expected
+    Exit status: the command's (a served app's or pytest's), 1 (or CliError.exit_code) for an expected
     failure, 2 for a usage error, 130 after Ctrl-C, 143 after SIGTERM.
     """
     signal.signal(signal.SIGTERM, _terminate)
     try:
         status = cli.main(args=argv, prog_name="flask-stack", standalone_mode=False)
-    except StackError as exc:
+    except CliError as exc:
         say(_first_line(str(exc)) or type(exc).__name__)
         sys.exit(exc.exit_code)
     except click.UsageError as exc:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 
 from . import container_image as images
-from .errors import StackError
+from .errors import CliError
 from .paths import templates_dir
 from .project import project_name, stack_info
 
@@ -38,7 +38,7 @@ def dev_image(binary: str, explicit_base: str | None, echo: Echo) -> str:
     started after ``flask-stack run --base-image IMG`` keeps IMG without being told again.
 
     Raises:
-        StackError: the build fails.
+        CliError: the build fails.
     """
     base = images.base_image(explicit_base)
     if base is None:
@@ -72,15 +72,15 @@ def add_dev_files(project: Path, echo: Echo, template: str | None = None) -> lis
     Returns the files written, relative to ``project``; ``echo`` gets one line per file written or kept.
 
     Raises:
-        StackError: ``project`` is not a directory, the template is unknown, or a file cannot be written.
+        CliError: ``project`` is not a directory, the template is unknown, or a file cannot be written.
     """
     project = project.resolve()
     if not project.is_dir():
-        raise StackError(f"{project} is not a directory; pass --project DIR")
+        raise CliError(f"{project} is not a directory; pass --project DIR")
     name = template or stack_info().get("default-template") or "simple"
     source = templates_dir() / name
     if not (source / DEVFILE).is_file() or not (source / DEVCONTAINER_DIR).is_dir():
-        raise StackError(f"template {name!r} has no {DEVCONTAINER_DIR}/ and {DEVFILE}; reinstall flask-stack")
+        raise CliError(f"template {name!r} has no {DEVCONTAINER_DIR}/ and {DEVFILE}; reinstall flask-stack")
     written: list[Path] = []
     try:
         if os.path.lexists(project / DEVCONTAINER_DIR):
@@ -95,7 +95,7 @@ def add_dev_files(project: Path, echo: Echo, template: str | None = None) -> lis
             name_devfile(project / DEVFILE, project_name(project))
             written.append(Path(DEVFILE))
     except OSError as exc:
-        raise StackError(f"cannot write into {project}: {exc.strerror}"
+        raise CliError(f"cannot write into {project}: {exc.strerror}"
                          + (f": {exc.filename}" if exc.filename else "")) from None
     for rel in written:
         echo(f"  {rel}")

@@ -7,20 +7,20 @@ above ``src/flask_stack``.
 
 from pathlib import Path
 
-from .errors import StackError
+from .errors import CliError
 
 
 def stack_root() -> Path:
     """Return the directory holding ``stack.yaml``, ``image/`` and ``templates/``.
 
     Raises:
-        StackError: when neither the packaged copy nor a repository checkout is found.
+        CliError: when neither the packaged copy nor a repository checkout is found.
     """
     here = Path(__file__).resolve().parent
     for candidate in (here / "stack", here.parent.parent):
         if (candidate / "stack.yaml").is_file() and (candidate / "image" / "project").is_dir():
             return candidate
-    raise StackError(f"the stack's files are missing next to {here}; reinstall flask-stack")
+    raise CliError(f"the stack's files are missing next to {here}; reinstall flask-stack")
 
 
 def runtime_dir() -> Path:
