@@ -239,11 +239,3 @@ def test_two_settings_files_is_one_line(tmp_path):
                                                              "settings.toml": "[default]\n"})
     with pytest.raises(ConfigError, match="settings.yaml and settings.toml both exist; keep one"):
         build(project)
-
-
-def test_production_values_for_deploy(project):
-    from server.userconfig import production_values
-
-    values, secret = production_values(project)
-    assert values == {"GREETING": "hello production", "COUNT": 3, "NESTED": {"a": 9}}
-    assert secret == ["SECRET_KEY"]

@@ -385,26 +385,3 @@ def _redacting_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
 def config_of(app: Flask) -> UserConfig | None:
     """The user configuration applied to ``app`` (None: none)."""
     return app.extensions.get("flask_stack_userconfig")
-
-
-def production_values(project_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], list[str]]:
-    """For ``flask-stack deploy``: the production profile's values from the settings file, without secrets, and the
-    keys that must come from a Secret (those whose production value is null).
-
-    Raises:
-        ConfigError: as :func:`load`.
-    """
-    path = find_file(project_dir)
-    if path is None:
-        return {}, []
-    read_sections(path)
-    values = _merged(path, "production")
-    secret = sorted(k for k, v in values.items() if v is None)
-    return {k: v for k, v in values.items() if v is not None}, secret
-
-
-def as_mapping(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Plain Python values (Dynaconf's boxes as dicts and lists) for JSON."""
-    import json
-
-    return json.loads(json.dumps(values, default=lambda o: o.to_dict() if hasattr(o, "to_dict") else str(o)))
