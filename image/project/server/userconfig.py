@@ -320,7 +320,7 @@ def validate(app: Flask, cfg: UserConfig, model: Any, module_name: str) -> None:
         expected = _type_name(getattr(info, "annotation", None))
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise ConfigError(f"{key} in profile {cfg.profile!r} from {cfg.source(key)}: expected {expected}: "
-                          f"{first['msg']}{more}") from None
+                          f"{redact(str(first['msg']))}{more}") from None
     for key, (name, _) in fields.items():  # the model's defaults too
         value = getattr(result, name)
         app.config[key] = Secret(value) if key in cfg.secret_keys and isinstance(value, str) else value
