@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import preload
-from .errorapp import make_error_app, source_excerpt, with_traceback_pages
+from .errorapp import make_error_app, redacting_500s, source_excerpt, with_traceback_pages
 from .logs import get_logger
 
 #: Seconds a stopping app process waits for requests in flight.
@@ -170,7 +170,7 @@ def _build_app(spec: ChildSpec):
 
             debugged = DebuggedApplication(app, evalex=True)
             log.info("Werkzeug debugger active; its PIN is %s", debugged.pin)
-            return debugged, None
+            return redacting_500s(debugged), None
         return with_traceback_pages(app), None
     excerpt = source_excerpt(failed)
     cause = failed.__cause__ if isinstance(failed.__cause__, SyntaxError) else failed

@@ -12,12 +12,15 @@ is logged by Flask with its traceback, and :func:`with_traceback_pages` answers 
 page, JSON (``"traceback"``) or text by the same ``Accept`` rule. ``debug`` serves Werkzeug's debugger instead.
 
 It imports nothing of the user's and nothing heavier than the standard library and Werkzeug, so it always starts.
+A value the user's config read from a secret (``server.userconfig``, when the app process loaded it) is shown as
+``[secret]`` on every page.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import sys
 import traceback
 from typing import Callable, Iterable
 
@@ -33,6 +36,13 @@ _PAGE = """<!doctype html>
 <style>body{{font-family:sans-serif;margin:2em}}pre{{background:#f4f4f4;padding:1em;overflow:auto}}</style></head>
 <body><h1>{title}</h1><p><strong>{line}</strong></p>{source}<p>{note}</p></body></html>
 """
+
+
+def _redact(text: str) -> str:
+    """``text`` with the secrets of the user's config masked (``server.userconfig.redact``, when it was loaded in
+    this process: only then can a secret have been read)."""
+    userconfig = sys.modules.get("server.userconfig")
+    return userconfig.redact(text) if userconfig is not None else text
 
 
 def _kind(environ: dict) -> str:
@@ -68,8 +78,8 @@ def make_error_app(message: str, excerpt: list[str] | None = None,
                    filename: str | None = None, lineno: int | None = None) -> Callable[[dict, Callable], Iterable[bytes]]:
     """Return a WSGI app reporting ``message`` (one line, e.g. ``demo failed to import: /p/__init__.py:3:
     SyntaxError: invalid syntax``) and ``excerpt`` (:func:`source_excerpt`; the source line and its caret)."""
-    line = " ".join(message.split())
-    excerpt = list(excerpt or [])
+    line = _redact(" ".join(message.split()))
+    excerpt = [_redact(text) for text in excerpt or []]
 
     def error_app(environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "") or "/"
@@ -126,8 +136,8 @@ def with_traceback_pages(app) -> Callable[[dict, Callable], Iterable[bytes]]:
 
 def _traceback_page(environ: dict, start_response: Callable, exc: BaseException, headers: list) -> list[bytes]:
     """The 500 answer to ``exc`` with its traceback; the request id header of the original answer is kept."""
-    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
-    first = " ".join(f"{type(exc).__name__}: {exc}".split())
+    trace = _redact("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip())
+    first = _redact(" ".join(f"{type(exc).__name__}: {exc}".split()))
     kind = _kind(environ)
     note = "flask-stack run shows this page; the production server answers a plain 500"
     if kind == "json":
@@ -145,3 +155,66 @@ def _traceback_page(environ: dict, start_response: Callable, exc: BaseException,
     start_response("500 Internal Server Error", [("Content-Type", ctype), ("Content-Length", str(len(body))),
                                                  ("Cache-Control", "no-store"), *kept])
     return [body]
+
+
+def redacting_500s(app: Callable[[dict, Callable], Iterable[bytes]]) -> Callable[[dict, Callable], Iterable[bytes]]:
+    """``app`` (Werkzeug's debugger under ``debug``) whose 500 answers have the user's secrets masked, as they are
+    and HTML-escaped (the debugger's traceback page shows exception messages and source lines), and whose
+    ``wsgi.errors`` (where the debugger writes the traceback) masks them too."""
+    def masked(environ: dict, start_response: Callable) -> Iterable[bytes]:
+        answer: dict = {}
+        if "server.userconfig" in sys.modules:
+            environ["wsgi.errors"] = _MaskedStream(environ.get("wsgi.errors") or sys.stderr)
+
+        def hold(status: str, headers: list, exc_info=None):
+            answer.update(status=status, headers=headers, exc_info=exc_info)
+            return lambda _data: None
+
+        body = app(environ, hold)
+        chunks = iter(body)
+        first = next(chunks, None)  # the debugger answers from a generator: start_response comes with its first chunk
+        if not answer.get("status", "").startswith("500") or "server.userconfig" not in sys.modules:
+            start_response(answer["status"], answer["headers"], answer.get("exc_info"))
+            return _rest(first, chunks, body)
+        try:
+            data = b"".join([first or b"", *chunks]).decode("utf-8", "replace")
+        finally:
+            if hasattr(body, "close"):
+                body.close()
+        userconfig = sys.modules["server.userconfig"]
+        from markupsafe import escape  # Werkzeug's, as its debugger escapes
+
+        data = userconfig.redact(userconfig.redact(data), escape=lambda v: str(escape(v))).encode()
+        headers = [(k, v) for k, v in answer["headers"] if k.lower() != "content-length"]
+        start_response(answer["status"], headers + [("Content-Length", str(len(data)))], answer.get("exc_info"))
+        return [data]
+
+    return masked
+
+
+def _rest(first: bytes | None, chunks: Iterable[bytes], body: Iterable[bytes]) -> Iterable[bytes]:
+    """The answer's chunks, ``first`` (already taken) included; the original body closed at the end."""
+    try:
+        if first is not None:
+            yield first
+        yield from chunks
+    finally:
+        if hasattr(body, "close"):
+            body.close()
+
+
+class _MaskedStream:
+    """A text stream whose written text has the user's secrets masked (``server.userconfig.redact``)."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(sys.modules["server.userconfig"].redact(text))
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)

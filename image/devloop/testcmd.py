@@ -3,7 +3,8 @@
 Runs ``python -m pytest -p server.testing --stack-checks [--junitxml PATH] [extra]`` in a subprocess, in the
 project directory, as ``pytest`` would run there: the project's ``pytest.ini``/``pyproject.toml``/``setup.cfg``
 settings apply and pytest finds its tests (``testpaths``, else the whole project); with no test path in
-``extra`` the stack's checks (``server/checks``) run too. ``STACK_USERAPP_DIR`` is set so the ``server.testing``
+``extra`` the stack's checks (``server/checks``) run too. ``STACK_PROFILE`` is ``testing`` unless set (the
+project's settings.yaml profile). ``STACK_USERAPP_DIR`` is set so the ``server.testing``
 plugin's fixtures (``app``, ``client``) give the project's app with the stack applied, and the project's
 installed packages come first on ``PYTHONPATH``. Returns pytest's exit status (0 all passed, 1 failures, 2
 interrupted/usage error, 5 nothing collected), or, with ``appsody`` (what ``APPSODY_TEST`` runs), 1 with one
@@ -42,6 +43,7 @@ def pytest_argv(project: Path, junitxml: str | None = None, extra: list[str] | N
 def _run_once(project: Path, state: deps.DepsState, junitxml: str | None, extra: list[str]) -> int:
     env = dict(os.environ)
     env["STACK_USERAPP_DIR"] = str(project)
+    env.setdefault("STACK_PROFILE", "testing")  # the user's settings.yaml profile (server.userconfig)
     env["PYTHONPATH"] = deps.pythonpath(state)
     proc = subprocess.Popen(pytest_argv(project, junitxml, extra), cwd=project, env=env, stdin=subprocess.DEVNULL)
     try:

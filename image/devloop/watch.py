@@ -1,6 +1,7 @@
 """Watch the user's project for saves, with watchfiles, on a background thread.
 
-Only ``*.py`` files and the project's dependency declaration files (:data:`stackdeps.detect.WATCHED`:
+Only ``*.py`` files, the project's own settings file (``settings.yaml``, ``settings.yml``, ``settings.toml``: its
+profiles, read by ``server.userconfig``) and the project's dependency declaration files (:data:`stackdeps.detect.WATCHED`:
 ``pyproject.toml``, ``uv.lock``, ``Pipfile``, ``Pipfile.lock``, ``requirements.txt``, ``requirements-dev.txt``,
 ``requirements/dev.txt``) count; ``__pycache__``, ``.git``,
 virtualenvs, caches and the deps dir are ignored (watchfiles' ``DefaultFilter`` plus a few names).
@@ -20,6 +21,8 @@ from stackdeps.detect import WATCHED
 
 #: The declaration files, relative to the project root.
 DEP_FILES = WATCHED
+#: The user's settings files (``server.userconfig.FILES``; not imported here: it imports Flask), at the root.
+CONFIG_FILES = ("settings.yaml", "settings.yml", "settings.toml")
 #: Milliseconds without new events after which a batch is handed over (watchfiles' ``step``). watchfiles' Rust
 #: side sleeps this long between checks and hands a batch over at the first check that finds no new event, so a
 #: save is seen 1-2 steps after it: 10-20 ms. The writes of one save (editors' write, or write-then-rename) come
@@ -43,7 +46,7 @@ class ProjectFilter(watchfiles.DefaultFilter):
 
     def __call__(self, change: watchfiles.Change, path: str) -> bool:
         name = os.path.basename(path)
-        if name.endswith(".py"):
+        if name.endswith(".py") or os.path.relpath(path, self._root) in CONFIG_FILES:
             pass
         elif name.endswith((".txt", ".toml", ".lock")) or name.startswith("Pipfile"):
             if os.path.relpath(path, self._root) not in DEP_FILES:

@@ -340,6 +340,12 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
                               max_content_length=max_content_length, front=Front(**front))
     for path in paths:
         say(f"wrote {path}")
+    secret_keys = deployer.production_config(project).secret_keys
+    if secret_keys:
+        from .appconfig import secret_hint
+        from .project import project_name
+
+        say(secret_hint(project_name(project), secret_keys))
     if note:
         say(note)
     if generate_only:

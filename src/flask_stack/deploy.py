@@ -11,10 +11,16 @@ and ``APPSODY_PORT`` (the container port, 8080), plus the autoscaler's ``FLASK_S
 an emptyDir at /tmp, startup/liveness/readiness probes on ``/health/started``, ``/health/live``,
 ``/health/ready``, pods spread over nodes and zones, and Prometheus scrape annotations. What stands in front of
 the app when asked (an Ingress, an nginx sidecar: ``ingress.yaml``, ``nginx.yaml``) is :mod:`flask_stack.front`'s.
+A project with a settings file (``settings.yaml``) also gets ``configmap.yaml``, its production profile's values
+(:mod:`flask_stack.appconfig`), which the pods read as ``FLASK_<KEY>`` variables; the keys null in that profile are
+secrets: the pods mount the Secret ``<name>-secrets`` (which the user creates) at ``STACK_SECRETS_DIR``. No secret
+value is ever written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import re
 import shutil
@@ -22,6 +28,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from .appconfig import ProductionConfig, production_config
 from .errors import CliError
 from .front import MAX_CONTENT_LENGTH, Front, toggle, with_nginx_conf
 from .paths import stack_root, stacksettings
@@ -29,6 +36,8 @@ from .project import project_name, sanitise_name, stack_id
 
 #: Template files under ``image/config/``, in the order ``kubectl apply`` should see them.
 TEMPLATES = ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
+#: The production profile of the project's settings file, written when it has one (:mod:`flask_stack.appconfig`).
+CONFIGMAP = "configmap.yaml"
 #: The Prometheus Operator's ServiceMonitor template, written only when asked (its CRD must be installed).
 SERVICE_MONITOR = "servicemonitor.yaml"
 #: Written when asked: the nginx sidecar's ConfigMap (its config from ``NGINX_CONF``, the runtime's
@@ -111,7 +120,9 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
     if max_content_length < 0:
         raise CliError(f"--max-content-length {max_content_length} is not a size in bytes (0: no limit)")
     front.check(project, port)
+    config = production_config(project)
     values = {
+        **_config_values(config),
         **front.values(max_content_length),
         "FLASK_STACK_INGRESS_PATH": prefix or "/",
         "FLASK_STACK_URL_PREFIX": prefix,
@@ -123,13 +134,14 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
         "FLASK_STACK_MAX_REPLICAS": str(max_replicas),
         "FLASK_STACK_CPU_TARGET": str(cpu_target),
     }
-    filenames = [*TEMPLATES, *[NGINX_CONFIGMAP] * front.nginx_sidecar, *[INGRESS] * bool(front.ingress_host),
+    blocks = {**front.blocks(), "user-config": config.file is not None, "user-secrets": bool(config.secret_keys)}
+    filenames = [*TEMPLATES, *[CONFIGMAP] * (config.file is not None), *[NGINX_CONFIGMAP] * front.nginx_sidecar, *[INGRESS] * bool(front.ingress_host),
                  *[SERVICE_MONITOR] * service_monitor]
     if front.nginx_sidecar:
-        values = with_nginx_conf(values, _template(NGINX_CONF, values, front.blocks(), NGINX_CONF_DIR))
+        values = with_nginx_conf(values, _template(NGINX_CONF, values, blocks, NGINX_CONF_DIR))
     texts = []
     for filename in filenames:
-        text = _template(filename, values, front.blocks())
+        text = _template(filename, values, blocks)
         texts.append((filename, _FIXED_IDS.sub("", text) if openshift else text))
     try:
         output.mkdir(parents=True, exist_ok=True)
@@ -139,6 +151,15 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
     for filename, text in texts:
         written.append(_write_atomic(output / filename, text))
     return written
+
+
+def _config_values(config: ProductionConfig) -> dict[str, str]:
+    """The placeholders of ``configmap.yaml`` and the pods' checksum of it: the ``data`` block (each value a
+    JSON-encoded string, written as a YAML double-quoted scalar), and its SHA-256."""
+    data = config.configmap_data()
+    block = "data:\n" + "".join(f"  {key}: {json.dumps(value)}\n" for key, value in data.items()) if data else "data: {}\n"
+    return {"FLASK_STACK_CONFIG_DATA": block.rstrip("\n"),
+            "FLASK_STACK_CONFIG_SHA256": hashlib.sha256(block.encode()).hexdigest()}
 
 
 def _template(filename: str, values: dict[str, str], blocks: dict[str, bool],

@@ -3,8 +3,10 @@
 The stack imports this package as ``userapp``, registers ``blueprint``, calls ``init_app(app)`` and serves
 ``/health``, ``/metrics`` and ``/apidocs/`` (Swagger UI of the OpenAPI 3 document below) beside your routes.
 
-* The database is ``DATABASE_URL`` (any SQLAlchemy URL: ``postgresql://user:pass@host/db``, ``mysql+pymysql://...``
-  with its driver in the Pipfile), else SQLite in ``items.sqlite3`` in the app's instance folder (``instance/``
+* The database is the config key ``DATABASE_URL`` (any SQLAlchemy URL: ``postgresql://user:pass@host/db``,
+  ``mysql+pymysql://...`` with its driver in the Pipfile), from ``settings.yaml``'s profile, a ``FLASK_DATABASE_URL``
+  variable, or, as it holds a password, a secret: ``DATABASE_URL_FILE=/path``, or a file ``DATABASE_URL`` in
+  ``STACK_SECRETS_DIR`` (what ``flask-stack deploy`` mounts from a Kubernetes Secret); else SQLite in ``items.sqlite3`` in the app's instance folder (``instance/``
   in the project: each project has its own; where it cannot be written, as in a container running as another
   user or a read-only image, a file of this instance folder's own in the temporary directory, with one warning
   line). Tables are created at start.
@@ -53,11 +55,12 @@ swagger_template = {
 }
 
 
-def database_url(instance_path: str) -> str:
-    """Return the SQLAlchemy URL: ``DATABASE_URL`` (``postgres://`` and ``postgresql://`` use psycopg 3), else
-    SQLite in ``items.sqlite3`` in ``instance_path`` (the app's instance folder, made when missing), else, when that
-    folder cannot be written, in ``items-<hash of instance_path>.sqlite3`` in the temporary directory."""
-    url = os.environ.get("DATABASE_URL", "").strip()
+def database_url(configured: str | None, instance_path: str) -> str:
+    """Return the SQLAlchemy URL: ``configured`` (the config's ``DATABASE_URL``; ``postgres://`` and
+    ``postgresql://`` use psycopg 3), else SQLite in ``items.sqlite3`` in ``instance_path`` (the app's instance
+    folder, made when missing), else, when that folder cannot be written, in ``items-<hash of
+    instance_path>.sqlite3`` in the temporary directory."""
+    url = str(configured or "").strip()
     if not url:
         try:
             os.makedirs(instance_path, exist_ok=True)
@@ -68,7 +71,7 @@ def database_url(instance_path: str) -> str:
             reason = exc.strerror or type(exc).__name__
         digest = hashlib.sha256(instance_path.encode()).hexdigest()[:12]
         path = os.path.join(tempfile.gettempdir(), f"items-{digest}.sqlite3")
-        logging.getLogger(__name__).warning("instance folder %s: %s; SQLite in %s (set DATABASE_URL to choose)",
+        logging.getLogger(__name__).warning("instance folder %s: %s; SQLite in %s (set DATABASE_URL: settings.yaml)",
                                             instance_path, reason, path)
         return f"sqlite:///{path}"
     for prefix in ("postgres://", "postgresql://"):
@@ -100,7 +103,7 @@ def init_app(app) -> None:
     answer every error with problem details (:func:`problem`)."""
     app.register_error_handler(HTTPException, problem)
     if "SQLALCHEMY_DATABASE_URI" not in app.config:
-        app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.instance_path)
+        app.config["SQLALCHEMY_DATABASE_URI"] = database_url(app.config.get("DATABASE_URL"), app.instance_path)
     url = app.config["SQLALCHEMY_DATABASE_URI"]
     options = {"pool_pre_ping": True}  # a connection lost while the database restarted is replaced
     if url.startswith("postgresql"):

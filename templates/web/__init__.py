@@ -5,13 +5,15 @@ The stack imports this package as ``userapp``, registers ``blueprint`` and serve
 ``/apidocs/``. The guestbook below keeps its messages in memory (one list per app, emptied by a reload);
 the ``api`` template shows a database.
 
+Its settings are in ``settings.yaml``, one section per profile (``SECRET_KEY``, ``GUESTBOOK_SHOWN``).
+
 Run it with ``flask-stack run`` and open http://127.0.0.1:8080/, test it with ``flask-stack test``, debug it
 with ``flask-stack debug`` and .vscode/launch.json.
 """
 
 from __future__ import annotations
 
-import os
+import logging
 import secrets
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
@@ -22,10 +24,15 @@ MAX_NAME, MAX_TEXT = 40, 500
 
 
 def init_app(app) -> None:
-    """Flash messages live in the signed session cookie: they need a secret key (``SECRET_KEY`` in production).
+    """Flash messages live in the signed session cookie: they need ``SECRET_KEY``, which the stack puts in
+    ``app.config`` from ``settings.yaml``'s profile or, in production, from a secret (``SECRET_KEY_FILE``, or a file
+    ``SECRET_KEY`` in ``STACK_SECRETS_DIR``). Without one, a random key for this process, with one warning line.
     The guestbook's messages, newest first, live in the app (in memory: use a database for what you keep)."""
     if not app.config.get("SECRET_KEY"):  # Flask's default is None
-        app.config["SECRET_KEY"] = os.environ.get("SECRET_KEY") or secrets.token_hex(32)
+        logging.getLogger(__name__).warning(
+            "SECRET_KEY is not set (give it as a secret: SECRET_KEY_FILE, or SECRET_KEY in STACK_SECRETS_DIR): a "
+            "random key for this process, so sessions end with it and are not shared between workers")
+        app.config["SECRET_KEY"] = secrets.token_hex(32)
     app.extensions["guestbook"] = []
 
 
@@ -37,7 +44,12 @@ def messages() -> list[dict[str, str]]:
 @blueprint.get("/")
 def index():
     """The home page: the guestbook and its form."""
-    return render_template("index.html", messages=messages(), max_name=MAX_NAME, max_text=MAX_TEXT)
+    return render_template("index.html", messages=shown(), max_name=MAX_NAME, max_text=MAX_TEXT)
+
+
+def shown() -> list[dict[str, str]]:
+    """The newest messages, as many as ``GUESTBOOK_SHOWN`` says (settings.yaml)."""
+    return messages()[:current_app.config["GUESTBOOK_SHOWN"]]
 
 
 @blueprint.post("/messages")
@@ -53,7 +65,7 @@ def post_message():
     if problems:
         for problem in problems:
             flash(problem, "error")
-        return render_template("index.html", messages=messages(), max_name=MAX_NAME, max_text=MAX_TEXT,
+        return render_template("index.html", messages=shown(), max_name=MAX_NAME, max_text=MAX_TEXT,
                                name=name, text=text), 400
     messages().insert(0, {"name": name, "text": text})
     flash(f"Thank you, {name}: your message is up.", "success")

@@ -184,7 +184,37 @@ def size():
     from flask import request
 
     return {"size": len(request.get_data())}
+
+
+@blueprint.get("/config")
+def config():
+    """The values of settings.yaml's profile in force (tests: the image serves the production profile)."""
+    from flask import current_app
+
+    return {"greeting": current_app.config.get("GREETING"), "key_set": bool(current_app.config.get("SECRET_KEY")),
+            "token_length": len(current_app.config.get("API_TOKEN") or "")}
+
+
+@blueprint.get("/leak")
+def leak():
+    """Logs and fails with the secrets (tests: they show nowhere, masked)."""
+    from flask import current_app
+
+    current_app.logger.warning("using key %s and token %s", current_app.config.get("SECRET_KEY"),
+                               current_app.config.get("API_TOKEN"))
+    raise RuntimeError(f"cannot connect with key {current_app.config.get('SECRET_KEY')}")
 '''
+
+#: The app_project's settings.yaml: the image serves its production profile.
+APP_SETTINGS = """\
+default:
+  GREETING: hello default
+development:
+  GREETING: hello development
+production:
+  GREETING: hello production
+  SECRET_KEY: null
+"""
 
 
 #: Private files of app_project: none may be in an image built from it.
@@ -198,11 +228,13 @@ PRIVATE_FILES = {
 
 @pytest.fixture(scope="session")
 def app_project(template_project: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A template project with a failing /boom route, a body-reading POST /size, a runtime package (six) whose lock is stale,
+    """A template project with a failing /boom route, a body-reading POST /size, /config and /leak reading its
+    settings.yaml (APP_SETTINGS), a runtime package (six) whose lock is stale,
     private files (PRIVATE_FILES), a .flaskenv and a git commit; returns (project, commit sha)."""
     project = tmp_path_factory.mktemp("build") / "shop-api"
     shutil.copytree(template_project, project)
     (project / "__init__.py").write_text((project / "__init__.py").read_text() + BOOM_ROUTE)
+    (project / "settings.yaml").write_text(APP_SETTINGS)
     pipfile = project / "Pipfile"
     pipfile.write_text(pipfile.read_text().replace("[packages]\n", '[packages]\nsix = "==1.17.0"\n', 1))
     (project / ".venv").mkdir()

@@ -319,3 +319,50 @@ def test_deploy_after_build_writes_the_built_tag(app_image: str, app_project: tu
     assert result.stderr.splitlines()[-1] == (
         f"flask-stack: image {app_image}: the last `flask-stack build` of this project; push it to a registry the "
         f"cluster pulls from (or pass --image)")
+
+
+SECRET = "s3cr3t-in-the-image-6f2d0b"
+
+
+@pytest.mark.timeout(300)
+def test_production_profile_and_mounted_secrets_show_nowhere(engine: str, app_image: str, tmp_path: Path) -> None:
+    """The image serves settings.yaml's production profile; SECRET_KEY from a SECRET_KEY_FILE and API_TOKEN from a
+    mounted secrets directory (STACK_SECRETS_DIR, as a Kubernetes Secret volume lays it out) reach the app and
+    are found in no log line, probe, metric, API doc or error page."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "API_TOKEN").write_text(SECRET + "-token\n")
+    (tmp_path / "key").write_text(SECRET + "\n")
+    for path in (tmp_path, secrets):
+        path.chmod(0o755)
+    for path in (secrets / "API_TOKEN", tmp_path / "key"):
+        path.chmod(0o644)  # the container's worker (uid 1001) reads them
+    name = f"flask-stack-test-secrets-{os.getpid()}"
+    port = free_port()
+    subprocess.run([engine, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
+                    "-v", f"{secrets}:/run/secrets/app:ro", "-v", f"{tmp_path / 'key'}:/run/key:ro",
+                    "-e", "STACK_SECRETS_DIR=/run/secrets/app", "-e", "SECRET_KEY_FILE=/run/key",
+                    "-e", "WEB_CONCURRENCY=2", app_image], check=True, capture_output=True, timeout=120)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        body = json.loads(wait_for(f"{base}/config"))
+        assert body == {"greeting": "hello production", "key_set": True, "token_length": len(SECRET) + 6}
+        answers = {}
+        for path in ("/health", "/health/live", "/health/ready", "/health/started", "/metrics", "/apidocs/",
+                     "/apispec_1.json", "/leak", "/nope"):
+            answers[path] = http_get(base + path)
+        assert answers["/leak"][0] == 500
+        for path, (_, text, headers) in answers.items():
+            assert SECRET not in text and SECRET not in json.dumps(dict(headers)), path
+        deadline = time.monotonic() + 30
+        while True:
+            logs = subprocess.run([engine, "logs", name], capture_output=True, text=True, timeout=60)
+            text = logs.stdout + logs.stderr
+            if "cannot connect with key [secret]" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert "using key [secret] and token [secret]" in text and "cannot connect with key [secret]" in text, text
+        assert "secrets: API_TOKEN, SECRET_KEY" in text
+        assert SECRET not in text
+    finally:
+        subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=120)

@@ -415,3 +415,97 @@ def test_nginx_sidecar(template_project: Path, tmp_path: Path) -> None:
         assert check.returncode == 0, check.stderr
     else:
         missing("nginx is not installed (Debian package nginx-light); .ci/run installs it")
+
+
+USER_SETTINGS = """\
+default:
+  GREETING: hello default
+  LIMITS: {per_minute: 60, burst: 10}
+  DATABASE_URL: null
+development:
+  GREETING: hello development
+  SECRET_KEY: development-only-value-71c3
+production:
+  GREETING: hello production
+  FEATURE_X: true
+  SECRET_KEY: null
+  DATABASE_URL: null
+"""
+
+
+@pytest.mark.timeout(420)  # its waits add up to 360 s
+def test_settings_yaml_production_profile_in_a_configmap_and_secrets_from_a_secret(template_project: Path,
+                                                                                     tmp_path: Path) -> None:
+    """A project with settings.yaml: its production values go into configmap.yaml (the pods read them as FLASK_
+    variables), the keys null in production come from the Secret <name>-secrets mounted at STACK_SECRETS_DIR; no
+    value of another profile, and no secret from the environment or a secrets dir, reaches a manifest."""
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    (project / "settings.yaml").write_text(USER_SETTINGS)
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "SECRET_KEY").write_text("secret-from-dir-5e0d")
+    result = subprocess.run([sys.executable, "-m", "flask_stack", "deploy", "--generate-only", "--image", IMAGE],
+                            cwd=project, capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "PYTHONPATH": str(REPO / "src"),
+                                 "STACK_SECRETS_DIR": str(secrets), "SECRET_KEY": "secret-from-env-93aa",
+                                 "FLASK_SECRET_KEY": "secret-from-env-93aa", "STACK_PROFILE": "development"})
+    assert result.returncode == 0, result.stderr
+    assert ("the pods read DATABASE_URL, SECRET_KEY from the Secret demo-app-secrets (production: null in "
+            "settings.yaml); create it before they start: kubectl create secret generic demo-app-secrets "
+            "--from-file=DATABASE_URL=./database_url.txt --from-file=SECRET_KEY=./secret_key.txt") in result.stderr
+    files = sorted((project / "deploy").iterdir())
+    assert [p.name for p in files] == ["configmap.yaml", "deployment.yaml", "hpa.yaml", "pdb.yaml", "service.yaml"]
+    validate_strict(files)
+    for path in files:
+        text = path.read_text()
+        for value in ("development-only-value-71c3", "secret-from-dir-5e0d", "secret-from-env-93aa",
+                      "hello development"):
+            assert value not in text, (path.name, value)
+
+    configmap = load(project / "deploy" / "configmap.yaml")
+    assert configmap["metadata"]["name"] == "demo-app-config"
+    assert configmap["data"] == {"GREETING": '"hello production"', "FEATURE_X": "true",
+                                 "LIMITS": '{"burst": 10, "per_minute": 60}'}
+    deployment = load(project / "deploy" / "deployment.yaml")
+    pod = deployment["spec"]["template"]
+    digest = pod["metadata"]["annotations"]["checksum/config"]
+    assert re.fullmatch(r"[0-9a-f]{64}", digest)
+    app = pod["spec"]["containers"][0]
+    assert app["envFrom"] == [{"prefix": "FLASK_", "configMapRef": {"name": "demo-app-config"}}]
+    assert env_of(app)["STACK_PROFILE"] == "production" and env_of(app)["STACK_SECRETS_DIR"] == "/run/secrets/app"
+    assert {"name": "user-secrets", "mountPath": "/run/secrets/app", "readOnly": True} in app["volumeMounts"]
+    volume = next(v for v in pod["spec"]["volumes"] if v["name"] == "user-secrets")
+    assert volume["secret"] == {"secretName": "demo-app-secrets", "defaultMode": 0o440}
+
+    # a changed production value changes the checksum (the pods roll); a development-only change does not
+    (project / "settings.yaml").write_text(USER_SETTINGS.replace("hello development", "hi"))
+    assert flask_stack("deploy", "--generate-only", "--image", IMAGE, cwd=project, timeout=120).returncode == 0
+    assert load(project / "deploy" / "deployment.yaml")["spec"]["template"]["metadata"]["annotations"][
+        "checksum/config"] == digest
+    (project / "settings.yaml").write_text(USER_SETTINGS.replace("hello production", "hi"))
+    assert flask_stack("deploy", "--generate-only", "--image", IMAGE, cwd=project, timeout=120).returncode == 0
+    assert load(project / "deploy" / "deployment.yaml")["spec"]["template"]["metadata"]["annotations"][
+        "checksum/config"] != digest
+
+
+def test_settings_yaml_without_secrets_mounts_no_secret(template_project: Path, tmp_path: Path) -> None:
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    (project / "settings.toml").write_text('[default]\nGREETING = "hi"\n')
+    paths = deploy.generate(project, project / "deploy", IMAGE)
+    validate_strict(paths)
+    pod = load(project / "deploy" / "deployment.yaml")["spec"]["template"]["spec"]
+    assert "STACK_SECRETS_DIR" not in env_of(pod["containers"][0])
+    assert all(v["name"] != "user-secrets" for v in pod["volumes"])
+    assert load(project / "deploy" / "configmap.yaml")["data"] == {"GREETING": '"hi"'}
+
+
+def test_malformed_settings_yaml_is_one_line_for_deploy(template_project: Path, tmp_path: Path) -> None:
+    project = tmp_path / "demo-app"
+    shutil.copytree(template_project, project)
+    (project / "settings.yaml").write_text("production:\n  GREETING: [open\n")
+    with pytest.raises(CliError) as err:
+        deploy.generate(project, project / "deploy", IMAGE)
+    assert str(err.value).startswith(f"{project / 'settings.yaml'}: cannot be read for the production profile: ")
+    assert "\n" not in str(err.value) and not (project / "deploy").exists()

@@ -70,7 +70,7 @@ def _database(app) -> dict:
 
 def test_api_readiness_follows_a_real_postgresql(cli_env, local_env, tmp_path, postgres):
     project = _init(cli_env, tmp_path / "items", "api")
-    with serve(cli_env, project, tmp_path, "run", "-e", f"DATABASE_URL={postgres.url}") as app:
+    with serve(cli_env, project, tmp_path, "run", "-e", f"FLASK_DATABASE_URL={postgres.url}") as app:
         ready = app.wait_for("/health/ready", lambda r: r.status_code == 200, timeout=120)
         assert ready.json()["checks"]["database"] == {"status": "UP", "detail": "postgresql answers"}
         from openapi_spec_validator import validate

@@ -10,7 +10,8 @@ use the runtime's Flask-free modules without Flask, flasgger or prometheus_clien
 user code. While ``create_app`` imports the user's module, ``server.app`` is the app the stack makes for it, so
 Appsody-style code (``from server import app`` then ``@app.route``) works unchanged. If the user's app fails to
 load when ``server.app`` is first accessed, one line is logged (no traceback) and ``SystemExit(4)`` is raised:
-gunicorn's APP_LOAD_ERROR, which stops its arbiter instead of re-spawning workers.
+gunicorn's APP_LOAD_ERROR, which stops its arbiter instead of re-spawning workers; a bad value in the user's own
+configuration (``server.userconfig.ConfigError``) is ``SystemExit(2)``, as a bad stack setting.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ def _load_app() -> Any:
                 _app = create_app()
             except StackError as exc:
                 logging.getLogger("server").error("%s", exc)
-                raise SystemExit(APP_LOAD_ERROR) from None
+                raise SystemExit(getattr(exc, "exit_status", APP_LOAD_ERROR)) from None
         return _app
 
 

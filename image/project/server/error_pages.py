@@ -44,6 +44,7 @@ from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException
 from .logs import printable_path
 from .mistakes import client_mistake
 from .observe import current_request_id
+from .userconfig import redact
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ def error_response(exc: HTTPException) -> Response | HTTPException:
         return exc
     response = exc.get_response()  # keeps headers such as Allow and WWW-Authenticate
     title = exc.name
-    detail = exc.description or title
+    detail = redact(exc.description or title)  # a secret of the user's config never shows (server.userconfig)
     request_id = current_request_id()
     if wants_json():
         body = {"error": {"status": exc.code, "title": title, "detail": detail}}

@@ -37,6 +37,8 @@ from .discovery import AppLocation, find_app, import_module, locate
 from .exceptions import UserAppImportError
 from .settings import STACK_KEYS, Settings, load_settings
 from .stack import Stack, module_blueprints, state_of
+from .userconfig import UserConfig, apply as apply_user_config, load as load_user_config
+from .userconfig import validate as validate_user_config
 
 log = logging.getLogger("server")
 _local = threading.local()
@@ -98,9 +100,27 @@ def _settings(config: Mapping[str, Any]) -> tuple[Settings, Stack]:
     return settings, Stack(config=config)
 
 
-def _maker(stack: Stack, location: AppLocation, config: Mapping[str, Any]) -> Callable[[], Flask]:
+def _user_config(settings: Settings) -> UserConfig:
+    """The project's settings.yaml profile, FLASK_* variables and secrets (``server.userconfig``)."""
+    return load_user_config(settings.userapp_dir or os.getcwd())
+
+
+def _with_user_config(app: Flask, cfg: UserConfig, module: ModuleType, apply_first: bool) -> None:
+    """The user's config in ``app.config`` (``apply_first``: put it there now) and checked through the module's
+    ``settings_model`` when it has one, before the module's ``init_app`` runs."""
+    if apply_first:
+        apply_user_config(app, cfg, stack_made=False)
+    model = getattr(module, "settings_model", None)
+    if model is not None:
+        validate_user_config(app, cfg, model, module.__name__)
+
+
+def _maker(stack: Stack, location: AppLocation, config: Mapping[str, Any],
+           cfg: UserConfig | None = None) -> Callable[[], Flask]:
     def make() -> Flask:
         made = new_stack_app(location)
+        if cfg is not None:
+            apply_user_config(made, cfg, stack_made=True)
         made.config.update(_flask_config(config))
         stack.prepare(made, stack_made=True)
         return made
@@ -121,7 +141,7 @@ def import_user_module(config: Mapping[str, Any] | None = None) -> tuple[AppLoca
     if settings.userapp == "":
         return None
     location = locate(settings.app, settings.userapp_dir, settings.userapp or None)
-    with building(_maker(stack, location, config)):
+    with building(_maker(stack, location, config, _user_config(settings))):
         return location, import_module(location)
 
 
@@ -144,28 +164,31 @@ def apply_on_import(config: Mapping[str, Any] | None = None) -> tuple[AppLocatio
     if loaded is None:
         return None
     location, module = loaded
-    _, stack = _settings(dict(config or {}))
+    settings, stack = _settings(dict(config or {}))
+    cfg = _user_config(settings)
     names = {"create_app", "make_app"}
     if location.attr:
         names.add(location.attr.split("(", 1)[0].strip())
     for name in names:
         factory = getattr(module, name, None)
         if inspect.isfunction(factory) and not getattr(factory, "__flask_stack_factory__", None):
-            setattr(module, name, _applying(factory, stack, module, location.file))
+            setattr(module, name, _applying(factory, stack, module, location.file, cfg))
     if any(isinstance(value, Flask) for value in list(vars(module).values())):
         create_app(config)
     return loaded
 
 
 def _applying(factory: Callable[..., Any], stack: Stack, module: ModuleType,
-              file: str | None) -> Callable[..., Any]:
-    """``factory`` with the stack applied to the app it returns (anything else is returned as it is)."""
+              file: str | None, cfg: UserConfig) -> Callable[..., Any]:
+    """``factory`` with the stack (and the user's config) applied to the app it returns (anything else is
+    returned as it is)."""
     @functools.wraps(factory)
     def factory_with_stack(*args: Any, **kwargs: Any) -> Any:
         app = factory(*args, **kwargs)
         if isinstance(app, Flask):
             state = state_of(app)
             if state is None or not state.finished or state.module is not module:
+                _with_user_config(app, cfg, module, apply_first=state is None or not state.stack_made)
                 stack.finish(app, module, file)
         return app
 
@@ -192,14 +215,16 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     """
     config = dict(config or {})
     settings, stack = _settings(config)
+    cfg = _user_config(settings)
     if settings.userapp == "":
         app = new_stack_app(None)
+        apply_user_config(app, cfg, stack_made=True)
         app.config.update(_flask_config(config))
         stack.prepare(app, stack_made=True)
         stack.finish(app)
         return app
     location = locate(settings.app, settings.userapp_dir, settings.userapp or None)
-    with building(_maker(stack, location, config)) as frame:
+    with building(_maker(stack, location, config, cfg)) as frame:
         module = import_module(location)
         app = find_app(module, location)
         if app is None:
@@ -213,9 +238,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
         app.config.update(_flask_config(config))  # the module's own app, already served by the stack
         return app
     if app is not frame.app:
+        apply_user_config(app, cfg, stack_made=False)
         app.config.update(_flask_config(config))
+    _with_user_config(app, cfg, module, apply_first=False)
     stack.finish(app, module, location.file)
     _log_loaded(app, location, settings)
+    if cfg.file or cfg.overrides:
+        log.info("%s", cfg.summary())
     return app
 
 

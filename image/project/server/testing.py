@@ -16,6 +16,7 @@ module ``userapp`` on ``sys.path``, pytest's rootdir is the project directory, s
 in a project just works.
 
 Hooks:
+    * ``STACK_PROFILE`` is ``testing`` unless set: the project's ``settings.yaml`` profile (``server.userconfig``).
     * Before pytest imports any ``conftest.py``, the user's module is imported through the stack, so it has one
       name in ``sys.modules`` and is never imported twice (a second import would register its routes, flasgger
       or Prometheus metrics again), and the stack is applied to it (``server.factory.apply_on_import``): an app
@@ -70,6 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
     configure_process_logging(environ=True)  # `flask-stack test` owns this process: logging once, before the app
+    os.environ.setdefault("STACK_PROFILE", "testing")  # the project's settings.yaml profile, as flask-stack test
     try:
         loaded = apply_on_import(_project_config(early_config.rootpath))
     except StackError:

@@ -89,8 +89,8 @@ def settings_or_exit(prefix: str) -> ServingSettings:
 
 def prepare_environment() -> None:
     """Production environment for the workers: the debugger off whatever STACK_DEBUG says (one line if it was
-    on), buffered INFO lines (STACK_LOG_FLUSH_SECONDS 0.25 unless set), the runtime's settings validated, the
-    metrics directory ready.
+    on), the user's ``production`` profile unless STACK_PROFILE says another, buffered INFO lines
+    (STACK_LOG_FLUSH_SECONDS 0.25 unless set), the runtime's settings validated, the metrics directory ready.
 
     Raises:
         SettingsError: a runtime setting is unusable.
@@ -100,6 +100,7 @@ def prepare_environment() -> None:
         sys.stderr.write("serve: STACK_DEBUG is ignored in production; the debugger stays off\n")
     os.environ["STACK_DEBUG"] = "0"
     os.environ["FLASK_DEBUG"] = "0"
+    os.environ.setdefault("STACK_PROFILE", "production")  # the user's settings.yaml profile (server.userconfig)
     os.environ.setdefault("STACK_LOG_FLUSH_SECONDS", "0.25")
     load_settings()
     prepare_metrics_dir()

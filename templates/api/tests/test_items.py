@@ -61,3 +61,12 @@ def test_api_docs_are_openapi_3_with_the_models(client):
     assert {"ItemIn", "ItemOut"} <= set(spec["components"]["schemas"])
     for schema in spec["components"]["schemas"].values():  # OpenAPI 3.0: one "example", no JSON Schema "examples"
         assert all("examples" not in field for field in schema["properties"].values())
+
+
+def test_the_database_is_the_configs_database_url(app, tmp_path):
+    import sys
+
+    module = sys.modules[app.extensions["flask_stack"].module.__name__]  # this package, as the stack imported it
+    assert app.config["DATABASE_URL"] is None  # settings.yaml's testing profile: none (conftest.py gives SQLite)
+    assert module.database_url("postgres://u:p@db/shop", str(tmp_path)) == "postgresql+psycopg://u:p@db/shop"
+    assert module.database_url(None, str(tmp_path)) == f"sqlite:///{tmp_path / 'items.sqlite3'}"

@@ -30,3 +30,13 @@ def test_a_bad_form_keeps_what_was_typed_and_says_why(client):
 
 def test_about_page(client):
     assert "/apidocs/" in client.get("/about").get_data(as_text=True)
+
+
+def test_the_testing_profile_of_settings_yaml_is_in_force(app, client):
+    assert app.config["SECRET_KEY"] == "testing-only-not-a-secret"
+    app.config["GUESTBOOK_SHOWN"] = 2
+    for word in ("one", "two", "three"):
+        client.post("/messages", data={"name": "Ada", "text": word})
+    html = client.get("/").get_data(as_text=True)
+    assert "<strong>Ada</strong>: three" in html and "<strong>Ada</strong>: two" in html
+    assert "<strong>Ada</strong>: one" not in html  # only the newest GUESTBOOK_SHOWN
