@@ -5,7 +5,10 @@ A wheel built from pyproject.toml carries ``stack.yaml``, ``image/`` and ``templ
 above ``src/flask_stack``.
 """
 
+import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 
 from .errors import StackError
 
@@ -36,3 +39,31 @@ def devloop_parent() -> Path:
 def templates_dir() -> Path:
     """Return ``templates``: one sub-directory per project template."""
     return stack_root() / "templates"
+
+
+def load_devloop_module(name: str) -> ModuleType:
+    """Import ``image/devloop/<name>.py`` (a standalone module of the dev loop's, standard library only, that the
+    CLI shares with the development image, which has no ``flask_stack``) as ``flask_stack._devloop_<name>``, once.
+
+    The file is loaded by path so that ``image`` never goes on this process's ``sys.path`` (the user's project or
+    environment may have a ``devloop`` of its own).
+
+    Raises:
+        StackError: the stack's files or that module are missing.
+    """
+    qualified = f"flask_stack._devloop_{name}"
+    loaded = sys.modules.get(qualified)
+    if loaded is not None:
+        return loaded
+    path = devloop_parent() / "devloop" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(qualified, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise StackError(f"the stack's dev loop is missing {path}; reinstall flask-stack")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[qualified]
+        raise
+    return module
