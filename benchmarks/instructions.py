@@ -6,7 +6,7 @@ Instruction counts do not depend on what else the machine is doing, so this spli
 work where wall-clock benchmarks (``run.py``) are too noisy to. Each variant calls the WSGI app in-process (no
 server, no sockets) under ``valgrind --tool=callgrind`` (Debian package valgrind) twice, for 500 and for 2,500
 requests after a 2,000-request warm-up; the difference divided by 2,000 is the count per request, start-up
-excluded. ``stack-serving`` is the app the production servers serve (``server.serving.production_app``: the
+excluded. ``stack-serving`` is the app the production servers serve (``serving.worker.production_app``: the
 stack plus the serving layer's body check and drain header). ``--parts`` adds the stack with one part switched off at a time (metrics, access line, request id, the
 whole middleware), to show what each costs. Kernel work (system calls) is not counted. Takes 1-3 minutes.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WARM_UP = 2000
-VARIANTS = ["bare", "stack", "stack-serving"]  # stack-serving: what production servers serve (server.serving)
+VARIANTS = ["bare", "stack", "stack-serving"]  # stack-serving: what production servers serve (serving.worker)
 PARTS = ["stack-no-metrics", "stack-no-access-line", "stack-no-request-id", "stack-no-middleware"]
 
 
@@ -51,7 +51,7 @@ def child(variant: str, requests: int) -> None:
         elif variant == "stack-no-request-id":
             observe.request_id_from = lambda header: "0123456789abcdef0123456789abcdef"
         if variant == "stack-serving":
-            from server.serving import production_app
+            from serving.worker import production_app
 
             app = production_app()
         else:

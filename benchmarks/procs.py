@@ -106,10 +106,10 @@ def cpu_seconds(pids) -> float:
 
 
 def serving_settings(env: dict):
-    """The stack's production serving settings (``server.serving_settings.ServingSettings``) for environment ``env``."""
+    """The stack's production serving settings (``serving.settings.ServingSettings``) for environment ``env``."""
     if str(PROJECT_DIR) not in sys.path:
         sys.path.insert(0, str(PROJECT_DIR))
-    from server.serving_settings import load_serving_settings
+    from serving.settings import load_serving_settings
 
     return load_serving_settings(env)
 
@@ -145,7 +145,7 @@ class Server:
             env["STACK_USERAPP_DIR"] = str(self.project)
         env["PROMETHEUS_MULTIPROC_DIR"] = str(self.workdir / "metrics")
         env.update(self.env)
-        conf = PROJECT_DIR / "gunicorn.conf.py"
+        conf = PROJECT_DIR / "serving" / "gunicorn.conf.py"
         if self.kind in ("stack-gunicorn", "stack-granian", "stack-uwsgi", "stack-granian-front"):
             env["STACK_SERVER"] = self.kind.split("-")[1]
             env["STACK_FRONT"] = "nginx" if self.kind.endswith("-front") else "none"
@@ -164,10 +164,10 @@ class Server:
         if self.kind == "bare-gunicorn":
             return [str(BIN / "gunicorn"), "--config", str(conf), "bare_flask:app"], env
         if self.kind == "bare-uwsgi":  # uwsgi_app.py's very options (router, workers x threads...), the bare app
-            from uwsgi_app import uwsgi_options
+            from serving.uwsgi_app import uwsgi_options
 
             argv = uwsgi_options(serving_settings(env), str(self.workdir))
-            argv[argv.index("uwsgi_app:application")] = "bare_flask:app"
+            argv[argv.index("serving.uwsgi_app:application")] = "bare_flask:app"
             return [str(BIN / "uwsgi"), *argv], env
         if self.kind == "bare-granian":
             settings = serving_settings(env)  # same worker and thread counts as the stack's

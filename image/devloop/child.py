@@ -190,11 +190,7 @@ def _start_debugger(spec: ChildSpec) -> None:
     try:
         from server.debug import start_debugger
 
-        try:
-            start_debugger(spec.debug_port, wait=spec.debug_wait, kind=spec.debugger,
-                           host=spec.debug_host or spec.host)
-        except TypeError:  # a runtime whose start_debugger has no host parameter
-            start_debugger(spec.debug_port, wait=spec.debug_wait, kind=spec.debugger)
+        start_debugger(spec.debug_port, wait=spec.debug_wait, kind=spec.debugger, host=spec.debug_host or spec.host)
     except Exception as exc:  # the app still serves without a debugger
         log.error("debugger not started on port %d: %s", spec.debug_port,
                   " ".join(f"{type(exc).__name__}: {exc}".split()))

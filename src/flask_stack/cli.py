@@ -1,7 +1,7 @@
 """The ``flask-stack`` command (click): init, run, debug, test, stop, build, deploy; dev-image and devcontainer
 are :mod:`flask_stack.devcommands`, shared options and helpers :mod:`flask_stack.cliopts`.
 
-Every expected failure is a ``StackError`` caught once, in :func:`main`, and printed as one line
+Every expected failure is a ``CliError`` caught once, in :func:`main`, and printed as one line
 ``flask-stack: <message>`` on stderr with a non-zero exit status; usage errors (unknown option, bad
 ``--engine``) are shown the same way with status 2; Ctrl-C while preparing exits 130 quietly.
 Progress and status lines go to stderr; the served app's own log goes to stdout.
@@ -20,7 +20,7 @@ from . import __version__, devcommands, launch
 from .cliopts import (ENGINES, app_env, app_option, base_image_option, build_engine_option, engine_for,
                       engine_option, env_option, port_option, project_option, say)
 from .engine import RunOptions
-from .errors import StackError
+from .errors import CliError
 from .project import find_project, project_name
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,7 +39,7 @@ def _template_names() -> list[str]:
 
     try:
         return available_templates()
-    except StackError:
+    except CliError:
         return []
 
 
@@ -192,7 +192,7 @@ def _stop_containers(project: Path, engine: str) -> str:
     flask-stack) with container engine ``engine``; return what was stopped ('' for nothing).
 
     Raises:
-        StackError: ``engine`` does not work.
+        CliError: ``engine`` does not work.
     """
     from .container import ContainerEngine, detect_container_engine
 
@@ -252,11 +252,9 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
     """Write Kubernetes manifests (Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget; a
     ServiceMonitor, an Ingress, an nginx sidecar when asked) for the project, and apply them unless --generate-only."""
     project = find_project(project_dir)
-    try:
-        from . import deploy as deployer
-        from .front import Front
-    except ImportError:
-        raise StackError("deploy is not available in this flask-stack (flask_stack.deploy is missing)") from None
+    from . import deploy as deployer
+    from .front import Front
+
     image, note = (image, None) if image else _deploy_image(project)
     paths = deployer.generate(project, output or project / "deploy", image,
                               min_replicas=min_replicas, max_replicas=max_replicas, cpu_target=cpu_target,
@@ -306,13 +304,13 @@ def _terminate(_signum: int, _frame: object) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``flask-stack``: run the command, turn expected failures into one line; never returns.
 
-    Exit status: the command's (a served app's or pytest's), 1 (or StackError.exit_code) for an expected
+    Exit status: the command's (a served app's or pytest's), 1 (or CliError.exit_code) for an expected
     failure, 2 for a usage error, 130 after Ctrl-C, 143 after SIGTERM.
     """
     signal.signal(signal.SIGTERM, _terminate)
     try:
         status = cli.main(args=argv, prog_name="flask-stack", standalone_mode=False)
-    except StackError as exc:
+    except CliError as exc:
         say(_first_line(str(exc)) or type(exc).__name__)
         sys.exit(exc.exit_code)
     except click.UsageError as exc:

@@ -10,7 +10,7 @@ import click
 
 from .engine import Engine
 from .engines import BUILD_ENGINE_NAMES, ENGINE_NAMES, resolve_engine_name, select_engine
-from .errors import StackError
+from .errors import CliError
 
 #: The engines ``--engine`` accepts where a command runs the app.
 ENGINES = list(ENGINE_NAMES)
@@ -24,12 +24,12 @@ def say(message: str) -> None:
 
 
 def env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
-    """Return ``-e KEY=VALUE`` options as a dict; raise StackError for one without ``=``."""
+    """Return ``-e KEY=VALUE`` options as a dict; raise CliError for one without ``=``."""
     result = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise StackError(f"--env {pair!r}: expected KEY=VALUE")
+            raise CliError(f"--env {pair!r}: expected KEY=VALUE")
         result[key] = value
     return result
 
@@ -40,7 +40,7 @@ def engine_for(option: str | None, project: Path | None, base_image: str | None 
     image builds, and say in one line which one is used and why.
 
     Raises:
-        StackError: the container engine asked for does not work.
+        CliError: the container engine asked for does not work.
     """
     ctx = click.get_current_context(silent=True)
     from_env = ctx is not None and ctx.get_parameter_source("engine") == click.core.ParameterSource.ENVIRONMENT

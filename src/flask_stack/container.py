@@ -41,7 +41,7 @@ from pathlib import Path
 
 from . import container_image as images
 from .engine import Engine, RunOptions
-from .errors import StackError
+from .errors import CliError
 from .procs import require_free_port, run_foreground
 from .project import project_name, stack_info
 
@@ -88,7 +88,7 @@ def detect_container_engine(required: str | None = None) -> str | None:
         str | None: the engine's command name; None only in automatic mode when neither works.
 
     Raises:
-        StackError: ``required`` is not docker/podman, or is not installed or not working (one line
+        CliError: ``required`` is not docker/podman, or is not installed or not working (one line
             saying why and what to do instead).
     """
     if required is None:
@@ -97,12 +97,12 @@ def detect_container_engine(required: str | None = None) -> str | None:
                 return binary
         return None
     if required not in ENGINES:
-        raise StackError(f"--engine {required}: unknown container engine; use docker or podman")
+        raise CliError(f"--engine {required}: unknown container engine; use docker or podman")
     reason = _probe(required)
     if reason is not None:
         other = [e for e in ENGINES if e != required][0]
         hint = "start its daemon, " if required == "docker" and "not installed" not in reason else ""
-        raise StackError(f"--engine {required}: {reason}; {hint}install it, or use --engine {other} or --engine local")
+        raise CliError(f"--engine {required}: {reason}; {hint}install it, or use --engine {other} or --engine local")
     return required
 
 
@@ -154,12 +154,12 @@ class ContainerEngine(Engine):
         """Run ``<engine> args`` quietly and return the result (never raises for a non-zero status).
 
         Raises:
-            StackError: the engine does not answer within ``timeout`` seconds.
+            CliError: the engine does not answer within ``timeout`` seconds.
         """
         try:
             return subprocess.run([self.binary, *args], capture_output=True, text=True, timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            raise StackError(f"`{self.name} {' '.join(args[:2])}` did not answer within {timeout:.0f} s") from None
+            raise CliError(f"`{self.name} {' '.join(args[:2])}` did not answer within {timeout:.0f} s") from None
 
     def container_name(self, project: Path, kind: str = "") -> str:
         """Return the name of the project's container: ``flask-stack-<name>-<hash>[-kind]``."""
@@ -214,13 +214,13 @@ class ContainerEngine(Engine):
         """Serve the project in a container until Ctrl-C/SIGTERM; return the container's exit status.
 
         Raises:
-            StackError: a port is in use, the project's container is already running, or the image
+            CliError: a port is in use, the project's container is already running, or the image
                 cannot be built.
         """
         project = opts.project.resolve()
         name = self.container_name(project)
         if self._state(name) == "running":
-            raise StackError(f"the project is already running in container {name}; run `flask-stack stop` first")
+            raise CliError(f"the project is already running in container {name}; run `flask-stack stop` first")
         require_free_port(opts.port)
         if opts.debug:
             require_free_port(opts.debug_port, "--debug-port")
@@ -270,7 +270,7 @@ class ContainerEngine(Engine):
         """Return the ``run`` options giving the container ``name`` a network of its own (module docstring).
 
         Raises:
-            StackError: Docker cannot create the bridge network ``name``.
+            CliError: Docker cannot create the bridge network ``name``.
         """
         if images.podman_server(self.binary):
             return ["--network", "slirp4netns"]
@@ -278,7 +278,7 @@ class ContainerEngine(Engine):
             created = self._cmd("network", "create", "--label", f"{PROJECT_LABEL}={project}", name)
             if created.returncode != 0 and self._cmd("network", "inspect", name).returncode != 0:
                 detail = (created.stderr or "").strip().splitlines() or [f"exit {created.returncode}"]
-                raise StackError(f"cannot create the network {name} for the debug container: {detail[-1]}")
+                raise CliError(f"cannot create the network {name} for the debug container: {detail[-1]}")
         return ["--network", name]
 
     def test(self, project: Path, junitxml: Path | None = None, args: tuple[str, ...] = (),
@@ -289,7 +289,7 @@ class ContainerEngine(Engine):
         to ``junitxml`` afterwards (so it works whatever uid the container runs as).
 
         Raises:
-            StackError: the image cannot be built or the report cannot be copied.
+            CliError: the image cannot be built or the report cannot be copied.
         """
         project = project.resolve()
         image = self._image()
@@ -313,7 +313,7 @@ class ContainerEngine(Engine):
                     junitxml.parent.mkdir(parents=True, exist_ok=True)
                     shutil.copyfile(output / "junit.xml", junitxml)
                 except OSError as exc:
-                    raise StackError(f"cannot write {junitxml}: {exc.strerror}") from None
+                    raise CliError(f"cannot write {junitxml}: {exc.strerror}") from None
         finally:
             if output is not None:
                 shutil.rmtree(output, ignore_errors=True)
@@ -324,7 +324,7 @@ class ContainerEngine(Engine):
         project mounted as for ``run`` (so files the command writes land in the project); return its status.
 
         Raises:
-            StackError: the image cannot be built.
+            CliError: the image cannot be built.
         """
         project = project.resolve()
         image = self._image()
@@ -346,7 +346,7 @@ class ContainerEngine(Engine):
             result = self._cmd("stop", "-t", str(STOP_TIMEOUT), name, timeout=STOP_TIMEOUT + 30)
             if result.returncode != 0 and self._state(name) == "running":
                 detail = (result.stderr or "").strip().splitlines() or [f"exit {result.returncode}"]
-                raise StackError(f"cannot stop container {name}: {detail[-1]}")
+                raise CliError(f"cannot stop container {name}: {detail[-1]}")
             self._remove(name)
             stopped.append(name)
         self.say(f"stopped {', '.join(stopped)}" if stopped else "nothing running for this project")
@@ -363,7 +363,7 @@ class ContainerEngine(Engine):
         secret-looking settings in ``.flaskenv`` (which ships).
 
         Raises:
-            StackError: the context cannot be laid out or the build fails.
+            CliError: the context cannot be laid out or the build fails.
         """
         project = project.resolve()
         base = images.base_image(base_image or self.base)
@@ -398,7 +398,7 @@ class ContainerEngine(Engine):
             started = time.monotonic()
             status = subprocess.run([*argv, str(context)], env=images.build_env(self.binary), check=False).returncode
         if status != 0:
-            raise StackError(f"building image {tag} failed (exit {status}); see the build output above (if the base "
+            raise CliError(f"building image {tag} failed (exit {status}); see the build output above (if the base "
                              f"image {base or images.DEFAULT_BASE} cannot be pulled, pass --base-image IMAGE or set "
                              f"{images.BASE_IMAGE_ENV} naming one you have)")
         self.say(f"built image {tag} in {time.monotonic() - started:.0f} s")

@@ -23,7 +23,7 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import StackError
+from .errors import CliError
 from .localenv import project_dir
 from .paths import stack_root
 from .project import stack_id
@@ -171,7 +171,7 @@ def source_hash(base: str | None) -> str:
     file in its build context (all of ``image/`` but caches, as image/.dockerignore says) and ``base``.
 
     Raises:
-        StackError: a stack file cannot be read.
+        CliError: a stack file cannot be read.
     """
     image_dir = stack_root() / "image"
     # "labels=2": images built before the labels of :func:`rebuild_reason` existed are rebuilt once
@@ -181,7 +181,7 @@ def source_hash(base: str | None) -> str:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise StackError(f"cannot read the stack file {path}: {exc.strerror}") from None
+            raise CliError(f"cannot read the stack file {path}: {exc.strerror}") from None
         digest.update(f"{rel}\0{len(data)}\0{os.access(path, os.X_OK)}\0".encode())
         digest.update(data)
     return digest.hexdigest()
@@ -191,7 +191,7 @@ def _part_hashes(base: str | None) -> dict[str, str]:
     """Return the labels :data:`BASE_LABEL`, :data:`FILES_LABEL` and :data:`LOCK_LABEL` for a build from ``base``.
 
     Raises:
-        StackError: a stack file cannot be read.
+        CliError: a stack file cannot be read.
     """
     image_dir = stack_root() / "image"
     files, lock = hashlib.sha256(), hashlib.sha256()
@@ -200,7 +200,7 @@ def _part_hashes(base: str | None) -> dict[str, str]:
         try:
             data = path.read_bytes()
         except OSError as exc:
-            raise StackError(f"cannot read the stack file {path}: {exc.strerror}") from None
+            raise CliError(f"cannot read the stack file {path}: {exc.strerror}") from None
         digest = lock if rel == LOCK_FILE else files
         digest.update(f"{rel}\0{len(data)}\0{os.access(path, os.X_OK)}\0".encode())
         digest.update(data)
@@ -288,7 +288,7 @@ def ensure_dev_image(binary: str, base: str | None, echo: Echo) -> str:
     The build's own output (each step, pip's progress) streams to the terminal.
 
     Raises:
-        StackError: the build fails (the base image cannot be pulled, no network for PyPI, ...).
+        CliError: the build fails (the base image cannot be pulled, no network for PyPI, ...).
     """
     tag = dev_image_tag()
     wanted = source_hash(base)
@@ -308,7 +308,7 @@ def ensure_dev_image(binary: str, base: str | None, echo: Echo) -> str:
     previous = _image_id(binary, tag)
     status = subprocess.run([*argv, str(image_dir)], env=build_env(binary), check=False).returncode
     if status != 0:
-        raise StackError(f"building the development image {tag} failed (exit {status}; see the output above); "
+        raise CliError(f"building the development image {tag} failed (exit {status}; see the output above); "
                          f"if the base image {base or DEFAULT_BASE} cannot be pulled, pass --base-image IMAGE (or set "
                          f"{BASE_IMAGE_ENV}) naming one you have, or use --engine local (no image needed)")
     if previous and previous != _image_id(binary, tag):
@@ -330,13 +330,13 @@ def layout_build_context(project: Path, dest: Path) -> Path:
     """Lay out the deployable image's build context in the empty directory ``dest`` and return ``dest``.
 
     ``dest`` gets the stack's ``image/project`` contents (Dockerfile, .dockerignore, server/, Pipfile,
-    Pipfile.lock, serve, gunicorn.conf.py) and ``dest/userapp`` a copy of ``project`` without caches,
+    Pipfile.lock, serve, serving/) and ``dest/userapp`` a copy of ``project`` without caches,
     VCS data, virtual environments, the dev loop's deps dir, ``deploy/``, private files (:data:`PRIVATE_NAMES`:
     ``.env``, ``.env.*``, ``instance/``, databases) and whatever the project's own ``.dockerignore`` leaves out
     (it adds to that list: its ``!`` lines re-include only what its own lines left out).
 
     Raises:
-        StackError: a file cannot be copied, or the project's .dockerignore cannot be read (the message names it).
+        CliError: a file cannot be copied, or the project's .dockerignore cannot be read (the message names it).
     """
     runtime = stack_root() / "image" / "project"
     top = project.resolve()
@@ -345,7 +345,7 @@ def layout_build_context(project: Path, dest: Path) -> Path:
     except FileNotFoundError:
         rules = []
     except OSError as exc:
-        raise StackError(f"cannot read {project / '.dockerignore'}: {exc.strerror}") from None
+        raise CliError(f"cannot read {project / '.dockerignore'}: {exc.strerror}") from None
 
     def skip(_dir: str, names: list[str]) -> set[str]:
         return {n for n in names if _ignored(n)}
@@ -361,9 +361,9 @@ def layout_build_context(project: Path, dest: Path) -> Path:
         shutil.copytree(project, dest / "userapp", ignore=skip_project)
     except shutil.Error as exc:
         first = exc.args[0][0] if exc.args and exc.args[0] else ("?", "?", str(exc))
-        raise StackError(f"cannot copy {first[0]} into the build context: {first[2]}") from None
+        raise CliError(f"cannot copy {first[0]} into the build context: {first[2]}") from None
     except OSError as exc:
-        raise StackError(f"cannot lay out the build context in {dest}: {exc.strerror}: {exc.filename}") from None
+        raise CliError(f"cannot lay out the build context in {dest}: {exc.strerror}: {exc.filename}") from None
     return dest
 
 

@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from .errors import StackError
+from .errors import CliError
 from .front import MAX_CONTENT_LENGTH, Front, toggle, with_nginx_conf
 from .paths import stack_root
 from .project import project_name, sanitise_name, stack_id
@@ -32,9 +32,9 @@ TEMPLATES = ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")
 #: The Prometheus Operator's ServiceMonitor template, written only when asked (its CRD must be installed).
 SERVICE_MONITOR = "servicemonitor.yaml"
 #: Written when asked: the nginx sidecar's ConfigMap (its config from ``NGINX_CONF``, the runtime's
-#: ``image/project/server/nginx.conf``, which the deployable image's own front runs too) and the Ingress.
+#: ``image/project/serving/nginx.conf``, which the deployable image's own front runs too) and the Ingress.
 NGINX_CONFIGMAP, NGINX_CONF, INGRESS = "nginx.yaml", "nginx.conf", "ingress.yaml"
-NGINX_CONF_DIR = ("image", "project", "server")
+NGINX_CONF_DIR = ("image", "project", "serving")
 #: The autoscaler's defaults: replicas (at least two, so one node going away leaves one pod serving) and
 #: the target average CPU use, percent of the pods' CPU request.
 MIN_REPLICAS, MAX_REPLICAS, CPU_TARGET = 2, 10, 70
@@ -89,7 +89,7 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
         list[Path]: the written files, Deployment first.
 
     Raises:
-        StackError: the image references, port, replica bounds, URL prefix, body limit or front options are
+        CliError: the image references, port, replica bounds, URL prefix, body limit or front options are
             invalid, a template is missing, or
             ``output`` cannot be written (nothing is left half-written: each file is written to a temp
             file, then renamed).
@@ -97,19 +97,19 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
     front = front or Front()
     for option, reference in (("--image", image), ("--nginx-image", front.image)):
         if not reference or not _IMAGE_RE.match(reference):
-            raise StackError(f"{option} {reference!r} is not an image reference like registry.example.com/app:1.0")
+            raise CliError(f"{option} {reference!r} is not an image reference like registry.example.com/app:1.0")
     if not 1 <= port <= 65535:
-        raise StackError(f"port {port} is not a TCP port (1-65535)")
+        raise CliError(f"port {port} is not a TCP port (1-65535)")
     if not 1 <= min_replicas <= max_replicas:
-        raise StackError(f"--min-replicas {min_replicas} and --max-replicas {max_replicas}: "
+        raise CliError(f"--min-replicas {min_replicas} and --max-replicas {max_replicas}: "
                          "need 1 <= min <= max")
     if not 1 <= cpu_target <= 100:
-        raise StackError(f"--cpu-target {cpu_target} is not a percentage (1-100)")
+        raise CliError(f"--cpu-target {cpu_target} is not a percentage (1-100)")
     prefix = url_prefix.strip().rstrip("/")
     if prefix and (not _PREFIX_RE.match(prefix) or {".", ".."} & set(prefix.split("/"))):
-        raise StackError(f"--url-prefix {url_prefix!r} is not a URL path like /your/path")
+        raise CliError(f"--url-prefix {url_prefix!r} is not a URL path like /your/path")
     if max_content_length < 0:
-        raise StackError(f"--max-content-length {max_content_length} is not a size in bytes (0: no limit)")
+        raise CliError(f"--max-content-length {max_content_length} is not a size in bytes (0: no limit)")
     front.check(project, port)
     values = {
         **front.values(max_content_length),
@@ -134,7 +134,7 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
     try:
         output.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise StackError(f"cannot create {output}: {exc.strerror}") from None
+        raise CliError(f"cannot create {output}: {exc.strerror}") from None
     written = []
     for filename, text in texts:
         written.append(_write_atomic(output / filename, text))
@@ -147,13 +147,13 @@ def _template(filename: str, values: dict[str, str], blocks: dict[str, bool],
     optional blocks kept or left out as ``blocks`` says.
 
     Raises:
-        StackError: the template cannot be read.
+        CliError: the template cannot be read.
     """
     path = stack_root().joinpath(*directory, filename)
     try:
         text = render(path.read_text(encoding="utf-8"), values)
     except OSError as exc:
-        raise StackError(f"cannot read the stack's manifest template {path}: {exc.strerror}") from None
+        raise CliError(f"cannot read the stack's manifest template {path}: {exc.strerror}") from None
     for name, keep in blocks.items():
         text = toggle(text, name, keep)
     return text
@@ -163,7 +163,7 @@ def _write_atomic(path: Path, text: str) -> Path:
     """Write ``text`` to ``path`` through a temp file in the same directory and a rename; return ``path``.
 
     Raises:
-        StackError: the directory is not writable.
+        CliError: the directory is not writable.
     """
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -176,7 +176,7 @@ def _write_atomic(path: Path, text: str) -> Path:
             Path(tmp).unlink(missing_ok=True)
             raise
     except OSError as exc:
-        raise StackError(f"cannot write {path}: {exc.strerror}") from None
+        raise CliError(f"cannot write {path}: {exc.strerror}") from None
     return path
 
 
@@ -186,26 +186,26 @@ def apply(paths: list[Path], kubectl: str = "kubectl") -> int:
     kubectl's output (which objects were created/configured) goes to the terminal.
 
     Raises:
-        StackError: kubectl is not installed, has no current context (no cluster configured), or the
+        CliError: kubectl is not installed, has no current context (no cluster configured), or the
             apply fails; each message says how to apply the written files by hand instead.
     """
     where = " ".join(f"-f {p}" for p in paths)
     binary = shutil.which(kubectl)
     if binary is None:
-        raise StackError(f"kubectl is not installed; install it, or apply the manifests yourself: kubectl apply {where}")
+        raise CliError(f"kubectl is not installed; install it, or apply the manifests yourself: kubectl apply {where}")
     try:
         probe = subprocess.run([binary, "config", "current-context"], capture_output=True, text=True,
                                timeout=KUBECTL_PROBE_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
-        raise StackError("kubectl did not answer `config current-context` within "
+        raise CliError("kubectl did not answer `config current-context` within "
                          f"{KUBECTL_PROBE_TIMEOUT:.0f} s; check your kubeconfig") from None
     if probe.returncode != 0 or not probe.stdout.strip():
-        raise StackError("kubectl has no current context (no cluster configured); select one with "
+        raise CliError("kubectl has no current context (no cluster configured); select one with "
                          f"`kubectl config use-context NAME`, or use --generate-only and run kubectl apply {where}")
     argv = [binary, "apply"]
     for path in paths:
         argv += ["-f", str(path)]
     status = subprocess.run(argv, check=False).returncode
     if status != 0:
-        raise StackError(f"kubectl apply failed (exit {status}) in context {probe.stdout.strip()}; see its output above")
+        raise CliError(f"kubectl apply failed (exit {status}) in context {probe.stdout.strip()}; see its output above")
     return 0

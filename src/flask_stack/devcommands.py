@@ -1,7 +1,7 @@
 """The ``flask-stack`` commands for Dev Containers and devfiles (:mod:`flask_stack.devenv`): ``dev-image`` (the
 Dev Container's ``initializeCommand``) and ``devcontainer`` (adds the two definitions to an older project).
 
-``flask_stack.cli`` registers :data:`COMMANDS` on its group; expected failures are ``StackError`` lines as for every
+``flask_stack.cli`` registers :data:`COMMANDS` on its group; expected failures are ``CliError`` lines as for every
 command.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from .cliopts import base_image_option, build_engine_option, engine_for, project_option, say
-from .errors import StackError
+from .errors import CliError
 from .project import find_project
 
 
@@ -27,7 +27,7 @@ def dev_image(engine: str, base_image: str | None) -> int:
 
     container = engine_for(engine, None, build=True)
     if not isinstance(container, ContainerEngine):
-        raise StackError("dev-image needs a container engine: neither docker nor podman works here")
+        raise CliError("dev-image needs a container engine: neither docker nor podman works here")
     click.echo(ensure(container.binary, base_image, say))
     return 0
 

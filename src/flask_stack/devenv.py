@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path, PurePath
 
 from . import container_image as images
-from .errors import StackError
+from .errors import CliError
 from .paths import templates_dir
 from .project import project_name, stack_info
 
@@ -52,7 +52,7 @@ def dev_image(binary: str, explicit_base: str | None, echo: Echo) -> str:
     started after ``flask-stack run --base-image IMG`` keeps IMG without being told again.
 
     Raises:
-        StackError: the build fails.
+        CliError: the build fails.
     """
     base = images.base_image(explicit_base)
     if base is None:
@@ -88,7 +88,7 @@ def write_manifests(project: Path, name: str) -> list[Path]:
     reads the devfile, ``odo dev`` included); return their paths.
 
     Raises:
-        StackError: they cannot be written.
+        CliError: they cannot be written.
     """
     from .deploy import generate
 
@@ -102,15 +102,15 @@ def add_dev_files(project: Path, echo: Echo, template: str | None = None) -> lis
     Returns the files written, relative to ``project``; ``echo`` gets one line per file written or kept.
 
     Raises:
-        StackError: ``project`` is not a directory, the template is unknown, or a file cannot be written.
+        CliError: ``project`` is not a directory, the template is unknown, or a file cannot be written.
     """
     project = project.resolve()
     if not project.is_dir():
-        raise StackError(f"{project} is not a directory; pass --project DIR")
+        raise CliError(f"{project} is not a directory; pass --project DIR")
     name = template or stack_info().get("default-template") or "simple"
     source = templates_dir() / name
     if not all((source / rel).exists() for rel in (DEVFILE, DEVCONTAINER_DIR, ODO_DIR, DOCKERIGNORE)):
-        raise StackError(f"template {name!r} lacks {DEVCONTAINER_DIR}/, {ODO_DIR}/, {DEVFILE} or {DOCKERIGNORE}; "
+        raise CliError(f"template {name!r} lacks {DEVCONTAINER_DIR}/, {ODO_DIR}/, {DEVFILE} or {DOCKERIGNORE}; "
                          f"reinstall flask-stack")
     written: list[Path] = []
     try:
@@ -133,7 +133,7 @@ def add_dev_files(project: Path, echo: Echo, template: str | None = None) -> lis
         else:
             written += [path.relative_to(project) for path in write_manifests(project, project_name(project))]
     except OSError as exc:
-        raise StackError(f"cannot write into {project}: {exc.strerror}"
+        raise CliError(f"cannot write into {project}: {exc.strerror}"
                          + (f": {exc.filename}" if exc.filename else "")) from None
     for rel in written:
         echo(f"  {rel}")

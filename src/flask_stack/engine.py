@@ -12,7 +12,7 @@ import abc
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import StackError
+from .errors import CliError
 
 
 @dataclass
@@ -39,7 +39,7 @@ class RunOptions:
 
 
 class Engine(abc.ABC):
-    """Runs the stack's commands for one project. Every method raises ``StackError`` on failure."""
+    """Runs the stack's commands for one project. Every method raises ``CliError`` on failure."""
 
     name: str = "engine"
 
@@ -64,4 +64,4 @@ class Engine(abc.ABC):
 
     def build(self, project: Path, tag: str, base_image: str | None = None) -> int:
         """Build the deployable image; only container engines can."""
-        raise StackError(f"`build` needs a container engine (docker or podman); the {self.name} engine cannot build images")
+        raise CliError(f"`build` needs a container engine (docker or podman); the {self.name} engine cannot build images")

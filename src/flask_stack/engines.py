@@ -78,7 +78,7 @@ def select_engine(name: str | None = "local", *, quiet: bool = False) -> Engine:
     that works (docker if its daemon answers, else podman), for ``build``.
 
     Raises:
-        StackError: the named (or, for None, any) container engine is not installed or not working.
+        CliError: the named (or, for None, any) container engine is not installed or not working.
     """
     if name == "local":
         return LocalEngine()

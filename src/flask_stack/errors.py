@@ -1,13 +1,13 @@
 """The one error base class of the CLI.
 
 Every expected failure (not a stack project, port in use, a dependency that does not resolve,
-no container engine, ...) is raised as a :class:`StackError` subclass with a one-line, actionable
+no container engine, ...) is raised as a :class:`CliError` subclass with a one-line, actionable
 message; ``flask_stack.cli.main`` catches it once, prints ``flask-stack: <message>`` to stderr and
-exits with :attr:`StackError.exit_code`.
+exits with :attr:`CliError.exit_code`.
 """
 
 
-class StackError(Exception):
+class CliError(Exception):
     """An expected failure with a one-line message for the user.
 
     Attributes:

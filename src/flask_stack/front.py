@@ -5,7 +5,7 @@ Both are off by default (clients reach the app's own port through the Service). 
 - ``--ingress HOST`` writes ``ingress.yaml`` (image/config/ingress.yaml): an Ingress for ingress-nginx routing
   ``HOST`` + the URL prefix to the Service, with request and response buffering on, the body limit of the app
   (``STACK_MAX_CONTENT_LENGTH``) and timeouts; ``--tls-secret NAME`` adds its TLS section.
-- ``--nginx-sidecar`` writes ``nginx.yaml`` (a ConfigMap holding image/project/server/nginx.conf) and adds an nginx
+- ``--nginx-sidecar`` writes ``nginx.yaml`` (a ConfigMap holding image/project/serving/nginx.conf) and adds an nginx
   container to the Deployment, in front of the app in the same pod; ``--nginx-static`` has it serve the
   project's ``static/`` files (copied out of the app's image by an init container).
 
@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import StackError
+from .errors import CliError
 
 #: The nginx sidecar's image (Debian-based, nginx's own): any image with ``nginx`` on PATH and
 #: /etc/nginx/mime.types works, since the pod gives it its command and config.
@@ -84,32 +84,32 @@ class Front:
         return bool(self.ingress_host) + self.nginx_sidecar
 
     def check(self, project: Path, app_port: int) -> None:
-        """Raise StackError (one line naming the option) when the options do not fit together or a value is bad:
+        """Raise CliError (one line naming the option) when the options do not fit together or a value is bad:
         a host or Secret name that is not a DNS name, --tls-secret without --ingress, an nginx option without
         --nginx-sidecar, --nginx-static without a ``static/`` directory in ``project``, an nginx port that is
         the app's or below 1025."""
         if self.ingress_host and not (len(self.ingress_host) <= 253 and _HOST_RE.match(self.ingress_host)):
-            raise StackError(f"--ingress {self.ingress_host!r} is not a host name like app.example.com")
+            raise CliError(f"--ingress {self.ingress_host!r} is not a host name like app.example.com")
         if self.tls_secret and not self.ingress_host:
-            raise StackError("--tls-secret needs --ingress HOST (the Secret holds the Ingress's certificate)")
+            raise CliError("--tls-secret needs --ingress HOST (the Secret holds the Ingress's certificate)")
         if self.tls_secret and not (len(self.tls_secret) <= 253 and _NAME_RE.match(self.tls_secret)):
-            raise StackError(f"--tls-secret {self.tls_secret!r} is not a Secret name (lower-case letters, digits, "
+            raise CliError(f"--tls-secret {self.tls_secret!r} is not a Secret name (lower-case letters, digits, "
                              "'-' and '.')")
         if not self.nginx_sidecar:
             given = [name for name, value in (("--nginx-image", self.nginx_image),
                                               ("--nginx-static", self.nginx_static)) if value]
             if given:
-                raise StackError(f"{given[0]} needs --nginx-sidecar")
+                raise CliError(f"{given[0]} needs --nginx-sidecar")
             return
         if not 1024 < self.nginx_port <= 65535 or self.nginx_port == app_port:
-            raise StackError(f"nginx port {self.nginx_port} must be 1025-65535 and not the app's port {app_port}")
+            raise CliError(f"nginx port {self.nginx_port} must be 1025-65535 and not the app's port {app_port}")
         if self.nginx_address:
             try:
                 ipaddress.IPv4Address(self.nginx_address)
             except ValueError:
-                raise StackError(f"nginx address {self.nginx_address!r} is not an IPv4 address") from None
+                raise CliError(f"nginx address {self.nginx_address!r} is not an IPv4 address") from None
         if self.nginx_static and not (project / "static").is_dir():
-            raise StackError(f"--nginx-static: {project / 'static'} is not a directory (the project's static "
+            raise CliError(f"--nginx-static: {project / 'static'} is not a directory (the project's static "
                              "files, which nginx would serve)")
 
     def values(self, max_content_length: int) -> dict[str, str]:
@@ -137,7 +137,7 @@ class Front:
     def blocks(self) -> dict[str, bool]:
         """Which optional blocks of the templates (``# >>> name``) are written."""
         return {"nginx-sidecar": self.nginx_sidecar, "nginx-static": self.nginx_static, "tls": bool(self.tls_secret),
-                "front-limits": False,  # the image's own front only (image/project/server/front_conf.py)
+                "front-limits": False,  # the image's own front only (image/project/serving/front_conf.py)
                 "image-front": self.image_front, "front-off": not self.image_front}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable
 
 from .engine import Engine, RunOptions
-from .errors import StackError
+from .errors import CliError
 from .localenv import cache_root, project_dir
 from .paths import load_devloop_module
 from .procs import ServerRecord, read_record, remove_record, require_free_port, write_record
@@ -58,7 +58,7 @@ def app_route(port: int, prefix: str = "") -> str | None:
     (``image/devloop/approute.py``), so both say the same URL.
 
     Raises:
-        StackError: the stack's files are missing.
+        CliError: the stack's files are missing.
     """
     return load_devloop_module("approute").app_route(port, prefix)
 
@@ -132,15 +132,15 @@ def _require_free_port(port: int, option: str = "--port") -> None:
     """``require_free_port``, whose line names the project of ours holding the port when it is one.
 
     Raises:
-        StackError: the port is out of range or in use.
+        CliError: the port is out of range or in use.
     """
     try:
         require_free_port(port, option)
-    except StackError:
+    except CliError:
         holder = server_on_port(port)
         if holder is None or not holder.project:
             raise
-        raise StackError(f"port {port} is in use by flask-stack serving {holder.project} (pid {holder.pid}, "
+        raise CliError(f"port {port} is in use by flask-stack serving {holder.project} (pid {holder.pid}, "
                          f"{holder.engine} engine); `flask-stack stop --project {shlex.quote(holder.project)}` stops it, or pass "
                          f"{option} N") from None
 
@@ -152,18 +152,18 @@ def serve(opts: RunOptions, choose: Callable[[], Engine], say: Callable[[str], N
     ``flask-stack stop`` meanwhile; return the server's exit status.
 
     Raises:
-        StackError: the project is already served, a port is in use, or the engine fails.
+        CliError: the project is already served, a port is in use, or the engine fails.
     """
     record_path = record_path_of(opts.project)
     running = read_record(record_path)
     if running is not None:
-        raise StackError(f"{opts.project} is already being served (pid {running.pid}, port {running.port}); "
+        raise CliError(f"{opts.project} is already being served (pid {running.pid}, port {running.port}); "
                          f"`flask-stack stop` stops it")
     _require_free_port(opts.port)
     if debug_port is not None:
         _require_free_port(debug_port, "--debug-port")
         if debug_port == opts.port:
-            raise StackError("--debug-port must differ from --port")
+            raise CliError("--debug-port must differ from --port")
     chosen = choose()
     write_record(record_path, opts.port, chosen.name, opts.project)
     try:

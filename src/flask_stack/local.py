@@ -10,7 +10,7 @@ with ``PYTHONPATH=<stack>/image/project:<stack>/image``, ``STACK_USERAPP_DIR=DIR
 that installs the project's packages; ``pip`` when there is none), plus ``STACK_DEBUG_PORT``/``STACK_DEBUG_WAIT``
 for debug. The dev loop installs the project's own ``[packages]`` into its layer (never into the shared
 environment) and puts it first on ``sys.path``. ``--production`` installs that layer the same way, then runs the
-stack's production entry ``image/project/serve`` (the serving layer, ``server/serving.py``: the server
+stack's production entry ``image/project/serve`` (the serving layer, package ``serving``: the server
 STACK_SERVER names, granian by default, and a temporary ``PROMETHEUS_MULTIPROC_DIR``) with the environment first on PATH, the layer on
 PYTHONPATH, ``STACK_HOST=127.0.0.1`` and ``PORT``. Servers bind 127.0.0.1 only: the local engine is for the
 developer's own machine.
@@ -26,7 +26,7 @@ from pathlib import Path
 import click
 
 from .engine import Engine, RunOptions
-from .errors import StackError
+from .errors import CliError
 from .localenv import PIP, ensure_stack_env, env_python, find_uv, project_dir
 from .paths import devloop_parent, runtime_dir
 from .procs import require_free_port, run_foreground
@@ -48,16 +48,16 @@ class LocalEngine(Engine):
         """Serve ``opts.project`` on 127.0.0.1 in the foreground; return the server's exit status.
 
         Raises:
-            StackError: a port is in use, the venv cannot be made, or the stack's dev loop or production
+            CliError: a port is in use, the venv cannot be made, or the stack's dev loop or production
                 config is missing.
         """
         require_free_port(opts.port)
         if opts.debug:
             if opts.production:
-                raise StackError("--production cannot be combined with debug mode")
+                raise CliError("--production cannot be combined with debug mode")
             require_free_port(opts.debug_port, "--debug-port")
             if opts.debug_port == opts.port:
-                raise StackError("--debug-port must differ from --port")
+                raise CliError("--debug-port must differ from --port")
         if opts.production:
             return self._run_production(opts)
         self._require_devloop()
@@ -76,7 +76,7 @@ class LocalEngine(Engine):
         """Run the project's tests and the stack's checks once; return pytest's exit status.
 
         Raises:
-            StackError: the venv cannot be made or the dev loop is missing.
+            CliError: the venv cannot be made or the dev loop is missing.
         """
         self._require_devloop()
         venv = ensure_stack_env(_echo)
@@ -90,7 +90,7 @@ class LocalEngine(Engine):
         """Run ``flask ARGS`` on the project's app (``python -m devloop flask``); return its exit status.
 
         Raises:
-            StackError: the venv cannot be made or the dev loop is missing.
+            CliError: the venv cannot be made or the dev loop is missing.
         """
         self._require_devloop()
         venv = ensure_stack_env(_echo)
@@ -103,11 +103,11 @@ class LocalEngine(Engine):
         STACK_SERVER names) bound to 127.0.0.1:PORT.
 
         Raises:
-            StackError: the stack's runtime has no ``serve``, or the project's packages fail to install.
+            CliError: the stack's runtime has no ``serve``, or the project's packages fail to install.
         """
         serve = runtime_dir() / "serve"
         if not serve.is_file():
-            raise StackError(f"--production needs the stack's production entry {serve}, which is missing")
+            raise CliError(f"--production needs the stack's production entry {serve}, which is missing")
         self._require_devloop()
         venv = ensure_stack_env(_echo)
         env = self._env(opts.project, opts.env)
@@ -124,7 +124,7 @@ class LocalEngine(Engine):
         to put on PYTHONPATH ('' when the project has none).
 
         Raises:
-            StackError: the install failed (the dev loop's one-line reason).
+            CliError: the install failed (the dev loop's one-line reason).
         """
         code = "\n".join([
             "import pathlib, sys",
@@ -143,14 +143,14 @@ class LocalEngine(Engine):
             status = subprocess.run([str(env_python(venv)), "-c", code, str(project), str(deps_dir(project)),
                                      str(answer)], env=env, cwd=project, timeout=1800).returncode
             if status != 0 or not answer.is_file():
-                raise StackError(f"installing the packages {project} declares failed; see the line above")
+                raise CliError(f"installing the packages {project} declares failed; see the line above")
             return answer.read_text()
 
     @staticmethod
     def _require_devloop() -> None:
-        """Raise StackError when the stack's dev loop package is not present."""
+        """Raise CliError when the stack's dev loop package is not present."""
         if not (devloop_parent() / "devloop" / "__main__.py").is_file():
-            raise StackError(f"the stack's dev loop is missing ({devloop_parent() / 'devloop'}); reinstall flask-stack")
+            raise CliError(f"the stack's dev loop is missing ({devloop_parent() / 'devloop'}); reinstall flask-stack")
 
     @staticmethod
     def _env(project: Path, extra: dict[str, str]) -> dict[str, str]:

@@ -39,7 +39,7 @@ from pathlib import Path
 from collections.abc import Callable, Iterator
 
 from . import __version__
-from .errors import StackError
+from .errors import CliError
 from .lockfile import lock_digest, requirements_from_lock
 from .paths import devloop_parent, runtime_dir
 
@@ -118,7 +118,7 @@ def ensure_stack_env(echo: Echo) -> Path:
     Progress lines go to ``echo``. Concurrent callers wait on a file lock; the first makes it.
 
     Raises:
-        StackError: the environment cannot be made or a package does not install (one line naming the
+        CliError: the environment cannot be made or a package does not install (one line naming the
             failing step or package); the half-made environment has been removed.
     """
     lock_path = runtime_dir() / "Pipfile.lock"
@@ -138,7 +138,7 @@ def _wanted_stamp(lock_path: Path) -> dict[str, str]:
     """Return what the stamp of a current venv holds: the lock digest and the base interpreter's identity.
 
     Raises:
-        StackError: the interpreter cannot be run or is older than ``MIN_PYTHON``.
+        CliError: the interpreter cannot be run or is older than ``MIN_PYTHON``.
     """
     python = base_python()
     if python == sys.executable:
@@ -150,14 +150,14 @@ def _wanted_stamp(lock_path: Path) -> dict[str, str]:
                 capture_output=True, text=True, timeout=30, check=True,
             ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
-            raise StackError(
+            raise CliError(
                 f"cannot run the Python interpreter {python}; set STACK_PYTHON to a Python 3.11+") from None
     try:
         numbers = tuple(int(part) for part in version.split()[0].split(".")[:2])
     except (ValueError, IndexError):
         numbers = (0, 0)
     if numbers < MIN_PYTHON:
-        raise StackError(f"{python} is Python {version.split()[0] if version else '?'}; the stack needs "
+        raise CliError(f"{python} is Python {version.split()[0] if version else '?'}; the stack needs "
                          f"{'.'.join(map(str, MIN_PYTHON))}+: set STACK_PYTHON to a newer interpreter")
     return {"lock": lock_digest(lock_path), "python": f"{python} {version}"}
 
@@ -242,7 +242,7 @@ def _compile_what_starts(venv: Path) -> None:
 
 def _uv_install(uv: str, venv: Path, requirements: Path, echo: Echo) -> None:
     """Make ``venv`` with ``uv venv`` and install ``requirements`` into it (hash-checked, no resolution),
-    echoing uv's progress lines; raise StackError with uv's reason in one line."""
+    echoing uv's progress lines; raise CliError with uv's reason in one line."""
     env = dict(os.environ, NO_COLOR="1", UV_PYTHON_DOWNLOADS="never")
     # the system's certificate store, as pip uses it (a proxy's CA there), not uv's bundled roots (as stackdeps does)
     env.setdefault("UV_SYSTEM_CERTS", "1")
@@ -266,7 +266,7 @@ def _uv_install(uv: str, venv: Path, requirements: Path, echo: Echo) -> None:
         status = _stream(cmd, env, on_line)
         if status != 0:
             detail = "; ".join(errors) or f"uv exited with status {status}"
-            raise StackError(f"{what} with uv failed: {detail}")
+            raise CliError(f"{what} with uv failed: {detail}")
 
 
 def _stream(cmd: list[str], env: dict[str, str], on_line: Callable[[str], None]) -> int:
@@ -285,18 +285,18 @@ def _stream(cmd: list[str], env: dict[str, str], on_line: Callable[[str], None])
 
 
 def _make_venv(venv: Path) -> None:
-    """Run ``python -m venv``; raise StackError naming the step when it fails."""
+    """Run ``python -m venv``; raise CliError naming the step when it fails."""
     python = base_python()
     try:
         result = subprocess.run(
             [python, "-m", "venv", str(venv)], capture_output=True, text=True, timeout=300
         )
     except (OSError, subprocess.SubprocessError) as exc:
-        raise StackError(f"creating the virtual environment with {python} failed: {exc}") from None
+        raise CliError(f"creating the virtual environment with {python} failed: {exc}") from None
     if result.returncode != 0:
         last = _last_line(result.stderr or result.stdout) or f"exit status {result.returncode}"
         hint = " (on Debian/Ubuntu: apt-get install python3-venv)" if "ensurepip" in result.stderr else ""
-        raise StackError(f"creating the virtual environment with {python} failed: {last}{hint}")
+        raise CliError(f"creating the virtual environment with {python} failed: {last}{hint}")
 
 
 _ERROR_LINE = re.compile(r"^(ERROR|error):\s*(.+)$")
@@ -305,7 +305,7 @@ _PROCESSING = re.compile(r"^Processing \S*?([^/\s]+?)-([^-/\s]+?)(?:-py\S*|-cp\S
 
 
 def _pip_install(venv: Path, requirements: Path, echo: Echo) -> None:
-    """Install ``requirements`` with hash checking, echoing progress; raise StackError naming the package."""
+    """Install ``requirements`` with hash checking, echoing progress; raise CliError naming the package."""
     cmd = [
         str(env_python(venv)), "-m", "pip", "install", "--require-hashes", "--no-input", "--no-compile",
         "--disable-pip-version-check", "--progress-bar", "off", "-r", str(requirements),
@@ -339,7 +339,7 @@ def _pip_install(venv: Path, requirements: Path, echo: Echo) -> None:
         named = re.search(r"requirement (\S+)", errors[0]) if errors else None
         where = f" at {current or named.group(1)}" if current or named else ""
         detail = errors[0] if errors else f"pip exited with status {status}"
-        raise StackError(f"installing the stack's runtime packages failed{where}: {detail}")
+        raise CliError(f"installing the stack's runtime packages failed{where}: {detail}")
 
 
 def _last_line(text: str) -> str:

@@ -13,19 +13,19 @@ import hashlib
 import json
 from pathlib import Path
 
-from .errors import StackError
+from .errors import CliError
 
 
 def lock_digest(lock_path: Path) -> str:
     """Return the sha256 hex digest of the lock file's bytes (used to notice a changed lock).
 
     Raises:
-        StackError: the file cannot be read.
+        CliError: the file cannot be read.
     """
     try:
         return hashlib.sha256(lock_path.read_bytes()).hexdigest()
     except OSError as exc:
-        raise StackError(f"cannot read {lock_path}: {exc.strerror}") from None
+        raise CliError(f"cannot read {lock_path}: {exc.strerror}") from None
 
 
 def requirements_from_lock(lock_path: Path, sections: tuple[str, ...] = ("default", "develop")) -> str:
@@ -34,24 +34,24 @@ def requirements_from_lock(lock_path: Path, sections: tuple[str, ...] = ("defaul
     A package in several sections is written once; the first section's version wins.
 
     Raises:
-        StackError: the lock is not valid JSON, lacks a section, or has an entry without a pinned
+        CliError: the lock is not valid JSON, lacks a section, or has an entry without a pinned
             version and hashes (a VCS/path entry, which hash-checking mode cannot install).
     """
     try:
         data = json.loads(lock_path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise StackError(f"cannot read {lock_path}: {exc.strerror}") from None
+        raise CliError(f"cannot read {lock_path}: {exc.strerror}") from None
     except ValueError as exc:
-        raise StackError(f"{lock_path} is not valid JSON ({exc}); regenerate it with `pipenv lock`") from None
+        raise CliError(f"{lock_path} is not valid JSON ({exc}); regenerate it with `pipenv lock`") from None
     if not isinstance(data, dict):
-        raise StackError(f"{lock_path} is not a Pipfile.lock (no JSON object); regenerate it with `pipenv lock`")
+        raise CliError(f"{lock_path} is not a Pipfile.lock (no JSON object); regenerate it with `pipenv lock`")
 
     lines: list[str] = []
     seen: set[str] = set()
     for section in sections:
         entries = data.get(section)
         if not isinstance(entries, dict):
-            raise StackError(f"{lock_path} has no [{section}] section; regenerate it with `pipenv lock`")
+            raise CliError(f"{lock_path} has no [{section}] section; regenerate it with `pipenv lock`")
         for name in sorted(entries):
             key = name.lower().replace("_", "-")
             if key in seen:
@@ -64,11 +64,11 @@ def requirements_from_lock(lock_path: Path, sections: tuple[str, ...] = ("defaul
 def _requirement_line(lock_path: Path, name: str, entry: object) -> str:
     """Return one requirements line for the lock entry ``name`` (see the module docstring)."""
     if not isinstance(entry, dict):
-        raise StackError(f"{lock_path}: entry {name!r} is not an object; regenerate it with `pipenv lock`")
+        raise CliError(f"{lock_path}: entry {name!r} is not an object; regenerate it with `pipenv lock`")
     version = entry.get("version")
     hashes = entry.get("hashes")
     if not isinstance(version, str) or not version.startswith("==") or not hashes:
-        raise StackError(
+        raise CliError(
             f"{lock_path}: {name} has no pinned version with hashes (VCS or path entries are not supported); "
             "pin it to a release in the Pipfile and run `pipenv lock`"
         )

@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import StackError
+from .errors import CliError
 from .paths import templates_dir
 from .project import CONFIG_FILE, read_config, stack_info
 
@@ -31,7 +31,7 @@ def record(project: Path, key: str, value: str) -> None:
 
 
 def require_same_template(project: Path, template: str | None) -> None:
-    """Raise StackError when ``init --template NAME`` names another template than the one ``project`` was made
+    """Raise CliError when ``init --template NAME`` names another template than the one ``project`` was made
     from (recorded at init; for an older project, guessed from the template's top-level files)."""
     if template is None:
         return
@@ -46,7 +46,7 @@ def require_same_template(project: Path, template: str | None) -> None:
         return
     else:
         made_from = f"the template {made_from!r}"
-    raise StackError(f"{project} already is a python-flask stack project, made from {made_from}, not {template!r}; "
+    raise CliError(f"{project} already is a python-flask stack project, made from {made_from}, not {template!r}; "
                      f"nothing written (init another directory, or pass --overwrite to write {template!r} over it)")
 
 

@@ -10,20 +10,20 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from .errors import StackError
+from .errors import CliError
 
 
 def stack_root() -> Path:
     """Return the directory holding ``stack.yaml``, ``image/`` and ``templates/``.
 
     Raises:
-        StackError: when neither the packaged copy nor a repository checkout is found.
+        CliError: when neither the packaged copy nor a repository checkout is found.
     """
     here = Path(__file__).resolve().parent
     for candidate in (here / "stack", here.parent.parent):
         if (candidate / "stack.yaml").is_file() and (candidate / "image" / "project").is_dir():
             return candidate
-    raise StackError(f"the stack's files are missing next to {here}; reinstall flask-stack")
+    raise CliError(f"the stack's files are missing next to {here}; reinstall flask-stack")
 
 
 def runtime_dir() -> Path:
@@ -49,7 +49,7 @@ def load_devloop_module(name: str) -> ModuleType:
     environment may have a ``devloop`` of its own).
 
     Raises:
-        StackError: the stack's files or that module are missing.
+        CliError: the stack's files or that module are missing.
     """
     qualified = f"flask_stack._devloop_{name}"
     loaded = sys.modules.get(qualified)
@@ -58,7 +58,7 @@ def load_devloop_module(name: str) -> ModuleType:
     path = devloop_parent() / "devloop" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(qualified, path)
     if spec is None or spec.loader is None or not path.is_file():
-        raise StackError(f"the stack's dev loop is missing {path}; reinstall flask-stack")
+        raise CliError(f"the stack's dev loop is missing {path}; reinstall flask-stack")
     module = importlib.util.module_from_spec(spec)
     sys.modules[qualified] = module
     try:

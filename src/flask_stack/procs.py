@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .errors import StackError
+from .errors import CliError
 
 #: Seconds the child gets to exit after a forwarded signal before its process group is killed.
 STOP_GRACE = 15.0
@@ -38,20 +38,20 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
         except OSError as exc:
             if exc.errno in (errno.EADDRINUSE, errno.EACCES):
                 return True
-            raise StackError(f"cannot check port {port} on {host}: {exc.strerror}") from None
+            raise CliError(f"cannot check port {port} on {host}: {exc.strerror}") from None
     return False
 
 
 def require_free_port(port: int, option: str = "--port") -> None:
-    """Raise StackError ``port N is in use; stop the other server or pass --port N`` when ``port`` is taken.
+    """Raise CliError ``port N is in use; stop the other server or pass --port N`` when ``port`` is taken.
 
     Raises:
-        StackError: the port is out of range or in use.
+        CliError: the port is out of range or in use.
     """
     if not 1 <= port <= 65535:
-        raise StackError(f"{option} {port} is not a TCP port (1-65535)")
+        raise CliError(f"{option} {port} is not a TCP port (1-65535)")
     if port_in_use(port):
-        raise StackError(f"port {port} is in use; stop the other server or pass {option} N")
+        raise CliError(f"port {port} is in use; stop the other server or pass {option} N")
 
 
 def _die_with_parent() -> None:
@@ -72,12 +72,12 @@ def run_foreground(argv: list[str], env: dict[str, str], cwd: Path) -> int:
     ``STOP_GRACE`` seconds after a forwarded signal, its whole process group gets SIGKILL.
 
     Raises:
-        StackError: the program cannot be started.
+        CliError: the program cannot be started.
     """
     try:
         proc = subprocess.Popen(argv, env=env, cwd=str(cwd), preexec_fn=_die_with_parent)
     except OSError as exc:
-        raise StackError(f"cannot start {argv[0]}: {exc.strerror}") from None
+        raise CliError(f"cannot start {argv[0]}: {exc.strerror}") from None
     deadline: list[float] = []
 
     def forward(signum: int, _frame: object) -> None:
@@ -183,7 +183,7 @@ def stop_server(record: ServerRecord, timeout: float = STOP_GRACE + 5) -> None:
     ``timeout`` seconds for it to exit; then SIGKILL it and its server's process group.
 
     Raises:
-        StackError: the process is still alive after the SIGKILL.
+        CliError: the process is still alive after the SIGKILL.
     """
     try:
         os.kill(record.pid, signal.SIGTERM)
@@ -198,7 +198,7 @@ def stop_server(record: ServerRecord, timeout: float = STOP_GRACE + 5) -> None:
         _kill_group(pid)
     time.sleep(0.2)
     if _start_ticks(record.pid) == record.started:
-        raise StackError(f"process {record.pid} did not stop after SIGTERM and SIGKILL")
+        raise CliError(f"process {record.pid} did not stop after SIGTERM and SIGKILL")
 
 
 def _children(pid: int) -> list[int]:

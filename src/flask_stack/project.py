@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from .errors import StackError
+from .errors import CliError
 from .paths import stack_root
 
 CONFIG_FILE = ".appsody-config.yaml"
@@ -32,12 +32,12 @@ def find_project(directory: Path | None, app_spec: str | None = None) -> Path:
         app_spec: the ``--app`` value; when given, any directory will do (the runtime reports a wrong one).
 
     Raises:
-        StackError: DIR is missing, or holds nothing of a Flask project (no ``__init__.py``, ``app.py``,
+        CliError: DIR is missing, or holds nothing of a Flask project (no ``__init__.py``, ``app.py``,
             ``wsgi.py``, ``.flaskenv``, Pipfile, pyproject.toml, or package).
     """
     path = (directory or Path.cwd()).expanduser()
     if not path.is_dir():
-        raise StackError(f"not a python-flask stack project: {path} is not a directory")
+        raise CliError(f"not a python-flask stack project: {path} is not a directory")
     path = path.resolve()
     if app_spec or any((path / name).exists() for name in PROJECT_MARKERS):
         return path
@@ -45,9 +45,9 @@ def find_project(directory: Path | None, app_spec: str | None = None) -> Path:
         return path
     parent = path.parent
     if parent != path and any((parent / name).exists() for name in PROJECT_MARKERS):
-        raise StackError(f"not a python-flask stack project: {path} has no Flask app; the project may be {parent} "
+        raise CliError(f"not a python-flask stack project: {path} has no Flask app; the project may be {parent} "
                          f"(run there, or pass --project {parent})")
-    raise StackError(f"not a python-flask stack project: {path} has no Flask app (no app.py, wsgi.py, "
+    raise CliError(f"not a python-flask stack project: {path} has no Flask app (no app.py, wsgi.py, "
                      f"__init__.py or package); pass --app, or create one with `flask-stack init`")
 
 
@@ -81,13 +81,13 @@ def stack_info() -> dict[str, str]:
     """Return the top-level scalars of the stack's ``stack.yaml`` (``version``, ``default-template``, ...).
 
     Raises:
-        StackError: stack.yaml cannot be read.
+        CliError: stack.yaml cannot be read.
     """
     path = stack_root() / "stack.yaml"
     try:
         return _flat_yaml(path.read_text(encoding="utf-8"))
     except OSError as exc:
-        raise StackError(f"cannot read {path}: {exc.strerror}") from None
+        raise CliError(f"cannot read {path}: {exc.strerror}") from None
 
 
 def stack_id() -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 from collections.abc import Callable
 
 from .devenv import DEVFILE, USER_DIRS, kept_user_files, name_devfile, write_manifests
-from .errors import StackError
+from .errors import CliError
 from .paths import templates_dir
 from .project import CONFIG_FILE, read_config, sanitise_name, stack_id, stack_info
 
@@ -58,27 +58,27 @@ def init_project(target: Path, template: str | None = None, overwrite: bool = Fa
     Returns the files written, relative to ``target``.
 
     Raises:
-        StackError: unknown template; ``target`` is a file, non-empty without ``overwrite``, or has a
+        CliError: unknown template; ``target`` is a file, non-empty without ``overwrite``, or has a
             directory where the template has a file (or the reverse); its parent does not exist; a copy
             or move failed (``target`` is then as it was before).
     """
     names = available_templates()
     name = template or stack_info().get("default-template") or "simple"
     if name not in names:
-        raise StackError(f"unknown template {name!r}; available: {', '.join(names) or 'none'}")
+        raise CliError(f"unknown template {name!r}; available: {', '.join(names) or 'none'}")
     target = Path(os.path.abspath(target.expanduser()))
     if target.exists() and not target.is_dir():
-        raise StackError(f"cannot init {target}: it exists and is not a directory")
+        raise CliError(f"cannot init {target}: it exists and is not a directory")
     if not target.parent.is_dir():
-        raise StackError(f"cannot init {target}: its parent directory does not exist")
+        raise CliError(f"cannot init {target}: its parent directory does not exist")
     if target.is_dir() and any(target.iterdir()) and not overwrite:
-        raise StackError(f"{target} is not empty; pass --overwrite to write the template's files over it")
+        raise CliError(f"{target} is not empty; pass --overwrite to write the template's files over it")
 
     previous_name = read_config(target).get("project-name") if target.is_dir() else None
     try:
         staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.flask-stack-init-", dir=target.parent))
     except OSError as exc:
-        raise StackError(f"cannot write in {target.parent}: {exc.strerror}") from None
+        raise CliError(f"cannot write in {target.parent}: {exc.strerror}") from None
     try:
         new = staging / "new"
         try:
@@ -89,7 +89,7 @@ def init_project(target: Path, template: str | None = None, overwrite: bool = Fa
                 name_devfile(new / DEVFILE, sanitise_name(previous_name or target.name))
                 write_manifests(new, sanitise_name(previous_name or target.name))  # the devfile's deploy/
         except (OSError, shutil.Error) as exc:
-            raise StackError(f"copying template {name!r} failed: {_reason(exc)}; nothing was written") from None
+            raise CliError(f"copying template {name!r} failed: {_reason(exc)}; nothing was written") from None
         written = sorted(p.relative_to(new) for p in _files(new))
         kept = kept_user_files(target, written) if target.exists() else []  # a user's own dev environment stays
         written = [rel for rel in written if rel not in kept]
@@ -99,7 +99,7 @@ def init_project(target: Path, template: str | None = None, overwrite: bool = Fa
             try:
                 os.rename(new, target)
             except OSError as exc:
-                raise StackError(f"cannot create {target}: {exc.strerror}; nothing was written") from None
+                raise CliError(f"cannot create {target}: {exc.strerror}; nothing was written") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     for rel in written:
@@ -128,9 +128,9 @@ def _merge(new: Path, target: Path, aside: Path, files: list[Path]) -> None:
     for rel in files:  # check every conflict before changing anything
         for parent in reversed(rel.parents[:-1]):
             if (target / parent).exists() and not (target / parent).is_dir():
-                raise StackError(f"cannot write {rel}: {target / parent} is a file; nothing was written")
+                raise CliError(f"cannot write {rel}: {target / parent} is a file; nothing was written")
         if (target / rel).is_dir() and not (target / rel).is_symlink():
-            raise StackError(f"cannot write {rel}: {target / rel} is a directory; nothing was written")
+            raise CliError(f"cannot write {rel}: {target / rel} is a directory; nothing was written")
     made_dirs: list[Path] = []
     moved: list[tuple[Path, bool]] = []
     try:
@@ -147,7 +147,7 @@ def _merge(new: Path, target: Path, aside: Path, files: list[Path]) -> None:
             os.replace(new / rel, target / rel)
     except OSError as exc:
         _undo(target, aside, moved, made_dirs)
-        raise StackError(f"writing {target} failed: {_reason(exc)}; the directory was restored") from None
+        raise CliError(f"writing {target} failed: {_reason(exc)}; the directory was restored") from None
 
 
 def _undo(target: Path, aside: Path, moved: list[tuple[Path, bool]], made_dirs: list[Path]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flask_stack import localenv
-from flask_stack.errors import StackError
+from flask_stack.errors import CliError
 from flask_stack.lockfile import requirements_from_lock
 from flask_stack.paths import runtime_dir
 
@@ -34,13 +34,13 @@ def test_requirements_cover_both_lock_sections_with_hashes():
 def test_lock_problems_are_one_line(tmp_path):
     bad = tmp_path / "Pipfile.lock"
     bad.write_text("{not json")
-    with pytest.raises(StackError, match=r"is not valid JSON .*regenerate it with `pipenv lock`$"):
+    with pytest.raises(CliError, match=r"is not valid JSON .*regenerate it with `pipenv lock`$"):
         requirements_from_lock(bad)
     bad.write_text(json.dumps({"default": {"x": {"git": "https://example.invalid/x.git"}}, "develop": {}}))
-    with pytest.raises(StackError, match="x has no pinned version with hashes"):
+    with pytest.raises(CliError, match="x has no pinned version with hashes"):
         requirements_from_lock(bad)
     bad.write_text(json.dumps({"default": {}}))
-    with pytest.raises(StackError, match=r"has no \[develop\] section"):
+    with pytest.raises(CliError, match=r"has no \[develop\] section"):
         requirements_from_lock(bad)
 
 
@@ -75,7 +75,7 @@ def test_failed_venv_creation_names_the_step_and_leaves_nothing(tmp_path, monkey
     monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("STACK_PYTHON", str(fake))
     monkeypatch.setenv("STACK_UV", "pip")  # uv makes venvs without ensurepip; pip's fallback needs it
-    with pytest.raises(StackError) as info:
+    with pytest.raises(CliError) as info:
         localenv.ensure_stack_env(lambda _line: None)
     message = str(info.value)
     assert message.startswith(f"creating the virtual environment with {fake} failed: Error: Command 'ensurepip'")
@@ -90,7 +90,7 @@ def test_too_old_python_is_refused_before_anything_is_made(tmp_path, monkeypatch
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("STACK_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("STACK_PYTHON", str(fake))
-    with pytest.raises(StackError, match=r"is Python 3\.9\.2; the stack needs 3\.11\+: set STACK_PYTHON"):
+    with pytest.raises(CliError, match=r"is Python 3\.9\.2; the stack needs 3\.11\+: set STACK_PYTHON"):
         localenv.ensure_stack_env(lambda _line: None)
     assert not (tmp_path / "cache").exists()
 
@@ -131,7 +131,7 @@ def test_failed_install_names_the_package_and_leaves_nothing(tmp_path, monkeypat
     if installer == "pip":
         monkeypatch.setenv("STACK_UV", "pip")
     progress: list[str] = []
-    with pytest.raises(StackError) as info:
+    with pytest.raises(CliError) as info:
         localenv.ensure_stack_env(progress.append)
     message = str(info.value)
     assert message.startswith("installing the stack's runtime packages " + expected[installer]), message

@@ -338,7 +338,7 @@ def assert_production_server(table: list[tuple[str, ...]], workers: int = 2, ser
     ``granian_app.py``), which started at least ``workers`` worker processes."""
     assert {uid for uid, *_ in table} == {"1001"}, table
     pid1 = [cmd for _, pid, _, cmd in table if pid == "1"]
-    assert pid1 and "server.serving" in pid1[0], table
+    assert pid1 and "serving.supervisor" in pid1[0], table
     children = {pid: cmd for _, pid, ppid, cmd in table if ppid == "1"}
     assert any(cmd.startswith("nginx: master process") for cmd in children.values()), table
     (master,) = [pid for pid, cmd in children.items() if server in cmd]

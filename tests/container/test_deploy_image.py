@@ -45,8 +45,8 @@ print(json.dumps({
                              "granian", "pyuwsgi")},
     "compilers": [c for c in ("gcc", "cc", "clang") if shutil.which(c)],
     "exists": {p: os.path.exists(p) for p in ("/project/userapp/tests", "/project/server/checks",
-               "/project/server/testing.py", "/project/serve", "/project/gunicorn.conf.py", "/project/granian_app.py",
-               "/project/uwsgi_app.py", "/project/userapp/.venv", "/project/userapp/.git",
+               "/project/server/testing.py", "/project/serve", "/project/serving/gunicorn.conf.py",
+               "/project/serving/granian_app.py", "/project/serving/uwsgi_app.py", "/project/userapp/.venv", "/project/userapp/.git",
                "/project/userapp/.flaskenv", "/project/userapp/app-deploy.yaml",
                "/project/userapp/.appsody-config.yaml",
                "/project/userapp/.devcontainer", "/project/userapp/devfile.yaml")},
@@ -93,8 +93,8 @@ def test_image_contents(engine: str, app_image: str) -> None:
     assert not exists["/project/userapp/.venv"] and not exists["/project/userapp/.git"]
     assert not exists["/project/userapp/app-deploy.yaml"] and not exists["/project/userapp/.appsody-config.yaml"]
     assert not exists["/project/userapp/.devcontainer"] and not exists["/project/userapp/devfile.yaml"]  # dev only
-    assert exists["/project/serve"] and exists["/project/gunicorn.conf.py"] and exists["/project/granian_app.py"]
-    assert exists["/project/uwsgi_app.py"]
+    assert exists["/project/serve"] and exists["/project/serving/gunicorn.conf.py"]
+    assert exists["/project/serving/granian_app.py"] and exists["/project/serving/uwsgi_app.py"]
 
 
 def test_image_holds_nothing_private(engine: str, app_image: str) -> None:
@@ -241,7 +241,7 @@ def test_serves_with_uwsgi(engine: str, app_image: str) -> None:
         status, body, _ = http_get(f"{base}/metrics")
         assert status == 200 and 'http_requests_total{endpoint="/hello"' in body
         assert http_get(f"{base}/apidocs/")[0] == 200
-        assert_production_server(container_processes(engine, name), server="/project/uwsgi_app.py")
+        assert_production_server(container_processes(engine, name), server="/project/serving/uwsgi_app.py")
         deadline = time.monotonic() + 30  # each worker names itself once it has loaded the app
         while True:
             names = subprocess.run([engine, "exec", name, "python3", "-c", COMM_PROBE], capture_output=True,

@@ -17,7 +17,7 @@ import yaml
 from testkit.need import missing
 
 from flask_stack import deploy, front
-from flask_stack.errors import StackError
+from flask_stack.errors import CliError
 
 from .conftest import REPO, flask_stack
 
@@ -33,10 +33,11 @@ def kubernetes_validate() -> str:
 
 def setting_default(kind: str, field: str):
     """A default of the runtime's settings (``kind``: ``Settings`` of server/settings.py or ``ServingSettings`` of
-    server/serving_settings.py)."""
+    serving/settings.py)."""
     sys.path.insert(0, str(REPO / "image" / "project"))
     try:
-        from server import serving_settings, settings
+        from server import settings
+        from serving import settings as serving_settings
     finally:
         sys.path.pop(0)
     return getattr(getattr(serving_settings if kind == "ServingSettings" else settings, kind)(), field)
@@ -141,16 +142,16 @@ def test_bad_image_is_one_line_and_writes_nothing(template_project: Path, tmp_pa
 
 def test_apply_without_cluster_is_actionable(template_project: Path, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    """apply() with no kubectl context (or no kubectl) raises StackError naming kubectl and the files."""
+    """apply() with no kubectl context (or no kubectl) raises CliError naming kubectl and the files."""
     paths = deploy.generate(template_project, tmp_path / "deploy", IMAGE)
     empty = tmp_path / "kubeconfig"
     empty.write_text("apiVersion: v1\nkind: Config\nclusters: []\ncontexts: []\nusers: []\n")
     monkeypatch.setenv("KUBECONFIG", str(empty))
-    with pytest.raises(StackError) as caught:
+    with pytest.raises(CliError) as caught:
         deploy.apply(paths)
     message = str(caught.value)
     assert "kubectl" in message and str(paths[0]) in message and "\n" not in message
-    with pytest.raises(StackError, match="kubectl is not installed"):
+    with pytest.raises(CliError, match="kubectl is not installed"):
         deploy.apply(paths, kubectl="kubectl-that-does-not-exist")
 
 
@@ -291,7 +292,7 @@ def test_probes_and_scrape_path_follow_the_url_prefix(template_project: Path, tm
         assert container[probe]["httpGet"]["path"] == f"/your/path/health/{path}", probe
     (endpoint,) = load(out / "servicemonitor.yaml")["spec"]["endpoints"]
     assert endpoint["path"] == "/your/path/metrics"
-    with pytest.raises(StackError, match="--url-prefix 'your/path' is not a URL path like /your/path"):
+    with pytest.raises(CliError, match="--url-prefix 'your/path' is not a URL path like /your/path"):
         deploy.generate(template_project, tmp_path / "bad", IMAGE, url_prefix="your/path")
 
 

@@ -16,7 +16,7 @@ from testkit.need import missing
 
 from flask_stack import container_image
 from flask_stack.container import ContainerEngine, detect_container_engine
-from flask_stack.errors import StackError
+from flask_stack.errors import CliError
 
 from .conftest import REPO
 
@@ -34,15 +34,15 @@ def test_hadolint_passes(dockerfile: str) -> None:
 
 
 def test_required_engine_missing_is_one_actionable_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """--engine docker/podman with the program absent: StackError naming it and the alternatives."""
+    """--engine docker/podman with the program absent: CliError naming it and the alternatives."""
     monkeypatch.setenv("PATH", str(tmp_path))
     for name in ("docker", "podman"):
-        with pytest.raises(StackError) as caught:
+        with pytest.raises(CliError) as caught:
             detect_container_engine(required=name)
         message = str(caught.value)
         assert f"{name} is not installed" in message and "--engine local" in message and "\n" not in message
     assert detect_container_engine() is None
-    with pytest.raises(StackError, match="unknown container engine"):
+    with pytest.raises(CliError, match="unknown container engine"):
         detect_container_engine(required="lxc")
 
 
@@ -52,7 +52,7 @@ def test_required_engine_not_answering(tmp_path: Path, monkeypatch: pytest.Monke
     fake.write_text("#!/bin/sh\necho 'Cannot connect to the Docker daemon at unix:///var/run/docker.sock.' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(StackError) as caught:
+    with pytest.raises(CliError) as caught:
         detect_container_engine(required="docker")
     assert "Cannot connect to the Docker daemon" in str(caught.value) and "start its daemon" in str(caught.value)
 
@@ -81,7 +81,7 @@ def test_build_context_is_laid_out_like_appsody_extract(tmp_path: Path) -> None:
         (project / junk).write_text("junk")
     (project / "pkg" / "mod.py").write_text("X = 1\n")
     context = container_image.layout_build_context(project, tmp_path / "ctx")
-    for name in ("Dockerfile", ".dockerignore", "Pipfile", "Pipfile.lock", "serve", "gunicorn.conf.py",
+    for name in ("Dockerfile", ".dockerignore", "Pipfile", "Pipfile.lock", "serve", "serving/gunicorn.conf.py",
                  "server/__init__.py", "stackdeps/build.py", "stackdeps/runtime.txt", "userapp/__init__.py",
                  "userapp/Pipfile", "userapp/pkg/mod.py"):
         assert (context / name).is_file(), name

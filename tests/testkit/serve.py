@@ -118,10 +118,18 @@ def thread_count(pid: int) -> int:
 
 
 def _comm(pid: int) -> str:
-    """The process name of ``pid`` (/proc/PID/comm; uwsgi_app.py names uWSGI's workers), "" when it is gone."""
+    """The process name of ``pid`` (/proc/PID/comm; serving/uwsgi_app.py names uWSGI's workers), "" when it is gone."""
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as fh:
             return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def _cmdline(pid: int) -> str:
+    """The command line of ``pid`` (/proc/PID/cmdline, arguments joined by spaces), "" when it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
 
@@ -231,7 +239,8 @@ class ProductionServer:
             return None
         if not self.front:
             return self.proc.pid
-        return next((pid for pid in children_of(self.proc.pid) if _comm(pid) != "nginx"), None)
+        return next((pid for pid in children_of(self.proc.pid)
+                     if _comm(pid) != "nginx" and "serving.access_relay" not in _cmdline(pid)), None)
 
     def nginx_pids(self) -> list[int]:
         """The front's nginx processes (master and workers); [] without a front."""
@@ -244,7 +253,7 @@ class ProductionServer:
         master = self.master_pid()
         if master is None:
             return []
-        if self.server == "uwsgi":  # serve -> uwsgi_app.py -> uWSGI's master -> its workers and its http router
+        if self.server == "uwsgi":  # serve -> serving/uwsgi_app.py -> uWSGI's master -> its workers and its http router
             return sorted(pid for pid in descendants(master) if _comm(pid) == "uwsgi worker")
         # Both gunicorn's master and granian's main process have no children but their workers.
         return children_of(master)

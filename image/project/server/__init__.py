@@ -1,6 +1,10 @@
 """The python-flask stack's runtime: a Flask extension (``Stack``) and the app factory ``create_app``, which finds
 the user's app as ``flask run`` does (``server.discovery``) and applies the stack to it.
 
+Importing ``server`` (or a module of it such as ``server.logs``) loads no third-party package: ``Stack``,
+``create_app`` and ``app`` are imported on first access (PEP 562), so the production supervisor (``serving``) may
+use the runtime's Flask-free modules without Flask, flasgger or prometheus_client in its process.
+
 ``server.app`` is the WSGI app for ``gunicorn server:app`` and ``flask --app server run``: created by
 ``create_app()`` on first access (PEP 562 module ``__getattr__``) and cached; ``import server`` alone imports no
 user code. While ``create_app`` imports the user's module, ``server.app`` is the app the stack makes for it, so
@@ -15,8 +19,6 @@ import logging
 import threading
 from typing import Any
 
-from .factory import app_under_construction, create_app
-from .stack import Stack
 from .version import __version__
 
 __all__ = ["Stack", "__version__", "app", "create_app"]
@@ -28,6 +30,8 @@ _app: Any = None
 
 def _load_app() -> Any:
     global _app
+    from .factory import app_under_construction, create_app
+
     building = app_under_construction()
     if building is not None:
         return building
@@ -49,8 +53,16 @@ def _load_app() -> Any:
 def __getattr__(name: str) -> Any:
     if name == "app":
         return _load_app()
+    if name == "create_app":
+        from .factory import create_app
+
+        return create_app
+    if name == "Stack":
+        from .stack import Stack
+
+        return Stack
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | {"app"})
+    return sorted(set(globals()) | {"app", "create_app", "Stack"})

@@ -1,4 +1,4 @@
-"""Request bodies as every production server should hand them to the app (``server.serving.production_app`` wraps
+"""Request bodies as every production server should hand them to the app (``serving.worker.production_app`` wraps
 ``wsgi.input`` with these).
 
 * ``CheckedInput``: a body of Content-Length bytes that ends early is werkzeug's ``ClientDisconnected`` (400), not a

@@ -16,7 +16,9 @@ worker a server recycles (prometheus/client_python#204, #367; its docs leave com
 
 Gauges are not folded: live-mode gauges of a dead worker are removed (``mark_process_dead``), the other modes keep
 each process's value by design. A fold is skipped while a process with that pid exists (a new worker that reused
-the pid keeps writing to the file). Only the serving layer's master folds, one worker at a time.
+the pid keeps writing to the file). Only the serving layer's master folds, one worker at a time, through
+``python -m server.metric_files DIRECTORY PID`` (``main``): a short-lived process, so the supervising process never
+imports prometheus_client itself.
 """
 
 from __future__ import annotations
@@ -133,3 +135,30 @@ def fold_dead_worker(directory: str, pid: int) -> bool:
                 os.unlink(new)
             except OSError:
                 pass
+
+
+def main(argv: list[str]) -> int:
+    """``python -m server.metric_files DIRECTORY PID``: the worker ``PID`` is gone; remove its live-gauge files
+    (prometheus_client's ``multiprocess.mark_process_dead``) and fold the rest (``fold_dead_worker``). Returns the exit
+    status: 0 done, 1 a file could not be read or written (one line on stderr), 2 bad arguments."""
+    import sys
+
+    from prometheus_client import multiprocess
+
+    if len(argv) != 2 or not argv[1].isdigit():
+        sys.stderr.write("usage: python -m server.metric_files DIRECTORY PID\n")
+        return 2
+    directory, pid = argv[0], int(argv[1])
+    try:
+        multiprocess.mark_process_dead(pid, directory)
+        fold_dead_worker(directory, pid)
+    except (OSError, RuntimeError) as exc:
+        sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

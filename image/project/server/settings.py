@@ -36,7 +36,7 @@ TRUSTED_HOSTS        STACK_TRUSTED_HOSTS        unset             host names the
                                                                   Unset: any host (redirects are relative anyway)
 ===================  =========================  ================  ====================================================
 
-Production serving settings are read from the environment only, by ``server.serving_settings`` with the parsers
+Production serving settings are read from the environment only, by ``serving.settings`` with the parsers
 here.
 
 One parser per type (``parse_bool``, ``parse_int``, ``parse_seconds``, ``parse_choice``, ``parse_level``,

@@ -7,7 +7,7 @@ What it adds to any Flask app (state at ``app.extensions["flask_stack"]``, a :cl
 * request observation (request id, ``http_requests_total``, ``http_request_duration_seconds``, the access line)
   as WSGI middleware around ``app.wsgi_app``, and ``g.request_id`` (``server.apps.StackGlobals``) unless the app
   has a ``g`` class of its own;
-* JSON errors for JSON clients (``server.errors``), unless the app registered its own ``HTTPException`` handler
+* JSON errors for JSON clients (``server.error_pages``), unless the app registered its own ``HTTPException`` handler
   (handlers for one status code, such as ``@app.errorhandler(404)``, always win over the stack's);
 * Swagger UI at ``/apidocs/`` and the spec at ``/apispec_1.json`` (``server.apidocs``), unless the app set up
   flasgger itself; a ``/`` that redirects there when the app has no ``/``;
@@ -39,7 +39,7 @@ from werkzeug.wrappers import Response
 
 from .apidocs import STACK_TEMPLATES, UI_URL, setup_apidocs
 from .apps import StackGlobals
-from .errors import register_error_handlers
+from .error_pages import register_error_handlers
 from .exceptions import RouteConflictError, UserAppImportError
 from .health import HealthChecks
 from .logs import configure_logging

@@ -1,4 +1,4 @@
-"""Production serving settings: what ``server.serving`` and each server's mapping (gunicorn.conf.py, granian_app.py,
+"""Production serving settings: what ``serving.supervisor`` and each server's mapping (gunicorn.conf.py, granian_app.py,
 uwsgi_app.py) run with, read once from the environment only (README.md, "Environment variables"): STACK_SERVER,
 PORT, STACK_HOST, WEB_CONCURRENCY, STACK_THREADS, STACK_WORKER_TIMEOUT, STACK_GRACEFUL_TIMEOUT, STACK_SHUTDOWN_DELAY,
 STACK_FRONT, STACK_PROBE_PORT, STACK_FRONT_CONNECTIONS, STACK_FRONT_CLIENT_CONNECTIONS, STACK_FRONT_BODY_BUDGET,
@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .exceptions import SettingsError
-from .settings import parse_bool, parse_choice, parse_int, parse_level, parse_seconds
+from server.exceptions import SettingsError
+from server.settings import parse_bool, parse_choice, parse_int, parse_level, parse_seconds
 
 
 def parse_uwsgi_socket(name: str, value: Any, public: bool = False) -> str | None:
@@ -54,11 +54,10 @@ class ServingSettings:
         worker_timeout: seconds a silent worker lives before it is restarted.
         graceful_timeout: seconds from SIGTERM to SIGKILL of workers.
         shutdown_delay: seconds a worker keeps accepting after SIGTERM, readiness DOWN (below graceful_timeout).
-        keepalive: seconds an idle keep-alive connection stays open.
         log_level, log_format: as the runtime's.
         control_socket: gunicorn's control socket path, None = off.
         uwsgi_socket: uWSGI's uwsgi-protocol socket for nginx (``HOST:PORT`` or a path), None = none.
-        front: ``none`` or ``nginx`` (``server.front``: nginx buffers requests in front of the server).
+        front: ``none`` or ``nginx`` (``serving.front``: nginx buffers requests in front of the server).
         probe_port: with the front, the port of its probe listener (health and /metrics only); 0: none.
         front_connections: connections the front's public nginx holds at most (its worker_connections).
         front_client_connections: requests at once per client address on the public port (0: no limit).
@@ -74,7 +73,6 @@ class ServingSettings:
     worker_timeout: int = 30
     graceful_timeout: int = 25
     shutdown_delay: float = 0.0
-    keepalive: int = 5
     log_level: str = "INFO"
     log_format: str = "text"
     control_socket: str | None = None
@@ -98,6 +96,7 @@ class ServingSettings:
         return self.bind.rpartition(":")[0] + f":{self.probe_port}"
 
 
+KEEPALIVE_SECONDS = 5  # an idle keep-alive connection stays open: above probes' 2-4 s, below balancers' 60 s
 SERVERS = ("granian", "gunicorn", "uwsgi")  # the default first (README.md, "Production serving", says why)
 FRONTS = ("none", "nginx")  # STACK_FRONT; the deployable image sets nginx
 

@@ -19,7 +19,7 @@ A request body the server cannot read (a broken chunked encoding or a body cut s
 handler, so a user's ``@app.errorhandler(400)`` applies), one WARNING line without traceback
 (``unreadable request body: POST /parse: InvalidChunkSize: Invalid chunk size: b'ZZ' id=...``), and is
 counted as status 400 in the metrics. So is a body shorter than its Content-Length under the production servers
-(``server.serving.production_app`` raises ``ClientDisconnected`` for it), and JSON nested too deeply to parse
+(``serving.worker.production_app`` raises ``ClientDisconnected`` for it), and JSON nested too deeply to parse
 (``DepthLimitedJSONProvider``: a 400 like any malformed JSON, no traceback). A body over ``MAX_CONTENT_LENGTH``
 (STACK_MAX_CONTENT_LENGTH, 16 MiB by default) is a 413 raised before it is read.
 

@@ -1,9 +1,10 @@
 """The production serving layer: one place for what every production server of the stack does alike.
 
-``/project/serve`` (the deployable image's CMD, and ``flask-stack run --production``) runs ``python3 -m
-server.serving``; ``main`` then
+``/project/serve`` (the deployable image's CMD, and ``flask-stack run --production``) runs ``main`` here, in the
+supervising process, which never imports Flask, flasgger or prometheus_client (the app is checked in a child,
+dead workers' metric files are folded by one, and the workers import the runtime); ``main`` then
 
-1. resolves the serving settings once (``server.serving_settings.load_serving_settings``: STACK_SERVER, PORT, STACK_HOST,
+1. resolves the serving settings once (``serving.settings.load_serving_settings``: STACK_SERVER, PORT, STACK_HOST,
    WEB_CONCURRENCY, STACK_THREADS, STACK_WORKER_TIMEOUT, STACK_GRACEFUL_TIMEOUT, STACK_SHUTDOWN_DELAY, STACK_FRONT,
    LOG_LEVEL, LOG_FORMAT, STACK_CONTROL_SOCKET) and the runtime's (STACK_MAX_CONTENT_LENGTH...): a bad value is one line on
    stderr and exit status 2;
@@ -14,10 +15,10 @@ server.serving``; ``main`` then
    line naming file and line (``server.app``'s message) and exit status 4, for any worker count and any server;
 4. runs the chosen server through its thin mapping of these settings onto its own options and hooks
    (``gunicorn.conf.py``, for which this process becomes gunicorn's master; ``granian_app.py``; ``uwsgi_app.py``,
-   which supervises uWSGI; all beside ``serve``); with STACK_FRONT=nginx (the deployable image's default) this
-   process stays, with nginx in front of that server (``server.front``).
+   which supervises uWSGI; all in this package); with STACK_FRONT=nginx (the deployable image's default) this
+   process stays, with nginx in front of that server (``serving.front``).
 
-Every server's worker handles SIGTERM through ``Drain``: readiness DOWN at once, ``Connection: close`` on every
+Every server's worker handles SIGTERM through ``serving.worker.Drain``: readiness DOWN at once, ``Connection: close`` on every
 response (so clients that hold connections move away), new connections accepted until STACK_SHUTDOWN_DELAY
 seconds are over, then the server's own graceful stop (finish requests in flight) within STACK_GRACEFUL_TIMEOUT.
 
@@ -29,19 +30,23 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
 from typing import Callable
 
-from .exceptions import SettingsError, StackError
-from .serving_settings import ServingSettings, load_serving_settings
-from .settings import load_settings
+from server.exceptions import SettingsError, StackError
+from server.settings import load_settings
+
+from .settings import ServingSettings, load_serving_settings
 
 EXIT_BAD_SETTING = 2
 EXIT_APP_LOAD = 4  # gunicorn's APP_LOAD_ERROR, which stops its arbiter instead of respawning workers
-HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # /project: serve, gunicorn.conf.py, granian_app.py
-log = logging.getLogger("server.serving")
+HERE = os.path.dirname(os.path.abspath(__file__))  # /project/serving: gunicorn.conf.py, granian_app.py, uwsgi_app.py
+PROJECT = os.path.dirname(HERE)  # /project: the packages server and serving
+FOLD_TIMEOUT = 30.0  # seconds: the longest a dead worker's metric files take to fold
+log = logging.getLogger("serving")
 
 _settings: ServingSettings | None = None
 _owner_pid: int | None = None  # the process that removes a temporary metrics dir (not its forked workers)
@@ -138,16 +143,24 @@ def remove_temp_metrics_dir() -> None:
 def worker_exited(pid: int) -> None:
     """A worker ``pid`` is gone (normally, crashed or killed): drop its live-gauge files (prometheus_client
     multiprocess protocol) and fold its counters and histograms into the folded files (totals kept, see
-    ``server.metric_files``). Call it before a replacement worker is started where the server allows (gunicorn's
-    ``child_exit``). Never raises (logs a warning instead)."""
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    ``server.metric_files``), in a short-lived ``python -m server.metric_files`` process (this one never imports
+    prometheus_client). Call it before a replacement worker is started where the server allows (gunicorn's
+    ``child_exit``). Waits at most ``FOLD_TIMEOUT`` seconds. Never raises (logs a warning instead)."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
         return
+    path = os.pathsep.join(p for p in (PROJECT, os.environ.get("PYTHONPATH", "")) if p)
     try:
-        from .metrics import mark_process_dead
-
-        mark_process_dead(pid)
-    except Exception as exc:  # noqa: BLE001 - metrics bookkeeping must never take the server down
+        # subprocess tolerates a server that reaps every child itself (gunicorn's arbiter): returncode 0 then
+        done = subprocess.run([sys.executable, "-P", "-m", "server.metric_files", directory, str(pid)],
+                              env={**os.environ, "PYTHONPATH": path}, capture_output=True, text=True,
+                              timeout=FOLD_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("could not clean the metric files of worker %s: %s", pid, exc)
+        return
+    if done.returncode:
+        reason = (done.stderr.strip().splitlines() or ["exit status %d" % done.returncode])[-1]
+        log.warning("could not clean the metric files of worker %s: %s", pid, reason)
 
 
 # --- the app loads, or one line and exit 4 ------------------------------------------------------------------
@@ -188,110 +201,6 @@ def check_app_loads() -> int:
         return os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else EXIT_APP_LOAD
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-
-
-# --- SIGTERM in a worker -------------------------------------------------------------------------------------
-
-
-class Drain:
-    """What a worker does from SIGTERM on, the same on every server.
-
-    ``begin()`` (the first SIGTERM): readiness DOWN (``server.health.begin_shutdown``), ``draining`` True (the
-    server's mapping then answers every request with ``Connection: close``: ``on_drain`` callbacks run now),
-    and ``stop()`` (the server's own graceful stop: no new connections, finish those in flight) runs after
-    ``delay`` seconds, from a daemon thread. A second SIGTERM stops at once. ``linger`` (seconds) is the least time
-    between ``begin`` and ``stop`` even with ``delay`` 0, for a server that would otherwise cut its kept-alive
-    connections at once (a request already sent on one would be lost): in that time each of them gets its
-    ``Connection: close`` answer.
-    """
-
-    def __init__(self, delay: float, stop: Callable[[], None], logger: logging.Logger | None = None,
-                 linger: float = 0.0):
-        self.delay = max(delay, linger)
-        self.stop = stop
-        self.draining = False
-        self.on_drain: list[Callable[[], None]] = []
-        self._log = logger or log
-        self._stopped = False
-        self._lock = threading.Lock()
-
-    def begin(self) -> None:
-        """Handle one SIGTERM (see the class docstring). Safe from any thread."""
-        with self._lock:
-            first = not self.draining
-            self.draining = True
-        if first:
-            from . import health
-
-            health.begin_shutdown()
-            for callback in self.on_drain:
-                callback()
-        if not first or self.delay <= 0:
-            self._stop_once()
-            return
-        self._log.info("worker %s: readiness DOWN; stops accepting in %gs", os.getpid(), self.delay)
-        timer = threading.Timer(self.delay, self._stop_once)
-        timer.daemon = True
-        timer.start()
-
-    def _stop_once(self) -> None:
-        with self._lock:
-            if self._stopped:
-                return
-            self._stopped = True
-        self.stop()
-
-
-# --- the app every production server serves ----------------------------------------------------------------
-
-
-drain: Drain | None = None  # this worker's (set by the server's mapping once it installed its SIGTERM handling)
-
-
-def production_app():
-    """The WSGI app every production server serves: ``server.app`` (loaded now: ``SystemExit(4)`` with one line
-    when it fails) with two things every server lacks:
-
-    * a body shorter than its Content-Length is a 400 with one warning line (``ClientDisconnected`` on read,
-      handled by the runtime's error handler, so counted and logged), not a short body taken as complete;
-    * a chunked body (``Transfer-Encoding: chunked``, the server de-chunking it: ``wsgi.input_terminated``) past the
-      app's ``MAX_CONTENT_LENGTH`` (STACK_MAX_CONTENT_LENGTH) is a 413 when the app reads it, not its first bytes
-      taken as the whole body;
-    * while this worker drains (``drain.draining``), every response says ``Connection: close`` (gunicorn drops the
-      header and closes by its own keep-alive setting; granian passes it on).
-    """
-    import server
-
-    from .bodies import CappedInput, CheckedInput  # werkzeug: in the workers only, not the supervisor
-
-    app = server.app
-    config = getattr(app, "config", {})
-
-    def serve(environ, start_response):
-        length = environ.get("CONTENT_LENGTH")
-        if length and length != "0" and length.isdigit():
-            environ["wsgi.input"] = CheckedInput(environ["wsgi.input"], int(length))
-        elif "HTTP_TRANSFER_ENCODING" in environ and environ.get("wsgi.input_terminated"):
-            limit = config.get("MAX_CONTENT_LENGTH")
-            if limit:
-                environ["wsgi.input"] = CappedInput(environ["wsgi.input"], limit)
-        if drain is not None and drain.draining:
-            def closing(status, headers, exc_info=None):
-                return start_response(status, [*headers, ("Connection", "close")], exc_info)
-
-            return app(environ, closing)
-        return app(environ, start_response)
-
-    return serve
-
-
-def __getattr__(name: str):
-    """``server.serving:app`` (what gunicorn loads) is ``production_app()``, made on first access."""
-    if name == "app":
-        global app
-        app = production_app()
-        return app
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- entry point ---------------------------------------------------------------------------------------------
@@ -342,7 +251,7 @@ def run_master(name: str, serve: Callable[[ServingSettings], int]) -> int:
 
 def server_command(server: str, argv: list[str]) -> list[str]:
     """The command of the server's master: ``python3 -m gunicorn --config gunicorn.conf.py [argv]
-    server.serving:app``, ``python3 granian_app.py`` or ``python3 uwsgi_app.py [argv]``. ``main`` replaces itself
+    serving.worker:app``, ``python3 granian_app.py`` or ``python3 uwsgi_app.py [argv]``. ``main`` replaces itself
     with it (so it is the process ``serve`` started, PID 1 in a container, named after the server) or, with
     STACK_FRONT=nginx, starts it behind nginx. From then on the server's mapping removes a temporary metrics dir at
     exit (gunicorn.conf.py's ``on_exit``, the others' ``main``).
@@ -359,7 +268,7 @@ def server_command(server: str, argv: list[str]) -> list[str]:
     if server == "uwsgi":
         return [sys.executable, "-P", os.path.join(HERE, "uwsgi_app.py"), *argv]
     return [sys.executable, "-P", "-m", "gunicorn", "--config", os.path.join(HERE, "gunicorn.conf.py"), *argv,
-            "server.serving:app"]
+            "serving.worker:app"]
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
-"""gunicorn's mapping of the stack's serving settings (``server.serving``) onto gunicorn's options and hooks.
+"""gunicorn's mapping of the stack's serving settings (``serving``) onto gunicorn's options and hooks.
 
-``/project/serve`` runs gunicorn with this file and the app ``server.serving:app`` (``gunicorn -c gunicorn.conf.py
-server.serving:app`` works too). The
-settings, their defaults and their validation live in ``server.serving_settings.load_serving_settings`` (README.md,
-"Environment variables"); SIGTERM handling in ``server.serving.Drain``. Extra ``serve`` arguments and
+``/project/serve`` runs gunicorn with this file and the app ``serving.worker:app`` (``gunicorn -c gunicorn.conf.py
+serving.worker:app`` works too). The
+settings, their defaults and their validation live in ``serving.settings.load_serving_settings`` (README.md,
+"Environment variables"); SIGTERM handling in ``serving.worker.Drain``. Extra ``serve`` arguments and
 GUNICORN_CMD_ARGS are gunicorn options and win over this file.
 """
 
@@ -14,11 +14,13 @@ import signal
 
 from gunicorn import glogging
 
-from server import serving
+from serving import supervisor
+from serving.settings import KEEPALIVE_SECONDS
+from serving import worker as serving_worker
 from server.logs import make_formatter, printable_path
 from server.mistakes import client_mistake
 
-_settings = serving.settings_or_exit("gunicorn.conf.py")
+_settings = supervisor.settings_or_exit("gunicorn.conf.py")
 
 bind = [_settings.bind]
 workers = _settings.workers
@@ -26,7 +28,7 @@ threads = _settings.threads
 worker_class = "gthread"
 timeout = _settings.worker_timeout
 graceful_timeout = _settings.graceful_timeout
-keepalive = _settings.keepalive  # seconds; above health probes' 2-4 s, below load balancers' idle timeouts (60 s)
+keepalive = KEEPALIVE_SECONDS  # seconds; above health probes' 2-4 s, below load balancers' idle timeouts (60 s)
 # Methods outside gunicorn's convention (lower case: ``get``) reach the app, which answers them (405 unless a route
 # takes them) and so counts and logs them, instead of gunicorn's own uncounted HTML 400.
 permit_unconventional_http_method = True
@@ -96,7 +98,7 @@ def post_worker_init(worker) -> None:
     """In each worker, once the app is loaded: SIGTERM goes through ``serving.Drain``; the graceful stop after the
     delay is gunicorn's own SIGTERM handler (``worker.handle_exit``), run in the main thread as it expects."""
     graceful_stop = signal.getsignal(signal.SIGTERM)
-    serving.drain = drain = serving.Drain(_settings.shutdown_delay, lambda: os.kill(os.getpid(), signal.SIGUSR2),
+    serving_worker.drain = drain = serving_worker.Drain(_settings.shutdown_delay, lambda: os.kill(os.getpid(), signal.SIGUSR2),
                                           worker.log)
 
     def on_sigusr2(signum, frame):  # the delay is over: gunicorn's graceful stop, in the main thread as it expects
@@ -110,17 +112,17 @@ def post_worker_init(worker) -> None:
 def pre_request(worker, req) -> None:
     """While the worker drains, every response says ``Connection: close`` and its connection closes after it
     (gunicorn drops a Connection header set by the app; a request marked to close is its own way)."""
-    drain = serving.drain
+    drain = serving_worker.drain
     if drain is not None and drain.draining:
         req.must_close = True
 
 
 def child_exit(server, worker) -> None:
     """In the master, after a worker exited: drop its live-gauge metric files."""
-    serving.worker_exited(worker.pid)
+    supervisor.worker_exited(worker.pid)
 
 
 def on_exit(server) -> None:
     """In the master, at exit (also when it halts): remove the metrics dir when ``serve`` made it as a temporary
     one."""
-    serving.remove_temp_metrics_dir()
+    supervisor.remove_temp_metrics_dir()

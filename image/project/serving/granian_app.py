@@ -1,12 +1,12 @@
-"""granian's mapping of the stack's serving settings (``server.serving``) onto granian's options and hooks.
+"""granian's mapping of the stack's serving settings (``serving``) onto granian's options and hooks.
 
 ``/project/serve`` with STACK_SERVER=granian runs ``python3 granian_app.py`` (``main``), which calls ``run_granian``: granian's WSGI interface, WEB_CONCURRENCY worker
 processes with STACK_THREADS blocking threads each, STACK_GRACEFUL_TIMEOUT as the workers' kill timeout, the
 stack's log format. What granian has no option or hook for is added here:
 
-* Each worker's SIGTERM goes through ``server.serving.Drain`` (readiness DOWN, ``Connection: close`` while
+* Each worker's SIGTERM goes through ``serving.worker.Drain`` (readiness DOWN, ``Connection: close`` while
   draining, granian's own graceful stop after STACK_SHUTDOWN_DELAY); see ``_patch_worker_signals``.
-* Each worker serves ``server.serving.production_app()``, as gunicorn's do.
+* Each worker serves ``serving.worker.production_app()``, as gunicorn's do.
 * Buffered log lines are written when a worker ends; crashed workers are respawned, and a watcher thread in the
   main process drops the live-gauge metric files of every worker that is gone (gunicorn's ``child_exit`` job).
 """
@@ -19,7 +19,8 @@ import signal
 import sys
 import threading
 
-from server import reaper, serving
+from serving import reaper, supervisor
+from serving import worker as serving_worker
 
 # Seconds a worker keeps serving after SIGTERM even with STACK_SHUTDOWN_DELAY=0: granian's stop closes idle
 # kept-alive connections at once, so each gets its ``Connection: close`` answer first (gunicorn lingers 2 s itself).
@@ -30,9 +31,9 @@ STOP_LINGER = 1.0
 
 
 def _load_target():
-    """granian's target loader, in each worker: the production app (``server.serving.production_app``), loaded
+    """granian's target loader, in each worker: the production app (``serving.worker.production_app``), loaded
     now."""
-    return serving.production_app()
+    return serving_worker.production_app()
 
 
 def _patch_worker_signals() -> None:
@@ -67,8 +68,8 @@ def _chain_sigterm() -> None:
     Rust threads serve; so the C-level handler's wakeup fd (``signal.set_wakeup_fd``) is read by a daemon thread
     instead, which acts at once."""
     granian_stop = signal.getsignal(signal.SIGTERM)
-    settings = serving.serving_settings()
-    drain = serving.drain = serving.Drain(settings.shutdown_delay, lambda: granian_stop(signal.SIGTERM, None),
+    settings = supervisor.serving_settings()
+    drain = serving_worker.drain = serving_worker.Drain(settings.shutdown_delay, lambda: granian_stop(signal.SIGTERM, None),
                                           logging.getLogger("_granian"), linger=STOP_LINGER)
 
     def on_signal(signum: int) -> None:
@@ -140,7 +141,7 @@ def _reset_inherited_signals() -> None:
 
 
 # granian warns when its workers outnumber the host's CPUs (``multiprocessing.cpu_count``); the stack's default,
-# one per usable CPU plus one and at least two (``server.serving_settings.default_workers``, which says why), always
+# one per usable CPU plus one and at least two (``serving.settings.default_workers``, which says why), always
 # does, so the warning is dropped when the count is that default. tests/container's start test fails when granian
 # words it otherwise.
 WORKERS_WARNING = "Configured number of workers appears to be higher than the amount of CPU cores"
@@ -171,10 +172,10 @@ def _log_dictconfig(level: str, fmt: str, default_workers: bool = False) -> dict
 
 
 def run_granian(settings) -> int:
-    """Serve with granian and ``settings`` (``server.serving_settings.ServingSettings``); return the exit status.
+    """Serve with granian and ``settings`` (``serving.settings.ServingSettings``); return the exit status.
 
     Raises:
-        serving.ServingError: granian is not installed.
+        supervisor.ServingError: granian is not installed.
     """
     try:
         from granian import Granian
@@ -182,10 +183,10 @@ def run_granian(settings) -> int:
         from granian.http import HTTP1Settings
         from granian.log import LogLevels
     except ImportError:
-        raise serving.ServingError("granian is not installed in this environment; add it or unset STACK_SERVER") from None
+        raise supervisor.ServingError("granian is not installed in this environment; add it or unset STACK_SERVER") from None
     _patch_worker_signals()
     server = Granian(
-        "server.serving:production_app",  # for granian's messages; the workers load _load_target
+        "serving.worker:production_app",  # for granian's messages; the workers load _load_target
         address=settings.host,
         port=settings.port,
         interface=Interfaces.WSGI,
@@ -220,7 +221,7 @@ def run_granian(settings) -> int:
 def main() -> int:
     """The granian master (``serve`` with STACK_SERVER=granian execs ``python3 granian_app.py`` once the serving
     layer validated the settings and loaded the app): serve, then remove a temporary metrics dir."""
-    return serving.run_master("granian_app", run_granian)
+    return supervisor.run_master("granian_app", run_granian)
 
 
 if __name__ == "__main__":

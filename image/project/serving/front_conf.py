@@ -1,8 +1,8 @@
-"""The front's nginx configs (``server.front``): the public one rendered from ``server/nginx.conf`` (the template
+"""The front's nginx configs (``serving.front``): the public one rendered from ``serving/nginx.conf`` (the template
 ``flask-stack deploy --nginx-sidecar`` also uses) and the probe port's, with the limits that keep the container
 within its file descriptors and memory.
 
-Figures (README.md, "Production serving"), all from the serving settings (``server.serving_settings``):
+Figures (README.md, "Production serving"), all from the serving settings (``serving.settings``):
 
 * connections: one nginx worker holds at most STACK_FRONT_CONNECTIONS connections (``worker_connections``; the
   connections to the app count too), its file-descriptor limit (``worker_rlimit_nofile``) that many plus
@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import re
 
-from .exceptions import StackError
-from .serving_settings import ServingSettings
+from server.exceptions import StackError
+
+from .settings import ServingSettings
 
 FD_RESERVE = 256  # descriptors beyond worker_connections: temp files of buffered bodies, logs, listeners
 BODY_BUFFER = 16 * 1024  # bytes of a request body nginx keeps in memory (client_body_buffer_size)
@@ -117,7 +118,7 @@ def _fill(template: str, values: dict[str, str]) -> str:
 
 
 def render_public(template: str, settings: ServingSettings, app_port: int, max_body: int, hard_nofile: int) -> str:
-    """``server/nginx.conf`` (text ``template``) for the image's front: listening on ``settings.bind``, proxying
+    """``serving/nginx.conf`` (text ``template``) for the image's front: listening on ``settings.bind``, proxying
     every path to 127.0.0.1:``app_port``, body limit ``max_body`` bytes (0: none), the limits above; without the
     sidecar's static block."""
     connections, nofile = connection_budget(settings, hard_nofile)

@@ -1,5 +1,5 @@
 """Dead workers' metric files, for servers whose master has no hook on a worker's exit (granian, uWSGI): a thread
-in the main process scans the metrics directory and calls ``server.serving.worker_exited`` for each worker gone.
+in the main process scans the metrics directory and calls ``serving.supervisor.worker_exited`` for each worker gone.
 (gunicorn's master calls it itself, from its ``child_exit`` hook.)"""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import os
 import re
 import threading
 
-from .serving import worker_exited
+from .supervisor import worker_exited
 
 _PID_IN_NAME = re.compile(r"_(\d+)\.db$")  # prometheus_client names files <type>[_<mode>]_<pid>.db
 

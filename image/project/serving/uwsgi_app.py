@@ -1,4 +1,4 @@
-"""uWSGI's mapping of the stack's serving settings (``server.serving``) onto uWSGI's options (pyuwsgi, the binary
+"""uWSGI's mapping of the stack's serving settings (``serving``) onto uWSGI's options (pyuwsgi, the binary
 wheel: no compiler in the image).
 
 ``/project/serve`` with STACK_SERVER=uwsgi runs ``python3 uwsgi_app.py`` (``main``): a small supervisor that starts
@@ -16,7 +16,7 @@ change it. uWSGI runs with:
 * uWSGI's own request log off (the runtime writes the access line); uWSGI's own messages (its stderr) rewritten
   here in the stack's log format (logger ``uwsgi``), its start-up banner at DEBUG.
 
-On SIGTERM the supervisor closes a pipe every worker watches: each worker's ``server.serving.Drain`` begins at once
+On SIGTERM the supervisor closes a pipe every worker watches: each worker's ``serving.worker.Drain`` begins at once
 (readiness DOWN, ``Connection: close`` on every response, which the router honours); after STACK_SHUTDOWN_DELAY
 (at least ``STOP_LINGER``) uWSGI's graceful stop (master FIFO ``q``: workers finish their requests in flight);
 at STACK_GRACEFUL_TIMEOUT after SIGTERM whatever is left is killed. SIGINT stops at once; SIGHUP is passed on
@@ -38,7 +38,9 @@ import tempfile
 import threading
 import time
 
-from server import reaper, serving
+from serving import reaper, supervisor
+from serving.settings import KEEPALIVE_SECONDS
+from serving import worker as serving_worker
 from server.logs import stderr_logger
 from server.settings import load_settings
 
@@ -72,16 +74,16 @@ _DATE = re.compile(r"^\w{3} \w{3} +\d+ [\d:]{8} \d{4} - ")  # uWSGI's own time s
 
 
 def uwsgi_options(settings, rundir: str) -> list[str]:
-    """uWSGI's command-line options for ``settings`` (``server.serving_settings.ServingSettings``): the app, the router on
+    """uWSGI's command-line options for ``settings`` (``serving.settings.ServingSettings``): the app, the router on
     HOST:PORT, the workers' private socket and master FIFO in ``rundir``, STACK_UWSGI_SOCKET's socket."""
-    here = os.path.dirname(os.path.abspath(__file__))
+    project = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # /project: the packages serving, server
     workers_socket = os.path.join(rundir, "workers.sock")
     options = [
         "--strict", "--master", "--lazy-apps", "--need-app", "--single-interpreter",
-        "--pythonpath", here, "--module", "uwsgi_app:application",
+        "--pythonpath", project, "--module", "serving.uwsgi_app:application",
         "--processes", str(settings.workers), "--threads", str(settings.threads), "--enable-threads",
         "--http", settings.bind, "--http-to", workers_socket, "--socket", workers_socket,
-        f"--http-keepalive={settings.keepalive}", "--http-auto-chunked", "--http-chunked-input",
+        f"--http-keepalive={KEEPALIVE_SECONDS}", "--http-auto-chunked", "--http-chunked-input",
         "--http-headers-timeout", str(HEADER_TIMEOUT), "--buffer-size", str(BUFFER_SIZE),
         "--http-buffer-size", str(BUFFER_SIZE), "--max-vars", str(MAX_VARS),
         "--harakiri", str(settings.worker_timeout),
@@ -100,7 +102,7 @@ def uwsgi_options(settings, rundir: str) -> list[str]:
     return options
 
 
-# --- worker side (uWSGI loads ``uwsgi_app:application`` in each worker) -----------------------------------------
+# --- worker side (uWSGI loads ``serving.uwsgi_app:application`` in each worker) -----------------------------------------
 
 
 def _worker_app():
@@ -118,8 +120,8 @@ def _worker_app():
             fh.write(WORKER_NAME)
     except OSError:
         pass
-    settings = serving.serving_settings()
-    drain = serving.drain = serving.Drain(settings.shutdown_delay, lambda: None, log)
+    settings = supervisor.serving_settings()
+    drain = serving_worker.drain = serving_worker.Drain(settings.shutdown_delay, lambda: None, log)
     fd = os.environ.get(DRAIN_FD_ENV, "")
     if fd.isdigit():
         def watch() -> None:
@@ -131,7 +133,7 @@ def _worker_app():
             drain.begin()
 
         threading.Thread(target=watch, name="drain-watcher", daemon=True).start()
-    app = serving.production_app()
+    app = serving_worker.production_app()
 
     def serve(environ, start_response):
         environ["wsgi.url_scheme"] = connection_scheme(environ)
@@ -221,7 +223,7 @@ def connection_scheme(environ: dict) -> str:
     return scheme if scheme in ("http", "https") else "http"
 
 
-if "uwsgi" in sys.modules:  # uWSGI's embedded module: this is a worker loading ``uwsgi_app:application``
+if "uwsgi" in sys.modules:  # uWSGI's embedded module: this is a worker loading ``serving.uwsgi_app:application``
     application = _worker_app()
 
 
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         stderr_logger(log, settings.log_level, settings.log_format)
         return Supervisor(settings, options).run()
 
-    return serving.run_master("uwsgi_app", supervise)
+    return supervisor.run_master("uwsgi_app", supervise)
 
 
 if __name__ == "__main__":

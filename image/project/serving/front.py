@@ -7,8 +7,8 @@ configuration. nginx reads whole request heads and bodies in its event loop firs
 gunicorn's own documentation recommends a buffering proxy) and closes a client silent for 10 s; the app's threads
 only ever see complete requests.
 
-``run_front`` (called by ``server.serving.main``, in the process ``serve`` started) renders ``server/nginx.conf``
-(the template ``flask-stack deploy --nginx-sidecar`` also uses) twice (``server.front_conf``: the public listener
+``run_front`` (called by ``serving.supervisor.main``, in the process ``serve`` started) renders ``serving/nginx.conf``
+(the template ``flask-stack deploy --nginx-sidecar`` also uses) twice (``serving.front_conf``: the public listener
 with its connection, per-client and body-budget limits; the probe listener) into a private directory under
 $TMPDIR, then starts three children, each its own process group:
 
@@ -21,7 +21,7 @@ $TMPDIR, then starts three children, each its own process group:
   every connection of the first leaves the probes answered. Their output goes through pipes: error lines are
   logged through logger ``nginx`` and their access lines (only requests nginx answered itself) become the stack's
   access line, both in the stack's log format. nginx's own error answers (413, 400, 408, 414, 502, 503, 504,
-  505...) follow the app's JSON-or-HTML rule (server/errors.py) in nginx.conf.
+  505...) follow the app's JSON-or-HTML rule (server/error_pages.py) in nginx.conf.
 
 SIGTERM (or SIGINT): SIGTERM to the server at once (readiness DOWN; its answers say ``Connection: close``, which
 nginx passes on as an added token), SIGQUIT to nginx after STACK_SHUTDOWN_DELAY seconds (at least ``QUIT_LINGER``;
@@ -54,21 +54,24 @@ import tempfile
 import threading
 import time
 
+from server.logs import printable_path, stderr_logger
+from server.mistakes import client_mistake
+from server.settings import load_settings
+
 from . import front_conf
+from .access_relay import start_access_relay
 from .front_conf import FrontError
-from .logs import access_line, printable_path, stderr_logger
-from .mistakes import client_mistake
-from .serving_settings import ServingSettings
-from .settings import load_settings
+from .settings import ServingSettings
 
 LINGER = 2.0  # seconds the server keeps accepting after nginx stopped: requests nginx still holds get through
 # Least seconds from SIGTERM to nginx's stop, even with STACK_SHUTDOWN_DELAY=0: nginx's stop closes idle kept-alive
 # connections at once, so each first gets an answer with its ``Connection: close`` token (the servers linger too).
 QUIT_LINGER = 1.0
 START_TIMEOUT = 60.0  # seconds the server gets to answer its first request before nginx starts
+RELAY_EXIT_TIMEOUT = 2.0  # seconds an access relay gets to write nginx's last lines once nginx is gone
 POLL = 0.02  # seconds between looks at the children: a dead one stops the front within a second
 TEMPLATE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nginx.conf")
-log = logging.getLogger("server.front")
+log = logging.getLogger("serving.front")
 nginx_log = logging.getLogger("nginx")
 # nginx's error-log line: ``2026/12/01 19:13:05 [error] 123#123: *5 message``
 _ERROR_LINE = re.compile(r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d \[(?P<level>\w+)\] \d+#\d+: (?:\*\d+ )?(?P<message>.*)$")
@@ -132,7 +135,7 @@ def server_environment(settings: ServingSettings, app_port: int, proxy_hops: int
     return env
 
 
-class Front:
+class NginxFront:
     """nginx (public and probe port) and the server behind it, as children of this process (module docstring)."""
 
     def __init__(self, settings: ServingSettings, command: list[str]):
@@ -146,6 +149,7 @@ class Front:
         self.probes: subprocess.Popen | None = None
         self.stopping = threading.Event()
         self.relays: list[threading.Thread] = []
+        self.access_relays: list[subprocess.Popen] = []
 
     @property
     def children(self) -> dict[str, subprocess.Popen]:
@@ -196,20 +200,21 @@ class Front:
         self.server = subprocess.Popen(self.command, env=server_env, process_group=0)
         if not self._wait_for_server(app_port, runtime.url_prefix or ""):
             return False
-        metrics = front_metrics()
         # nginx reopens /dev/stdout and /dev/stderr: on a file that would be a second write offset, clobbering the
-        # server's lines; through pipes its lines are also rewritten in the stack's format (``relay_access``,
-        # ``relay_errors``). Each nginx is its own process group: its workers go with its master.
+        # server's lines; through pipes its lines are also rewritten in the stack's format (``serving.access_relay``,
+        # a child process because it counts in the app's metrics, ``relay_errors`` a thread). Each nginx is its own
+        # process group: its workers go with its master.
         for argv, attr in ((public, "nginx"), (probes, "probes")):
             if argv is None:
                 continue
             child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, process_group=0)
             setattr(self, attr, child)
-            for target, stream, args in ((relay_access, child.stdout, (self.settings.log_format, metrics)),
-                                         (relay_errors, child.stderr, ())):
-                relay = threading.Thread(target=target, args=(stream, *args), name=f"{attr}-relay", daemon=True)
-                relay.start()
-                self.relays.append(relay)
+            self.access_relays.append(start_access_relay(child.stdout, self.settings.log_format,
+                                                          self.settings.log_level))
+            child.stdout.close()  # the relay holds it now
+            relay = threading.Thread(target=relay_errors, args=(child.stderr,), name=f"{attr}-relay", daemon=True)
+            relay.start()
+            self.relays.append(relay)
         connections, nofile = front_conf.connection_budget(self.settings, hard_nofile)
         log.info("flask-stack: nginx in front on http://%s (%d connections, %d descriptors), probes on %s, "
                  "buffering requests for %s on 127.0.0.1:%d", self.settings.bind, connections, nofile,
@@ -301,44 +306,18 @@ class Front:
     def _join_relays(self) -> None:
         for relay in self.relays:  # nginx is gone: its last lines are in the pipes
             relay.join(1.0)
+        for process in self.access_relays:
+            try:
+                process.wait(RELAY_EXIT_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def close(self) -> None:
         """Kill children still running (after an error) and remove the private directory."""
         if any(child.poll() is None for child in self.children.values()):
             self._kill_all()
         shutil.rmtree(self.workdir, ignore_errors=True)
-
-
-def relay_access(stream, fmt: str, metrics=None) -> None:
-    """Write each access line nginx writes on ``stream`` (its ``front`` log format: JSON, only requests the app did
-    not answer) to stdout as the stack's access line in format ``fmt`` ("text" or "json"), with nginx's request id
-    (the one its error answer carries), and count it in ``metrics`` (``server.metrics.HttpMetrics``: the app's
-    ``http_requests_total``, endpoint ``<unmatched>``) when given. Returns at end of stream."""
-    for raw in iter(stream.readline, b""):
-        try:
-            entry = json.loads(raw.decode("utf-8", "replace"))  # nginx's escape=json passes bytes >= 0x80 on
-            method, _, rest = str(entry["request"]).partition(" ")
-            path = rest.rsplit(" ", 1)[0] if " " in rest else rest
-            status, seconds = int(entry["status"]), float(entry["seconds"])
-            line = access_line(fmt, time.time(), printable_path(method, 20) or "-", printable_path(path or "-"),
-                               status, seconds * 1000.0, printable_path(str(entry.get("request_id") or "-"), 64),
-                               printable_path(str(entry["client"]), 100))
-        except (ValueError, KeyError, TypeError):
-            nginx_log.warning("%s", printable_path(raw.decode("utf-8", "replace").rstrip("\n")))
-            continue
-        if metrics is not None:
-            metrics.observe(method.upper(), None, status, seconds)
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
-
-
-def front_metrics():
-    """The app's request metrics as this process writes them (``server.metrics.HttpMetrics`` in prometheus_client's
-    multiprocess mode: the workers' scrapes add this process's file), or None without PROMETHEUS_MULTIPROC_DIR."""
-    from .metrics import HttpMetrics, multiprocess_enabled
-    from .version import __version__
-
-    return HttpMetrics(__version__) if multiprocess_enabled() else None
 
 
 def relay_errors(stream) -> None:
@@ -385,7 +364,7 @@ def run_front(settings: ServingSettings, command: list[str]) -> int:
     """
     stderr_logger(log, settings.log_level, settings.log_format)
     stderr_logger(nginx_log, settings.log_level, settings.log_format)
-    front = Front(settings, command)
+    front = NginxFront(settings, command)
     try:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: front.stop())
