@@ -67,3 +67,23 @@ def load_devloop_module(name: str) -> ModuleType:
         del sys.modules[qualified]
         raise
     return module
+
+
+def import_runtime(name: str) -> ModuleType:
+    """Import the runtime's module ``name`` (e.g. ``serving.front_conf``, standard library only) from
+    ``image/project``, so the CLI computes what the runtime computes with the runtime's own code.
+
+    ``image/project`` is on ``sys.path`` for the import only; its packages (``server``, ``serving``) stay imported
+    under their own names, which this process (the CLI, never a user's app) has no other use for.
+
+    Raises:
+        CliError: the stack's files are missing or the module cannot be imported.
+    """
+    directory = str(runtime_dir())
+    sys.path.insert(0, directory)
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise CliError(f"the stack's runtime module {name} cannot be imported ({exc}); reinstall flask-stack") from None
+    finally:
+        sys.path.remove(directory)
