@@ -23,8 +23,9 @@ Options and their environment defaults:
 * ``--no-watch``: serve without reloading.
 * debug: ``STACK_DEBUG_PORT`` (5678), ``STACK_DEBUG_WAIT`` (0; 1 = wait for the client before
   serving), ``STACK_DEBUGGER`` (debugpy), ``STACK_DEBUG_HOST`` (the debugger's interface; default: the app's).
-* ``STACK_SHOW_URLS`` (1): 0 = do not log the app/health/metrics/API docs URLs and the debugger port
-  at start (``flask-stack run`` prints them itself, with the host's ports).
+* ``STACK_SHOW_URLS`` (1): 0 = do not log the app/health/metrics/API docs URLs (once the first app process
+  answers; the app's is the route :mod:`devloop.approute` picks, as ``flask-stack run`` does) and the debugger
+  port (at start) (``flask-stack run`` prints them itself, with the host's ports).
 * ``LOG_LEVEL`` (INFO), ``LOG_FORMAT`` (text|json): as the runtime's; see :mod:`devloop.logs`.
 
 ``run`` serves the app with Werkzeug's threaded server from a process forked per save off a warm

@@ -155,10 +155,11 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
                      debug_port=debug_port, debug_wait=debug_wait, debugger=debugger,
                      debug_host=_setting("STACK_DEBUG_HOST") or "")
     shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
-    base = f"http://{'[' + shown + ']' if ':' in shown else shown}:{spec.port}{_url_prefix()}"
+    spec.url_prefix = _url_prefix()
+    spec.base_url = f"http://{'[' + shown + ']' if ':' in shown else shown}:{spec.port}{spec.url_prefix}"
     log.info("serving %s on %s:%d%s", project, host, spec.port, "" if no_watch else " (reloads on save)")
     if _setting("STACK_SHOW_URLS"):
-        log.info("app %s/  health %s/health  metrics %s/metrics  API docs %s/apidocs/", base, base, base, base)
+        spec.show_urls = True  # the first app process says them once it answers (devloop.child, devloop.approute)
         if debug:
             log.info("debug mode: attach a DAP client (VS Code) to port %d", spec.debug_port)
     loop = server.Loop(sock, spec, deps_dir=deps_path, deps_key=state.key, watch_enabled=not no_watch)  # debug:

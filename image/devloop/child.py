@@ -27,7 +27,7 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import preload
+from . import approute, preload
 from .errorapp import make_error_app, redacting_500s, source_excerpt, with_traceback_pages
 from .logs import get_logger
 
@@ -59,6 +59,10 @@ class ChildSpec:
         preload_path (Path | None): where to list the third-party modules the app imported (JSON list).
         preload_fd (int | None): the pipe end to write one byte to once that list is written.
         userapp (str): the module name the user's package is imported as (never preloaded).
+        show_urls (bool): say the app's, health, metrics and API docs URLs once this process answers (the loop
+            sets it for its first app process; :func:`say_urls`).
+        base_url (str): ``http://host:port`` plus ``url_prefix``, for those URLs.
+        url_prefix (str): the app's STACK_URL_PREFIX (``/your/path``, or "").
     """
 
     sock_fd: int
@@ -76,6 +80,9 @@ class ChildSpec:
     preload_path: Path | None = None
     preload_fd: int | None = None
     userapp: str = "userapp"
+    show_urls: bool = False
+    base_url: str = ""
+    url_prefix: str = ""
 
 
 class _Stop(BaseException):
@@ -190,6 +197,24 @@ def _start_debugger(spec: ChildSpec) -> None:
         return
 
 
+def _probe_host(host: str) -> str:
+    """The address this process's own requests go to: loopback for a wildcard ``host``, else ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    return "::1" if host == "::" else host
+
+
+def say_urls(spec: ChildSpec, failed: bool) -> None:
+    """Log the app's, health, metrics and API docs URLs in one line. The app's is the route
+    :func:`devloop.approute.app_route` picks (as ``flask-stack run`` does), asked over HTTP on the shared socket,
+    so call this while this process serves (from a thread); ``failed`` (the error app is served): ``/``, nothing
+    asked."""
+    route = None if failed else approute.app_route(spec.port, spec.url_prefix, _probe_host(spec.host))
+    base = spec.base_url
+    log.info("app %s  health %s/health  metrics %s/metrics  API docs %s/apidocs/",
+             approute.app_url(base, route), base, base, base)
+
+
 def _serve(spec: ChildSpec, app) -> None:
     """Serve ``app`` on the shared socket until SIGTERM, then stop accepting and drain (see the module docstring).
     SIGTERM must be blocked in this thread already (the serving thread inherits the mask)."""
@@ -236,6 +261,9 @@ def child_main(spec: ChildSpec) -> None:
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # from here on, _serve waits for it
         if not failure and spec.started:
             log.info("app ready in %.2f s", time.monotonic() - spec.started)
+        if spec.show_urls:  # asked once this process serves: its requests wait in the socket's backlog until then
+            threading.Thread(target=say_urls, args=(spec, failure is not None), name="devloop-urls",
+                             daemon=True).start()
         report = None
         if not failure:  # once the first requests have imported what they import lazily, and when stopping
             report = threading.Timer(preload.REPORT_AFTER_SECONDS, preload.report,

@@ -253,6 +253,7 @@ class Loop:
         except OSError:
             pass
         self.child, self.child_is_error = pid, failure is not None
+        self.spec.show_urls = False  # said once, by the first app process
 
     def stop_child(self) -> None:
         """SIGTERM the app process group, SIGKILL it after ``STOP_SECONDS``, and reap it."""

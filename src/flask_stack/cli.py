@@ -1,4 +1,5 @@
-"""The ``flask-stack`` command (click): init, run, debug, test, stop, build, deploy.
+"""The ``flask-stack`` command (click): init, run, debug, test, stop, build, deploy; dev-image and devcontainer
+are :mod:`flask_stack.devcommands`, shared options and helpers :mod:`flask_stack.cliopts`.
 
 Every expected failure is a ``CliError`` caught once, in :func:`main`, and printed as one line
 ``flask-stack: <message>`` on stderr with a non-zero exit status; usage errors (unknown option, bad
@@ -15,91 +16,13 @@ from pathlib import Path
 
 import click
 
-from . import __version__, launch
-from .engine import Engine, RunOptions
-from .engines import BUILD_ENGINE_NAMES, ENGINE_NAMES, resolve_engine_name, select_engine
+from . import __version__, devcommands, launch
+from .cliopts import (ENGINES, app_env, app_option, base_image_option, build_engine_option, engine_for,
+                      engine_option, env_option, port_option, project_option, say)
+from .engine import RunOptions
 from .errors import CliError
 from .paths import stacksettings
 from .project import find_project, project_name
-
-ENGINES = list(ENGINE_NAMES)
-#: The engines that can build an image (``build``): the local engine cannot.
-BUILD_ENGINES = list(BUILD_ENGINE_NAMES)
-
-
-def say(message: str) -> None:
-    """Print a status line ``flask-stack: <message>`` to stderr."""
-    click.echo(f"flask-stack: {message}", err=True)
-
-
-def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
-    """Return ``-e KEY=VALUE`` options as a dict; raise CliError for one without ``=``."""
-    result = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CliError(f"--env {pair!r}: expected KEY=VALUE")
-        result[key] = value
-    return result
-
-
-def _engine(option: str | None, project: Path | None, base_image: str | None = None, build: bool = False) -> Engine:
-    """Return the engine for ``--engine`` (``option``: its value, from the command line or STACK_ENGINE; None:
-    the project's recorded choice, else local; see :mod:`flask_stack.engines`), with ``--base-image`` for its
-    image builds, and say in one line which one is used and why.
-
-    Raises:
-        CliError: the container engine asked for does not work.
-    """
-    ctx = click.get_current_context(silent=True)
-    from_env = ctx is not None and ctx.get_parameter_source("engine") == click.core.ParameterSource.ENVIRONMENT
-    name, why = resolve_engine_name(option, from_env, project, build)
-    engine = select_engine(name)
-    binary = getattr(engine, "binary", None)
-    say(f"engine: {engine.name}" + (f" ({binary})" if binary and binary != engine.name else "") + f" ({why})")
-    if base_image is not None:
-        if hasattr(engine, "base"):
-            engine.base = base_image
-        else:
-            say(f"--base-image {base_image} is not used: the {engine.name} engine builds no image")
-    return engine
-
-
-def _app_env(env_pairs: tuple[str, ...], app_spec: str | None = None, urls: bool = True) -> dict[str, str]:
-    """Return the ``-e`` pairs, plus ``FLASK_APP`` for ``--app``, plus ``STACK_SHOW_URLS=0`` (the CLI prints the
-    URLs, the dev loop need not); an explicit ``-e`` wins."""
-    env = {"STACK_SHOW_URLS": "0"} if urls else {}
-    if app_spec:
-        env["FLASK_APP"] = app_spec
-    return {**env, **_env_pairs(env_pairs)}
-
-
-engine_option = click.option(
-    "--engine", type=click.Choice(ENGINES), default=None, envvar="STACK_ENGINE",
-    show_default="the project's `init --engine`, else local", show_envvar=True,
-    help="Where to run: local (this machine's Python, no container), docker or podman (the stack's development "
-         "image, built on first use).")
-build_engine_option = click.option(
-    "--engine", type=click.Choice(BUILD_ENGINES), default=None,
-    show_default="STACK_ENGINE or the project's `init --engine` when a container engine, else docker if its "
-                 "daemon answers, else podman",
-    help="Container engine that builds: docker or podman (the local engine cannot build images).")
-project_option = click.option(
-    "--project", "project_dir", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="DIR",
-    help="The project directory. Default: the current directory.")
-app_option = click.option(
-    "--app", "app_spec", default=None, metavar="MODULE[:NAME]", envvar="FLASK_APP", show_envvar=True,
-    help="Where the app is, as `flask --app` takes it: module, module:name or module:create_app(args) "
-         "(default: wsgi.py, app.py, the project's __init__.py, or its one package).")
-port_option = click.option("--port", type=click.IntRange(1, 65535), default=8080, show_default=True, metavar="PORT",
-                           envvar="FLASK_RUN_PORT", show_envvar=True,
-                           help="Host TCP port the app is served on (127.0.0.1); `flask run`'s variable too.")
-env_option = click.option("-e", "--env", "env_pairs", multiple=True, metavar="KEY=VALUE",
-                          help="An environment variable for the app (repeatable).")
-base_image_option = click.option(
-    "--base-image", default=None, metavar="IMAGE",
-    help="Base image of the images built (default: $STACK_BASE_IMAGE, else python:3.12-slim-bookworm).")
-
 
 @click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="flask-stack")
@@ -182,8 +105,8 @@ def run(project_dir: Path | None, app_spec: str | None, port: int, engine: str, 
         env_pairs: tuple[str, ...], base_image: str | None) -> int:
     """Serve the project with hot reload until Ctrl-C."""
     project = find_project(project_dir, app_spec)
-    opts = RunOptions(project=project, port=port, production=production, env=_app_env(env_pairs, app_spec))
-    return launch.serve(opts, lambda: _engine(engine, project, base_image), say)
+    opts = RunOptions(project=project, port=port, production=production, env=app_env(env_pairs, app_spec))
+    return launch.serve(opts, lambda: engine_for(engine, project, base_image), say)
 
 
 @cli.command()
@@ -201,8 +124,8 @@ def debug(project_dir: Path | None, app_spec: str | None, port: int, engine: str
     """Serve the project in debug mode: Flask debugger, and debugpy for VS Code to attach."""
     project = find_project(project_dir, app_spec)
     opts = RunOptions(project=project, port=port, debug=True, debug_port=debug_port, debug_wait=wait,
-                      env=_app_env(env_pairs, app_spec))
-    return launch.serve(opts, lambda: _engine(engine, project, base_image), say, debug_port)
+                      env=app_env(env_pairs, app_spec))
+    return launch.serve(opts, lambda: engine_for(engine, project, base_image), say, debug_port)
 
 
 @cli.command(context_settings={"ignore_unknown_options": True})
@@ -220,7 +143,7 @@ def test(project_dir: Path | None, app_spec: str | None, engine: str, junitxml: 
 
     PYTEST ARGS go to pytest as they are (`flask-stack test -k hello -x`, or after `--`)."""
     project = find_project(project_dir, app_spec)
-    return _engine(engine, project).test(project, junitxml, tuple(pytest_args), _app_env(env_pairs, app_spec, urls=False))
+    return engine_for(engine, project).test(project, junitxml, tuple(pytest_args), app_env(env_pairs, app_spec, urls=False))
 
 
 @cli.command(context_settings={"ignore_unknown_options": True, "help_option_names": []})
@@ -234,7 +157,7 @@ def flask(project_dir: Path | None, app_spec: str | None, engine: str, env_pairs
     """Run the Flask CLI on the project's app, with the stack applied, in the project's environment
     (`flask-stack flask init-db`, `flask-stack flask routes`, `flask-stack flask --help`)."""
     project = find_project(project_dir, app_spec)
-    return _engine(engine, project).flask(project, tuple(flask_args), _app_env(env_pairs, app_spec, urls=False))
+    return engine_for(engine, project).flask(project, tuple(flask_args), app_env(env_pairs, app_spec, urls=False))
 
 
 @cli.command()
@@ -292,7 +215,7 @@ def build(project_dir: Path | None, app_spec: str | None, engine: str, tag: str 
     project = find_project(project_dir, app_spec)
     if app_spec:
         os.environ["FLASK_APP"] = app_spec  # the build passes it on as the image's FLASK_APP
-    return _engine(engine, project, build=True).build(project, tag or f"{project_name(project)}:latest", base_image)
+    return engine_for(engine, project, build=True).build(project, tag or f"{project_name(project)}:latest", base_image)
 
 
 @cli.command()
@@ -353,34 +276,8 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
     return deployer.apply(paths)
 
 
-@cli.command("dev-image")
-@build_engine_option
-@base_image_option
-def dev_image(engine: str, base_image: str | None) -> int:
-    """Build the stack's development image when it is missing or out of date, and print its tag (the Dev
-    Container's initializeCommand; without --base-image or $STACK_BASE_IMAGE the image keeps the base it has)."""
-    from .container import ContainerEngine
-    from .devenv import dev_image as ensure
-
-    container = _engine(engine, None, build=True)
-    if not isinstance(container, ContainerEngine):
-        raise CliError("dev-image needs a container engine: neither docker nor podman works here")
-    click.echo(ensure(container.binary, base_image, say))
-    return 0
-
-
-@cli.command()
-@project_option
-def devcontainer(project_dir: Path | None) -> int:
-    """Add .devcontainer/devcontainer.json and devfile.yaml (Dev Containers, odo, Dev Spaces) to a project made
-    before the templates had them; a .devcontainer/ or devfile.yaml already there is left as it is."""
-    from .devenv import add_dev_files
-
-    project = find_project(project_dir)
-    written = add_dev_files(project, click.echo)
-    say(f"added {len(written)} file{'s' if len(written) != 1 else ''} to {project}" if written
-        else f"nothing added to {project}")
-    return 0
+for _command in devcommands.COMMANDS:
+    cli.add_command(_command)
 
 
 def _deploy_image(project: Path) -> tuple[str, str]:

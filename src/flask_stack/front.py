@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .errors import CliError
 from .paths import stacksettings
+from .paths import import_runtime
 
 #: The nginx sidecar's image (Debian-based, nginx's own): any image with ``nginx`` on PATH and
 #: /etc/nginx/mime.types works, since the pod gives it its command and config.
@@ -32,8 +33,6 @@ NGINX_PORT = 8081
 #: The deployable image's probe port (its STACK_PROBE_PORT default): the health endpoints and /metrics through a
 #: second nginx of the image's front; the probes and Prometheus use it unless the sidecar replaces that front.
 PROBE_PORT = 8090
-#: The sidecar's ``worker_connections`` (nginx's default).
-NGINX_WORKER_CONNECTIONS = 1024
 #: The app's default body limit, bytes (the serving layer's STACK_MAX_CONTENT_LENGTH default, 16 MiB).
 MAX_CONTENT_LENGTH = stacksettings().DEFAULT_MAX_CONTENT_LENGTH
 #: Seconds the app keeps accepting after SIGTERM (STACK_SHUTDOWN_DELAY): with the sidecar, longer than
@@ -128,18 +127,44 @@ class Front:
             "FLASK_STACK_METRICS_SERVICE_PORT": "metrics" if self.image_front else "http",
             "FLASK_STACK_NGINX_IMAGE": self.image,
             "FLASK_STACK_NGINX_PORT": str(self.nginx_port),
-            "FLASK_STACK_NGINX_WORKER_CONNECTIONS": str(NGINX_WORKER_CONNECTIONS),
             "FLASK_STACK_NGINX_LISTEN": (f"{self.nginx_address}:{self.nginx_port}" if self.nginx_address
                                          else str(self.nginx_port)),
             "FLASK_STACK_INGRESS_HOST": self.ingress_host,
             "FLASK_STACK_TLS_SECRET": self.tls_secret,
+            **(sidecar_limits(max_content_length) if self.nginx_sidecar else {}),
         }
 
     def blocks(self) -> dict[str, bool]:
         """Which optional blocks of the templates (``# >>> name``) are written."""
         return {"nginx-sidecar": self.nginx_sidecar, "nginx-static": self.nginx_static, "tls": bool(self.tls_secret),
-                "front-limits": False,  # the image's own front only (image/project/serving/front_conf.py)
+                "front-limits": self.nginx_sidecar,  # as the image's own front has them (sidecar_limits)
                 "image-front": self.image_front, "front-off": not self.image_front}
+
+
+def sidecar_limits(max_content_length: int) -> dict[str, str]:
+    """The nginx sidecar's limits, the ones the image's own front has (``serving.front_conf``, README "Production
+    serving"), computed by the runtime's code from the serving settings' defaults (``STACK_FRONT_CONNECTIONS``
+    8,192, ``STACK_FRONT_CLIENT_CONNECTIONS`` 256 per client address, ``STACK_FRONT_BODY_BUDGET`` 128 MiB) and
+    the body limit ``max_content_length`` (bytes): the template's ``FLASK_STACK_NGINX_WORKER_CONNECTIONS``,
+    ``..._RLIMIT_NOFILE``, ``..._LIMITS_HTTP`` and ``..._LIMITS_SERVER``. The pod's descriptor limit is not
+    known here: the connections are not cut to it (a container's is 1,048,576 by default on containerd and CRI-O).
+
+    Raises:
+        CliError: the stack's runtime cannot be imported.
+    """
+    front_conf = import_runtime("serving.front_conf")
+    settings = import_runtime("serving.settings").load_serving_settings({}, cpus=1)
+    connections, nofile = front_conf.connection_budget(settings, -1)
+
+    def indent(text: str, spaces: int) -> str:
+        return ("\n" + " " * spaces).join(text.splitlines())
+
+    return {
+        "FLASK_STACK_NGINX_WORKER_CONNECTIONS": str(connections),
+        "FLASK_STACK_NGINX_RLIMIT_NOFILE": str(nofile),
+        "FLASK_STACK_NGINX_LIMITS_HTTP": indent(front_conf.limits_http(settings, max_content_length), 4),
+        "FLASK_STACK_NGINX_LIMITS_SERVER": indent(front_conf.limits_server(settings, max_content_length), 8),
+    }
 
 
 def nginx_size(size: int) -> str:

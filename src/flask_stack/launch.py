@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import shlex
 import threading
@@ -17,14 +16,11 @@ from .engine import Engine, RunOptions
 from .errors import CliError
 from .paths import stacksettings
 from .localenv import cache_root, project_dir
+from .paths import load_devloop_module
 from .procs import ServerRecord, read_record, remove_record, require_free_port, write_record
 
 #: Seconds between two checks whether a started server answers (for printing its URLs).
 READY_POLL = 0.1
-
-
-#: Paths of the stack's own (never the user's app's URL to show).
-STACK_PATHS = ("/health", "/metrics", "/apidocs", "/apispec", "/flasgger")
 
 
 def announce(say: Callable[[str], None], port: int, debug_port: int | None = None, prefix: str = "",
@@ -36,10 +32,7 @@ def announce(say: Callable[[str], None], port: int, debug_port: int | None = Non
     The dev loop would say it again (with the container's ports): the CLI sets STACK_SHOW_URLS=0 for it.
     """
     base = f"http://127.0.0.1:{port}{prefix}"
-    if app_path:
-        say(f"app       {base}{app_path}  ({base}/ redirects to the API docs)")
-    else:
-        say(f"app       {base}/")
+    say(f"app       {load_devloop_module('approute').app_url(base, app_path)}")
     say(f"health    {base}/health  (/health/live, /health/ready, /health/started)")
     say(f"metrics   {base}/metrics")
     say(f"API docs  {base}/apidocs/")
@@ -60,37 +53,15 @@ def _answers(port: int) -> bool:
         connection.close()
 
 
-def _get(port: int, path: str) -> tuple[int, dict[str, str], bytes] | None:
-    """``GET path`` on 127.0.0.1:``port`` (no redirect followed): (status, headers, body), None when it fails."""
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:
-        connection.request("GET", path, headers={"Accept": "application/json"})
-        response = connection.getresponse()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read(1 << 22)
-    except (OSError, http.client.HTTPException):
-        return None
-    finally:
-        connection.close()
-
-
 def app_route(port: int, prefix: str = "") -> str | None:
-    """A route of the user's app to show, when its ``/`` is the stack's redirect to the API docs: the first GET path
-    without parameters of the API spec that is not the stack's own (``/hello``); None when ``/`` is the app's own,
-    or no such path is documented."""
-    root = _get(port, f"{prefix}/")
-    if root is None or root[0] not in (301, 302, 303, 307, 308) or "/apidocs" not in root[1].get("location", ""):
-        return None
-    spec = _get(port, f"{prefix}/apispec_1.json")
-    try:
-        paths = json.loads(spec[2])["paths"] if spec is not None and spec[0] == 200 else {}
-    except (ValueError, KeyError, TypeError):
-        return None
-    for path, operations in paths.items():
-        path = path.removeprefix(prefix) if prefix and path.startswith(prefix + "/") else path
-        if (isinstance(operations, dict) and "get" in operations and "{" not in path and path != "/"
-                and not path.startswith(STACK_PATHS)):
-            return path
-    return None
+    """A route of the user's app to show, when its ``/`` is the stack's redirect to the API docs (``/hello``); None
+    when ``/`` is the app's own or no such route is documented. The choice is the dev loop's own
+    (``image/devloop/approute.py``), so both say the same URL.
+
+    Raises:
+        CliError: the stack's files are missing.
+    """
+    return load_devloop_module("approute").app_route(port, prefix)
 
 
 def _url_prefix(opts: RunOptions, local: bool) -> str:

@@ -61,3 +61,51 @@ def devloop_parent() -> Path:
 def templates_dir() -> Path:
     """Return ``templates``: one sub-directory per project template."""
     return stack_root() / "templates"
+
+
+def load_devloop_module(name: str) -> ModuleType:
+    """Import ``image/devloop/<name>.py`` (a standalone module of the dev loop's, standard library only, that the
+    CLI shares with the development image, which has no ``flask_stack``) as ``flask_stack._devloop_<name>``, once.
+
+    The file is loaded by path so that ``image`` never goes on this process's ``sys.path`` (the user's project or
+    environment may have a ``devloop`` of its own).
+
+    Raises:
+        CliError: the stack's files or that module are missing.
+    """
+    qualified = f"flask_stack._devloop_{name}"
+    loaded = sys.modules.get(qualified)
+    if loaded is not None:
+        return loaded
+    path = devloop_parent() / "devloop" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(qualified, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise CliError(f"the stack's dev loop is missing {path}; reinstall flask-stack")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[qualified]
+        raise
+    return module
+
+
+def import_runtime(name: str) -> ModuleType:
+    """Import the runtime's module ``name`` (e.g. ``serving.front_conf``, standard library only) from
+    ``image/project``, so the CLI computes what the runtime computes with the runtime's own code.
+
+    ``image/project`` is on ``sys.path`` for the import only; its packages (``server``, ``serving``) stay imported
+    under their own names, which this process (the CLI, never a user's app) has no other use for.
+
+    Raises:
+        CliError: the stack's files are missing or the module cannot be imported.
+    """
+    directory = str(runtime_dir())
+    sys.path.insert(0, directory)
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise CliError(f"the stack's runtime module {name} cannot be imported ({exc}); reinstall flask-stack") from None
+    finally:
+        sys.path.remove(directory)

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from collections.abc import Callable
 
-from .devenv import DEVCONTAINER_DIR, DEVFILE, kept_user_files, name_devfile
+from .devenv import DEVFILE, USER_DIRS, kept_user_files, name_devfile, write_manifests
 from .errors import CliError
 from .paths import templates_dir
 from .project import CONFIG_FILE, read_config, sanitise_name, stack_id, stack_info
@@ -87,6 +87,7 @@ def init_project(target: Path, template: str | None = None, overwrite: bool = Fa
             (new / CONFIG_FILE).write_text(config, encoding="utf-8")
             if (new / DEVFILE).is_file():
                 name_devfile(new / DEVFILE, sanitise_name(previous_name or target.name))
+                write_manifests(new, sanitise_name(previous_name or target.name))  # the devfile's deploy/
         except (OSError, shutil.Error) as exc:
             raise CliError(f"copying template {name!r} failed: {_reason(exc)}; nothing was written") from None
         written = sorted(p.relative_to(new) for p in _files(new))
@@ -104,7 +105,7 @@ def init_project(target: Path, template: str | None = None, overwrite: bool = Fa
     for rel in written:
         echo(f"  {rel}")
     for rel in sorted({rel.parts[0] for rel in kept}):
-        echo(f"  {rel}{'/' if rel == DEVCONTAINER_DIR else ''} kept as it is (yours)")
+        echo(f"  {rel}{'/' if rel in USER_DIRS else ''} kept as it is (yours)")
     return written
 
 

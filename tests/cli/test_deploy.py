@@ -35,12 +35,14 @@ def test_deploy_takes_the_tag_of_the_last_build(flask_stack, cli_env, tmp_path, 
 
 def test_generate_only_with_output_and_image(flask_stack, tmp_path):
     assert flask_stack("init", "shop", cwd=tmp_path).returncode == 0
+    before = (tmp_path / "shop" / "deploy" / "deployment.yaml").read_text()  # init's, for the devfile's odo deploy
     out = tmp_path / "manifests"
     result = flask_stack("deploy", "--generate-only", "--output", str(out), "--image", "registry.example.com/shop:1.2",
                          "--project", str(tmp_path / "shop"))
     assert result.returncode == 0, result.stderr
     assert "image: registry.example.com/shop:1.2" in (out / "deployment.yaml").read_text()
-    assert not (tmp_path / "shop" / "deploy").exists()
+    assert (tmp_path / "shop" / "deploy" / "deployment.yaml").read_text() == before  # --output: deploy/ untouched
+    assert "image: shop:latest" in before
 
 
 def test_bad_image_is_one_line(flask_stack, tmp_path):

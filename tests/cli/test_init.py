@@ -39,12 +39,17 @@ def test_init_writes_the_template_and_config(flask_stack, tmp_path):
     assert result.returncode == 0, result.stderr
     project = tmp_path / "My Cool_App"
     written = set(tree(project))
-    assert written == template_files() | {".appsody-config.yaml"}
+    # deploy/: the manifests `flask-stack deploy` writes by default, which the devfile's kind deploy applies
+    manifests = {f"deploy/{name}" for name in ("deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml")}
+    assert written == template_files() | {".appsody-config.yaml"} | manifests
     for rel in template_files() - {"devfile.yaml"}:
         assert (project / rel).read_bytes() == (TEMPLATE / rel).read_bytes()
-    # the devfile names its component after the project (odo names the Kubernetes resources after it)
+    # the devfile names its component after the project (odo names the Kubernetes resources after it), and its
+    # deployable image as `flask-stack deploy` does by default
     assert (project / "devfile.yaml").read_text() == (TEMPLATE / "devfile.yaml").read_text().replace(
-        "  name: python-flask-app\n", "  name: my-cool-app\n", 1)
+        "  name: python-flask-app\n", "  name: my-cool-app\n", 1).replace(
+        "  IMAGE: python-flask-app:latest\n", "  IMAGE: my-cool-app:latest\n", 1)
+    assert "          image: my-cool-app:latest\n" in (project / "deploy" / "deployment.yaml").read_text()
     config = (project / ".appsody-config.yaml").read_text()
     assert config.splitlines() == ["project-name: my-cool-app", "stack: dev.local/python-flask:0.4",
                                    "flask-stack-template: simple"]
@@ -124,16 +129,20 @@ def test_failed_move_restores_the_directory_exactly(tmp_path, monkeypatch):
 
     def failing_replace(src, dst):
         calls.append(dst)
-        if len(calls) == 8:  # after Pipfile was moved aside (.devcontainer/ comes first)
-            raise OSError(5, "Input/output error", str(dst))
+        if Path(dst) == tmp_path / "Pipfile" and len(calls) == failed_at[0]:  # the template's Pipfile moving in,
+            raise OSError(5, "Input/output error", str(dst))  # after the user's was moved aside
+        if Path(src) == tmp_path / "Pipfile":
+            failed_at[0] = len(calls) + 1
         return real_replace(src, dst)
+
+    failed_at = [0]
 
     monkeypatch.setattr(scaffold.os, "replace", failing_replace)
     with pytest.raises(Exception) as info:
         scaffold.init_project(tmp_path, overwrite=True)
     assert "the directory was restored" in str(info.value)
     monkeypatch.setattr(scaffold.os, "replace", real_replace)
-    assert len(calls) > 8  # the 8th failed, the rest put things back
+    assert failed_at[0] and len(calls) > failed_at[0]  # that one failed, the rest put things back
     assert tree(tmp_path) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["Pipfile", "__init__.py"]
 

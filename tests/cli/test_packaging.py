@@ -31,7 +31,8 @@ def test_pip_install_gives_a_flask_stack_that_inits_from_another_directory(tmp_p
     for rel in ("stack.yaml", "image/project/Pipfile.lock", "image/project/stackdeps/runtime.txt",
                 "image/project/stackdeps/devtools.txt", "templates/simple/__init__.py",
                 "templates/web/templates/layout.html", "templates/web/static/style.css",
-                "templates/api/models.py", "templates/api/Pipfile.lock", "templates/api/.vscode/launch.json"):
+                "templates/api/models.py", "templates/api/Pipfile.lock", "templates/api/.vscode/launch.json",
+                "templates/simple/.devfile/Dockerfile", "templates/simple/.dockerignore"):
         assert (tmp_path / where / rel).is_file(), rel
 
     elsewhere = tmp_path / "elsewhere"

@@ -216,12 +216,13 @@ def test_body_limit_is_the_apps_and_nginx_answers_413(pod):
 
 
 class SlowBodies(threading.Thread):
-    """``SLOW`` connections each POSTing a 100 kB body to ``path`` one byte a second, until ``stop``."""
+    """``SLOW`` connections each POSTing a 50 kB body to ``path`` one byte a second, until ``stop`` (50 kB: a body
+    class that admits more than ``SLOW`` at once, see test_sidecar_has_the_image_fronts_limits)."""
 
     def __init__(self, port: int, path: str):
         super().__init__(daemon=True)
         head = (f"POST {path} HTTP/1.1\r\nHost: shop.example\r\nContent-Type: application/octet-stream\r\n"
-                "X-Request-ID: slow-body\r\nContent-Length: 100000\r\n\r\n").encode()
+                "X-Request-ID: slow-body\r\nContent-Length: 50000\r\n\r\n").encode()
         self.socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(SLOW)]
         for sock in self.socks:
             sock.sendall(head)
@@ -272,6 +273,85 @@ def test_slow_bodies_wait_in_nginx_not_in_the_app(pod):
     assert status == 200
     pod.wait_for_log(r"^.*id=after-slow-bodies.*$")
     assert "id=slow-body" not in pod.app.log_text()  # by their request id: earlier tests' POSTs may be logged late
+
+
+def front_limit_lines(conf: str) -> list[str]:
+    """The lines of an nginx config that the front's limits make (connections, descriptors, zones, body classes)."""
+    keys = ("worker_connections", "worker_rlimit_nofile", "client_body_buffer_size", "limit_conn", "map $front_body",
+            'map "$http_transfer_encoding', '"~^', "default \"\";")
+    return [line.strip() for line in conf.splitlines() if line.strip().startswith(keys)]
+
+
+def hold_heads(port: int, count: int, content_length: int, source: str = CLIENT) -> list[socket.socket]:
+    """``count`` connections from ``source``, each having sent a POST head with ``content_length`` and no body yet
+    (nginx counts each once it has read the head, and waits for the body)."""
+    head = (f"POST {PREFIX}/size HTTP/1.1\r\nHost: shop.example\r\nContent-Type: application/octet-stream\r\n"
+            f"Content-Length: {content_length}\r\n\r\n").encode()
+    socks = []
+    try:
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+            socks.append(sock)
+            sock.sendall(head)
+    except BaseException:
+        for sock in socks:
+            sock.close()
+        raise
+    return socks
+
+
+def test_sidecar_has_the_image_fronts_limits(pod):
+    """The sidecar's nginx has the image front's limits, computed by the same code from the same settings
+    (serving.front_conf, STACK_FRONT_* defaults) for the same body limit: 8,192 connections, 256 requests at once per
+    client address, request bodies in classes sharing the 128 MiB budget. Real nginx: the 257th request at once from
+    one address is a 503 (JSON, nginx's error page) while another address is served; past its class's count, a
+    1 MB body is refused right after its head while a small request passes."""
+    import sys
+
+    sys.path.insert(0, str(REPO / "image" / "project"))
+    try:
+        from serving.front_conf import body_classes, read_template, render_public
+        from serving.settings import load_serving_settings
+    finally:
+        sys.path.remove(str(REPO / "image" / "project"))
+    settings = load_serving_settings({}, cpus=1)
+    image_front = render_public(read_template(str(REPO / "image" / "project" / "serving" / "nginx.conf")), settings,
+                                pod.app.port, MAX_BODY, -1)
+    sidecar = pod.configmap["data"]["nginx.conf"]
+    assert front_limit_lines(sidecar) == front_limit_lines(image_front)
+    assert "worker_connections 8192;" in sidecar and "limit_conn front_client 256;" in sidecar
+
+    per_address = settings.front_client_connections
+    held = hold_heads(pod.port, per_address, 10)
+    try:
+        time.sleep(0.5)  # every head read
+        began = time.monotonic()
+        status, headers, body = request(pod.port, f"{PREFIX}/hello", headers={"Accept": "application/json"})
+        assert status == 503 and json.loads(body)["error"]["status"] == 503, (status, body, pod.nginx_log()[-2000:])
+        assert time.monotonic() - began < 2
+        assert get(pod.port, f"{PREFIX}/hello", source="127.0.0.3")[0] == 200  # another address
+    finally:
+        for sock in held:
+            sock.close()
+
+    (_, largest, admitted), = [c for c in body_classes(MAX_BODY, settings.front_body_budget) if c[0] == 7]
+    assert admitted < per_address  # the class's count is what refuses, not the address's
+    held = hold_heads(pod.port, admitted, 1_000_000)
+    try:
+        time.sleep(0.5)
+        extra = hold_heads(pod.port, 1, 1_000_000)[0]
+        try:
+            extra.settimeout(3)
+            answer = extra.recv(200)  # refused right after its head, before any body byte is sent
+            assert answer.startswith(b"HTTP/1.1 503 "), answer
+        finally:
+            extra.close()
+        assert request(pod.port, f"{PREFIX}/hello")[0] == 200
+    finally:
+        for sock in held:
+            sock.close()
+    print(f"\n{pod.app.server}: the sidecar answered 503 to request number {per_address + 1} at once from one "
+          f"address, and to 1 MB body number {admitted + 1} at once (its class: up to {largest} bytes)")
 
 
 def test_sidecar_alone_ignores_forged_headers(tmp_path):

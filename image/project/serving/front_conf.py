@@ -1,6 +1,7 @@
 """The front's nginx configs (``serving.front``): the public one rendered from ``serving/nginx.conf`` (the template
-``flask-stack deploy --nginx-sidecar`` also uses) and the probe port's, with the limits that keep the container
-within its file descriptors and memory.
+``flask-stack deploy --nginx-sidecar`` also uses, with the same limits: ``flask_stack.front.sidecar_limits`` calls
+:func:`connection_budget`, :func:`limits_http` and :func:`limits_server` with the settings' defaults) and the probe
+port's, with the limits that keep the container within its file descriptors and memory.
 
 Figures (README.md, "Production serving"), all from the serving settings (``serving.settings``):
 
@@ -109,7 +110,8 @@ def _indent(text: str, spaces: int) -> str:
 
 def _fill(template: str, values: dict[str, str]) -> str:
     # The sidecar's optional block (``# >>> nginx-static``) is left out here and the front's limits
-    # (``# >>> front-limits``) kept; the CLI does the opposite in flask_stack.front.toggle (shipped apart).
+    # (``# >>> front-limits``) kept; the CLI keeps both for the sidecar (flask_stack.front.toggle, shipped apart),
+    # with the limits this module computes (flask_stack.front.sidecar_limits).
     text = re.sub(r"^[ \t]*# >>> nginx-static\n.*?^[ \t]*# <<< nginx-static\n", "", template, flags=re.M | re.S)
     text = re.sub(r"^[ \t]*# [<>]{3} front-limits\n", "", text, flags=re.M)
     for key in sorted(values, key=len, reverse=True):

@@ -191,7 +191,9 @@ _DECLARED = (
     _S("STACK_DEBUGGER", _choice(DEBUGGERS, "a debugger"), "debugpy", ("devloop",),
        "`ptvsd` to use the original stack's debugger when installed"),
     _S("STACK_SHOW_URLS", parse_bool, True, ("devloop",),
-       "`0`: do not log the URLs at start (`flask-stack run` prints them itself)"),
+       "once the first app process answers, log one line with the app's URL (a route of your app, `/hello`, when "
+       "`/` is the stack's redirect to the API docs: the choice `flask-stack run` makes), health, metrics and API "
+       "docs; `0`: do not (`flask-stack run` prints them itself)"),
     _S("STACK_MODE", _choice(MODES, "a mode"), "run", ("image",),
        "mode of the development image when the container is given no argument: `run`, `debug` or `test`"),
     _S("APPSODY_PROJECT_DIR", parse_text, None, ("devloop",), "the project root; your package is its `userapp/` "
