@@ -11,6 +11,7 @@ import click
 
 try:
     import stacksettings
+    from oneline import first_line
 except ImportError as _exc:  # the runtime's directory is not on PYTHONPATH: one line, no traceback
     sys.stderr.write(f"devloop: cannot import stacksettings ({_exc}); run the dev loop with the stack's "
                      "image/project on PYTHONPATH\n")
@@ -57,7 +58,7 @@ def _check_settings() -> None:
     try:
         load_settings()
     except stacksettings.SettingsError as exc:
-        raise DevloopError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
+        raise DevloopError(first_line(exc, type(exc).__name__)) from None
 
 
 def _project(path: str) -> Path:
@@ -86,7 +87,7 @@ def _require_app(project: Path) -> None:
         app = settings.app or _dotenv_value(project, "FLASK_APP")
         locate(app, str(project), settings.userapp or None)
     except RuntimeStackError as exc:
-        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        message = first_line(exc, type(exc).__name__)
         parent = project.parent
         if message.startswith("no Flask app found") and any(
                 (parent / name).exists() for name in ("__init__.py", "app.py", "wsgi.py", ".appsody-config.yaml")):

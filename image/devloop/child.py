@@ -27,6 +27,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from oneline import first_line
+
 from . import approute, preload
 from .errorapp import make_error_app, redacting_500s, source_excerpt, with_traceback_pages
 from .logs import get_logger
@@ -147,7 +149,7 @@ def describe_exception(exc: BaseException, project: Path) -> str:
         if frame.filename.startswith(root):
             where = f" ({os.path.relpath(frame.filename, root)}:{frame.lineno})"
             break
-    message = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    message = first_line(exc)
     return " ".join(f"{type(exc).__name__}: {message}{where}".split())
 
 

@@ -234,6 +234,7 @@ def _compile_what_starts(venv: Path) -> None:
             shutil.copytree(runtime_dir() / "server", Path(tmp) / "server", ignore=skip)
             shutil.copytree(devloop_parent() / "devloop", Path(tmp) / "devloop", ignore=skip)
             shutil.copytree(runtime_dir() / "stacksettings", Path(tmp) / "stacksettings", ignore=skip)
+            shutil.copy2(runtime_dir() / "oneline.py", Path(tmp) / "oneline.py")
             env["PYTHONPATH"] = tmp
             subprocess.run([str(env_python(venv)), "-c", _COMPILE_SCRIPT], env=env, cwd=tmp, capture_output=True,
                            timeout=300)

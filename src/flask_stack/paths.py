@@ -34,23 +34,14 @@ def runtime_dir() -> Path:
 
 @lru_cache(maxsize=None)
 def stacksettings() -> ModuleType:
-    """Return the stack's settings registry, the package ``image/project/stacksettings`` (standard library only), loaded
-    from the stack's files as the module ``stacksettings``: the CLI reads every setting through it, as the
-    runtime, the dev loop and the serving layer do (one declaration, in one file).
+    """Return the stack's settings registry, the package ``image/project/stacksettings`` (standard library only):
+    the CLI reads every setting through it, as the runtime, the dev loop and the serving layer do (one declaration,
+    in one place).
 
     Raises:
-        StackError: the stack's files are missing (see :func:`stack_root`).
+        CliError: the stack's files are missing (see :func:`stack_root`).
     """
-    if "stacksettings" in sys.modules:  # this process has it on sys.path already (the same file)
-        return sys.modules["stacksettings"]
-    path = runtime_dir() / "stacksettings" / "__init__.py"
-    spec = importlib.util.spec_from_file_location("stacksettings", path, submodule_search_locations=[str(path.parent)])
-    if spec is None or spec.loader is None:
-        raise StackError(f"the stack's settings registry {path} is missing; reinstall flask-stack")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["stacksettings"] = module  # dataclasses look the module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+    return import_runtime("stacksettings")
 
 
 def devloop_parent() -> Path:

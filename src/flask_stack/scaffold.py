@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from .devenv import DEVFILE, USER_DIRS, kept_user_files, name_devfile, write_manifests
 from .errors import CliError
-from .paths import templates_dir
+from .paths import import_runtime, templates_dir
 from .project import CONFIG_FILE, read_config, sanitise_name, stack_id, stack_info
 
 #: Never copied out of a template (left there by running the stack's own tests on it).
@@ -174,4 +174,4 @@ def _reason(exc: BaseException) -> str:
         return f"{src}: {why}"
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.filename}: {exc.strerror}" if exc.filename else exc.strerror
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return import_runtime("oneline").first_line(exc, type(exc).__name__)

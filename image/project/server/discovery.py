@@ -37,6 +37,7 @@ from types import ModuleType
 
 from flask import Flask
 from flask.cli import NoAppException, find_app_by_string, find_best_app, prepare_import
+from oneline import first_line
 
 from .exceptions import UserAppImportError
 
@@ -252,7 +253,7 @@ def find_app(module: ModuleType, location: AppLocation) -> Flask | None:
             return find_app_by_string(module, location.attr)
         return find_best_app(module)
     except NoAppException as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "no Flask app found"
+        first = first_line(exc, "no Flask app found")
         raise UserAppImportError(f"{location.describe()}: {first}", location.file) from None
     except Exception as exc:  # noqa: BLE001 - the user's factory raised
         raise UserAppImportError.from_exception(f"{location.describe()}: the app factory failed", exc,

@@ -39,6 +39,7 @@ from typing import Any
 
 from flask import Flask, Request, Response, current_app, request
 from flask.json.provider import DefaultJSONProvider
+from oneline import LIMIT, first_line, reason
 from werkzeug.exceptions import BadRequest, ClientDisconnected, HTTPException
 
 from .logs import printable_path
@@ -103,9 +104,7 @@ def _reason(exc: BaseException) -> str:
         exc = underlying
     if isinstance(exc, ClientDisconnected):
         return "ClientDisconnected: the client closed the connection before sending the whole body"
-    lines = str(exc).strip().splitlines()
-    reason = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
-    return reason if len(reason) <= 200 else reason[:197] + "..."
+    return reason(exc)
 
 
 def unreadable_body(exc: BaseException) -> Any:
@@ -133,12 +132,11 @@ class JSONWarningRequest(Request):
         """
         if e is None:
             return super().on_json_loading_failed(e)
-        lines = str(e).strip().splitlines()
-        reason = (lines[0] if lines else type(e).__name__)[:200]
+        parser_says = first_line(e, type(e).__name__)[:LIMIT]
         request_id = current_request_id() or "-"
         client_mistake(log, "malformed JSON body", "malformed JSON body: %s %s: %s id=%s", self.method,
-                       printable_path(self.path), reason, request_id, extra={"request_id": request_id})
-        raise BadRequest(f"The request body is not valid JSON: {reason}.") from e
+                       printable_path(self.path), parser_says, request_id, extra={"request_id": request_id})
+        raise BadRequest(f"The request body is not valid JSON: {parser_says}.") from e
 
 
 def _with_json_warning(request_class: type[Request]) -> type[Request]:

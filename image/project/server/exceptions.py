@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 
 import stacksettings
+from oneline import first_line
 
 
 class StackError(Exception):
@@ -60,8 +61,7 @@ class UserAppImportError(StackError):
         if isinstance(exc, SyntaxError):
             message = exc.msg or "invalid syntax"
         else:
-            lines = str(exc).strip().splitlines()
-            message = lines[0] if lines else ""
+            message = first_line(exc)
         if len(message) > 300:
             message = message[:297] + "..."
         hint = ""

@@ -36,6 +36,7 @@ from types import FunctionType
 from typing import Any, Callable, Iterable, Mapping
 
 from flask import Flask
+from oneline import reason
 
 log = logging.getLogger(__name__)
 
@@ -151,12 +152,6 @@ class _Run:
         self.done = threading.Event()
         self.value: Any = None
         self.error: BaseException | None = None
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    detail = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
-    return detail if len(detail) <= 200 else detail[:197] + "..."
 
 
 def _judge(value: Any) -> tuple[str, Any]:
@@ -298,7 +293,7 @@ class HealthChecks:
             if not run.done.wait(max(0.0, run.started + timeout - time.monotonic())):
                 results[name] = {"status": "DOWN", "detail": f"timed out after {timeout:g}s"}
             elif run.error is not None:
-                results[name] = {"status": "DOWN", "detail": _short(run.error)}
+                results[name] = {"status": "DOWN", "detail": reason(run.error)}
             else:
                 status, detail = _judge(run.value)
                 results[name] = {"status": status, "detail": detail}
