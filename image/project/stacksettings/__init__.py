@@ -32,9 +32,9 @@ from .parsers import (DEFAULT_MAX_CONTENT_LENGTH, MIB, SettingsError, parse_body
                       parse_hosts, parse_int, parse_level, parse_raw, parse_seconds, parse_text, parse_url_prefix)
 
 __all__ = ["DEFAULT_MAX_CONTENT_LENGTH", "MIB", "SETTINGS", "CONFIG_KEYS", "Setting", "SettingsError", "VERSION",
-           "closest_key", "from_config", "is_set", "parse_body_limit", "parse_bool", "parse_choice", "parse_hosts",
+           "closest_key", "is_set", "parse_body_limit", "parse_bool", "parse_choice", "parse_hosts",
            "parse_int", "parse_level", "parse_raw", "parse_seconds", "parse_text", "parse_url_prefix", "raw",
-           "setting", "value", "values_of"]
+           "setting", "value"]
 
 __version__ = "0.4.0"
 #: The stack's version (stack.yaml's ``version``, the wheel's, the images' label).
@@ -333,29 +333,6 @@ def value(name: str, environ: Mapping[str, str] | None = None, default: Any = _U
     if parsed is None:
         return declared.default if default is _UNSET else default
     return parsed
-
-
-def values_of(layer: str, environ: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Every setting ``layer`` reads (:data:`LAYERS`), parsed: {variable: value}. The serving layer checks the
-    runtime's settings this way before any worker starts, without importing the runtime (Flask).
-
-    Raises:
-        SettingsError: a value is unusable (the first, in declaration order; one line naming the variable).
-        ValueError: ``layer`` is not a layer.
-    """
-    if layer not in LAYERS:
-        raise ValueError(f"{layer!r} is not one of {', '.join(LAYERS)}")
-    return {s.env: value(s.env, environ) for s in _DECLARED if layer in s.layers and not s.internal}
-
-
-def from_config(key: str, config_value: Any) -> Any:
-    """An ``app.config`` value of runtime setting ``key`` (``STACK_URL_PREFIX``...) parsed as its variable is;
-    None back means "the default".
-
-    Raises:
-        SettingsError: the value is unusable (one line naming the key).
-    """
-    return CONFIG_KEYS[key].parse(key, config_value)
 
 
 def closest_key(key: str) -> str | None:
