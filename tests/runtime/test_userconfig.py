@@ -239,3 +239,13 @@ def test_two_settings_files_is_one_line(tmp_path):
                                                              "settings.toml": "[default]\n"})
     with pytest.raises(ConfigError, match="settings.yaml and settings.toml both exist; keep one"):
         build(project)
+
+
+def test_secrets_dir_that_is_not_a_directory_is_one_line(project, tmp_path, monkeypatch):
+    from server.userconfig import ConfigError
+
+    monkeypatch.setenv("STACK_SECRETS_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError) as err:
+        build(project)
+    assert str(err.value) == (f"STACK_SECRETS_DIR={tmp_path / 'missing'} is not a directory (mount the Secret there, "
+                              f"or unset it)")

@@ -10,8 +10,11 @@ makes for it should the module ask (Appsody-style ``from server import app``). T
   instance folders, config, endpoints and ``url_for`` names;
 * else an app the stack makes (``server.apps.new_stack_app``) with the module's ``blueprint``/``blueprints``.
 
-The stack is applied to it (``server.stack.Stack``; a no-op where the user's factory did it) with the module's
-hooks (``init_app``, ``swagger_template``, health checks). An app object that lives in the module (``app =
+The project's own configuration (``server.userconfig``: ``settings.yaml``'s profile, ``FLASK_*`` variables,
+secrets) is in its ``app.config`` before the module's hooks run (on an app the stack makes, before the module
+sees it), checked through the module's ``settings_model`` when it has one. The stack is applied to it
+(``server.stack.Stack``; a no-op where the user's factory did it) with the module's hooks (``init_app``,
+``swagger_template``, health checks). An app object that lives in the module (``app =
 Flask(...)``, Appsody's ``server.app``) is the same object on every call (its module is imported once); a factory
 is called, and a Blueprint-shape app made, anew on every call.
 """
@@ -212,6 +215,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
             file:line).
         RouteConflictError: the user's app has a route on ``/metrics`` or ``/health*``.
         server.exceptions.SettingsError: a setting has an unusable value.
+        server.userconfig.ConfigError: the project's settings file, a secret or a value its ``settings_model``
+            checks is unusable (one line; ``exit_status`` 2).
     """
     config = dict(config or {})
     settings, stack = _settings(config)

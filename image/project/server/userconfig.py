@@ -290,7 +290,6 @@ def apply(app: Flask, cfg: UserConfig, stack_made: bool) -> None:
         if stack_made or key not in app.config or app.config[key] == defaults.get(key, None):
             app.config[key] = value
     app.config.update(cfg.overrides)
-    app.extensions["flask_stack_userconfig"] = cfg
 
 
 def validate(app: Flask, cfg: UserConfig, model: Any, module_name: str) -> None:
@@ -380,8 +379,3 @@ def _redacting_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
     if record.stack_info:
         record.stack_info = redact(record.stack_info)
     return record
-
-
-def config_of(app: Flask) -> UserConfig | None:
-    """The user configuration applied to ``app`` (None: none)."""
-    return app.extensions.get("flask_stack_userconfig")
