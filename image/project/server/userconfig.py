@@ -38,6 +38,8 @@ from typing import Any, Callable, Mapping
 
 from flask import Config, Flask
 
+import stacksettings
+
 from .exceptions import SettingsError
 
 log = logging.getLogger("server")
@@ -52,10 +54,9 @@ MASK = "[secret]"
 
 
 def stack_env(name: str) -> str | None:
-    """The stack setting ``name`` (``STACK_PROFILE``, ``STACK_SECRETS_DIR``) from the environment, or None when
-    unset or blank. The one place this module reads a stack setting."""
-    value = os.environ.get(name, "").strip()
-    return value or None
+    """The stack setting ``name`` (``STACK_PROFILE``, ``STACK_SECRETS_DIR``) through the registry
+    (``stacksettings``), or None when unset or blank."""
+    return stacksettings.value(name) or None
 
 
 class ConfigError(SettingsError):
