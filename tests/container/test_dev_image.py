@@ -171,6 +171,12 @@ def test_plain_engine_run_without_cli(engine: str, dev_image: str, project: Path
     subprocess.run([engine, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080",
                     "-v", f"{project}:/project/userapp", dev_image], check=True, capture_output=True, timeout=120)
     assert wait_for(f"http://127.0.0.1:{port}/hello") == "Hello from Appsody!"
+    # the dev loop's URL line (devloop.approute inside the image) names the template's route, as flask-stack run does
+    deadline = time.monotonic() + 10
+    while "API docs " not in (logs := subprocess.run([engine, "logs", name], capture_output=True, text=True,
+                                                       timeout=60).stdout) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "[INFO] app http://127.0.0.1:8080/hello  (http://127.0.0.1:8080/ redirects to the API docs)  " in logs, logs
     subprocess.run([engine, "kill", "--signal", signal_name, name], check=True, capture_output=True, timeout=60)
     waited = subprocess.run([engine, "wait", name], capture_output=True, text=True, timeout=60, check=False)
     assert waited.stdout.strip().splitlines()[-1] == "0", waited

@@ -226,9 +226,10 @@ def test_raw_byte_in_the_path_is_nginx_json_400_traced(front):
     assert _unmatched(front.port, "GET", 400) == before + 1
 
 
-def test_the_servers_own_answer_to_300_headers_is_traced(front):
-    """300 header lines: what the server behind answers itself (no X-Request-ID: granian's and gunicorn's 431)
-    gets nginx's access line with an id and a count in http_requests_total; uWSGI's app answers and traces it."""
+def test_the_servers_own_answer_to_300_headers_is_nginx_page_traced(front):
+    """300 header lines: what the server behind answers itself (granian's and gunicorn's 431) is replaced by nginx's
+    page (JSON for a JSON client, HTML otherwise) with the id of nginx's access line, counted in
+    http_requests_total; uWSGI's app answers and traces it."""
     expected = MANY_HEADERS_STATUS[front.server]
     before = _unmatched(front.port, "GET", expected)
     since = len(front.log_text())
@@ -238,7 +239,30 @@ def test_the_servers_own_answer_to_300_headers_is_traced(front):
     lines = _access_lines(front, since, f"GET /hello {expected}")
     assert len(lines) == 1 and re.search(r" id=\S+ ", lines[0]), lines
     if expected != 200:
+        error = json.loads(answer.partition(b"\r\n\r\n")[2])["error"]
+        assert error["status"] == 431 and error["title"] == "Request Header Fields Too Large", error
+        assert f" id={error['request_id']} " in lines[0], (error, lines)
         assert _unmatched(front.port, "GET", expected) == before + 1
+        html = raw_exchange(front.port, b"GET /hello HTTP/1.1\r\nHost: t\r\nAccept: text/html\r\n" + MANY_HEADERS
+                            + b"Connection: close\r\n\r\n")
+        assert status_of(html) == 431 and b"<h1>431 Request Header Fields Too Large</h1>" in html, html[:400]
+
+
+def test_the_apps_own_400_500_and_503_pages_pass_through_the_front(front):
+    """Behind nginx, which intercepts the app server's own refusals (431), the app's own 400 (a malformed JSON
+    body), 500 (an exception) and 503 (``abort(503)``, as readiness DOWN answers) pages come through unchanged:
+    the app's JSON with the app's request id (its X-Request-ID header), not nginx's page; and nginx's own
+    bad-target 400 keeps its status (error_page 598 =400)."""
+    for method, path, body, status in (("POST", "/parse", b"{not json", 400), ("GET", "/boom", None, 500),
+                                       ("GET", "/unavailable", None, 503)):
+        got, headers, text = get(front.port, path, method=method, body=body,
+                                 headers={"Content-Type": "application/json", "Accept": "application/json",
+                                          "X-Request-ID": f"app-page-{status}"})
+        assert got == status, (path, got, text[:300])
+        assert headers.get("x-request-id") == f"app-page-{status}", headers  # the app's answer, not nginx's
+        assert json.loads(text)["error"]["request_id"] == f"app-page-{status}", text[:300]
+    answer = raw_exchange(front.port, b"GET /\xff HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert status_of(answer) == 400 and b"<h1>400 Bad Request</h1>" in answer, answer[:300]
 
 
 def test_http_0_9_is_refused_and_logged(front):

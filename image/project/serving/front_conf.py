@@ -33,6 +33,10 @@ FD_RESERVE = 256  # descriptors beyond worker_connections: temp files of buffere
 BODY_BUFFER = 16 * 1024  # bytes of a request body nginx keeps in memory (client_body_buffer_size)
 PROBE_CONNECTIONS = 256  # the probe port's nginx: kubelet, HEALTHCHECK and Prometheus only
 FIRST_BODY_DIGITS = 5  # Content-Lengths of 4 digits or fewer (< 10,000 bytes) stay within BODY_BUFFER, in memory
+#: The status nginx gives a request a limit refuses, which serving/nginx.conf answers as 503 with its page: a code the
+#: app never uses, so that the proxy location can intercept the app server's own refusals (431) without replacing
+#: the app's own 503 (readiness DOWN) body.
+LIMIT_STATUS = 597
 
 
 class FrontError(StackError):
@@ -96,7 +100,8 @@ def limits_http(settings: ServingSettings, max_body: int) -> str:
 
 def limits_server(settings: ServingSettings, max_body: int) -> str:
     """The public nginx's ``server``-level limit directives: per client address, per body class."""
-    lines = ["limit_conn_status 503;", "limit_conn_log_level info;"]
+    lines = [f"limit_conn_status {LIMIT_STATUS};  # 503 (error_page {LIMIT_STATUS} =503, nginx.conf)",
+             "limit_conn_log_level info;"]
     if settings.front_client_connections:
         lines.append(f"limit_conn front_client {settings.front_client_connections};")
     for count, largest, admitted in body_classes(max_body, settings.front_body_budget):

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, abort, jsonify, request
 
 blueprint = Blueprint("reliability", __name__)
 _never = threading.Event()
@@ -143,6 +143,12 @@ def size():
 def boom():
     """Fail with an unhandled exception (the stack answers 500 without a traceback)."""
     raise RuntimeError("reliability test failure on purpose")
+
+
+@blueprint.get("/unavailable")
+def unavailable():
+    """Answer 503 with the stack's error page (no API docs: the front's tests check that nginx passes it on)."""
+    abort(503)
 
 
 def dependency():
