@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from testkit.serve import percentile, probe
+from testkit.serve import METRICS_SETTLE_SECONDS, percentile, probe
 from testkit.slow import SLOW, SLOW_BODY_HEAD, SLOW_HEAD, Trickle
 
 from flask_stack.container import ContainerEngine, project_key
@@ -238,6 +238,7 @@ def test_serves_with_uwsgi(engine: str, app_image: str) -> None:
         base = f"http://127.0.0.1:{port}"
         assert wait_for(f"{base}/hello") == "Hello from Appsody!"
         assert json.loads(wait_for(f"{base}/health/ready"))["status"] == "UP"
+        time.sleep(METRICS_SETTLE_SECONDS)  # the /hello count written by whichever worker served it
         status, body, _ = http_get(f"{base}/metrics")
         assert status == 200 and 'http_requests_total{endpoint="/hello"' in body
         assert http_get(f"{base}/apidocs/")[0] == 200

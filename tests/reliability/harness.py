@@ -5,18 +5,21 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
-from testkit.serve import REPO, SERVE, VENV_BIN, get
+from testkit.serve import METRICS_SETTLE_SECONDS, REPO, SERVE, VENV_BIN, get
 
 TEMPLATE = REPO / "templates" / "simple"
 FIXTURE_USERAPP = Path(__file__).resolve().parent / "userapp"
 
 
 def scrape(port: int) -> list:
-    """Scrape /metrics and return its samples (prometheus_client.parser Sample tuples)."""
+    """Scrape /metrics ``METRICS_SETTLE_SECONDS`` after the requests made before the call (every worker's counts
+    are there then) and return its samples (prometheus_client.parser Sample tuples)."""
     from prometheus_client.parser import text_string_to_metric_families
 
+    time.sleep(METRICS_SETTLE_SECONDS)
     status, _, body = get(port, "/metrics", timeout=10)
     assert status == 200, f"/metrics answered {status}"
     return [s for family in text_string_to_metric_families(body.decode()) for s in family.samples]

@@ -18,7 +18,8 @@ import pytest
 from testkit.nginx import require_nginx
 from testkit.net import free_port
 from testkit.procs import alive, children_of, descendants
-from testkit.serve import SERVERS, ProductionServer, copy_project, get, raw_exchange, status_of
+from testkit.serve import (METRICS_SETTLE_SECONDS, SERVERS, ProductionServer, copy_project, get, raw_exchange,
+                           status_of)
 
 from .harness import FIXTURE_USERAPP, left_in, run_serve
 from .test_bad_input import MALFORMED
@@ -198,7 +199,9 @@ def test_nginx_listens_only_once_the_server_answers(tmp_path):
 
 
 def _unmatched(port: int, method: str, status: int) -> float:
-    """``http_requests_total{endpoint="<unmatched>", method, status}`` on the app's /metrics (0 when absent)."""
+    """``http_requests_total{endpoint="<unmatched>", method, status}`` on the app's /metrics (0 when absent),
+    once every count is written (the front's access relay and the workers batch them)."""
+    time.sleep(METRICS_SETTLE_SECONDS)
     body = get(port, "/metrics")[2].decode()
     match = re.search(rf'^http_requests_total\{{endpoint="<unmatched>",method="{method}",status="{status}"\}} (\S+)$',
                       body, re.M)

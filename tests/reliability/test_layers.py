@@ -46,8 +46,10 @@ def test_supervisor_imports_no_flask(start_server, tmp_path, server, front):
                                            "STACK_TEST_MODULES_OUT": str(out)})
     supervisor, master = srv.proc.pid, srv.master_pid()
     assert get(srv.port, "/hello")[0] == 200
-    # a worker that counted a request (its counter file exists): its counts are what a fold keeps
-    victim = next(pid for pid in srv.worker_pids() if (srv.metrics_dir / f"counter_{pid}.db").exists())
+    # a worker that counted a request (its counter file exists, written within 0.05 s): its counts are what a fold
+    # keeps
+    victim = wait_until(lambda: next((pid for pid in srv.worker_pids()
+                                      if (srv.metrics_dir / f"counter_{pid}.db").exists()), None), 5)
     os.kill(victim, signal.SIGKILL)
     folded = srv.metrics_dir / "counter_folded.db"
     try:

@@ -78,9 +78,15 @@ def percentile(latencies: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
+#: Seconds after a request by which every worker's counts are on /metrics (server.metric_batch writes them at most
+#: 0.05 s after the request; issue 19's bound is 0.1 s, and exactness across workers is asked 0.2 s after).
+METRICS_SETTLE_SECONDS = 0.2
+
+
 def rule_count(port: int, metrics_path: str, rule: str, source: str | None = None) -> float:
     """``http_requests_total`` for GET ``rule`` answered 200, from the Prometheus text on ``metrics_path`` (0 when
-    absent)."""
+    absent), ``METRICS_SETTLE_SECONDS`` after the requests made before the call."""
+    time.sleep(METRICS_SETTLE_SECONDS)
     status, _, body = get(port, metrics_path, source=source)
     assert status == 200
     match = re.search(rf'^http_requests_total\{{endpoint="{re.escape(rule)}",method="GET",status="200"\}} (\S+)$',

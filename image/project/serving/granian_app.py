@@ -106,12 +106,15 @@ def _start_signal_watcher(on_signal, name: str) -> None:
 
 
 def _flush_logs_at_worker_exit() -> None:
-    """Write the worker's buffered log lines when it ends: a granian worker is a ``multiprocessing`` process, which
-    ends with ``os._exit`` and so skips ``atexit``; its exit finalizers still run."""
+    """Write the worker's batched request metrics and buffered log lines when it ends: a granian worker is a
+    ``multiprocessing`` process, which ends with ``os._exit`` and so skips ``atexit``; its exit finalizers still run
+    (the higher ``exitpriority`` first)."""
     from multiprocessing import util
 
     from server.logs import flush_pending_lines
+    from server.metric_batch import flush_pending_metrics
 
+    util.Finalize(None, flush_pending_metrics, exitpriority=1)
     util.Finalize(None, flush_pending_lines, exitpriority=0)
 
 
