@@ -33,7 +33,8 @@ import os
 import threading
 import time
 import weakref
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 FLUSH_SECONDS = 0.05  # the longest a count waits in a worker before it reaches the mmap files
 log = logging.getLogger("server.metrics")
@@ -54,6 +55,7 @@ class MetricBatch:
         self._bounds = bounds
         self._pending: dict[tuple[str, str, int], list] = {}  # key -> [count, sum of seconds, per-bucket counts]
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()  # one batch written at a time; a scrape of this process waits for it
         self._armed = False  # a flush is due (the thread was woken for the counts pending)
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -80,6 +82,19 @@ class MetricBatch:
     def flush(self) -> None:
         """Write every pending count to prometheus_client's values now (thread-safe; never raises on an empty
         batch)."""
+        with self._write_lock:
+            self._write_pending()
+
+    @contextmanager
+    def flushed(self) -> Iterator[None]:
+        """Write every pending count, then keep this process's batch writes out until the block ends: a scrape
+        served by this process reads its own files after its writes, never while the thread creates a file
+        (prometheus_client's reader fails on a file it finds empty)."""
+        with self._write_lock:
+            self._write_pending()
+            yield
+
+    def _write_pending(self) -> None:
         with self._lock:
             pending, self._pending = self._pending, {}
             self._armed = False
@@ -104,6 +119,7 @@ class MetricBatch:
     def _after_fork_in_child(self) -> None:
         self._pending = {}
         self._lock = threading.Lock()
+        self._write_lock = threading.Lock()
         self._armed = False
         self._wake = threading.Event()
         self._thread = None

@@ -241,10 +241,11 @@ class HttpMetrics:
         if not self.multiprocess:
             return encoder(self.registry), content_type
         self.refresh_worker()
-        if self.batch is not None:
-            self.batch.flush()  # this worker's own counts, exact in its own scrape
         registry = CollectorRegistry()
         registry.register(DirectoryCollector(_multiprocess_dir() or ""))
         registry.register(self._platform)
         registry.register(self.info)
-        return encoder(registry), content_type
+        if self.batch is None:
+            return encoder(registry), content_type
+        with self.batch.flushed():  # this worker's own counts, exact in its own scrape, its files complete
+            return encoder(registry), content_type
