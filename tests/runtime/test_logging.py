@@ -156,7 +156,8 @@ def test_real_server_logs_one_line_and_no_werkzeug_line(make_app, capsys):
 def test_direct_access_line_matches_the_handlers_format(fmt):
     """``access_line`` (written without a LogRecord) gives the bytes the stack's formatter gives for the same
     record, at times around second boundaries and datetime's microsecond rounding."""
-    from server.logs import ACCESS_LOGGER, access_line, configure_logging
+    from server.access_log import access_line
+    from server.logs import ACCESS_LOGGER, configure_logging
 
     handler = configure_logging("INFO", fmt)
     times = [1700000000.0, 1700000000.9995, 1700000000.9999996, 1700000001.0004999, 1714563600.123456,

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from flask import Flask, got_request_exception, request
 
-from .logs import log_access
+from .access_log import log_access
 from .metrics import HttpMetrics
 from .requestid import REQUEST_ID_HEADER, request_id_from
 

@@ -2,7 +2,7 @@
 
 The front (``serving.front``) starts one of these per nginx with nginx's stdout (its ``front`` log format: one JSON
 object a line, only requests the app did not answer) as stdin. Each line is written to stdout as the stack's access
-line (``server.logs.access_line``, FORMAT ``text`` or ``json``) with nginx's request id, and counted in the app's
+line (``server.access_log.access_line``, FORMAT ``text`` or ``json``) with nginx's request id, and counted in the app's
 ``http_requests_total`` (endpoint ``<unmatched>``) through ``server.metrics.HttpMetrics`` in prometheus_client's
 multiprocess mode (the workers' scrapes add this process's file). It is a child process so that the supervising
 process never imports prometheus_client. It ends at end of input (nginx gone).
@@ -40,7 +40,8 @@ def relay_access(stream, fmt: str, metrics=None) -> None:
     not answer) to stdout as the stack's access line in format ``fmt`` ("text" or "json"), with nginx's request id
     (the one its error answer carries), and count it in ``metrics`` (``server.metrics.HttpMetrics``: the app's
     ``http_requests_total``, endpoint ``<unmatched>``) when given. Returns at end of stream."""
-    from server.logs import access_line, printable_path
+    from server.access_log import access_line
+    from server.logs import printable_path
 
     for raw in iter(stream.readline, b""):
         try:
