@@ -65,6 +65,9 @@ class ChildSpec:
             sets it for its first app process; :func:`say_urls`).
         base_url (str): ``http://host:port`` plus ``url_prefix``, for those URLs.
         url_prefix (str): the app's STACK_URL_PREFIX (``/your/path``, or "").
+        verdict_fd (int | None): after a save, the pipe end to write one byte to once the app is built: ``+`` (this
+            process serves, the loop retires the previous one) or ``!`` (a stack or configuration setting has a bad
+            value: this process exits without serving and the loop keeps the previous one).
     """
 
     sock_fd: int
@@ -83,6 +86,7 @@ class ChildSpec:
     preload_fd: int | None = None
     userapp: str = "userapp"
     show_urls: bool = False
+    verdict_fd: int | None = None
     base_url: str = ""
     url_prefix: str = ""
 
@@ -153,13 +157,22 @@ def describe_exception(exc: BaseException, project: Path) -> str:
     return " ".join(f"{type(exc).__name__}: {message}{where}".split())
 
 
+def _write_verdict(fd: int, verdict: bytes) -> None:
+    try:
+        os.write(fd, verdict)
+        os.close(fd)
+    except OSError:
+        pass  # the loop is gone: the parent-death signal ends this process
+
+
 def _build_app(spec: ChildSpec):
-    """Return (wsgi app, failure message or None)."""
+    """Return (wsgi app, failure message or None); (None, message) when a setting has a bad value and the loop
+    keeps the previous app process (``spec.verdict_fd``)."""
     if spec.failure:
         return make_error_app(spec.failure), spec.failure
     try:
         import server
-        from server.exceptions import UserAppImportError
+        from server.exceptions import SettingsError, UserAppImportError
     except ImportError as exc:
         return make_error_app(f"the stack's runtime cannot be imported: {exc}"), str(exc)
     try:
@@ -181,6 +194,9 @@ def _build_app(spec: ChildSpec):
             log.info("Werkzeug debugger active; its PIN is %s", debugged.pin)
             return redacting_500s(debugged), None
         return with_traceback_pages(app), None
+    if isinstance(failed, SettingsError) and spec.verdict_fd is not None:
+        log.error("%s; still serving the previous version until the next save", message)
+        return None, message
     excerpt = source_excerpt(failed)
     cause = failed.__cause__ if isinstance(failed.__cause__, SyntaxError) else failed
     log.error("%s; answering 500 with it until the next save%s", message,
@@ -260,6 +276,11 @@ def child_main(spec: ChildSpec) -> None:
         if spec.debug and not spec.failure:
             _start_debugger(spec)
         app, failure = _build_app(spec)
+        if spec.verdict_fd is not None:
+            keep_previous = app is None
+            _write_verdict(spec.verdict_fd, b"!" if keep_previous else b"+")
+            if keep_previous:
+                raise _Stop()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # from here on, _serve waits for it
         if not failure and spec.started:
             log.info("app ready in %.2f s", time.monotonic() - spec.started)

@@ -47,6 +47,7 @@ from .logs import get_logger
 FD_ENV = "STACK_DEVLOOP_FD"
 #: Seconds an app process gets to exit after SIGTERM before SIGKILL.
 STOP_SECONDS = 3.0
+VERDICT_SECONDS = 120.0  # the longest the previous app process serves alone while the next one builds its app
 PR_SET_CHILD_SUBREAPER = 36
 _WARM_MODULES = ("flask", "werkzeug.serving", "werkzeug.debug", "flasgger", "prometheus_client", "server")
 
@@ -227,12 +228,15 @@ class Loop:
         _set_subreaper()
 
     # --- app processes -------------------------------------------------------------------------
-    def start_child(self, *, failure: str | None = None, started: float | None = None) -> None:
-        """Fork an app process (the user's app, or the error app with ``failure``)."""
+    def start_child(self, *, failure: str | None = None, started: float | None = None,
+                    verdict: tuple[int, int] | None = None) -> None:
+        """Fork an app process (the user's app, or the error app with ``failure``); ``verdict``: a pipe (read end,
+        write end) the app process says on whether it serves (``ChildSpec.verdict_fd``)."""
         self.spec.failure = failure
         self.spec.started = started if started is not None else time.monotonic()
+        self.spec.verdict_fd = verdict[1] if verdict else None
         self.spec.close_fds = [self._sig_r, self._sig_w, self._preload_r] + (
-            list(self.watcher.fds()) if self.watcher else [])
+            list(self.watcher.fds()) if self.watcher else []) + ([verdict[0]] if verdict else [])
         blocked = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD}
         old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked)
         try:
@@ -281,13 +285,14 @@ class Loop:
             time.sleep(0.005)
         self._signal_group(pid, signal.SIGKILL)  # helpers it left behind (debug adapter, user subprocesses)
 
-    def retire_child(self) -> None:
-        """SIGTERM the app process and leave it to finish its requests in flight while the next one starts;
-        :meth:`reap` collects it, :meth:`kill_overdue` SIGKILLs its group after ``STOP_SECONDS``."""
-        pid = self.child
+    def retire_child(self, pid: int | None = None) -> None:
+        """SIGTERM the app process (``pid``, default the current one) and leave it to finish its requests in flight
+        while the next one starts; :meth:`reap` collects it, :meth:`kill_overdue` SIGKILLs its group after
+        ``STOP_SECONDS``."""
+        if pid is None:
+            pid, self.child = self.child, None
         if pid is None:
             return
-        self.child = None
         self._signal_group(pid, signal.SIGTERM)
         self.retiring[pid] = time.monotonic() + STOP_SECONDS
 
@@ -426,9 +431,57 @@ class Loop:
         log.info("reloading: %s changed", names)
         if self.spec.debug:
             self.stop_child()
+        elif self.child is not None and not self.child_is_error:
+            self._replace_child(started)
+            return
         else:
             self.retire_child()
         self.start_child(started=started)
+
+    def _replace_child(self, started: float) -> None:
+        """Start the next app process beside the current one, which keeps serving until the new one has built its
+        app; then retire it. When a setting has a bad value (the new process says ``!``), the new one exits and
+        the current one stays: the previous version is served until the next save."""
+        previous = self.child
+        read_end, write_end = os.pipe()
+        try:
+            self.start_child(started=started, verdict=(read_end, write_end))
+        finally:
+            os.close(write_end)
+        try:
+            verdict = self._await_verdict(read_end)
+        finally:
+            os.close(read_end)
+        if verdict == b"!":
+            pid, self.child, self.child_is_error = self.child, previous, False
+            self.retiring[pid] = time.monotonic() + STOP_SECONDS  # it exits by itself; reap collects it
+            return
+        self.retire_child(previous)
+
+    def _await_verdict(self, read_end: int) -> bytes:
+        """The new app process's one byte (``ChildSpec.verdict_fd``), b"" when it ended without one, took over
+        ``VERDICT_SECONDS``, or the loop is asked to stop."""
+        deadline = time.monotonic() + VERDICT_SECONDS
+        while not self.stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return b""
+            try:
+                ready, _, _ = select.select([read_end, self._sig_r], [], [], left)
+            except InterruptedError:
+                continue
+            if read_end in ready:
+                try:
+                    return os.read(read_end, 1)
+                except OSError:
+                    return b""
+            if self._sig_r in ready:
+                try:
+                    while os.read(self._sig_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+        return b""
 
     def reexec(self) -> None:
         """Stop the app process and replace this process with a fresh loop on the same socket."""

@@ -122,19 +122,40 @@ def keys():
     _assert_nowhere(loop, SECRET)
 
 
+BAD_COUNT = ("ConfigError: COUNT in profile 'development' from settings.yaml [default]: expected int: "
+             "Input should be a valid integer")
+
+
 @pytest.mark.timeout(180)
-def test_bad_typed_value_serves_one_line_until_fixed(devloop, configured):
+def test_bad_typed_value_keeps_the_previous_version_until_fixed(devloop, configured):
+    """A save that gives a setting a bad value: one line, and the previous version keeps serving (issue 17); the
+    next good save is served."""
     init = configured / "__init__.py"
     init.write_text(init.read_text() + MODEL)
     loop = devloop("run", configured)
     assert greeting(loop) == "hello development"
     loop.wait_log("watching ")
     write_source(configured / "settings.yaml", SETTINGS.replace("COUNT: 3", "COUNT: many"))
-    response = loop.wait_for(lambda r: r.status_code == 500, "/greet", timeout=20)
-    first = response.text.strip().splitlines()[0]
-    assert first.startswith("ConfigError: COUNT in profile 'development' from settings.yaml [default]: expected int: "
-                            "Input should be a valid integer"), response.text
+    loop.wait_log("still serving the previous version")
+    said = [ln for ln in loop.output().splitlines() if "still serving the previous version" in ln]
+    assert len(said) == 1 and BAD_COUNT in said[0], loop.output()
+    for _ in range(5):  # the process that served before the save answers, with the values it had
+        assert loop.get("/greet").json() == {"greeting": "hello development", "count": 3}
     assert "Traceback" not in loop.output()
+    write_source(configured / "settings.yaml", SETTINGS.replace("hello development", "hello again"))
+    loop.wait_for(lambda r: r.status_code == 200 and r.json()["greeting"] == "hello again", "/greet", timeout=20)
+
+
+@pytest.mark.timeout(180)
+def test_bad_typed_value_at_start_serves_one_line_until_fixed(devloop, configured):
+    """With no previous version to keep (the first start), the bad value is the error page's one line."""
+    init = configured / "__init__.py"
+    init.write_text(init.read_text() + MODEL)
+    (configured / "settings.yaml").write_text(SETTINGS.replace("COUNT: 3", "COUNT: many"))
+    loop = devloop("run", configured)
+    response = loop.wait_for(lambda r: r.status_code == 500, "/greet", timeout=60)
+    assert response.text.strip().splitlines()[0].startswith(BAD_COUNT), response.text
+    loop.wait_log("watching ")
     write_source(configured / "settings.yaml", SETTINGS)
     loop.wait_for(lambda r: r.status_code == 200 and r.json()["count"] == 3, "/greet", timeout=20)
 
