@@ -129,20 +129,20 @@ def _prepare(project_arg: str, deps_dir_arg: str | None, need_app: bool = True):
 
 def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, deps_dir: str | None,
            no_watch: bool) -> int:
-    from . import deps, server
+    from . import deps, process, server
     from .child import ChildSpec
 
     host = host or default_host()
     port = port if port is not None else _setting("PORT")
     debugger, debug_port, debug_wait = _setting("STACK_DEBUGGER"), _setting("STACK_DEBUG_PORT"), \
         _setting("STACK_DEBUG_WAIT")
-    sock = server.listening_socket(host, port)
+    sock = process.listening_socket(host, port)
     project, deps_path, state = _prepare(project_arg, deps_dir)
     shadowed = deps.shadowed_modules(state)
     if shadowed:  # this process imported the stack's version before the project's was installed: start afresh
         log.info("loading the project's versions of %s: restarting the dev loop", ", ".join(shadowed[:5]))
         os.set_inheritable(sock.fileno(), True)
-        os.environ[server.FD_ENV] = str(sock.fileno())
+        os.environ[process.FD_ENV] = str(sock.fileno())
         sys.stderr.flush()
         os.execv(sys.executable, [sys.executable, "-m", "devloop", *sys.argv[1:]])
     if debug:
@@ -151,7 +151,7 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
         # debugpy's check for frozen stdlib modules prints 4 lines per restart; user code is never frozen.
         os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     os.environ.setdefault("STACK_PROFILE", "development")  # the user's settings.yaml profile (server.userconfig)
-    server.warm_imports(debug=debug)
+    process.warm_imports(debug=debug)
     spec = ChildSpec(sock_fd=sock.fileno(), host=host, port=sock.getsockname()[1], project=project, debug=debug,
                      debug_port=debug_port, debug_wait=debug_wait, debugger=debugger,
                      debug_host=_setting("STACK_DEBUG_HOST") or "")

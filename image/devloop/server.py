@@ -7,11 +7,12 @@ process restarts, new connections wait in the socket's backlog instead of being 
 
 Events (signals, watcher batches) arrive through pipes the main thread ``select``s on:
 
-* ``*.py`` saved: log one line naming the files, SIGTERM the app process (it stops accepting and
-  finishes the requests in flight; SIGKILL of its group after ``STOP_SECONDS``) and fork the new one at
-  once, which takes the listening socket when its app is built; connections made meanwhile wait in
-  the backlog, so a save never fails a request. In debug mode the old process is stopped first (the
-  debugger's port is one).
+* ``*.py`` (or the settings file) saved: log one line naming the files and fork the new app process at
+  once, beside the one serving, which keeps serving until the new one has built its app (it says so on a
+  pipe: ``ChildSpec.verdict_fd``); then SIGTERM the old one (it stops accepting and finishes the requests
+  in flight; SIGKILL of its group after ``STOP_SECONDS``). A save that gives a setting a bad value keeps
+  the old one serving (the new one exits after one line). In debug mode the old process is stopped first
+  (the debugger's port is one). Listening socket and process helpers: :mod:`devloop.process`.
 * an app process listed the third-party modules its app imported (:mod:`devloop.child`): import
   those the loop has not, so the next app process starts with them loaded (never the project's own).
 * a dependency declaration file saved (``requirements.txt``, ``pyproject.toml``, ``Pipfile``...): install
@@ -25,7 +26,6 @@ Events (signals, watcher batches) arrive through pipes the main thread ``select`
 
 from __future__ import annotations
 
-import errno
 import gc
 import os
 import select
@@ -43,144 +43,13 @@ from . import debuggate, deps, preload, watch
 from .child import ChildSpec, child_main
 from .errors import DevloopError, StopRequested
 from .logs import get_logger
+from .process import FD_ENV, set_subreaper, stop_adopted_children
 
-FD_ENV = "STACK_DEVLOOP_FD"
 #: Seconds an app process gets to exit after SIGTERM before SIGKILL.
 STOP_SECONDS = 3.0
 VERDICT_SECONDS = 120.0  # the longest the previous app process serves alone while the next one builds its app
-PR_SET_CHILD_SUBREAPER = 36
-_WARM_MODULES = ("flask", "werkzeug.serving", "werkzeug.debug", "flasgger", "prometheus_client", "server")
 
 log = get_logger()
-
-
-def listening_socket(host: str, port: int) -> socket.socket:
-    """Return the loop's listening socket: inherited from ``STACK_DEVLOOP_FD`` after a re-exec,
-    else bound to (host, port) with a backlog of 128.
-
-    Raises:
-        DevloopError: the port is in use (exit 1), or the address cannot be bound.
-    """
-    inherited = stacksettings.value(FD_ENV)
-    os.environ.pop(FD_ENV, None)  # not for the app processes
-    if inherited is not None:
-        sock = socket.socket(fileno=inherited)
-        os.set_inheritable(sock.fileno(), False)
-        return sock
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        if exc.errno == errno.EADDRINUSE:
-            raise DevloopError(f"port {port} is in use; stop the other server or pass --port N") from None
-        raise DevloopError(f"cannot listen on {host}:{port}: {exc.strerror}; pass --host/--port") from None
-    sock.listen(128)
-    return sock
-
-
-def warm_imports(debug: bool = False) -> None:
-    """Import the stack's modules once in the loop so every app process starts with them loaded
-    (with ``debug``, also debugpy's server side, ~0.15 s; it starts no thread on import).
-
-    Raises:
-        DevloopError: the runtime package ``server`` is not importable (wrong PYTHONPATH).
-    """
-    import importlib
-    import pkgutil
-
-    for name in _WARM_MODULES:
-        try:
-            importlib.import_module(name)
-        except ImportError as exc:
-            raise DevloopError(f"cannot import {name} ({exc}); run the dev loop with the stack's image/project "
-                               f"on PYTHONPATH, inside the stack's environment") from None
-    import server
-
-    # Submodules that only define things; never one that builds an app (or imports user code) on import.
-    for info in pkgutil.iter_modules(server.__path__):
-        if info.name in ("factory", "health", "metrics", "logs", "debug", "errors", "apidocs", "loader", "settings",
-                         "observe", "routes"):
-            try:
-                importlib.import_module(f"server.{info.name}")
-            except Exception as exc:  # the app process will report it properly
-                log.warning("could not preload server.%s: %s", info.name, exc)
-    warm_metadata()
-    if debug and stacksettings.raw("STACK_DEBUGGER") in (None, "", "debugpy"):  # _serve checked it
-        try:
-            importlib.import_module("debugpy.server.api")
-        except Exception:  # start_debugger reports a missing or broken debugpy in the app process
-            pass
-
-
-def warm_metadata() -> None:
-    """Fill, in the loop, the caches app processes inherit for installed-package metadata: ``importlib.metadata``'s
-    listing of each ``sys.path`` directory (kept while the directory's mtime stays the same, so a package installed
-    later is seen) and the Flask version ``/metrics`` reports. Libraries that scan entry points or versions while
-    an app is made (pydantic's plugins, the stack's ``flask_stack_info``) then take a few ms less per reload."""
-    import importlib.metadata
-
-    from server.metrics import dist_version
-
-    importlib.metadata.entry_points()
-    dist_version("flask")
-
-
-def _set_subreaper() -> None:
-    if os.getpid() == 1:
-        return
-    try:
-        import ctypes
-
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
-
-
-def stop_adopted_children(timeout: float = 1.0) -> None:
-    """SIGTERM every remaining child of this process (helpers of old app processes that were re-parented
-    here, such as a debug adapter), SIGKILL those still there after ``timeout`` seconds, and reap them."""
-    me = str(os.getpid())
-
-    def children() -> list[int]:
-        found = []
-        for entry in os.listdir("/proc") if os.path.isdir("/proc") else []:
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat", encoding="ascii", errors="replace") as f:
-                        fields = f.read().rsplit(")", 1)[1].split()
-                except OSError:
-                    continue
-                if fields[1] == me and fields[0] != "Z":
-                    found.append(int(entry))
-        return found
-
-    def reap_all() -> None:
-        while True:
-            try:
-                if os.waitpid(-1, os.WNOHANG)[0] == 0:
-                    return
-            except ChildProcessError:
-                return
-
-    pids = children()
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in pids:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + timeout
-        while pids and time.monotonic() < deadline:
-            reap_all()
-            pids = [pid for pid in pids if pid in children()]
-            if pids:
-                time.sleep(0.01)
-        if not pids:
-            break
-    reap_all()
 
 
 class Loop:
@@ -225,7 +94,7 @@ class Loop:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGCHLD, lambda s, f: None)  # wakes select through the wakeup fd
-        _set_subreaper()
+        set_subreaper()
 
     # --- app processes -------------------------------------------------------------------------
     def start_child(self, *, failure: str | None = None, started: float | None = None,

@@ -213,8 +213,8 @@ def _build(venv: Path, lock_path: Path, stamp: dict[str, str], echo: Echo) -> No
 #: Run in a new environment: import what the dev loop, an app process and ``test`` import; Python writes the
 #: ``.pyc`` files of the environment's modules as it goes (read later even under PYTHONDONTWRITEBYTECODE).
 _COMPILE_SCRIPT = """
-from devloop import server
-server.warm_imports()
+from devloop import process
+process.warm_imports()
 import devloop.__main__, devloop.child, pytest, watchfiles
 """
 
