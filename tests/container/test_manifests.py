@@ -129,15 +129,21 @@ def test_generate_to_output_dir_with_name_and_port(template_project: Path, tmp_p
                                                      "service.yaml"]  # no temp files left
 
 
+def _files(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` by its relative path ({} when there is none): a failed deploy changes none."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
 def test_bad_image_is_one_line_and_writes_nothing(template_project: Path, tmp_path: Path) -> None:
     """An invalid --image gives one `flask-stack:` line, a non-zero exit and no files."""
     project = tmp_path / "demo-app"
     shutil.copytree(template_project, project)
+    before = _files(project / "deploy")  # what init wrote (odo's devfile reads deploy/)
     result = flask_stack("deploy", "--generate-only", "--image", "bad image\"", cwd=project, timeout=120)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("flask-stack: ") and "image" in lines[-1] and "Traceback" not in result.stderr
-    assert not (project / "deploy").exists()
+    assert _files(project / "deploy") == before
 
 
 def test_apply_without_cluster_is_actionable(template_project: Path, tmp_path: Path,
@@ -267,11 +273,12 @@ def test_bad_deploy_options_are_one_line(template_project: Path, tmp_path: Path,
     non-zero exit, no files."""
     project = tmp_path / "demo-app"
     shutil.copytree(template_project, project)
+    before = _files(project / "deploy")
     result = flask_stack("deploy", "--generate-only", "--image", IMAGE, *args, cwd=project, timeout=120)
     assert result.returncode != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("flask-stack: ") and fragment in lines[0], result.stderr
-    assert not (project / "deploy").exists()
+    assert _files(project / "deploy") == before
 
 
 def test_probes_and_scrape_path_follow_the_url_prefix(template_project: Path, tmp_path: Path) -> None:
@@ -505,7 +512,8 @@ def test_malformed_settings_yaml_is_one_line_for_deploy(template_project: Path, 
     project = tmp_path / "demo-app"
     shutil.copytree(template_project, project)
     (project / "settings.yaml").write_text("production:\n  GREETING: [open\n")
+    before = _files(project / "deploy")
     with pytest.raises(CliError) as err:
         deploy.generate(project, project / "deploy", IMAGE)
     assert str(err.value).startswith(f"{project / 'settings.yaml'}: cannot be read for the production profile: ")
-    assert "\n" not in str(err.value) and not (project / "deploy").exists()
+    assert "\n" not in str(err.value) and _files(project / "deploy") == before
