@@ -39,6 +39,7 @@ from typing import Any, Callable, Mapping
 from flask import Config, Flask
 
 import stacksettings
+from oneline import first_line
 
 from .exceptions import SettingsError
 
@@ -157,7 +158,7 @@ def read_sections(path: str) -> dict[str, dict[str, Any]]:
     except Exception as exc:  # noqa: BLE001 - yaml.YAMLError, tomllib.TOMLDecodeError: one line with the position
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        reason = getattr(exc, "problem", None) or str(exc).strip().splitlines()[0]
+        reason = getattr(exc, "problem", None) or first_line(exc)
         context, start = getattr(exc, "context", None), getattr(exc, "context_mark", None)
         if context and start is not None:
             reason += f" ({context} from line {start.line + 1})"
@@ -185,8 +186,7 @@ def _merged(path: str, profile: str) -> dict[str, Any]:
                             loaders=[], load_dotenv=False, root_path=os.path.dirname(path))
         values = settings.as_dict(env=profile)
     except Exception as exc:  # noqa: BLE001 - Dynaconf's own errors (a bad @token...): one line
-        lines = str(exc).strip().splitlines()
-        raise ConfigError(f"{path}: profile {profile!r}: {type(exc).__name__}: {lines[0] if lines else ''}") from None
+        raise ConfigError(f"{path}: profile {profile!r}: {type(exc).__name__}: {first_line(exc)}") from None
     return {k: v for k, v in values.items() if k != "LOAD_DOTENV" and _KEY.match(k)}
 
 
@@ -313,7 +313,7 @@ def validate(app: Flask, cfg: UserConfig, model: Any, module_name: str) -> None:
         errors = exc.errors(include_input=False) if hasattr(exc, "errors") else []
         if not errors:
             raise ConfigError(f"{module_name}.settings_model: {type(exc).__name__}: "
-                              f"{redact(str(exc).splitlines()[0] if str(exc) else '')}") from None
+                              f"{redact(first_line(exc))}") from None
         first = errors[0]
         key = str(first["loc"][0]) if first.get("loc") else "?"
         info = fields.get(key, (key, None))[1]
