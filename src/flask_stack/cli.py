@@ -257,13 +257,14 @@ def deploy(project_dir: Path | None, generate_only: bool, output: Path | None, i
     from .front import Front
 
     image, note = (image, None) if image else _deploy_image(project)
-    paths = deployer.generate(project, output or project / "deploy", image,
+    config = deployer.production_config(project)
+    paths = deployer.generate(project, output or project / "deploy", image, config=config,
                               min_replicas=min_replicas, max_replicas=max_replicas, cpu_target=cpu_target,
                               openshift=openshift, service_monitor=service_monitor, url_prefix=url_prefix,
                               max_content_length=max_content_length, front=Front(**front))
     for path in paths:
         say(f"wrote {path}")
-    secret_keys = deployer.production_config(project).secret_keys
+    secret_keys = config.secret_keys
     if secret_keys:
         from .appconfig import secret_hint
         from .project import project_name

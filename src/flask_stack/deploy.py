@@ -71,7 +71,8 @@ def render(template: str, values: dict[str, str]) -> str:
 def generate(project: Path, output: Path, image: str, *, name: str | None = None, port: int = DEFAULT_PORT,
              min_replicas: int = MIN_REPLICAS, max_replicas: int = MAX_REPLICAS, cpu_target: int = CPU_TARGET,
              openshift: bool = False, service_monitor: bool = False, url_prefix: str = "",
-             max_content_length: int = MAX_CONTENT_LENGTH, front: Front | None = None) -> list[Path]:
+             max_content_length: int = MAX_CONTENT_LENGTH, front: Front | None = None,
+             config: ProductionConfig | None = None) -> list[Path]:
     """Write the project's Kubernetes manifests into ``output`` and return their paths.
 
     Args:
@@ -91,6 +92,8 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
         max_content_length (int): the largest request body, bytes (0: no limit): the pods'
             ``STACK_MAX_CONTENT_LENGTH``, and the Ingress's and nginx's limit; default 16 MiB.
         front (Front | None): an Ingress and/or an nginx sidecar in front of the app (default: neither).
+        config (ProductionConfig | None): the production profile of the project's settings file, when the caller
+            has read it already (default: read here, :func:`flask_stack.appconfig.production_config`).
 
     Returns:
         list[Path]: the written files, Deployment first.
@@ -120,7 +123,7 @@ def generate(project: Path, output: Path, image: str, *, name: str | None = None
     if max_content_length < 0:
         raise CliError(f"--max-content-length {max_content_length} is not a size in bytes (0: no limit)")
     front.check(project, port)
-    config = production_config(project)
+    config = config if config is not None else production_config(project)
     values = {
         **_config_values(config),
         **front.values(max_content_length),
