@@ -45,11 +45,11 @@ def child(variant: str, requests: int) -> None:
         from server.metrics import HttpMetrics
 
         if variant == "stack-no-metrics":
-            HttpMetrics.observe = lambda *args: None
+            HttpMetrics.record = lambda *args: None
         elif variant == "stack-no-access-line":
-            observe.log_access = lambda *args: None
+            observe.log_access_records = lambda *args: None
         elif variant == "stack-no-request-id":
-            observe.request_id_from = lambda header: "0123456789abcdef0123456789abcdef"
+            observe.new_request_id = lambda: "0123456789abcdef0123456789abcdef"
         if variant == "stack-serving":
             from serving.worker import production_app
 
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print instructions per request for each variant and its ratio to bare Flask; 1 when valgrind is missing."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--parts", action="store_true", help="also the stack with one part off at a time")
+    parser.add_argument("--only", nargs="+", choices=VARIANTS + PARTS, help="just these variants (bare is always run)")
     parser.add_argument("--child", nargs=2, metavar=("VARIANT", "REQUESTS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("valgrind"):
         print("benchmarks/instructions.py: valgrind is not installed (apt-get install valgrind)", file=sys.stderr)
         return 1
-    variants = VARIANTS + (PARTS if args.parts else [])
+    variants = (["bare"] + [v for v in args.only if v != "bare"] if args.only else VARIANTS) + (PARTS if args.parts else [])
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         results = dict(zip(variants, pool.map(per_request, variants)))
     bare = results["bare"]

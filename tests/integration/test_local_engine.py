@@ -246,7 +246,7 @@ def test_production_serves_with_the_default_server(cli_env, project, tmp_path):
         assert app.wait_for("/health/ready", lambda r: r.status_code == 200).json()["status"] == "UP"
         for _ in range(6):
             app.get("/hello")
-        time.sleep(METRICS_SETTLE_SECONDS)  # every worker's counts written (server.metric_batch)
+        time.sleep(METRICS_SETTLE_SECONDS)  # every worker's counts written (server.request_batch)
         totals = [float(line.rsplit(" ", 1)[1]) for line in app.get("/metrics").text.splitlines()
                   if line.startswith("http_requests_total{") and 'endpoint="/hello"' in line]
         assert sum(totals) == 7  # the first 200 wait_for saw, then six (nothing answers /hello before the app)

@@ -147,7 +147,7 @@ def pod(request, tmp_path_factory):
 
 def size_posts(port: int) -> float:
     """The app's ``http_requests_total`` for POST /size, any status (0 when absent)."""
-    time.sleep(METRICS_SETTLE_SECONDS)  # every worker's counts written (server.metric_batch)
+    time.sleep(METRICS_SETTLE_SECONDS)  # every worker's counts written (server.request_batch)
     _, _, body = request(port, f"{PREFIX}/metrics")
     return sum(float(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines()
                if line.startswith("http_requests_total{") and 'endpoint="/size"' in line and 'method="POST"' in line)

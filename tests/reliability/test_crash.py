@@ -104,7 +104,7 @@ def test_sigkilled_worker_is_replaced_without_downtime(server, start_server):
     assert after >= before
     # Every response wrk got was counted (the dead worker's counts included), but for the few in flight on it and
     # what it had not written yet: a worker killed with SIGKILL loses at most its last 0.1 s of counts (issue 19's
-    # bound; server.metric_batch writes every 0.05 s), here at most 0.1 s of the whole server's rate.
+    # bound; server.request_batch writes every 0.05 s), here at most 0.1 s of the whole server's rate.
     lost_at_most = CONNECTIONS + result.requests / LOAD_SECONDS * 0.1
     assert after >= result.requests - lost_at_most, (after, result.requests)
     assert get(srv.port, "/health/ready")[0] == 200

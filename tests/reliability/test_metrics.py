@@ -41,7 +41,7 @@ def test_request_totals_are_exact_over_all_workers(server, start_server):
     pids = {json.loads(body)["pid"] for _, _, body in answers}
     assert len(pids) >= 2, f"all {total} requests went to one worker; the test would prove nothing"
 
-    time.sleep(0.2)  # each worker writes its counts at most 0.05 s after a request (server.metric_batch; issue 19)
+    time.sleep(0.2)  # each worker writes its counts at most 0.05 s after a request (server.request_batch; issue 19)
     for _ in range(20):
         samples = scrape(srv.port)
         assert sample_value(samples, "http_requests_total", endpoint="/whoami") == total

@@ -102,7 +102,7 @@ def test_gunicorn_serves_server_app(tmp_path, args):
         assert wait_ready(base, proc), "gunicorn did not become ready"
         for _ in range(10):
             assert http_get(base + "/hello?name=gunicorn") == (200, b"Hello, gunicorn!")
-        time.sleep(0.2)  # each worker writes its counts at most 0.05 s after a request (server.metric_batch)
+        time.sleep(0.2)  # each worker writes its counts at most 0.05 s after a request (server.request_batch)
         code, body = http_get(base + "/metrics")
         assert code == 200
         text = body.decode()

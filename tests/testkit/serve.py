@@ -78,7 +78,7 @@ def percentile(latencies: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
 
 
-#: Seconds after a request by which every worker's counts are on /metrics (server.metric_batch writes them at most
+#: Seconds after a request by which every worker's counts are on /metrics (server.request_batch writes them at most
 #: 0.05 s after the request; issue 19's bound is 0.1 s, and exactness across workers is asked 0.2 s after).
 METRICS_SETTLE_SECONDS = 0.2
 

@@ -3,7 +3,8 @@
 
 Written per request, so its normal path is short: when the record would only reach the stack's own handler with
 its own formatter, the line is formatted here (``access_line``, the same bytes the handler's formatter gives) and
-queued without a LogRecord; otherwise a regular LogRecord goes through ``logging``.
+queued without a LogRecord; otherwise a regular LogRecord goes through ``logging``. ``log_access_records`` does
+this for a batch of requests (``server.request_batch``) in one loop.
 """
 
 from __future__ import annotations
@@ -132,3 +133,47 @@ def _access_record(method: str, path: str, status: int, duration_ms: float, requ
         {"method": method, "path": path, "status": status, "duration_ms": round(duration_ms, 3),
          "request_id": request_id, "client": client},
     )
+
+
+def log_access_records(records: list) -> None:
+    """Write the access lines of ``server.request_batch.RequestRecord`` tuples (oldest first), as ``log_access``
+    would have written each at its request's end: the text format's lines are formatted in one loop and handed to
+    the stack's handler in one piece; the JSON format and other handlers (a LogRecord each, its time the request's
+    end) as ``log_access`` does."""
+    if not _ACCESS.isEnabledFor(_INFO):
+        return
+    to_wall = time.time() - time.perf_counter()  # perf_counter seconds -> unix seconds
+    handler = _direct_handler()
+    if handler is None or handler.stack_format != "text":
+        for started, ended, status, method, _rule, path, request_id, client in records:
+            _log_one(handler, ended + to_wall, method, printable_path(path), int(status[:3]),
+                     (ended - started) * 1000.0, request_id, printable_path(client, 100) if client else "-")
+        return
+    lines = []
+    append = lines.append
+    second, asctime = -1, ""
+    for started, ended, status, method, _rule, path, request_id, client in records:
+        created = ended + to_wall
+        if int(created) != second:
+            second, asctime = int(created), _text_asctime(created)
+        if len(path) > 1000 or not path.isprintable():
+            path = printable_path(path)
+        if client is None:
+            client = "-"
+        elif len(client) > 100 or not client.isprintable():
+            client = printable_path(client, 100)
+        append(f"{asctime} [INFO] {method} {path} {status[:3]} {(ended - started) * 1000.0:.1f}ms id={request_id} "
+               f"client={client}\n")
+    handler.queue_line("".join(lines))
+
+
+def _log_one(handler: StdoutHandler | None, created: float, method: str, path: str, status: int,
+             duration_ms: float, request_id: str, client: str) -> None:
+    """One access line made at ``created`` (unix seconds): through ``handler`` in JSON, else a LogRecord."""
+    if handler is not None:
+        handler.queue_line(access_line(handler.stack_format, created, method, path, status, duration_ms, request_id,
+                                       client) + handler.terminator)
+        return
+    record = _access_record(method, path, status, duration_ms, request_id, client)
+    record.created, record.msecs = created, int(created * 1000) % 1000
+    _ACCESS.handle(record)

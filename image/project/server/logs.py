@@ -69,6 +69,15 @@ class StdoutHandler(logging.StreamHandler):
     def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; always follow sys.stdout instead
         pass
 
+    def handle(self, record: logging.LogRecord) -> bool:
+        """``logging.Handler.handle``; a WARNING or worse record, when lines are buffered, first has what other
+        layers hold for this handler queued (``before_urgent_write``: the request batches' access lines), outside
+        the handler's lock, so the warning comes after them."""
+        if record.levelno >= logging.WARNING and self.flush_seconds > 0:
+            for hook in before_urgent_write:
+                hook()
+        return super().handle(record)
+
     def emit(self, record: logging.LogRecord) -> None:
         """Write the record's line now (``flush_seconds`` 0, or WARNING and worse) or queue it."""
         if self.flush_seconds <= 0:
@@ -143,6 +152,8 @@ class StdoutHandler(logging.StreamHandler):
         off, and the flusher thread takes a new interval at once."""
         self.flush_seconds = max(0.0, float(seconds))
         if self.flush_seconds <= 0:
+            for hook in before_urgent_write:
+                hook()
             self.write_pending()
         self._wake.set()
 
@@ -155,6 +166,9 @@ class StdoutHandler(logging.StreamHandler):
 
 
 _BUFFERED: "weakref.WeakSet[StdoutHandler]" = weakref.WeakSet()
+#: Called (no arguments, never under a handler's lock) before a buffered handler writes a WARNING or worse and
+#: when buffering is switched off: ``server.request_batch`` queues its pending access lines there.
+before_urgent_write: list = []
 
 
 def flush_pending_lines() -> None:
@@ -162,6 +176,12 @@ def flush_pending_lines() -> None:
     worker process ends with ``os._exit`` (which skips ``atexit``)."""
     for handler in list(_BUFFERED):
         handler.write_pending()
+
+
+def buffering() -> bool:
+    """True when the stack's handler on the root logger buffers lines (STACK_LOG_FLUSH_SECONDS > 0)."""
+    return any(getattr(handler, "flush_seconds", 0) > 0 and getattr(handler, "_flask_stack", False)
+               for handler in logging.getLogger().handlers)
 
 
 def _reset_after_fork() -> None:

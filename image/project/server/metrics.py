@@ -9,11 +9,10 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
   So URL scans and odd methods add no series.
 * ``http_requests_in_progress`` gauge, only with ``in_progress=True`` (STACK_METRICS_IN_PROGRESS=1): requests
   being served now (summed over live workers when multiprocess).
-  Cost per request: one counter inc and one histogram observe (sum + one bucket) in a single process; in
-  multiprocess mode one dict update, the mmap files written per batch (``server.metric_batch``: a count reaches
-  ``/metrics`` at most 0.05 s after its request; a worker killed with SIGKILL loses at most that much). The
-  in-progress gauge adds an inc and a dec written at once (about 1.4 us), which is why it is opt-in (as in
-  prometheus-fastapi-instrumentator).
+  Requests are counted per batch (``record``, called by ``server.request_batch``: one write per series and batch;
+  a count reaches ``/metrics`` at most 0.05 s after its request, a worker killed with SIGKILL loses at most that
+  much). The in-progress gauge adds an inc and a dec written at once (about 1.4 us), which is why it is opt-in (as
+  in prometheus-fastapi-instrumentator).
 * ``flask_stack_info{stack_version, app_version, python_version, flask_version}`` = 1.
 * Single process: ``process_*`` (CPU seconds, memory bytes, fds, start time), ``python_info``, ``python_gc_*``, and
   every metric in prometheus_client's default registry (``prometheus_client.REGISTRY``, where a ``Counter(...)``
@@ -32,6 +31,7 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
 
 from __future__ import annotations
 
+import bisect
 import functools
 import os
 import platform
@@ -50,7 +50,6 @@ from prometheus_client.process_collector import ProcessCollector
 
 import stacksettings
 
-from .metric_batch import MetricBatch
 from .metric_files import DirectoryCollector, fold_dead_worker
 
 UNMATCHED = "<unmatched>"
@@ -175,13 +174,13 @@ class HttpMetrics:
                 multiprocess_mode="livesum",
             )
         self._lock = threading.Lock()
-        self._children: dict[tuple[str, str, int], tuple[Any, ...]] = {}
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}  # labels -> (counter child, histogram child)
         self._last_refresh = 0.0
         self._worker: dict[str, Gauge] | None = None  # made on first refresh: never in a preloading master
-        #: Multiprocess mode: requests counted per batch (``server.metric_batch``); None: written at once.
-        self.batch: MetricBatch | None = None
+        #: The batch of requests not yet counted (``server.request_batch.RequestBatch``), set by
+        #: ``server.observe.install_observation``: a scrape writes it first. None: every count is written at once.
+        self.batch: Any = None
         if self.multiprocess:
-            self.batch = MetricBatch(self.requests, self.duration, tuple(float(b) for b in BUCKETS))
             self._process = ProcessCollector(registry=None)
             self._platform = PlatformCollector(registry=None)
         else:
@@ -192,23 +191,49 @@ class HttpMetrics:
             self.registry.register(DefaultRegistryCollector())
 
     def observe(self, method: str, endpoint: str | None, status: int, seconds: float) -> None:
-        """Record one request: ``endpoint`` is the URL rule or None (unmatched); ``seconds`` its duration."""
+        """Record one request now: ``endpoint`` is the URL rule or None (unmatched); ``seconds`` its duration."""
+        self._write_series(method, endpoint, str(status), [seconds])
+
+    def record(self, records: list) -> None:
+        """Count a batch of ``server.request_batch.RequestRecord`` tuples: one write per series, not per request."""
+        series: dict[tuple, list[float]] = {}
+        for record in records:
+            started, ended, status, method, endpoint = record[:5]
+            key = (method, endpoint, status)
+            durations = series.get(key)
+            if durations is None:
+                series[key] = [ended - started]
+            else:
+                durations.append(ended - started)
+        for (method, endpoint, status), durations in series.items():
+            self._write_series(method, endpoint, status[:3], durations)
+        if self.multiprocess and time.monotonic() - self._last_refresh >= WORKER_REFRESH_SECONDS:
+            self.refresh_worker()
+
+    def _write_series(self, method: str, endpoint: str | None, status: str, durations: list[float]) -> None:
+        """Add ``durations`` (seconds, one per request) to the series of ``method``, ``endpoint`` (None:
+        unmatched) and ``status`` (three digits): the counter once, the histogram's sum once, each bucket once.
+
+        The histogram is added to through its per-child values (``_sum`` and ``_buckets``, private attributes of
+        prometheus_client's ``Histogram``: it has no public way to add n observations at once);
+        ``tests/runtime/test_request_batch.py`` fails when they change."""
         method = method if method in KNOWN_METHODS else OTHER_METHOD
         endpoint = endpoint if endpoint is not None else UNMATCHED
         key = (method, endpoint, status)
-        if self.batch is not None:
-            self.batch.add(key, seconds)
-            if time.monotonic() - self._last_refresh >= WORKER_REFRESH_SECONDS:
-                self.refresh_worker()
-            return
         children = self._children.get(key)
         if children is None:  # label values are bounded (rules x methods x statuses), so is this cache
-            children = self._children[key] = (
-                self.requests.labels(method, endpoint, str(status)).inc,
-                self.duration.labels(method, endpoint).observe,
-            )
-        children[0]()
-        children[1](seconds)
+            children = self._children[key] = (self.requests.labels(method, endpoint, status),
+                                              self.duration.labels(method, endpoint))
+        counter, histogram = children
+        counter.inc(len(durations))
+        histogram._sum.inc(sum(durations))  # private (see the docstring): n observations in one write
+        durations.sort()
+        below = 0
+        for bound, bucket in zip(BUCKETS, histogram._buckets):
+            upto = bisect.bisect_right(durations, bound)  # a value equal to a bound is in its bucket (le)
+            if upto > below:
+                bucket.inc(upto - below)
+                below = upto
 
     def refresh_worker(self) -> None:
         """Update this worker's ``flask_stack_worker_*`` gauges from /proc (multiprocess mode only)."""
@@ -239,6 +264,8 @@ class HttpMetrics:
         OpenMetrics when asked for it."""
         encoder, content_type = choose_encoder(accept or "")
         if not self.multiprocess:
+            if self.batch is not None:
+                self.batch.flush()  # this process's requests so far
             return encoder(self.registry), content_type
         self.refresh_worker()
         registry = CollectorRegistry()

@@ -9,15 +9,18 @@ middleware the user adds (``ProxyFix``, say) wraps it and its changes to the env
   readable as ``g.request_id`` (``server.apps.StackGlobals``); echoed in the response's ``X-Request-ID`` header unless the app
   set that header itself;
 * when Flask calls ``start_response`` (after every ``after_request`` function, with the final status, still inside
-  the request context): the duration (seconds, from entering the app), ``http_requests_total`` and
-  ``http_request_duration_seconds`` labelled with the matched URL rule, and the access line (the path as the
-  client asked it: ``SCRIPT_NAME`` then ``PATH_INFO``, so a ``STACK_URL_PREFIX`` is in it);
+  the request context): the duration (seconds, from entering the app), the method, the matched URL rule, the path
+  as the client asked it (``SCRIPT_NAME`` then ``PATH_INFO``, so a ``STACK_URL_PREFIX`` is in it), the request id
+  and the client's address go into one ``server.request_batch.RequestRecord``, which becomes
+  ``http_requests_total`` and ``http_request_duration_seconds`` labelled with the URL rule, and the access line:
+  in a batch written by a thread of the worker when the logs are buffered (``serve``), else at once;
 * a redirect (3xx) whose ``Location`` points at the request's own ``Host`` is made relative (``/apidocs/``, not
   ``http://<whatever Host the client sent>/apidocs/``);
 * an exception that leaves the app (debug and testing propagate them) is recorded as a 500, then re-raised.
 
-No Flask hook and no ``flask.g`` write runs per request: the middleware needs one context lookup (for the URL
-rule), which keeps the stack's own work per request small (see the README's benchmarks).
+No Flask hook and no ``flask.g`` write runs per request: the request object comes from the WSGI environ (Werkzeug's
+``Request`` puts itself at ``environ["werkzeug.request"]``, its documented ``populate_request``), which keeps the
+stack's own work per request small (see the README's benchmarks).
 """
 
 from __future__ import annotations
@@ -26,11 +29,13 @@ import time
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
-from flask import Flask, got_request_exception, request
+from flask import Flask, Request, got_request_exception, request
 
-from .access_log import log_access
+from .access_log import log_access_records
+from .logs import buffering
 from .metrics import HttpMetrics
-from .requestid import REQUEST_ID_HEADER, request_id_from
+from .request_batch import RequestBatch
+from .requestid import REQUEST_ID_HEADER, is_safe_request_id, new_request_id, next_ready_id as _next_ready_id
 
 #: WSGI environ key holding the request id of the request being served.
 REQUEST_ID_ENVIRON = "flask_stack.request_id"
@@ -38,8 +43,10 @@ _HEADER_ENVIRON = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")  # the r
 _HEADER_LOWER = REQUEST_ID_HEADER.lower()
 _HEADER_LENGTH = len(REQUEST_ID_HEADER)
 _FAILED_REQUEST_ENVIRON = "flask_stack.failed_request"  # (method, path, URL rule) saved when an exception escapes
+_WERKZEUG_REQUEST = "werkzeug.request"  # where Werkzeug's Request puts itself (populate_request=True)
 
 StartResponse = Callable[..., Any]
+_clock = time.perf_counter
 
 
 def current_request_id() -> str | None:
@@ -58,21 +65,35 @@ class ObservedWSGI:
     def __init__(self, app: Callable[[dict, StartResponse], Iterable[bytes]], metrics: HttpMetrics):
         self.app = app
         self.metrics = metrics
+        #: Records of requests not yet counted and logged; ``metrics.render`` writes them before a scrape.
+        self.batch = metrics.batch = RequestBatch(_writer(metrics), buffering)
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        started = time.perf_counter()
-        request_id = environ[REQUEST_ID_ENVIRON] = request_id_from(environ.get(_HEADER_ENVIRON))
-        metrics = self.metrics
-        in_progress = metrics.in_progress
-        if in_progress is not None:
-            in_progress.inc()
+        # Every line here runs once per request: see the module docstring and benchmarks/instructions.py.
+        started = _clock()
+        request_id = environ.get(_HEADER_ENVIRON)
+        if request_id is None or not is_safe_request_id(request_id):
+            try:
+                request_id = _next_ready_id()  # requestid.new_request_id's common case, without its call
+            except IndexError:
+                request_id = new_request_id()
+        environ[REQUEST_ID_ENVIRON] = request_id
+        batch = self.batch
         recorded = False
 
         def observed_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
             nonlocal recorded
             if not recorded:
                 recorded = True
-                _record(metrics, environ, int(status[:3]), time.perf_counter() - started, request_id)
+                req = environ.get(_WERKZEUG_REQUEST)
+                if isinstance(req, Request):
+                    rule = req.url_rule
+                    batch.append((started, _clock(), status, req.method, rule.rule if rule is not None else None,
+                                  req.root_path + req.path, request_id, environ.get("REMOTE_ADDR")))
+                else:  # a Request of the app's own replaced Flask's there
+                    batch.append(_record(environ, started, status, request_id))
+                if not batch.armed:
+                    batch.arm()
             for name, _ in headers:
                 if len(name) == _HEADER_LENGTH and name.lower() == _HEADER_LOWER:
                     break
@@ -87,11 +108,32 @@ class ObservedWSGI:
         except BaseException:
             if not recorded:
                 recorded = True
-                _record(metrics, environ, 500, time.perf_counter() - started, request_id)
+                batch.append(_record(environ, started, "500 INTERNAL SERVER ERROR", request_id))
+                if not batch.armed:
+                    batch.arm()
             raise
+
+
+class ObservedWSGIInProgress(ObservedWSGI):
+    """``ObservedWSGI`` that also keeps the ``http_requests_in_progress`` gauge (STACK_METRICS_IN_PROGRESS=1)."""
+
+    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        gauge = self.metrics.in_progress
+        gauge.inc()
+        try:
+            return super().__call__(environ, start_response)
         finally:
-            if in_progress is not None:
-                in_progress.dec()
+            gauge.dec()
+
+
+def _writer(metrics: HttpMetrics) -> Callable[[list], None]:
+    """What a batch of records becomes: counts in ``metrics``, then access lines."""
+    def write(records: list) -> None:
+        try:
+            metrics.record(records)
+        finally:
+            log_access_records(records)
+    return write
 
 
 def _relative_location(headers: list[tuple[str, str]], environ: dict) -> None:
@@ -118,9 +160,10 @@ def _authority(netloc: str, scheme: str) -> str:
     return netloc[:-len(default)] if netloc.endswith(default) else netloc
 
 
-def _record(metrics: HttpMetrics, environ: dict, status: int, seconds: float, request_id: str) -> None:
-    """Count and time one request and write its access line. The URL rule and the decoded path come from the
-    request context when one is active (it is while Flask calls ``start_response``), else from the environ."""
+def _record(environ: dict, started: float, status: str, request_id: str) -> tuple:
+    """A ``RequestRecord`` made the slow way: the method, path and URL rule from the request context when one is
+    active, else from what ``_save_failed_request`` kept, else from the environ (no rule)."""
+    ended = time.perf_counter()
     try:
         req = request._get_current_object()
     except RuntimeError:  # no request context
@@ -132,9 +175,8 @@ def _record(metrics: HttpMetrics, environ: dict, status: int, seconds: float, re
     else:
         method, rule = environ.get("REQUEST_METHOD", "GET").upper(), None
         path = environ.get("SCRIPT_NAME", "") + (environ.get("PATH_INFO") or "/")
-    endpoint = rule.rule if rule is not None else None
-    metrics.observe(method, endpoint, status, seconds)
-    log_access(method, path, status, seconds * 1000.0, request_id, environ.get("REMOTE_ADDR"))
+    return (started, ended, status, method, rule.rule if rule is not None else None, path, request_id,
+            environ.get("REMOTE_ADDR"))
 
 
 def _save_failed_request(sender: Flask, exception: BaseException, **extra: object) -> None:
@@ -146,5 +188,6 @@ def _save_failed_request(sender: Flask, exception: BaseException, **extra: objec
 
 def install_observation(app: Flask, metrics: HttpMetrics) -> None:
     """Observe every request of ``app`` (request id, metrics, access line) by wrapping ``app.wsgi_app``."""
-    app.wsgi_app = ObservedWSGI(app.wsgi_app, metrics)  # type: ignore[method-assign]
+    middleware = ObservedWSGI if metrics.in_progress is None else ObservedWSGIInProgress
+    app.wsgi_app = middleware(app.wsgi_app, metrics)  # type: ignore[method-assign]
     got_request_exception.connect(_save_failed_request, app)  # a module function: blinker's weak ref stays valid

@@ -112,9 +112,9 @@ def _flush_logs_at_worker_exit() -> None:
     from multiprocessing import util
 
     from server.logs import flush_pending_lines
-    from server.metric_batch import flush_pending_metrics
+    from server.request_batch import flush_pending_requests
 
-    util.Finalize(None, flush_pending_metrics, exitpriority=1)
+    util.Finalize(None, flush_pending_requests, exitpriority=1)
     util.Finalize(None, flush_pending_lines, exitpriority=0)
 
 

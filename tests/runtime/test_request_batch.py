@@ -1,5 +1,5 @@
-"""Batched request metrics (server.metric_batch) in multiprocess mode: the same totals as writing each request at
-once, within the documented delay, at exit, and never twice across a fork."""
+"""Batched request records (server.request_batch) in multiprocess mode: the same metric totals as writing each
+request at once, within the documented delay, at exit, and never twice across a fork."""
 
 from __future__ import annotations
 
@@ -16,9 +16,17 @@ from .support import subprocess_env
 _PRELUDE = """
 import json, os, sys, time
 from server.metrics import HttpMetrics
-from server.metric_batch import FLUSH_SECONDS, flush_pending_metrics
+from server.request_batch import FLUSH_SECONDS, RequestBatch, flush_pending_requests
 metrics = HttpMetrics("test")
-assert metrics.batch is not None, "multiprocess mode batches"
+assert metrics.multiprocess
+batch = RequestBatch(metrics.record, lambda: True)  # as under serve (buffered logs)
+metrics.batch = batch
+
+def request(method, rule, status, seconds):
+    \"\"\"One request's record, as server.observe appends it.\"\"\"
+    batch.append((0.0, seconds, f"{status} X", method, rule, "/p", "id", None))  # exact durations
+    if not batch.armed:
+        batch.arm()
 """
 
 
@@ -38,7 +46,7 @@ def _samples(directory) -> dict[tuple, float]:
 
 
 def test_histogram_internals_the_batch_writes_through():
-    """The private attributes of prometheus_client's Histogram that the batch adds to (its module docstring): when
+    """The private attributes of prometheus_client's Histogram that a batch adds to (``HttpMetrics._write_series``): when
     a release renames them, this fails first."""
     histogram = Histogram("probe_seconds", "probe", ["route"], registry=CollectorRegistry())
     child = histogram.labels("/x")
@@ -56,9 +64,9 @@ def test_batched_totals_equal_the_requests(tmp_path):
     durations = [0.001, 0.005, 0.0051, 0.02, 0.3, 0.3, 7.0, 11.0, 0.0]
     _run(tmp_path, f"""
 for seconds in {durations!r}:
-    metrics.observe("GET", "/a", 200, seconds)
-metrics.observe("POST", None, 404, 0.2)
-flush_pending_metrics()
+    request("GET", "/a", 200, seconds)
+request("POST", None, 404, 0.2)
+flush_pending_requests()
 """)
     samples = _samples(tmp_path)
     assert samples[("http_requests_total", (("endpoint", "/a"), ("method", "GET"), ("status", "200")))] == 9
@@ -74,7 +82,7 @@ flush_pending_metrics()
 
 def test_counts_reach_the_files_within_the_flush_interval(tmp_path):
     out = _run(tmp_path, """
-metrics.observe("GET", "/a", 200, 0.01)
+request("GET", "/a", 200, 0.01)
 started = time.monotonic()
 from prometheus_client import CollectorRegistry
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -94,19 +102,19 @@ print(json.dumps({"seconds": time.monotonic() - started, "total": total()}))
 def test_exit_writes_what_is_pending(tmp_path):
     _run(tmp_path, """
 for _ in range(5):
-    metrics.observe("GET", "/a", 200, 0.01)
+    request("GET", "/a", 200, 0.01)
 """)  # a normal exit, no flush called: atexit writes the batch
     assert _samples(tmp_path)[("http_requests_total", (("endpoint", "/a"), ("method", "GET"), ("status", "200")))] == 5
 
 
 def test_a_forked_child_never_writes_its_parents_counts(tmp_path):
     _run(tmp_path, """
-metrics.observe("GET", "/a", 200, 0.01)  # pending in the parent when it forks
+request("GET", "/a", 200, 0.01)  # pending in the parent when it forks
 pid = os.fork()
 if pid == 0:
-    metrics.observe("GET", "/a", 200, 0.01)
-    metrics.observe("GET", "/a", 200, 0.01)
-    flush_pending_metrics()
+    request("GET", "/a", 200, 0.01)
+    request("GET", "/a", 200, 0.01)
+    flush_pending_requests()
     os._exit(0)
 os.waitpid(pid, 0)
 """)
