@@ -338,3 +338,28 @@ def test_buffered_lines_are_written_at_exit_and_not_twice_after_fork(tmp_path):
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert [line.split("] ", 1)[1] for line in lines] == ["from the child", "from the parent"], lines
+
+
+def test_a_batch_of_access_lines_gives_each_line_its_own_second(monkeypatch, capsys):
+    """``log_access_records`` (the batched access lines) writes the bytes ``access_line`` gives for each request at
+    its own end time, when the batch lies in one second and when it spans two; paths and clients that need it are
+    escaped."""
+    import time
+    import types
+
+    from server import access_log
+    from server.access_log import access_line, log_access_records
+    from server.logs import configure_logging
+
+    configure_logging("INFO", "text", 0)
+    capsys.readouterr()
+    clock = types.SimpleNamespace(time=lambda: 1_700_000_000.0, perf_counter=lambda: 0.0, strftime=time.strftime,
+                                  localtime=time.localtime)
+    monkeypatch.setattr(access_log, "time", clock)
+    for ends in ([0.2, 0.3, 0.4], [0.95, 0.999, 1.02, 1.5]):
+        records = [(end - 0.0012, end, "200 OK", "GET", "/a", f"/a/{index}\n", f"id{index}",
+                    "127.0.0.1" if index else None) for index, end in enumerate(ends)]
+        log_access_records(records)
+        expected = [access_line("text", 1_700_000_000.0 + end, "GET", f"/a/{index}\\n", 200, 1.2, f"id{index}",
+                                "127.0.0.1" if index else "-") for index, end in enumerate(ends)]
+        assert capsys.readouterr().out.splitlines() == expected

@@ -15,6 +15,7 @@ import math
 import sys
 import time
 from datetime import datetime, timezone
+from typing import Callable
 
 from .logs import ACCESS_LOGGER, DATE_FORMAT, StdoutHandler, printable_path
 
@@ -145,17 +146,28 @@ def log_access_records(records: list) -> None:
     to_wall = time.time() - time.perf_counter()  # perf_counter seconds -> unix seconds
     handler = _direct_handler()
     if handler is None or handler.stack_format != "text":
-        for started, ended, status, method, _rule, path, request_id, client in records:
+        for started, ended, status, method, _endpoint, path, request_id, client in records:
             _log_one(handler, ended + to_wall, method, printable_path(path), int(status[:3]),
                      (ended - started) * 1000.0, request_id, printable_path(client, 100) if client else "-")
         return
-    lines = []
-    append = lines.append
-    second, asctime = -1, ""
-    for started, ended, status, method, _rule, path, request_id, client in records:
-        created = ended + to_wall
-        if int(created) != second:
-            second, asctime = int(created), _text_asctime(created)
+    lines: list[str] = []
+    first, last = records[0][1] + to_wall, records[-1][1] + to_wall  # in the order they ended, to a thread switch
+    if int(first - 0.01) == int(last + 0.01):  # the whole batch in one second (the common case)
+        _text_lines(_text_asctime(first), records, lines.append)
+    else:
+        by_second: dict[int, list] = {}
+        for record in records:
+            by_second.setdefault(int(record[1] + to_wall), []).append(record)
+        for second in sorted(by_second):
+            _text_lines(_text_asctime(float(second)), by_second[second], lines.append)
+    handler.queue_line("".join(lines))
+
+
+def _text_lines(asctime: str, records: list, append: Callable[[str], None]) -> None:
+    """``append`` the text access line (with its newline) of each record, all made in the second ``asctime``
+    names. Runs once per request: the checks are inline (``printable_path`` only for a path or client that needs
+    it)."""
+    for started, ended, status, method, _endpoint, path, request_id, client in records:
         if len(path) > 1000 or not path.isprintable():
             path = printable_path(path)
         if client is None:
@@ -164,7 +176,6 @@ def log_access_records(records: list) -> None:
             client = printable_path(client, 100)
         append(f"{asctime} [INFO] {method} {path} {status[:3]} {(ended - started) * 1000.0:.1f}ms id={request_id} "
                f"client={client}\n")
-    handler.queue_line("".join(lines))
 
 
 def _log_one(handler: StdoutHandler | None, created: float, method: str, path: str, status: int,
