@@ -143,13 +143,15 @@ class KeepAliveClient(threading.Thread):
     """A client that holds one keep-alive connection, as ingress controllers and load balancers do: GET /hello
     back to back until the server answers with the ``close`` connection option (``Connection: close``; behind nginx
     ``Connection: keep-alive, close``: RFC 9112 9.6, the client closes), then it moves away (no more requests here).
+    ``pause``: seconds the connection stays idle between an answer and the next request (0: back to back).
     ``failed``: requests sent without a 200 answer (a reset, a dropped connection, an error status); ``reused_failed``:
     those of them sent on a connection that had already served a request (the idle keep-alive close race)."""
 
-    def __init__(self, port: int, deadline: float):
+    def __init__(self, port: int, deadline: float, pause: float = 0.0):
         super().__init__(daemon=True)
         self.port = port
         self.deadline = deadline
+        self.pause = pause
         self.ok = 0
         self.failed: list[str] = []
         self.reused_failed: list[str] = []
@@ -173,6 +175,7 @@ class KeepAliveClient(threading.Thread):
                 if "close" in [token.strip().lower() for token in (resp.getheader("Connection") or "").split(",")]:
                     self.told_to_close = True
                     return
+                time.sleep(self.pause)
         finally:
             conn.close()
 
@@ -186,15 +189,18 @@ class KeepAliveClient(threading.Thread):
 @pytest.mark.parametrize("delay", [0, 3])
 @pytest.mark.parametrize("front", ["none", "nginx"])
 def test_sigterm_under_keep_alive_load_fails_no_request(server, delay, front, start_server):
-    """SIGTERM while 32 clients hold keep-alive connections (to the server, or to the nginx front): every request is
-    answered, every client is told ``Connection: close`` and moves away; with a delay, new connections are still
-    accepted (readiness DOWN) until it ends; the server exits within the graceful timeout."""
+    """SIGTERM while 32 clients hold keep-alive connections (to the server, or to the nginx front), some of them idle
+    between requests: every request is answered (none fails on a reused connection), every client is told
+    ``Connection: close`` and moves away; with a delay, new connections are still accepted (readiness DOWN) until it
+    ends; the server exits within the graceful timeout."""
     graceful = 12
     if front == "nginx":
         require_nginx()
     srv = start_server(server=server, workers=2, env={"STACK_SHUTDOWN_DELAY": str(delay), "STACK_FRONT": front,
                                                       "STACK_GRACEFUL_TIMEOUT": str(graceful), "STACK_THREADS": "8"})
-    clients = [KeepAliveClient(srv.port, time.monotonic() + 40) for _ in range(CLIENTS)]
+    # a third back to back, the others idle 0.15 or 0.3 s between requests: kept-alive connections idle at SIGTERM,
+    # whose next request comes within the servers' least linger (1 s)
+    clients = [KeepAliveClient(srv.port, time.monotonic() + 40, pause=0.15 * (index % 3)) for index in range(CLIENTS)]
     for client in clients:
         client.start()
     time.sleep(3)
