@@ -19,6 +19,7 @@ pytestmark = pytest.mark.slow
 DELAY = 2.0  # STACK_SHUTDOWN_DELAY: seconds of serving with readiness DOWN after SIGTERM
 GRACEFUL = 12  # STACK_GRACEFUL_TIMEOUT
 SLOW = 4.0  # seconds each in-flight request takes
+CLIENTS = 32  # keep-alive connections held through SIGTERM (issue 19: 32, delay 0, none fails)
 PROPAGATION = 0.25  # seconds for SIGTERM to reach the workers from the server's main process (bound asserted)
 
 
@@ -142,14 +143,18 @@ class KeepAliveClient(threading.Thread):
     """A client that holds one keep-alive connection, as ingress controllers and load balancers do: GET /hello
     back to back until the server answers with the ``close`` connection option (``Connection: close``; behind nginx
     ``Connection: keep-alive, close``: RFC 9112 9.6, the client closes), then it moves away (no more requests here).
-    ``failed``: requests sent without a 200 answer (a reset, a dropped connection, an error status)."""
+    ``pause``: seconds the connection stays idle between an answer and the next request (0: back to back).
+    ``failed``: requests sent without a 200 answer (a reset, a dropped connection, an error status); ``reused_failed``:
+    those of them sent on a connection that had already served a request (the idle keep-alive close race)."""
 
-    def __init__(self, port: int, deadline: float):
+    def __init__(self, port: int, deadline: float, pause: float = 0.0):
         super().__init__(daemon=True)
         self.port = port
         self.deadline = deadline
+        self.pause = pause
         self.ok = 0
         self.failed: list[str] = []
+        self.reused_failed: list[str] = []
         self.told_to_close = False
 
     def run(self) -> None:
@@ -161,32 +166,41 @@ class KeepAliveClient(threading.Thread):
                     resp = conn.getresponse()
                     resp.read()
                 except (OSError, http.client.HTTPException) as exc:
-                    self.failed.append(f"after {self.ok} ok: {exc!r}")
+                    self._fail(f"after {self.ok} ok: {exc!r}")
                     return
                 if resp.status != 200:
-                    self.failed.append(f"status {resp.status}")
+                    self._fail(f"after {self.ok} ok: status {resp.status}")
                     return
                 self.ok += 1
                 if "close" in [token.strip().lower() for token in (resp.getheader("Connection") or "").split(",")]:
                     self.told_to_close = True
                     return
+                time.sleep(self.pause)
         finally:
             conn.close()
+
+    def _fail(self, what: str) -> None:
+        self.failed.append(what)
+        if self.ok:  # this connection had answered a request before: it was reused
+            self.reused_failed.append(what)
 
 
 @pytest.mark.parametrize("server", SERVERS)
 @pytest.mark.parametrize("delay", [0, 3])
 @pytest.mark.parametrize("front", ["none", "nginx"])
 def test_sigterm_under_keep_alive_load_fails_no_request(server, delay, front, start_server):
-    """SIGTERM while 16 clients hold keep-alive connections (to the server, or to the nginx front): every request is
-    answered, every client is told ``Connection: close`` and moves away; with a delay, new connections are still
-    accepted (readiness DOWN) until it ends; the server exits within the graceful timeout."""
+    """SIGTERM while 32 clients hold keep-alive connections (to the server, or to the nginx front), some of them idle
+    between requests: every request is answered (none fails on a reused connection), every client is told
+    ``Connection: close`` and moves away; with a delay, new connections are still accepted (readiness DOWN) until it
+    ends; the server exits within the graceful timeout."""
     graceful = 12
     if front == "nginx":
         require_nginx()
     srv = start_server(server=server, workers=2, env={"STACK_SHUTDOWN_DELAY": str(delay), "STACK_FRONT": front,
                                                       "STACK_GRACEFUL_TIMEOUT": str(graceful), "STACK_THREADS": "8"})
-    clients = [KeepAliveClient(srv.port, time.monotonic() + 40) for _ in range(16)]
+    # a third back to back, the others idle 0.15 or 0.3 s between requests: kept-alive connections idle at SIGTERM,
+    # whose next request comes within the servers' least linger (1 s)
+    clients = [KeepAliveClient(srv.port, time.monotonic() + 40, pause=0.15 * (index % 3)) for index in range(CLIENTS)]
     for client in clients:
         client.start()
     time.sleep(3)
@@ -203,6 +217,10 @@ def test_sigterm_under_keep_alive_load_fails_no_request(server, delay, front, st
         client.join(graceful + 5)
     srv.proc.wait(timeout=graceful + 5)
     elapsed = time.monotonic() - sigterm_at
+    served = sum(client.ok for client in clients)
+    reused_failed = [f for client in clients for f in client.reused_failed]
+    assert not reused_failed, f"{len(reused_failed)} failed requests on reused connections of {served} served: " \
+                              f"{reused_failed}"
     failed = [f for client in clients for f in client.failed]
     assert not failed, failed
     assert all(client.told_to_close for client in clients), [client.ok for client in clients]
@@ -214,3 +232,50 @@ def test_sigterm_under_keep_alive_load_fails_no_request(server, delay, front, st
         assert settled and set(settled) == {503}, fresh
     assert srv.proc.returncode == 0, srv.log_tail()
     assert elapsed < graceful, f"stopped {elapsed:.1f}s after SIGTERM"
+
+
+@pytest.mark.parametrize("server", SERVERS)
+@pytest.mark.parametrize("front", ["none", "nginx"])
+def test_sigterm_request_in_flight_leaves_no_reusable_connection(server, front, start_server):
+    """STACK_SHUTDOWN_DELAY=0: a request in flight at SIGTERM that ends after the server's linger (its stop closes
+    idle kept-alive connections) is answered with ``Connection: close``, or its connection still answers the next
+    request sent at once: the client, reusing a connection it was not told to close, loses no request."""
+    if front == "nginx":
+        require_nginx()
+    srv = start_server(server=server, workers=2, env={"STACK_SHUTDOWN_DELAY": "0", "STACK_FRONT": front,
+                                                      "STACK_GRACEFUL_TIMEOUT": "12", "STACK_THREADS": "8"})
+    outcomes: dict[float, str] = {}
+
+    def client(seconds: float) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=15)
+        try:
+            conn.request("GET", "/hello")
+            conn.getresponse().read()
+            conn.request("GET", f"/slow?seconds={seconds}")
+            resp = conn.getresponse()
+            resp.read()
+            options = [token.strip().lower() for token in (resp.getheader("Connection") or "").split(",")]
+            if resp.status != 200 or "close" in options:
+                outcomes[seconds] = f"{resp.status} close"
+                return
+            conn.request("GET", "/hello")  # the connection was left open: the client reuses it at once
+            resp = conn.getresponse()
+            resp.read()
+            outcomes[seconds] = f"{resp.status} then"
+        except (OSError, http.client.HTTPException) as exc:
+            outcomes[seconds] = f"failed: {exc!r}"
+        finally:
+            conn.close()
+
+    durations = [0.5, 1.5, 2.5, 3.5]  # seconds; the servers' lingers are 1-2 s
+    threads = [threading.Thread(target=client, args=(seconds,)) for seconds in durations]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # every slow request in flight
+    srv.terminate()
+    for thread in threads:
+        thread.join(20)
+    srv.proc.wait(timeout=20)
+    assert sorted(outcomes) == durations, outcomes  # every client came back
+    assert all(outcome in ("200 close", "200 then") for outcome in outcomes.values()), outcomes
+    assert srv.proc.returncode == 0, srv.log_tail()

@@ -82,8 +82,11 @@ def production_app():
     * a chunked body (``Transfer-Encoding: chunked``, the server de-chunking it: ``wsgi.input_terminated``) past the
       app's ``MAX_CONTENT_LENGTH`` (STACK_MAX_CONTENT_LENGTH) is a 413 when the app reads it, not its first bytes
       taken as the whole body;
-    * while this worker drains (``drain.draining``), every response says ``Connection: close`` (gunicorn drops the
-      header and closes by its own keep-alive setting; granian passes it on).
+    * while this worker drains (``drain.draining`` when the app calls ``start_response``, so a request already in
+      flight at SIGTERM is answered with it too), every response says ``Connection: close`` (gunicorn drops the
+      header and closes by its own keep-alive setting; granian and uWSGI's http router pass it on and close). A
+      response that said keep-alive could have its client's next request sent after the server's stop closed the
+      connection: a failed request on a reused connection.
     """
     import server
 
@@ -100,12 +103,15 @@ def production_app():
             limit = config.get("MAX_CONTENT_LENGTH")
             if limit:
                 environ["wsgi.input"] = CappedInput(environ["wsgi.input"], limit)
-        if drain is not None and drain.draining:
-            def closing(status, headers, exc_info=None):
-                return start_response(status, [*headers, ("Connection", "close")], exc_info)
+        if drain is None:
+            return app(environ, start_response)
 
-            return app(environ, closing)
-        return app(environ, start_response)
+        def respond(status, headers, exc_info=None):  # draining is decided when the answer starts, not the request
+            if drain.draining:
+                headers = [*headers, ("Connection", "close")]
+            return start_response(status, headers, exc_info)
+
+        return app(environ, respond)
 
     return serve
 
