@@ -26,6 +26,7 @@ stack's own work per request small (see the README's benchmarks).
 from __future__ import annotations
 
 import time
+import weakref
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -67,6 +68,9 @@ class ObservedWSGI:
         self.metrics = metrics
         #: Records of requests not yet counted and logged; ``metrics.render`` writes them before a scrape.
         self.batch = metrics.batch = RequestBatch(_writer(metrics), buffering)
+        #: True: every response says ``Connection: close`` (set by ``close_connections``).
+        self.closing = False
+        _OBSERVED.add(self)
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
         # Every line here runs once per request: see the module docstring and benchmarks/instructions.py.
@@ -78,6 +82,7 @@ class ObservedWSGI:
             except IndexError:
                 request_id = new_request_id()
         environ[REQUEST_ID_ENVIRON] = request_id
+        observed = self
         batch = self.batch
         recorded = False
 
@@ -101,6 +106,8 @@ class ObservedWSGI:
                 headers.append((REQUEST_ID_HEADER, request_id))
             if status[0] == "3":
                 _relative_location(headers, environ)
+            if observed.closing:
+                headers.append(("Connection", "close"))
             return start_response(status, headers, exc_info)
 
         try:
@@ -124,6 +131,17 @@ class ObservedWSGIInProgress(ObservedWSGI):
             return super().__call__(environ, start_response)
         finally:
             gauge.dec()
+
+
+_OBSERVED: "weakref.WeakSet[ObservedWSGI]" = weakref.WeakSet()
+
+
+def close_connections() -> None:
+    """From now on every response of every app this process observes says ``Connection: close`` (decided when the
+    answer starts, so a request already in flight gets it too): the serving layer's drain calls it on SIGTERM
+    (``serving.worker.Drain``), so no client reuses a connection the server is about to close."""
+    for observed in list(_OBSERVED):
+        observed.closing = True
 
 
 def _writer(metrics: HttpMetrics) -> Callable[[list], None]:

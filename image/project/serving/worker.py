@@ -46,9 +46,10 @@ class Drain:
             first = not self.draining
             self.draining = True
         if first:
-            from server import health
+            from server import health, observe
 
             health.begin_shutdown()
+            observe.close_connections()
             for callback in self.on_drain:
                 callback()
         if not first or self.delay <= 0:
@@ -82,8 +83,9 @@ def production_app():
     * a chunked body (``Transfer-Encoding: chunked``, the server de-chunking it: ``wsgi.input_terminated``) past the
       app's ``MAX_CONTENT_LENGTH`` (STACK_MAX_CONTENT_LENGTH) is a 413 when the app reads it, not its first bytes
       taken as the whole body;
-    * while this worker drains (``drain.draining`` when the app calls ``start_response``, so a request already in
-      flight at SIGTERM is answered with it too), every response says ``Connection: close`` (gunicorn drops the
+    * while this worker drains (``Drain.begin`` calls ``server.observe.close_connections``: decided when the app calls
+      ``start_response``, so a request already in flight at SIGTERM is answered with it too), every response says
+      ``Connection: close`` (gunicorn drops the
       header and closes by its own keep-alive setting; granian and uWSGI's http router pass it on and close). A
       response that said keep-alive could have its client's next request sent after the server's stop closed the
       connection: a failed request on a reused connection.
@@ -103,15 +105,7 @@ def production_app():
             limit = config.get("MAX_CONTENT_LENGTH")
             if limit:
                 environ["wsgi.input"] = CappedInput(environ["wsgi.input"], limit)
-        if drain is None:
-            return app(environ, start_response)
-
-        def respond(status, headers, exc_info=None):  # draining is decided when the answer starts, not the request
-            if drain.draining:
-                headers = [*headers, ("Connection", "close")]
-            return start_response(status, headers, exc_info)
-
-        return app(environ, respond)
+        return app(environ, start_response)
 
     return serve
 
