@@ -39,8 +39,9 @@ FOLDED_TYPES = ("counter", "histogram", "summary")
 
 
 @contextmanager
-def _locked(directory: str, operation: int) -> Iterator[None]:
-    """Hold ``flock(operation)`` on the directory's lock file (made when missing) for the ``with`` block.
+def directory_lock(directory: str, operation: int) -> Iterator[None]:
+    """Hold ``flock(operation)`` (``fcntl.LOCK_SH`` to read the files, ``LOCK_EX`` to replace or remove one) on the
+    directory's lock file (made when missing) for the ``with`` block.
 
     Raises:
         OSError: the lock file cannot be opened (the directory is gone or not writable).
@@ -67,7 +68,7 @@ class DirectoryCollector:
     def collect(self) -> Iterable[Metric]:
         """Merge every ``*.db`` file, under the shared lock (the accumulated histogram buckets and counts
         included, as ``MultiProcessCollector.collect`` gives them)."""
-        with _locked(self.directory, fcntl.LOCK_SH):
+        with directory_lock(self.directory, fcntl.LOCK_SH):
             files = glob.glob(os.path.join(self.directory, "*.db"))
             return list(MultiProcessCollector.merge(files, accumulate=True))
 
@@ -121,7 +122,7 @@ def fold_dead_worker(directory: str, pid: int) -> bool:
             staged.append((new, target, source))
         if not staged:
             return False
-        with _locked(directory, fcntl.LOCK_EX):
+        with directory_lock(directory, fcntl.LOCK_EX):
             if _alive(pid):
                 return False
             for new, target, source in staged:

@@ -51,7 +51,8 @@ from prometheus_client.process_collector import ProcessCollector
 import stacksettings
 
 from .metric_batch import MetricBatch
-from .metric_files import DirectoryCollector, fold_dead_worker
+from .metric_files import fold_dead_worker
+from .metric_scrape import DirectoryScraper
 
 UNMATCHED = "<unmatched>"
 OTHER_METHOD = "OTHER"
@@ -155,6 +156,8 @@ class HttpMetrics:
         in_progress: also keep the ``http_requests_in_progress`` gauge (STACK_METRICS_IN_PROGRESS).
     """
 
+    _scraper: DirectoryScraper | None = None  # multiprocess: made by the first ``render`` of this process
+
     def __init__(self, stack_version: str, app_version: str | None = None, in_progress: bool = False):
         self.multiprocess = multiprocess_enabled()
         self.registry = CollectorRegistry()
@@ -236,16 +239,18 @@ class HttpMetrics:
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """Produce a scrape for an ``Accept`` header: (body, content type). Prometheus text format by default,
-        OpenMetrics when asked for it."""
+        OpenMetrics when asked for it. Multiprocess: the directory's files through this process's
+        ``DirectoryScraper`` (``server.metric_scrape``: what does not change between scrapes is kept)."""
         encoder, content_type = choose_encoder(accept or "")
         if not self.multiprocess:
             return encoder(self.registry), content_type
         self.refresh_worker()
-        registry = CollectorRegistry()
-        registry.register(DirectoryCollector(_multiprocess_dir() or ""))
-        registry.register(self._platform)
-        registry.register(self.info)
+        directory = _multiprocess_dir() or ""
+        with self._lock:
+            if self._scraper is None or self._scraper.directory != directory:
+                self._scraper = DirectoryScraper(directory)
+        others = (self._platform, self.info)
         if self.batch is None:
-            return encoder(registry), content_type
+            return self._scraper.expose(encoder, others), content_type
         with self.batch.flushed():  # this worker's own counts, exact in its own scrape, its files complete
-            return encoder(registry), content_type
+            return self._scraper.expose(encoder, others), content_type
