@@ -8,7 +8,10 @@ keeps what does not change between scrapes:
 
 * per file, the layout of its entries (a file only ever grows: prometheus_client's ``MmapedDict`` appends keys and
   never moves one), parsed once with ``json``, so a scrape reads the file and picks its values by position; only
-  entries appended since the previous scrape are parsed. The file stays open while it is cached, so its inode
+  entries appended since the previous scrape are parsed. The format is the one ``MmapedDict``'s docstring
+  describes; prometheus_client reads it with its private ``mmap_dict._read_all_values``, which yields every key
+  decoded on each call, so it is parsed here (``_parse``), and ``tests/runtime/test_metric_scrape.py`` fails when
+  the format or the merge changes. The file stays open while it is cached, so its inode
   cannot be reused by another file while the cache believes it is the same one (a file replaced or removed, as
   a fold does, has another inode or none and is parsed afresh);
 * per set of series, the exposition text with a ``%s`` where each value goes, made once per format by
