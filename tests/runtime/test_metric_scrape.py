@@ -254,3 +254,28 @@ def test_the_file_format_the_scraper_reads(tmp_path):
         encoded = key.encode()
         assert data[pos - len(encoded) - (8 - (len(encoded) + 4) % 8) - 4:][:4] == struct.pack("i", len(encoded))
     assert {key: pos for key, _, _, pos in entries if key in first} == first
+
+
+def test_a_corrupt_file_is_prometheus_clients_error_and_leaves_the_cache_sound(tmp_path):
+    """A new entry, then one whose key runs past the used length: RuntimeError, as prometheus_client's reader
+    raises; once the file is sound again, the next scrape is exact (the half-read entries were not kept)."""
+    import struct
+
+    files = populate(tmp_path)
+    scraper = DirectoryScraper(str(tmp_path))
+    scraper.expose(generate_latest)
+    path = tmp_path / "counter_11.db"
+    files[0].write_value(mmap_key("jobs", "jobs_total", ["queue"], ["new"], "Jobs."), 3.0, 0.0)
+    files[0].close()
+    used = struct.unpack_from("i", path.read_bytes(), 0)[0]
+    with open(path, "r+b") as file:
+        file.write(struct.pack("i", used + 64))
+        file.seek(used)
+        file.write(struct.pack("i", 200))
+    with pytest.raises(RuntimeError, match="corrupted"):
+        scraper.expose(generate_latest)
+    with pytest.raises(RuntimeError, match="corrupted"):
+        list(MultiProcessCollector.merge([str(path)]))
+    with open(path, "r+b") as file:
+        file.write(struct.pack("i", used))
+    assert_same(scraper.expose(generate_latest), expected(tmp_path, generate_latest))

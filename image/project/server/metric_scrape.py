@@ -233,19 +233,23 @@ class DirectoryScraper:
     def _parse(self, file: _File, data: bytes, used: int) -> None:
         """Add the entries of ``data`` from ``file.used`` to ``used`` to the file's layout (prometheus_client's
         ``MmapedDict`` format: int32 key length, utf-8 json key padded to 8 bytes, two doubles)."""
-        pos = file.used
+        pos, index, slots = file.used, [], []  # the file's layout changes only once all of it is read
         while pos < used:
             length = _INT.unpack_from(data, pos)[0]
             if length + pos > used:
                 raise RuntimeError("Read beyond file size detected, file is corrupted.")
             key = data[pos + 4: pos + 4 + length]
             pos += 4 + length + (8 - (length + 4) % 8)
+            if pos + 16 > used:
+                raise RuntimeError("Read beyond file size detected, file is corrupted.")
             slot = self._slot_of_key.get((file.typ, key))
             if slot is None:
                 slot = self._slot_of_key[(file.typ, key)] = self._series(file.typ, key)
-            file.index.append(pos // 8)
-            file.slots.append(slot)
+            index.append(pos // 8)
+            slots.append(slot)
             pos += 16
+        file.index += index
+        file.slots += slots
         file.used = used
         file.getter = _getter(file.index)
         file.serial = next(self._serials)
