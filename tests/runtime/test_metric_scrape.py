@@ -279,3 +279,28 @@ def test_a_corrupt_file_is_prometheus_clients_error_and_leaves_the_cache_sound(t
     with open(path, "r+b") as file:
         file.write(struct.pack("i", used))
     assert_same(scraper.expose(generate_latest), expected(tmp_path, generate_latest))
+
+
+def test_the_same_series_in_other_files_keep_their_template(tmp_path):
+    """A fold or a new worker with series already served changes the files, not the families: the exposition is
+    not made again by the encoder (only the families of ``others`` and gauges are, every scrape), and stays exact."""
+    populate(tmp_path)
+    calls = []
+
+    def encoder(collector):
+        calls.append(len(collector.collect()))
+        return generate_latest(collector)
+
+    scraper = DirectoryScraper(str(tmp_path))
+    scraper.expose(encoder)
+    write(tmp_path, f"counter_{GONE}.db", requests({"/a": 1.0, "/b": 2.0})).close()
+    write(tmp_path, f"histogram_{GONE}.db", durations("/a", [0.2])).close()
+    for change in (lambda: None, lambda: fold_dead_worker(str(tmp_path), GONE)):
+        change()
+        calls.clear()
+        assert_same(scraper.expose(encoder), expected(tmp_path, generate_latest))
+        assert len(calls) == 1  # the gauges' and others' families only
+    write(tmp_path, f"counter_{GONE + 1}.db", requests({"/new": 1.0})).close()
+    calls.clear()
+    assert_same(scraper.expose(encoder), expected(tmp_path, generate_latest))
+    assert len(calls) > 1  # a new series: a new template

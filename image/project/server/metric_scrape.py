@@ -277,7 +277,8 @@ class DirectoryScraper:
 
     def _compile(self, files: list[_File], layout: tuple) -> None:
         """Lay out the families of the series in ``files``: per metric (in order of first sight), per label set,
-        its samples, then a histogram's cumulative buckets (by bound) and ``_count``."""
+        its samples, then a histogram's cumulative buckets (by bound) and ``_count``. When the series are those of
+        the previous layout, only the files' part is redone (the families and their templates stay)."""
         info = self._slot_info
         present = sorted(set().union(*(file.slots for file in files)), key=lambda slot: (info[slot][1], slot))
         target_of = {slot: target for target, slot in enumerate(present)}
@@ -293,6 +294,9 @@ class DirectoryScraper:
                 file.gather = _getter([entry_of.get(slot, missing) for slot in present[file.span[0]:file.span[1]]])
             else:
                 file.gather = None
+        self._layout = layout
+        if present == self._present and self._families:  # e.g. a fold: the same series, in other files
+            return
         metrics: dict[str, tuple[Metric, dict]] = {}
         for slot in present:
             metric_name, typ, help_text, labels_key, name, le = self._slot_info[slot]
@@ -321,7 +325,6 @@ class DirectoryScraper:
             self._families.append(metric)
         self._program = program
         self._present = present
-        self._layout = layout
         self._templates = {}
 
     def _values(self, sums: list[float]) -> list[float]:
