@@ -24,8 +24,8 @@ The merge is prometheus_client's ``MultiProcessCollector.merge(files, accumulate
 and summaries: values of one series summed over the files in the same order (so sums are the same floats), a
 histogram's buckets made cumulative and its ``_count`` the ``+Inf`` bucket. Gauges (a few per worker, with the
 ``pid`` label and a mode each) and the families of ``others`` go through prometheus_client's merge and encoder as
-before. Files are read under the directory's shared lock (``server.metric_files.directory_lock``), as
-``DirectoryCollector`` reads them, so a fold is never seen half done.
+before. Files are read under the directory's shared lock (``server.metric_files.directory_lock``), so a fold is
+never seen half done.
 """
 
 from __future__ import annotations

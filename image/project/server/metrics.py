@@ -20,8 +20,9 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
   without ``registry=`` goes: the user's module-level metrics, libraries'), less its own process, platform and GC
   collectors, which would repeat the app's (``DefaultRegistryCollector``).
 * Multiprocess (PROMETHEUS_MULTIPROC_DIR set in the environment before prometheus_client is imported, as its
-  docs require): values live in mmap files in that directory; each scrape builds a fresh registry with
-  ``MultiProcessCollector``, so counters and histograms are exact totals over all workers. ``process_*`` cannot
+  docs require): values live in mmap files in that directory; each scrape reads them all through the worker's
+  ``server.metric_scrape.DirectoryScraper`` (what ``MultiProcessCollector`` gives, its parsed keys and exposition
+  text kept between scrapes), so counters and histograms are exact totals over all workers. ``process_*`` cannot
   work there, so each worker exports ``flask_stack_worker_*{pid}`` gauges (mode ``liveall``): resident and virtual
   memory (bytes), CPU time (seconds), open fds, start time (unix seconds); metrics the user made, in any registry,
   come from the mmap files like the stack's. Refreshed when that worker serves a
