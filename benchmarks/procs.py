@@ -280,8 +280,9 @@ def copy_project(source: Path) -> Path:
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
 
 
-def wrk(port: int, path: str, seconds: int, connections: int = 32, threads: int = 2) -> dict:
-    """Run wrk and return ``{"rps", "p50", "p99" (seconds), "requests", "errors"}``.
+def wrk(port: int, path: str, seconds: int, connections: int = 32, threads: int = 2, script: Path | None = None) -> dict:
+    """Run wrk (with the Lua ``script`` when given) and return ``{"rps", "p50", "p99" (seconds), "requests",
+    "errors"}``.
 
     Raises:
         RuntimeError: wrk is missing (Debian package wrk) or failed.
@@ -291,6 +292,8 @@ def wrk(port: int, path: str, seconds: int, connections: int = 32, threads: int 
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
     argv = [binary, f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "5s", "--latency",
             f"http://127.0.0.1:{port}{path}"]
+    if script is not None:
+        argv[1:1] = ["-s", str(script)]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     out = done.stdout
     if done.returncode != 0 or "requests in" not in out:

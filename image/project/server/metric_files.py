@@ -10,9 +10,9 @@ worker a server recycles (prometheus/client_python#204, #367; its docs leave com
   ``<type>_folded.db``, with prometheus_client's own ``MultiProcessCollector.merge(..., accumulate=False)`` (its
   docstring's way of writing merged data back to mmap files) and ``MmapedDict``, then removes the worker's files.
   Totals stay exact and never go down; a scrape reads at most one folded file per type plus the live workers'.
-* ``DirectoryCollector`` is what a scrape reads: every ``*.db`` file, under a shared ``flock`` on
-  ``.metrics.lock`` in the directory, while a fold replaces the folded file and removes the dead worker's under the
-  exclusive lock, so no scrape ever sees a worker's counts twice or not at all.
+* a scrape (``server.metric_scrape.DirectoryScraper``) reads every ``*.db`` file under a shared ``flock`` on
+  ``.metrics.lock`` in the directory (``directory_lock``), while a fold replaces the folded file and removes the
+  dead worker's under the exclusive lock, so no scrape ever sees a worker's counts twice or not at all.
 
 Gauges are not folded: live-mode gauges of a dead worker are removed (``mark_process_dead``), the other modes keep
 each process's value by design. A fold is skipped while a process with that pid exists (a new worker that reused
@@ -24,7 +24,6 @@ imports prometheus_client itself.
 from __future__ import annotations
 
 import fcntl
-import glob
 import os
 from contextlib import contextmanager
 from typing import Iterable, Iterator
@@ -39,8 +38,9 @@ FOLDED_TYPES = ("counter", "histogram", "summary")
 
 
 @contextmanager
-def _locked(directory: str, operation: int) -> Iterator[None]:
-    """Hold ``flock(operation)`` on the directory's lock file (made when missing) for the ``with`` block.
+def directory_lock(directory: str, operation: int) -> Iterator[None]:
+    """Hold ``flock(operation)`` (``fcntl.LOCK_SH`` to read the files, ``LOCK_EX`` to replace or remove one) on the
+    directory's lock file (made when missing) for the ``with`` block.
 
     Raises:
         OSError: the lock file cannot be opened (the directory is gone or not writable).
@@ -51,25 +51,6 @@ def _locked(directory: str, operation: int) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-class DirectoryCollector:
-    """A collector (prometheus_client protocol) of every metric file in ``directory``: exact totals over the live
-    workers and every folded dead one. Each ``collect()`` reads the files afresh.
-
-    Args:
-        directory: the multiprocess directory (PROMETHEUS_MULTIPROC_DIR).
-    """
-
-    def __init__(self, directory: str):
-        self.directory = directory
-
-    def collect(self) -> Iterable[Metric]:
-        """Merge every ``*.db`` file, under the shared lock (the accumulated histogram buckets and counts
-        included, as ``MultiProcessCollector.collect`` gives them)."""
-        with _locked(self.directory, fcntl.LOCK_SH):
-            files = glob.glob(os.path.join(self.directory, "*.db"))
-            return list(MultiProcessCollector.merge(files, accumulate=True))
 
 
 def _alive(pid: int) -> bool:
@@ -121,7 +102,7 @@ def fold_dead_worker(directory: str, pid: int) -> bool:
             staged.append((new, target, source))
         if not staged:
             return False
-        with _locked(directory, fcntl.LOCK_EX):
+        with directory_lock(directory, fcntl.LOCK_EX):
             if _alive(pid):
                 return False
             for new, target, source in staged:

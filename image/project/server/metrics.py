@@ -19,8 +19,9 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
   without ``registry=`` goes: the user's module-level metrics, libraries'), less its own process, platform and GC
   collectors, which would repeat the app's (``DefaultRegistryCollector``).
 * Multiprocess (PROMETHEUS_MULTIPROC_DIR set in the environment before prometheus_client is imported, as its
-  docs require): values live in mmap files in that directory; each scrape builds a fresh registry with
-  ``MultiProcessCollector``, so counters and histograms are exact totals over all workers. ``process_*`` cannot
+  docs require): values live in mmap files in that directory; each scrape reads them all through the worker's
+  ``server.metric_scrape.DirectoryScraper`` (what ``MultiProcessCollector`` gives, its parsed keys and exposition
+  text kept between scrapes), so counters and histograms are exact totals over all workers. ``process_*`` cannot
   work there, so each worker exports ``flask_stack_worker_*{pid}`` gauges (mode ``liveall``): resident and virtual
   memory (bytes), CPU time (seconds), open fds, start time (unix seconds); metrics the user made, in any registry,
   come from the mmap files like the stack's. Refreshed when that worker serves a
@@ -50,7 +51,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 import stacksettings
 
-from .metric_files import DirectoryCollector, fold_dead_worker
+from .metric_files import fold_dead_worker
+from .metric_scrape import DirectoryScraper
 
 UNMATCHED = "<unmatched>"
 OTHER_METHOD = "OTHER"
@@ -153,6 +155,8 @@ class HttpMetrics:
         app_version: the user's app version (STACK_APP_VERSION) or None.
         in_progress: also keep the ``http_requests_in_progress`` gauge (STACK_METRICS_IN_PROGRESS).
     """
+
+    _scraper: DirectoryScraper | None = None  # multiprocess: made by the first ``render`` of this process
 
     def __init__(self, stack_version: str, app_version: str | None = None, in_progress: bool = False):
         self.multiprocess = multiprocess_enabled()
@@ -261,18 +265,20 @@ class HttpMetrics:
 
     def render(self, accept: str | None = None) -> tuple[bytes, str]:
         """Produce a scrape for an ``Accept`` header: (body, content type). Prometheus text format by default,
-        OpenMetrics when asked for it."""
+        OpenMetrics when asked for it. Multiprocess: the directory's files through this process's
+        ``DirectoryScraper`` (``server.metric_scrape``: what does not change between scrapes is kept)."""
         encoder, content_type = choose_encoder(accept or "")
         if not self.multiprocess:
             if self.batch is not None:
                 self.batch.flush()  # this process's requests so far
             return encoder(self.registry), content_type
         self.refresh_worker()
-        registry = CollectorRegistry()
-        registry.register(DirectoryCollector(_multiprocess_dir() or ""))
-        registry.register(self._platform)
-        registry.register(self.info)
+        directory = _multiprocess_dir() or ""
+        with self._lock:
+            if self._scraper is None or self._scraper.directory != directory:
+                self._scraper = DirectoryScraper(directory)
+        others = (self._platform, self.info)
         if self.batch is None:
-            return encoder(registry), content_type
+            return self._scraper.expose(encoder, others), content_type
         with self.batch.flushed():  # this worker's own counts, exact in its own scrape, its files complete
-            return encoder(registry), content_type
+            return self._scraper.expose(encoder, others), content_type
