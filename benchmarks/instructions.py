@@ -9,11 +9,17 @@ requests after a 2,000-request warm-up; the difference divided by 2,000 is the c
 excluded. ``stack-serving`` is the app the production servers serve (``serving.worker.production_app``: the
 stack plus the serving layer's body check and drain header). ``--parts`` adds the stack with one part switched off at a time (metrics, access line, request id, the
 whole middleware), to show what each costs. Kernel work (system calls) is not counted. Takes 1-3 minutes.
+
+After the warm-up the heap built so far (the app, its imports) is moved out of the garbage collector's reach
+(``gc.collect(); gc.freeze()``), in every variant alike: otherwise a full collection of it, millions of
+instructions that come every few thousand requests, falls inside one variant's measured window and not another's
+(seen: +-5,000 instructions per request between runs of the same code).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import re
 import shutil
@@ -65,11 +71,17 @@ def child(variant: str, requests: int) -> None:
     def start_response(status, headers, exc_info=None):
         return None
 
-    for _ in range(WARM_UP + requests):
-        body = app(dict(environ), start_response)
-        for _chunk in body:
-            pass
-        body.close()
+    def serve(count: int) -> None:
+        for _ in range(count):
+            body = app(dict(environ), start_response)
+            for _chunk in body:
+                pass
+            body.close()
+
+    serve(WARM_UP)
+    gc.collect()
+    gc.freeze()  # see the module docstring
+    serve(requests)
 
 
 def count(variant: str, requests: int) -> int:
