@@ -89,6 +89,7 @@ def limits_http(settings: ServingSettings, max_body: int) -> str:
         last = classes[-1][0]
         lines.append('map "$http_transfer_encoding|$content_length" $front_body_class {')
         lines.append('    default "";')
+        lines.append('    "|" "";  # no body (most requests): a hash lookup, none of the regexes below')
         lines.append(f'    "~^[^|]+[|]" {last};  # chunked: its size is unknown, so the largest class')
         lines.extend(f'    "~^[|]0*[1-9][0-9]{{{count - 1}}}$" {count};' for count, _, _ in classes)
         lines.append("}")
