@@ -288,3 +288,22 @@ def test_nginx_501_follows_the_json_rule(front):
     assert error["title"] == "Not Implemented", error
     (line,) = _access_lines(front, since, "POST /size 501")
     assert f" id={error['request_id']} " in line, line
+
+
+def test_granian_behind_the_front_listens_on_a_unix_socket(front):
+    """granian behind nginx listens on a unix socket in the front's private dir (cheaper per request than loopback
+    TCP), which answers HTTP; the other servers on 127.0.0.1."""
+    match = re.search(r"buffering requests for (\w+) on (\S+)", front.log_text())
+    assert match, front.log_tail()
+    if match[1] != "granian":
+        assert match[2].startswith("127.0.0.1:"), match[0]
+        return
+    assert match[2].startswith("unix:/") and match[2].endswith("/app.sock"), match[0]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(match[2][len("unix:"):])
+        sock.sendall(b"GET /hello HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    assert status_of(answer) == 200, answer[:300]

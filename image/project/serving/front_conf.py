@@ -89,6 +89,7 @@ def limits_http(settings: ServingSettings, max_body: int) -> str:
         last = classes[-1][0]
         lines.append('map "$http_transfer_encoding|$content_length" $front_body_class {')
         lines.append('    default "";')
+        lines.append('    "|" "";  # no body (most requests): a hash lookup, none of the regexes below')
         lines.append(f'    "~^[^|]+[|]" {last};  # chunked: its size is unknown, so the largest class')
         lines.extend(f'    "~^[|]0*[1-9][0-9]{{{count - 1}}}$" {count};' for count, _, _ in classes)
         lines.append("}")
@@ -124,10 +125,17 @@ def _fill(template: str, values: dict[str, str]) -> str:
     return text
 
 
-def render_public(template: str, settings: ServingSettings, app_port: int, max_body: int, hard_nofile: int) -> str:
+def upstream(app_port: int, app_socket: str | None) -> str:
+    """The app server's address as nginx's ``server`` directive takes it: ``unix:<app_socket>`` (a path), else
+    127.0.0.1:``app_port``."""
+    return f"unix:{app_socket}" if app_socket else f"127.0.0.1:{app_port}"
+
+
+def render_public(template: str, settings: ServingSettings, app_port: int, max_body: int, hard_nofile: int,
+                  app_socket: str | None = None) -> str:
     """``serving/nginx.conf`` (text ``template``) for the image's front: listening on ``settings.bind``, proxying
-    every path to 127.0.0.1:``app_port``, body limit ``max_body`` bytes (0: none), the limits above; without the
-    sidecar's static block."""
+    every path to the unix socket ``app_socket`` (a path) or else 127.0.0.1:``app_port``, body limit ``max_body``
+    bytes (0: none), the limits above; without the sidecar's static block."""
     connections, nofile = connection_budget(settings, hard_nofile)
     return _fill(template, {
         "FLASK_STACK_NGINX_BODY_SIZE": str(max(0, max_body)),  # bytes; 0: no limit, as nginx takes it
@@ -137,13 +145,15 @@ def render_public(template: str, settings: ServingSettings, app_port: int, max_b
         "FLASK_STACK_NGINX_RLIMIT_NOFILE": str(nofile),
         "FLASK_STACK_NGINX_LIMITS_HTTP": _indent(limits_http(settings, max_body), 4),
         "FLASK_STACK_NGINX_LIMITS_SERVER": _indent(limits_server(settings, max_body), 8),
+        "127.0.0.1:APPSODY_PORT": upstream(app_port, app_socket),
         "APPSODY_PORT": str(app_port),
     })
 
 
-def render_probes(template: str, settings: ServingSettings, app_port: int, max_body: int, url_prefix: str) -> str:
+def render_probes(template: str, settings: ServingSettings, app_port: int, max_body: int, url_prefix: str,
+                  app_socket: str | None = None) -> str:
     """The probe port's nginx config from the same template: ``PROBE_CONNECTIONS`` connections, no limits,
-    listening on STACK_HOST:STACK_PROBE_PORT and passing only ``<url_prefix>/health``,
+    listening on STACK_HOST:STACK_PROBE_PORT, proxying to the app as ``render_public`` does, and passing only ``<url_prefix>/health``,
     ``/health/live|ready|started`` and ``/metrics`` on to the app (any other path: 404)."""
     text = _fill(template, {
         "FLASK_STACK_NGINX_BODY_SIZE": str(max(0, max_body)),
@@ -153,6 +163,7 @@ def render_probes(template: str, settings: ServingSettings, app_port: int, max_b
         "FLASK_STACK_NGINX_RLIMIT_NOFILE": str(PROBE_CONNECTIONS + FD_RESERVE),
         "FLASK_STACK_NGINX_LIMITS_HTTP": f"client_body_buffer_size {BODY_BUFFER};",
         "FLASK_STACK_NGINX_LIMITS_SERVER": "",
+        "127.0.0.1:APPSODY_PORT": upstream(app_port, app_socket),
         "APPSODY_PORT": str(app_port),
     })
     paths = f"location ~ ^{re.escape(url_prefix)}/(health(/(live|ready|started))?|metrics)$ {{"

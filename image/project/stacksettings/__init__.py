@@ -282,6 +282,9 @@ _DECLARED = (
        "`1`: `serve` made `PROMETHEUS_MULTIPROC_DIR` as a temporary dir and removes it at exit", internal=True),
     _S("STACK_DEVLOOP_FD", _ranged(0), None, ("devloop",),
        "the dev loop's listening socket, inherited across its re-exec", internal=True),
+    _S("STACK_APP_SOCKET", parse_text, None, ("serving",),
+       "the unix socket granian listens on behind the nginx front (instead of STACK_HOST:PORT), set by the front",
+       internal=True),
     _S("STACK_UWSGI_DRAIN_FD", _ranged(0), None, ("serving",),
        "the pipe uWSGI's workers watch to begin draining, set by the serving layer", internal=True),
 )
