@@ -213,6 +213,10 @@ def run_granian(settings) -> int:
     if metrics_dir:
         threading.Thread(target=reaper.watch_dead_workers, args=(metrics_dir, stop, logging.getLogger("_granian")),
                          name="metrics-reaper", daemon=True).start()
+    status = supervisor.await_app_check()  # the app loads (granian and this module loaded meanwhile)
+    if status:
+        stop.set()
+        return status
     try:
         server.serve(target_loader=_load_target, wrap_loader=False)
     except SystemExit as exc:

@@ -127,3 +127,12 @@ def on_exit(server) -> None:
     """In the master, at exit (also when it halts): remove the metrics dir when ``serve`` made it as a temporary
     one."""
     supervisor.remove_temp_metrics_dir()
+
+
+# ``serve`` loads the app in a child while gunicorn starts (``supervisor.start_app_check``): gunicorn reads this
+# file before its arbiter logs a line or starts a worker, so an app that fails to load stops it here, with the
+# check's one line and exit status 4.
+_app_check = supervisor.await_app_check()
+if _app_check:
+    supervisor.remove_temp_metrics_dir()
+    raise SystemExit(_app_check)

@@ -245,6 +245,9 @@ class Supervisor:
 
     def run(self) -> int:
         """Start uWSGI, relay signals, rewrite its messages; return its exit status."""
+        status = supervisor.await_app_check()  # the app loads (this module loaded meanwhile)
+        if status:
+            return status
         self.rundir = tempfile.mkdtemp(prefix="flask-stack-uwsgi.")
         drain_read, self._drain_write = os.pipe()
         env = dict(os.environ, **{DRAIN_FD_ENV: str(drain_read)})
