@@ -20,7 +20,7 @@ import sys
 import threading
 
 import stacksettings
-from serving import reaper, supervisor
+from serving import appcheck, reaper, supervisor
 from serving import worker as serving_worker
 
 # Seconds a worker keeps serving after SIGTERM even with STACK_SHUTDOWN_DELAY=0: granian's stop closes idle
@@ -213,7 +213,7 @@ def run_granian(settings) -> int:
     if metrics_dir:
         threading.Thread(target=reaper.watch_dead_workers, args=(metrics_dir, stop, logging.getLogger("_granian")),
                          name="metrics-reaper", daemon=True).start()
-    status = supervisor.await_app_check()  # the app loads (granian and this module loaded meanwhile)
+    status = appcheck.await_verdict()  # the app loads (granian and this module loaded meanwhile)
     if status:
         stop.set()
         return status

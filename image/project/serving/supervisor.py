@@ -11,8 +11,10 @@ dead workers' metric files are folded by one, and the workers import the runtime
 2. owns the metrics directory's life cycle: PROMETHEUS_MULTIPROC_DIR is checked and its stale ``*.db`` files are
    wiped; a temporary one (made by ``serve`` before Python starts, as prometheus_client requires) is removed when
    this process exits, whatever the exit;
-3. loads the app once in a short-lived child process before any worker starts: an app that fails to load is one
-   line naming file and line (``server.app``'s message) and exit status 4, for any worker count and any server;
+3. loads the app once in a short-lived child process (``serving.appcheck``) while the server starts: an app that
+   fails to load is one line naming file and line (``server.app``'s message) and exit status 4, for any worker
+   count and any server (granian's and uWSGI's masters wait for the check before any worker starts; gunicorn's
+   workers load the app beside it, and its master holds its own lines until the check is done);
 4. runs the chosen server through its thin mapping of these settings onto its own options and hooks
    (``gunicorn.conf.py``, for which this process becomes gunicorn's master; ``granian_app.py``; ``uwsgi_app.py``,
    which supervises uWSGI; all in this package); with STACK_FRONT=nginx (the deployable image's default) this
@@ -32,7 +34,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from typing import Callable
 
@@ -40,6 +41,7 @@ import stacksettings
 from server.exceptions import SettingsError, StackError
 from server.settings import load_settings
 
+from . import appcheck
 from .settings import ServingSettings, load_serving_settings
 
 EXIT_BAD_SETTING = 2
@@ -175,77 +177,13 @@ def worker_exited(pid: int) -> None:
 
 # --- the app loads, or one line and exit 4 ------------------------------------------------------------------
 
-APP_CHECK_ENV = "STACK_APP_CHECK_PID"  # internal: the pid of ``start_app_check``'s child, for the server's master
-
-
-def start_app_check() -> int:
-    """Load the app (``server.app``) in a forked child, with a throwaway metrics dir of its own, and return its
-    pid; the child's exit status is 0 when the app loads, 4 (``server.app``'s one-line message already written)
-    when it does not. ``main`` starts it, then starts the server's master, which waits for it
-    (``await_app_check``) before any worker starts: the check runs while the server's own interpreter and
-    modules load, and a broken app stops the server with one line, whatever the worker count."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    status = 1  # pragma: no cover - child
-    scratch = ""
-    try:
-        scratch = tempfile.mkdtemp(prefix="flask-stack-check.")
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = scratch
-        os.environ["STACK_LOG_FLUSH_SECONDS"] = "0"
-        if (stacksettings.raw("LOG_LEVEL") or "").strip().upper() in ("", "INFO", "DEBUG"):
-            os.environ["LOG_LEVEL"] = "WARNING"  # the workers log the app's start; this check only its failure
-        import server
-
-        server.app  # noqa: B018 - loads it
-        status = 0
-    except SystemExit as exc:
-        status = exc.code if isinstance(exc.code, int) else EXIT_APP_LOAD
-    except BaseException as exc:  # noqa: BLE001 - one line, never a traceback
-        sys.stderr.write(f"serve: the app failed to load: {type(exc).__name__}: {exc}\n")
-        status = EXIT_APP_LOAD
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            if scratch:
-                shutil.rmtree(scratch, ignore_errors=True)
-        finally:
-            os._exit(status)
-
-
-def wait_app_check(pid: int) -> int:
-    """Wait for ``start_app_check``'s child ``pid`` (a child of this process) and return its exit status (4 when
-    it was killed)."""
-    while True:
-        try:
-            _, wait_status = os.waitpid(pid, 0)
-            break
-        except InterruptedError:  # pragma: no cover - PEP 475 retries; a handler that raised
-            continue
-    return os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else EXIT_APP_LOAD
-
 
 def check_app_loads() -> int:
-    """Load the app in a forked child and wait for it (``start_app_check`` then ``wait_app_check``): 0 when it
-    loads, 4 (its one line written) when it does not."""
-    return wait_app_check(start_app_check())
-
-
-def await_app_check() -> int:
-    """In the server's master that ``main`` exec'ed (gunicorn.conf.py, ``run_master``), before any worker starts:
-    wait for ``main``'s app check (STACK_APP_CHECK_PID, this process's child since the exec) and return its exit
-    status: 0 when the app loads (or no check was started: the server was run without ``serve``), else 4 with the
-    check's one line already written. The variable is removed, so the workers and their children never see it."""
-    text = os.environ.pop(APP_CHECK_ENV, None)
-    if not text:
-        return 0
-    try:
-        return wait_app_check(int(text))
-    except (ValueError, ChildProcessError):  # not this process's child: a stray value, no check to wait for
-        return 0
+    """Load the app in a forked child (``serving.appcheck``) and wait for it: 0 when it loads, 4 (its one line
+    written, or a signal killed it) when it does not."""
+    fds = appcheck.parse(appcheck.start())
+    appcheck.verdict(fds)
+    return appcheck.close(fds, reap=True)
 
 
 # --- entry point ---------------------------------------------------------------------------------------------
@@ -268,8 +206,9 @@ def main(argv: list[str]) -> int:
             from .front import run_front
 
             return run_front(settings, command)
-        # the check runs while the server's master starts; the master waits for it before any worker starts
-        os.environ[APP_CHECK_ENV] = str(start_app_check())
+        # the check runs while the server starts: granian's and uWSGI's masters wait for it before any worker
+        # starts; gunicorn's workers load the app beside it (at a lower priority) and its master holds its lines
+        os.environ[appcheck.ENV] = appcheck.start(nice=10 if settings.server == "gunicorn" else 0)
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, command)
@@ -283,8 +222,8 @@ def main(argv: list[str]) -> int:
 
 def run_master(name: str, serve: Callable[[ServingSettings], int]) -> int:
     """The body of a server's master process that ``main`` started (``granian_app.py``, ``uwsgi_app.py``):
-    take over the metrics dir, ``serve(settings)`` (which calls ``await_app_check`` before its workers start and
-    returns its status when not 0) and return its exit status; a ``StackError`` is one line
+    take over the metrics dir, ``serve(settings)`` (which calls ``appcheck.await_verdict`` before its workers start
+    and returns its status when not 0) and return its exit status; a ``StackError`` is one line
     ``<name>: <error>`` and status 2; a temporary metrics dir is removed whatever the exit."""
     try:
         settings = serving_settings()
@@ -294,7 +233,7 @@ def run_master(name: str, serve: Callable[[ServingSettings], int]) -> int:
         sys.stderr.write(f"{name}: {exc}\n")
         return EXIT_BAD_SETTING
     finally:
-        await_app_check()  # ``serve`` failed before it waited for the check: no child left behind
+        appcheck.await_verdict()  # ``serve`` failed before it waited for the check: no child left behind
         remove_temp_metrics_dir()
 
 

@@ -71,6 +71,37 @@ class Drain:
 
 
 drain: Drain | None = None  # this worker's (set by the server's mapping once it installed its SIGTERM handling)
+# ``serve``'s app check (``serving.appcheck.parse``'s descriptors) when it was still out as this worker started: set
+# in gunicorn's master (gunicorn.conf.py), whose workers load the app beside the check
+app_check: tuple[int, int, int] | None = None
+
+
+def _load_app():
+    """``server.app``, loaded now. While ``serve``'s app check is out (``app_check``), the runtime's log lines wait
+    for it: when this load fails, this worker waits for the check's verdict, and if the check failed too (it wrote
+    the one line) leaves quietly with its exit status (``SystemExit(4)``); otherwise its own lines are written and
+    the error raised as without a check."""
+    import server
+
+    if app_check is None:
+        return server.app
+    from . import appcheck
+
+    logger = logging.getLogger("server")
+    held = appcheck.HeldLines(logger)
+    logger.addFilter(held)
+    try:
+        app = server.app
+    except BaseException:
+        logger.removeFilter(held)
+        status = appcheck.verdict(app_check)
+        held.settle(not status)
+        if status:
+            raise SystemExit(status) from None
+        raise
+    logger.removeFilter(held)
+    held.settle(True)
+    return app
 
 
 def production_app():
@@ -85,11 +116,9 @@ def production_app():
     * while this worker drains (``drain.draining``), every response says ``Connection: close`` (gunicorn drops the
       header and closes by its own keep-alive setting; granian passes it on).
     """
-    import server
-
     from server.bodies import CappedInput, CheckedInput  # werkzeug: in the workers only, not the supervisor
 
-    app = server.app
+    app = _load_app()
     config = getattr(app, "config", {})
 
     def serve(environ, start_response):
