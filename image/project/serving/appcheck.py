@@ -3,13 +3,13 @@ servers' masters import it, and they never import Flask).
 
 ``start`` forks a child that loads the app once (``server.app``) and records its verdict: 0 when the app loads, 4
 (``server.app``'s one-line message written by the child) when it does not. The verdict reaches every process that
-inherited the check's two file descriptors, named in STACK_APP_CHECK_FD (``"<pipe>,<memfd>,<pid>"``): the child writes
+inherited the check's two file descriptors, named in STACK_APP_CHECK_FD (``"<pipe>,<memfd>"``): the child writes
 its status into the memfd, then one byte into the pipe, which nobody reads, so every process that polls the pipe
 wakes (``verdict``). A child that died without a verdict (killed: the server is being stopped, or out of memory)
 wrote no line and decides nothing: the workers' own load of the app does.
 
-The server's master either waits for the verdict before any worker starts (granian, uWSGI: ``await_verdict``), or
-starts its workers at once and holds its own log lines until the verdict (gunicorn: ``HeldLines``): then a worker
+The server's master either waits for the verdict before any worker starts (uWSGI: ``await_verdict``), or starts
+its workers at once and holds its own log lines until the verdict (gunicorn, granian: ``HeldLines``): then a worker
 whose own load fails says nothing while the check is out and leaves quietly with status 4 when it failed too
 (``serving.worker.production_app``), so a broken app is one line and exit status 4 whatever the worker count.
 """
@@ -31,8 +31,10 @@ EXIT_APP_LOAD = 4
 
 
 def start(nice: int = 0) -> str:
-    """Fork the check (at ``nice`` added niceness, so workers loading the app at the same time go first) and return
-    the value of STACK_APP_CHECK_FD for the processes that wait for it; the descriptors are inheritable."""
+    """Start the check (at ``nice`` added niceness, so workers loading the app at the same time go first) and return
+    the value of STACK_APP_CHECK_FD for the processes that wait for it; the descriptors are inheritable. The check
+    is a grandchild, forked through a child that ends at once: it is no child of the server's master that this
+    process becomes (no extra "worker" beside the server's own) and whoever adopts it reaps it."""
     read_fd, write_fd = os.pipe()
     memfd = os.memfd_create("flask-stack-app-check", 0)
     sys.stdout.flush()
@@ -40,11 +42,17 @@ def start(nice: int = 0) -> str:
     pid = os.fork()
     if pid:
         os.close(write_fd)
+        os.waitpid(pid, 0)
         os.set_inheritable(read_fd, True)
         os.set_inheritable(memfd, True)
-        return f"{read_fd},{memfd},{pid}"
-    os.close(read_fd)  # pragma: no cover - child
-    _check(write_fd, memfd, nice)
+        return f"{read_fd},{memfd}"
+    try:  # pragma: no cover - the short-lived child
+        if os.fork():
+            os._exit(0)
+        os.close(read_fd)
+        _check(write_fd, memfd, nice)
+    finally:
+        os._exit(1)
 
 
 def _check(write_fd: int, memfd: int, nice: int) -> None:  # pragma: no cover - runs in the forked child
@@ -81,21 +89,20 @@ def _check(write_fd: int, memfd: int, nice: int) -> None:  # pragma: no cover - 
             os._exit(status)
 
 
-def parse(value: str | None) -> tuple[int, int, int] | None:
-    """The two descriptors and the check's pid named by a STACK_APP_CHECK_FD value, or None (unset or not three
-    whole numbers)."""
+def parse(value: str | None) -> tuple[int, int] | None:
+    """The two descriptors named by a STACK_APP_CHECK_FD value, or None (unset or not two whole numbers)."""
     try:
-        read_fd, memfd, pid = (int(part) for part in (value or "").split(","))
+        read_fd, memfd = (int(part) for part in (value or "").split(","))
     except ValueError:
         return None
-    return read_fd, memfd, pid
+    return read_fd, memfd
 
 
-def verdict(fds: tuple[int, int, int], timeout: float | None = None) -> int | None:
+def verdict(fds: tuple[int, int], timeout: float | None = None) -> int | None:
     """The check's exit status (0: the app loads; 4 or another non-zero: it does not, its line written), waiting
     at most ``timeout`` seconds (None: until it is known); None when it is not known by then. A check that died
     without a verdict, or a descriptor that is not the check's (closed), counts as 0: nothing to report."""
-    read_fd, memfd, _ = fds
+    read_fd, memfd = fds
     poller = select.poll()
     poller.register(read_fd, select.POLLIN | select.POLLHUP)
     try:
@@ -107,27 +114,16 @@ def verdict(fds: tuple[int, int, int], timeout: float | None = None) -> int | No
     return data[0] if data else 0
 
 
-def close(fds: tuple[int, int, int] | None, reap: bool = False) -> int:
-    """Close the check's descriptors in this process (the verdict is known and nothing it starts needs it); with
-    ``reap``, wait for the check to end (it ends right after its verdict; this process is its parent) and return
-    its exit status (4 when a signal killed it), else 0."""
-    if fds is None:
-        return 0
-    for fd in fds[:2]:
+def close(fds: tuple[int, int] | None) -> None:
+    """Close the check's descriptors in this process (the verdict is known and nothing it starts needs it)."""
+    for fd in fds or ():
         try:
             os.close(fd)
         except OSError:
             pass
-    if not reap:
-        return 0
-    try:
-        _, wait_status = os.waitpid(fds[2], 0)
-    except ChildProcessError:
-        return 0
-    return os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else EXIT_APP_LOAD
 
 
-def take() -> tuple[int, int, int] | None:
+def take() -> tuple[int, int] | None:
     """The check named in STACK_APP_CHECK_FD (``parse``), the variable removed from this process's environment so
     that nothing it starts sees it; None when there is none."""
     fds = parse(stacksettings.raw(ENV))
@@ -146,7 +142,7 @@ def await_verdict() -> int:
     try:
         return verdict(fds)
     finally:
-        close(fds, reap=True)
+        close(fds)
 
 
 class HeldLines(logging.Filter):

@@ -13,8 +13,8 @@ dead workers' metric files are folded by one, and the workers import the runtime
    this process exits, whatever the exit;
 3. loads the app once in a short-lived child process (``serving.appcheck``) while the server starts: an app that
    fails to load is one line naming file and line (``server.app``'s message) and exit status 4, for any worker
-   count and any server (granian's and uWSGI's masters wait for the check before any worker starts; gunicorn's
-   workers load the app beside it, and its master holds its own lines until the check is done);
+   count and any server (uWSGI's master waits for the check before any worker starts; gunicorn's and granian's
+   workers load the app beside it, and their master holds its own lines until the check is done);
 4. runs the chosen server through its thin mapping of these settings onto its own options and hooks
    (``gunicorn.conf.py``, for which this process becomes gunicorn's master; ``granian_app.py``; ``uwsgi_app.py``,
    which supervises uWSGI; all in this package); with STACK_FRONT=nginx (the deployable image's default) this
@@ -179,11 +179,13 @@ def worker_exited(pid: int) -> None:
 
 
 def check_app_loads() -> int:
-    """Load the app in a forked child (``serving.appcheck``) and wait for it: 0 when it loads, 4 (its one line
-    written, or a signal killed it) when it does not."""
+    """Load the app in a forked process (``serving.appcheck``) and wait for its verdict: 0 when it loads (or the
+    check was killed before it knew), 4 (its one line written) when it does not."""
     fds = appcheck.parse(appcheck.start())
-    appcheck.verdict(fds)
-    return appcheck.close(fds, reap=True)
+    try:
+        return appcheck.verdict(fds)
+    finally:
+        appcheck.close(fds)
 
 
 # --- entry point ---------------------------------------------------------------------------------------------
@@ -206,9 +208,9 @@ def main(argv: list[str]) -> int:
             from .front import run_front
 
             return run_front(settings, command)
-        # the check runs while the server starts: granian's and uWSGI's masters wait for it before any worker
-        # starts; gunicorn's workers load the app beside it (at a lower priority) and its master holds its lines
-        os.environ[appcheck.ENV] = appcheck.start(nice=10 if settings.server == "gunicorn" else 0)
+        # the check runs while the server starts: uWSGI's master waits for it before any worker starts; gunicorn's
+        # and granian's workers load the app beside it (at a lower priority) and their master holds its lines
+        os.environ[appcheck.ENV] = appcheck.start(nice=0 if settings.server == "uwsgi" else 10)
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, command)

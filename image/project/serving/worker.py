@@ -73,7 +73,7 @@ class Drain:
 drain: Drain | None = None  # this worker's (set by the server's mapping once it installed its SIGTERM handling)
 # ``serve``'s app check (``serving.appcheck.parse``'s descriptors) when it was still out as this worker started: set
 # in gunicorn's master (gunicorn.conf.py), whose workers load the app beside the check
-app_check: tuple[int, int, int] | None = None
+app_check: tuple[int, int] | None = None
 
 
 def _load_app():
