@@ -139,9 +139,11 @@ def post_fork(server, worker) -> None:
     if _held is None:
         return
     worker.log.error_log.removeFilter(_held)
-    if _held.state == "pending":
+    if _held.state != "ok":  # the check is out, or failed (the worker's lines then go unwritten)
         worker_held = appcheck.HeldLines(worker.log.error_log)
         worker_held.held = _held.held[_held_at_fork:]
+        if _held.state == "failed":
+            worker_held.settle(False)
         worker.log.error_log.addFilter(worker_held)
         worker._stack_held = worker_held
 

@@ -76,11 +76,23 @@ drain: Drain | None = None  # this worker's (set by the server's mapping once it
 app_check: tuple[int, int] | None = None
 
 
+def _wait_to_be_stopped() -> None:
+    """Sleep until the master stops this worker: SIGTERM, SIGQUIT or SIGINT ends it at once, status 0."""
+    import signal
+    import time
+
+    for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+        signal.signal(signum, lambda *_: os._exit(0))
+    while True:
+        time.sleep(60)
+
+
 def _load_app():
     """``server.app``, loaded now. While ``serve``'s app check is out (``app_check``), the runtime's log lines wait
     for it: when this load fails, this worker waits for the check's verdict, and if the check failed too (it wrote
-    the one line) leaves quietly with its exit status (``SystemExit(4)``); otherwise its own lines are written and
-    the error raised as without a check."""
+    the one line, and the master stops the server with its status) waits, silent, to be stopped (its exit would
+    make the master log and race the stop); otherwise its own lines are written and the error raised as without a
+    check."""
     import server
 
     if app_check is None:
@@ -97,7 +109,7 @@ def _load_app():
         status = appcheck.verdict(app_check)
         held.settle(not status)
         if status:
-            raise SystemExit(status) from None
+            _wait_to_be_stopped()
         raise
     logger.removeFilter(held)
     held.settle(True)
