@@ -35,6 +35,7 @@ from __future__ import annotations
 import html
 import json
 import logging
+import sys
 from typing import Any
 
 from flask import Flask, Request, Response, current_app, request
@@ -89,8 +90,11 @@ def error_response(exc: HTTPException) -> Response | HTTPException:
 
 def unreadable_body_errors() -> tuple[type[BaseException], ...]:
     """The exception classes meaning "the request body could not be read": werkzeug's ``ClientDisconnected`` and,
-    when gunicorn is importable, ``gunicorn.http.errors.ParseException`` (InvalidChunkSize,
-    ChunkMissingTerminator, ...) and ``gunicorn.http.errors.NoMoreData`` (body cut short; an ``IOError``)."""
+    when gunicorn serves this process (it is imported), ``gunicorn.http.errors.ParseException`` (InvalidChunkSize,
+    ChunkMissingTerminator, ...) and ``gunicorn.http.errors.NoMoreData`` (body cut short; an ``IOError``); under
+    another server they cannot be raised, so gunicorn is not imported for them (a worker's start time)."""
+    if "gunicorn" not in sys.modules:
+        return (ClientDisconnected,)
     try:
         from gunicorn.http.errors import NoMoreData, ParseException
     except ImportError:

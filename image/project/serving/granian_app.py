@@ -21,7 +21,7 @@ import threading
 from pathlib import Path
 
 import stacksettings
-from serving import reaper, supervisor
+from serving import appcheck, reaper, supervisor
 from serving import worker as serving_worker
 
 # Seconds a worker keeps serving after SIGTERM even with STACK_SHUTDOWN_DELAY=0: granian's stop closes idle
@@ -220,13 +220,40 @@ def run_granian(settings) -> int:
     if metrics_dir:
         threading.Thread(target=reaper.watch_dead_workers, args=(metrics_dir, stop, logging.getLogger("_granian")),
                          name="metrics-reaper", daemon=True).start()
+    failed = _beside_app_check(server)
     try:
         server.serve(target_loader=_load_target, wrap_loader=False)
     except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 1
+        return failed[0] or (exc.code if isinstance(exc.code, int) else 1)
     finally:
         stop.set()
-    return 0
+    return failed[0]
+
+
+def _beside_app_check(server) -> list[int]:
+    """``serve``'s app load check (``serving.appcheck``) runs beside granian: the workers (forked) load the app at
+    once (their failure waits for the check's verdict, ``serving.worker._load_app``), the main process's lines wait
+    for the verdict, and when the app fails to load granian stops; returns a one-item list holding the check's
+    status once it failed (else 0), for the exit status."""
+    failed = [0]
+    check = appcheck.take()
+    if check is None:
+        return failed
+    serving_worker.app_check = check
+    logger = logging.getLogger("_granian")
+    held = appcheck.HeldLines(logger)
+    logger.addFilter(held)
+    os.register_at_fork(after_in_child=lambda: logger.removeFilter(held))  # a worker's lines are its own
+
+    def wait() -> None:
+        status = appcheck.verdict(check)
+        held.settle(not status)
+        if status:
+            failed[0] = status
+            server.signal_handler_interrupt()
+
+    server.on_startup(lambda: threading.Thread(target=wait, name="app-check", daemon=True).start())
+    return failed
 
 
 def main() -> int:

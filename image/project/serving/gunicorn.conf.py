@@ -11,17 +11,27 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 
 import stacksettings
 from gunicorn import glogging
 
-from serving import supervisor
+from serving import appcheck, supervisor
 from serving.settings import KEEPALIVE_SECONDS
 from serving import worker as serving_worker
 from server.logs import make_formatter, printable_path
 from server.mistakes import client_mistake
 
 _settings = supervisor.settings_or_exit("gunicorn.conf.py")
+
+# ``serve``'s app load check (``serving.appcheck``) runs beside gunicorn: the workers load the app at once (their
+# failure waits for the check's verdict, ``serving.worker._load_app``), the master's lines wait for it
+# (``StackLogger``), and when the app fails to load the master stops with the check's one line and its status.
+_check = appcheck.take()
+serving_worker.app_check = _check
+_held: appcheck.HeldLines | None = None  # the master's lines while the check is out
+_failed = 0  # the check's exit status once it failed
 
 bind = [_settings.bind]
 workers = _settings.workers
@@ -65,9 +75,13 @@ class StackLogger(glogging.Logger):
     per kind of error per minute (``server.mistakes``)."""
 
     def setup(self, cfg) -> None:
+        global _held
         super().setup(cfg)
         for handler in self.error_log.handlers:
             handler.setFormatter(make_formatter(_settings.log_format))
+        if _check is not None and _held is None:
+            _held = appcheck.HeldLines(self.error_log)
+            self.error_log.addFilter(_held)
 
     def warning(self, msg, *args, **kwargs) -> None:
         if isinstance(msg, str) and msg.startswith(_INVALID_REQUEST):
@@ -84,8 +98,22 @@ _INVALID_REQUEST = "Invalid request from ip="  # gunicorn.workers.base.Worker.ha
 logger_class = StackLogger
 
 
+def _await_check() -> None:
+    """In a thread of the master: the check's verdict releases the held lines, or drops them and stops gunicorn
+    (``on_exit`` then exits with the check's status)."""
+    global _failed
+    status = appcheck.verdict(_check)
+    _held.settle(not status)
+    if status:
+        _failed = status
+        os.kill(os.getpid(), signal.SIGINT)  # gunicorn's quick stop, in its main loop
+
+
 def when_ready(server) -> None:
-    """Log once, in the master, what is being served and how (the real listeners: ``-b`` may override)."""
+    """Log once, in the master, what is being served and how (the real listeners: ``-b`` may override); wait for
+    ``serve``'s app check in a thread."""
+    if _check is not None and _held is not None and _held.state == "pending":
+        threading.Thread(target=_await_check, name="app-check", daemon=True).start()
     server.log.info(
         "flask-stack serving on %s with gunicorn, %d workers x %d threads (metrics dir %s)",
         ", ".join(str(listener) for listener in server.LISTENERS),
@@ -95,9 +123,39 @@ def when_ready(server) -> None:
     )
 
 
+_held_at_fork = 0  # how many lines the master held when it forked the worker being started
+
+
+def pre_fork(server, worker) -> None:
+    """In the master, before it forks a worker: note how many of its lines are held (the worker's own come after)."""
+    global _held_at_fork
+    _held_at_fork = len(_held.held) if _held is not None else 0
+
+
+def post_fork(server, worker) -> None:
+    """In each worker, as it starts: the master's held lines are not its own; while the check is out, the worker's
+    gunicorn lines ("Booting worker...") wait until its app loaded (``post_worker_init``) and go unwritten when it
+    failed to load."""
+    if _held is None:
+        return
+    worker.log.error_log.removeFilter(_held)
+    if _held.state != "ok":  # the check is out, or failed (the worker's lines then go unwritten)
+        worker_held = appcheck.HeldLines(worker.log.error_log)
+        worker_held.held = _held.held[_held_at_fork:]
+        if _held.state == "failed":
+            worker_held.settle(False)
+        worker.log.error_log.addFilter(worker_held)
+        worker._stack_held = worker_held
+
+
 def post_worker_init(worker) -> None:
-    """In each worker, once the app is loaded: SIGTERM goes through ``serving.Drain``; the graceful stop after the
-    delay is gunicorn's own SIGTERM handler (``worker.handle_exit``), run in the main thread as it expects."""
+    """In each worker, once the app is loaded: its held lines are written; SIGTERM goes through ``serving.Drain``;
+    the graceful stop after the delay is gunicorn's own SIGTERM handler (``worker.handle_exit``), run in the main
+    thread as it expects."""
+    worker_held = getattr(worker, "_stack_held", None)
+    if worker_held is not None:
+        worker.log.error_log.removeFilter(worker_held)
+        worker_held.settle(True)
     graceful_stop = signal.getsignal(signal.SIGTERM)
     serving_worker.drain = drain = serving_worker.Drain(_settings.shutdown_delay, lambda: os.kill(os.getpid(), signal.SIGUSR2),
                                           worker.log)
@@ -127,3 +185,6 @@ def on_exit(server) -> None:
     """In the master, at exit (also when it halts): remove the metrics dir when ``serve`` made it as a temporary
     one."""
     supervisor.remove_temp_metrics_dir()
+    if _failed:  # the app failed to load: the check's status, not gunicorn's 0 after its quick stop
+        sys.stderr.flush()
+        os._exit(_failed)

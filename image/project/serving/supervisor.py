@@ -11,8 +11,10 @@ dead workers' metric files are folded by one, and the workers import the runtime
 2. owns the metrics directory's life cycle: PROMETHEUS_MULTIPROC_DIR is checked and its stale ``*.db`` files are
    wiped; a temporary one (made by ``serve`` before Python starts, as prometheus_client requires) is removed when
    this process exits, whatever the exit;
-3. loads the app once in a short-lived child process before any worker starts: an app that fails to load is one
-   line naming file and line (``server.app``'s message) and exit status 4, for any worker count and any server;
+3. loads the app once in a short-lived child process (``serving.appcheck``) while the server starts: an app that
+   fails to load is one line naming file and line (``server.app``'s message) and exit status 4, for any worker
+   count and any server (uWSGI's master waits for the check before any worker starts; gunicorn's and granian's
+   workers load the app beside it, and their master holds its own lines until the check is done);
 4. runs the chosen server through its thin mapping of these settings onto its own options and hooks
    (``gunicorn.conf.py``, for which this process becomes gunicorn's master; ``granian_app.py``; ``uwsgi_app.py``,
    which supervises uWSGI; all in this package); with STACK_FRONT=nginx (the deployable image's default) this
@@ -32,7 +34,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from typing import Callable
 
@@ -40,6 +41,7 @@ import stacksettings
 from server.exceptions import SettingsError, StackError
 from server.settings import load_settings
 
+from . import appcheck
 from .settings import ServingSettings, load_serving_settings
 
 EXIT_BAD_SETTING = 2
@@ -177,40 +179,13 @@ def worker_exited(pid: int) -> None:
 
 
 def check_app_loads() -> int:
-    """Load the app (``server.app``) in a forked child, with a throwaway metrics dir, and return its exit status:
-    0 when it loads, 4 (``server.app``'s one-line message already written) when it does not. The workers then
-    load it for real; this way a broken app stops the server with one line, whatever the worker count."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    scratch = tempfile.mkdtemp(prefix="flask-stack-check.")
+    """Load the app in a forked process (``serving.appcheck``) and wait for its verdict: 0 when it loads (or the
+    check was killed before it knew), 4 (its one line written) when it does not."""
+    fds = appcheck.parse(appcheck.start())
     try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - child
-            status = 1
-            try:
-                os.environ["PROMETHEUS_MULTIPROC_DIR"] = scratch
-                os.environ["STACK_LOG_FLUSH_SECONDS"] = "0"
-                if (stacksettings.raw("LOG_LEVEL") or "").strip().upper() in ("", "INFO", "DEBUG"):
-                    os.environ["LOG_LEVEL"] = "WARNING"  # the workers log the app's start; this check only its failure
-                import server
-
-                server.app  # noqa: B018 - loads it
-                status = 0
-            except SystemExit as exc:
-                status = exc.code if isinstance(exc.code, int) else EXIT_APP_LOAD
-            except BaseException as exc:  # noqa: BLE001 - one line, never a traceback
-                sys.stderr.write(f"serve: the app failed to load: {type(exc).__name__}: {exc}\n")
-                status = EXIT_APP_LOAD
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(status)
-        _, wait_status = os.waitpid(pid, 0)
-        return os.waitstatus_to_exitcode(wait_status) if os.WIFEXITED(wait_status) else EXIT_APP_LOAD
+        return appcheck.verdict(fds)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        appcheck.close(fds)
 
 
 # --- entry point ---------------------------------------------------------------------------------------------
@@ -225,14 +200,17 @@ def main(argv: list[str]) -> int:
         if settings.server == "granian" and argv:
             raise ServingError(f"unexpected arguments {' '.join(argv)!r}; granian is configured by environment "
                                "variables only")
-        status = check_app_loads()
-        if status:
-            return status
         command = server_command(settings.server, argv)
-        if settings.front == "nginx":
+        if settings.front == "nginx":  # the server is nginx's sibling, not this process: the check comes first
+            status = check_app_loads()
+            if status:
+                return status
             from .front import run_front
 
             return run_front(settings, command)
+        # the check runs while the server starts: uWSGI's master waits for it before any worker starts; gunicorn's
+        # and granian's workers load the app beside it (at a lower priority) and their master holds its lines
+        os.environ[appcheck.ENV] = appcheck.start(nice=0 if settings.server == "uwsgi" else 10)
         sys.stdout.flush()
         sys.stderr.flush()
         os.execv(sys.executable, command)
@@ -246,7 +224,8 @@ def main(argv: list[str]) -> int:
 
 def run_master(name: str, serve: Callable[[ServingSettings], int]) -> int:
     """The body of a server's master process that ``main`` started (``granian_app.py``, ``uwsgi_app.py``):
-    take over the metrics dir, ``serve(settings)`` and return its exit status; a ``StackError`` is one line
+    take over the metrics dir, ``serve(settings)`` (which calls ``appcheck.await_verdict`` before its workers start
+    and returns its status when not 0) and return its exit status; a ``StackError`` is one line
     ``<name>: <error>`` and status 2; a temporary metrics dir is removed whatever the exit."""
     try:
         settings = serving_settings()
@@ -256,6 +235,7 @@ def run_master(name: str, serve: Callable[[ServingSettings], int]) -> int:
         sys.stderr.write(f"{name}: {exc}\n")
         return EXIT_BAD_SETTING
     finally:
+        appcheck.await_verdict()  # ``serve`` failed before it waited for the check: no child left behind
         remove_temp_metrics_dir()
 
 

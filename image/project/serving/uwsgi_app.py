@@ -39,7 +39,7 @@ import threading
 import time
 
 import stacksettings
-from serving import reaper, supervisor
+from serving import appcheck, reaper, supervisor
 from serving.settings import KEEPALIVE_SECONDS
 from serving import worker as serving_worker
 from server.logs import stderr_logger
@@ -245,6 +245,9 @@ class Supervisor:
 
     def run(self) -> int:
         """Start uWSGI, relay signals, rewrite its messages; return its exit status."""
+        status = appcheck.await_verdict()  # the app loads (this module loaded meanwhile)
+        if status:
+            return status
         self.rundir = tempfile.mkdtemp(prefix="flask-stack-uwsgi.")
         drain_read, self._drain_write = os.pipe()
         env = dict(os.environ, **{DRAIN_FD_ENV: str(drain_read)})

@@ -72,6 +72,49 @@ class Drain:
 
 
 drain: Drain | None = None  # this worker's (set by the server's mapping once it installed its SIGTERM handling)
+# ``serve``'s app check (``serving.appcheck.parse``'s descriptors) when it was still out as this worker started: set
+# in gunicorn's master (gunicorn.conf.py), whose workers load the app beside the check
+app_check: tuple[int, int] | None = None
+
+
+def _wait_to_be_stopped() -> None:
+    """Sleep until the master stops this worker: SIGTERM, SIGQUIT or SIGINT ends it at once, status 0."""
+    import signal
+    import time
+
+    for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGINT):
+        signal.signal(signum, lambda *_: os._exit(0))
+    while True:
+        time.sleep(60)
+
+
+def _load_app():
+    """``server.app``, loaded now. While ``serve``'s app check is out (``app_check``), the runtime's log lines wait
+    for it: when this load fails, this worker waits for the check's verdict, and if the check failed too (it wrote
+    the one line, and the master stops the server with its status) waits, silent, to be stopped (its exit would
+    make the master log and race the stop); otherwise its own lines are written and the error raised as without a
+    check."""
+    import server
+
+    if app_check is None:
+        return server.app
+    from . import appcheck
+
+    logger = logging.getLogger("server")
+    held = appcheck.HeldLines(logger)
+    logger.addFilter(held)
+    try:
+        app = server.app
+    except BaseException:
+        logger.removeFilter(held)
+        status = appcheck.verdict(app_check)
+        held.settle(not status)
+        if status:
+            _wait_to_be_stopped()
+        raise
+    logger.removeFilter(held)
+    held.settle(True)
+    return app
 
 
 def production_app():
@@ -90,11 +133,9 @@ def production_app():
       response that said keep-alive could have its client's next request sent after the server's stop closed the
       connection: a failed request on a reused connection.
     """
-    import server
-
     from server.bodies import CappedInput, CheckedInput  # werkzeug: in the workers only, not the supervisor
 
-    app = server.app
+    app = _load_app()
     config = getattr(app, "config", {})
 
     def serve(environ, start_response):

@@ -287,6 +287,9 @@ _DECLARED = (
        internal=True),
     _S("STACK_UWSGI_DRAIN_FD", _ranged(0), None, ("serving",),
        "the pipe uWSGI's workers watch to begin draining, set by the serving layer", internal=True),
+    _S("STACK_APP_CHECK_FD", parse_text, None, ("serving",),
+       "the descriptors and pid of `serve`'s app load check, which the server's master waits for "
+       "(`serving/appcheck.py`)", internal=True),
 )
 
 #: Every setting, by environment variable.
