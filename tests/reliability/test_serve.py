@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 from testkit.net import free_port
-from testkit.serve import SERVERS, VENV_BIN, get
+from testkit.serve import METRICS_SETTLE_SECONDS, SERVERS, VENV_BIN, get
 
 from .harness import left_in, run_serve, sample_value, scrape
 
@@ -100,6 +100,7 @@ def test_temporary_metrics_dir_made_and_removed(server, start_server, tmp_path, 
     monkeypatch.setenv("TMPDIR", str(tmp_path))
     srv = start_server(server=server, env={"PROMETHEUS_MULTIPROC_DIR": None, "TMPDIR": str(tmp_path)})
     assert get(srv.port, "/hello")[0] == 200
+    time.sleep(METRICS_SETTLE_SECONDS)  # the worker writes its counts in batches (server.request_batch)
     made = list(tmp_path.glob("flask-stack-metrics.*"))
     assert len(made) == 1 and list(made[0].glob("*.db")), "serve did not make a metrics dir used by the workers"
     assert sample_value(scrape(srv.port), "http_requests_total", endpoint="/hello") == 1
