@@ -4,7 +4,7 @@
 Written per request, so its normal path is short: when the record would only reach the stack's own handler with
 its own formatter, the line is formatted here (``access_line``, the same bytes the handler's formatter gives) and
 queued without a LogRecord; otherwise a regular LogRecord goes through ``logging``. ``log_access_records`` does
-this for a batch of requests (``server.request_batch``) in one loop.
+this for a batch of requests (``server.request_batch``, or one request when lines are not buffered) in one loop.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from datetime import datetime, timezone
 from typing import Callable
@@ -28,7 +27,7 @@ _json_time: tuple[int, str, str] = (-1, "", "")  # (second, "YYYY-MM-DDTHH:MM:SS
 
 def _direct_handler() -> StdoutHandler | None:
     """The stack's handler when an access record would reach it and nothing else: no other handler on the way,
-    no filter, the stack's own formatter. Then ``log_access`` may format and write the line itself."""
+    no filter, the stack's own formatter. Then ``log_access_records`` may format and queue the lines itself."""
     logger: logging.Logger | None = _ACCESS
     if _ACCESS.filters or _ACCESS.disabled:
         return None
@@ -87,60 +86,28 @@ def access_line(fmt: str, created: float, method: str, path: str, status: int, d
     return f"{_text_asctime(created)} [INFO] {message}"
 
 
-def log_access(method: str, path: str, status: int, duration_ms: float, request_id: str,
-               client: str | None = None) -> None:
-    """Write the access line ``GET /path 200 1.2ms id=... client=203.0.113.7`` (INFO, logger ``server.access``)
-    with the same values as extra fields ``method``, ``path``, ``status``, ``duration_ms``, ``request_id``,
-    ``client``. ``client`` is the client's address (``REMOTE_ADDR``, the proxy's unless ``STACK_PROXY_HOPS``
-    trusts it; None: ``-``). Non-printable characters in ``path`` and ``client`` are escaped and ``path`` is cut
-    at 1000 characters.
-
-    When the record would only reach the stack's own handler with its own formatter (the normal case), the line
-    is formatted by ``access_line`` and queued (buffered writing) or written and flushed under the handler's
-    lock, without a LogRecord: the same bytes at a fraction of the cost. Otherwise (another handler, a filter,
-    pytest's caplog, a custom formatter) a regular LogRecord goes through ``logging``.
-    """
-    if not _ACCESS.isEnabledFor(_INFO):
-        return
-    path = printable_path(path)
-    client = printable_path(client, 100) if client else "-"
-    handler = _direct_handler()
-    if handler is not None:
-        line = access_line(handler.stack_format, time.time(), method, path, status, duration_ms, request_id, client)
-        if handler.flush_seconds > 0:
-            handler.queue_line(line + handler.terminator)
-            return
-        handler.acquire()
-        try:
-            stream = sys.stdout
-            stream.write(line + handler.terminator)
-            stream.flush()
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001 - as StreamHandler.emit: report on stderr, never fail the request
-            handler.handleError(_access_record(method, path, status, duration_ms, request_id, client))
-        finally:
-            handler.release()
-        return
-    _ACCESS.handle(_access_record(method, path, status, duration_ms, request_id, client))
-
-
 def _access_record(method: str, path: str, status: int, duration_ms: float, request_id: str,
                    client: str) -> logging.LogRecord:
     # makeRecord + handle = logger.info without its caller lookup (a stack walk per request)
     return _ACCESS.makeRecord(
         ACCESS_LOGGER, logging.INFO, __file__, 0, "%s %s %s %.1fms id=%s client=%s",
-        (method, path, status, duration_ms, request_id, client), None, "log_access",
+        (method, path, status, duration_ms, request_id, client), None, "log_access_records",
         {"method": method, "path": path, "status": status, "duration_ms": round(duration_ms, 3),
          "request_id": request_id, "client": client},
     )
 
 
 def log_access_records(records: list) -> None:
-    """Write the access lines of ``server.request_batch.RequestRecord`` tuples (oldest first), as ``log_access``
-    would have written each at its request's end: the text format's lines are formatted in one loop and handed to
-    the stack's handler in one piece; the JSON format and other handlers (a LogRecord each, its time the request's
-    end) as ``log_access`` does."""
+    """Write the access line of each ``server.request_batch.RequestRecord`` (oldest first), made at its request's
+    end: ``GET /path 200 1.2ms id=... client=203.0.113.7`` (INFO, logger ``server.access``), with the same values as
+    extra fields ``method``, ``path``, ``status``, ``duration_ms``, ``request_id``, ``client``. ``client`` is the
+    client's address (``REMOTE_ADDR``, the proxy's unless ``STACK_PROXY_HOPS`` trusts it; None: ``-``).
+    Non-printable characters in ``path`` and ``client`` are escaped and ``path`` is cut at 1000 characters.
+
+    When the records would only reach the stack's own handler with its own formatter in the text format (the
+    normal case), the lines are formatted in one loop, without LogRecords (the same bytes ``access_line`` gives),
+    and handed to the handler in one piece; in JSON through ``access_line``; otherwise (another handler, a filter,
+    pytest's caplog, a custom formatter) a regular LogRecord each goes through ``logging``."""
     if not _ACCESS.isEnabledFor(_INFO):
         return
     to_wall = time.time() - time.perf_counter()  # perf_counter seconds -> unix seconds

@@ -45,7 +45,7 @@ class StdoutHandler(logging.StreamHandler):
     """A StreamHandler writing to whatever ``sys.stdout`` is at emit time (works under pytest's capture).
 
     ``stack_format`` ("text" or "json") and ``stack_formatter`` record what ``configure_logging`` installed, so
-    ``log_access`` can tell whether the handler still formats records the stack's way. ``flush_seconds`` > 0
+    ``server.access_log`` can tell whether the handler still formats records the stack's way. ``flush_seconds`` > 0
     buffers lines below WARNING for at most that many seconds (see the module docstring); a daemon thread
     ("log-flush", one per process, started on the first buffered line) writes them.
     """
