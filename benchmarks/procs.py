@@ -164,9 +164,10 @@ class Server:
         if self.kind == "bare-gunicorn":
             return [str(BIN / "gunicorn"), "--config", str(conf), "bare_flask:app"], env
         if self.kind == "bare-uwsgi":  # uwsgi_app.py's very options (router, workers x threads...), the bare app
+            settings = serving_settings(env)  # (puts the project dir on sys.path)
             from serving.uwsgi_app import uwsgi_options
 
-            argv = uwsgi_options(serving_settings(env), str(self.workdir))
+            argv = uwsgi_options(settings, str(self.workdir))
             argv[argv.index("serving.uwsgi_app:application")] = "bare_flask:app"
             return [str(BIN / "uwsgi"), *argv], env
         if self.kind == "bare-granian":

@@ -8,8 +8,9 @@ its status into the memfd, then one byte into the pipe, which nobody reads, so e
 wakes (``verdict``). A child that died without a verdict (killed: the server is being stopped, or out of memory)
 wrote no line and decides nothing: the workers' own load of the app does.
 
-The server's master either waits for the verdict before any worker starts (uWSGI: ``await_verdict``), or starts
-its workers at once and holds its own log lines until the verdict (gunicorn, granian: ``HeldLines``): then a worker
+The server's master starts its workers at once and holds its own log lines until the verdict (``HeldLines``;
+for uWSGI its supervisor, which rewrites uWSGI's lines, holds them; a master started without ``serve``'s check:
+``await_verdict`` returns 0 at once): then a worker
 whose own load fails says nothing while the check is out and leaves quietly with status 4 when it failed too
 (``serving.worker.production_app``), so a broken app is one line and exit status 4 whatever the worker count.
 """

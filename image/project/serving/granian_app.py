@@ -257,8 +257,8 @@ def _beside_app_check(server) -> list[int]:
 
 
 def main() -> int:
-    """The granian master (``serve`` with STACK_SERVER=granian execs ``python3 granian_app.py`` once the serving
-    layer validated the settings and loaded the app): serve, then remove a temporary metrics dir."""
+    """The granian master (what ``serve`` with STACK_SERVER=granian becomes once the serving layer validated the
+    settings and started the app check; ``python3 granian_app.py`` behind the front): serve, then remove a temporary metrics dir."""
     return supervisor.run_master("granian_app", run_granian)
 
 

@@ -13,11 +13,12 @@ dead workers' metric files are folded by one, and the workers import the runtime
    this process exits, whatever the exit;
 3. loads the app once in a short-lived child process (``serving.appcheck``) while the server starts: an app that
    fails to load is one line naming file and line (``server.app``'s message) and exit status 4, for any worker
-   count and any server (uWSGI's master waits for the check before any worker starts; gunicorn's and granian's
-   workers load the app beside it, and their master holds its own lines until the check is done);
+   count and any server (the server's workers load the app beside it, and its master, or uWSGI's supervisor,
+   holds its own lines until the check is done);
 4. runs the chosen server through its thin mapping of these settings onto its own options and hooks
-   (``gunicorn.conf.py``, for which this process becomes gunicorn's master; ``granian_app.py``; ``uwsgi_app.py``,
-   which supervises uWSGI; all in this package); with STACK_FRONT=nginx (the deployable image's default) this
+   (``gunicorn.conf.py``; ``granian_app.py``; ``uwsgi_app.py``, which supervises uWSGI; all in this package), in
+   this very process (``run_server``: it becomes gunicorn's or granian's master, or uWSGI's supervisor, with no
+   second interpreter to start); with STACK_FRONT=nginx (the deployable image's default) this
    process stays, with nginx in front of that server (``serving.front``).
 
 Every server's worker handles SIGTERM through ``serving.worker.Drain``: readiness DOWN at once, ``Connection: close`` on every
@@ -208,13 +209,10 @@ def main(argv: list[str]) -> int:
             from .front import run_front
 
             return run_front(settings, command)
-        # the check runs while the server starts: uWSGI's master waits for it before any worker starts; gunicorn's
-        # and granian's workers load the app beside it (at a lower priority) and their master holds its lines
-        os.environ[appcheck.ENV] = appcheck.start(nice=0 if settings.server == "uwsgi" else 10)
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(sys.executable, command)
-        return 1  # pragma: no cover - execv does not return
+        # the check runs while the server starts, at a lower priority: the workers load the app beside it and the
+        # server's master (uWSGI's: its supervisor) holds its lines until the verdict
+        os.environ[appcheck.ENV] = appcheck.start(nice=10)
+        return run_server(settings.server, argv)
     except StackError as exc:  # SettingsError, ServingError, FrontError
         sys.stderr.write(f"serve: {exc}\n")
         return getattr(exc, "exit_status", EXIT_BAD_SETTING)
@@ -239,11 +237,37 @@ def run_master(name: str, serve: Callable[[ServingSettings], int]) -> int:
         remove_temp_metrics_dir()
 
 
+def run_server(server: str, argv: list[str]) -> int:
+    """Become the server's master in this process, with the same arguments ``server_command`` gives a separate
+    process (a second interpreter would cost about 60 ms before the server starts, and import again what this
+    one has): gunicorn through its console entry point ``gunicorn.app.wsgiapp.run`` (which ends in
+    ``SystemExit``), granian through ``granian_app.main``, uWSGI through ``uwsgi_app.main``. Returns the exit
+    status. The process is named after the server (``/proc/self/comm``: ``gunicorn``, ``granian``,
+    ``uwsgi_app``), since its command line stays ``serve``'s; its forked workers inherit the name."""
+    try:
+        with open("/proc/self/comm", "w", encoding="ascii") as fh:
+            fh.write("uwsgi_app" if server == "uwsgi" else server)
+    except OSError:
+        pass
+    if server == "gunicorn":
+        from gunicorn.app.wsgiapp import run
+
+        sys.argv = ["gunicorn", "--config", os.path.join(HERE, "gunicorn.conf.py"), *argv, "serving.worker:app"]
+        run(prog="gunicorn")
+        return 0  # pragma: no cover - gunicorn's arbiter ends in SystemExit
+    if server == "granian":
+        from . import granian_app
+
+        return granian_app.main()
+    from . import uwsgi_app
+
+    return uwsgi_app.main(argv)
+
+
 def server_command(server: str, argv: list[str]) -> list[str]:
     """The command of the server's master: ``python3 -m gunicorn --config gunicorn.conf.py [argv]
-    serving.worker:app``, ``python3 granian_app.py`` or ``python3 uwsgi_app.py [argv]``. ``main`` replaces itself
-    with it (so it is the process ``serve`` started, PID 1 in a container, named after the server) or, with
-    STACK_FRONT=nginx, starts it behind nginx. From then on the server's mapping removes a temporary metrics dir at
+    serving.worker:app``, ``python3 granian_app.py`` or ``python3 uwsgi_app.py [argv]``. With STACK_FRONT=nginx
+    ``main`` starts it behind nginx; without, ``run_server`` does the same in this process. From then on the server's mapping removes a temporary metrics dir at
     exit (gunicorn.conf.py's ``on_exit``, the others' ``main``).
 
     Raises:

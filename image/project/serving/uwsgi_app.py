@@ -122,6 +122,7 @@ def _worker_app():
     except OSError:
         pass
     settings = supervisor.serving_settings()
+    serving_worker.app_check = appcheck.take()  # the supervisor's app check, when still out as uWSGI started
     drain = serving_worker.drain = serving_worker.Drain(settings.shutdown_delay, lambda: None, log)
     fd = stacksettings.value(DRAIN_FD_ENV)  # set by the supervisor below: always a number
     if fd is not None:
@@ -245,19 +246,23 @@ class Supervisor:
 
     def run(self) -> int:
         """Start uWSGI, relay signals, rewrite its messages; return its exit status."""
-        status = appcheck.await_verdict()  # the app loads (this module loaded meanwhile)
-        if status:
-            return status
+        check = appcheck.take()  # ``serve``'s app check, still out: uWSGI's workers load the app beside it
+        held = None
+        if check is not None:
+            held = appcheck.HeldLines(log)  # uWSGI's lines and this one's wait for the verdict
+            log.addFilter(held)
         self.rundir = tempfile.mkdtemp(prefix="flask-stack-uwsgi.")
         drain_read, self._drain_write = os.pipe()
         env = dict(os.environ, **{DRAIN_FD_ENV: str(drain_read)})
+        if check is not None:  # for the workers (``serving.worker._load_app``)
+            env[appcheck.ENV] = f"{check[0]},{check[1]}"
         command = [sys.executable, "-P", "-c", "import sys, pyuwsgi; pyuwsgi.run(sys.argv[1:])",
                    *uwsgi_options(self.settings, self.rundir), *self.argv]
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
         # its own process group: the graceful timeout kills uWSGI's master, workers and router at once
         self.proc = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     pass_fds=(drain_read,), process_group=0)
+                                     pass_fds=(drain_read, *(check or ())), process_group=0)
         os.close(drain_read)
         pump = threading.Thread(target=self._pump_messages, name="uwsgi-messages", daemon=True)
         pump.start()
@@ -268,10 +273,19 @@ class Supervisor:
                              name="metrics-reaper", daemon=True).start()
         log.info("flask-stack serving on http://%s with uWSGI, %d workers x %d threads (metrics dir %s)",
                  self.settings.bind, self.settings.workers, self.settings.threads, metrics_dir or "unset")
+        failed = 0
         try:
             while True:
+                if check is not None:
+                    failed = self._settle_check(check, held, wait=self.proc.poll() is not None)
+                    if failed is not None:
+                        check = None
+                        if failed:
+                            self._kill_group()
+                            self.proc.wait()
+                            return failed
                 try:
-                    status = self.proc.wait(timeout=0.5)
+                    status = self.proc.wait(timeout=0.5 if check is None else 0.05)
                     break
                 except subprocess.TimeoutExpired:
                     if self._kill_at is not None and time.monotonic() >= self._kill_at:
@@ -283,9 +297,25 @@ class Supervisor:
             pump.join(2)
             self._kill_group()
             shutil.rmtree(self.rundir, ignore_errors=True)
+            if check is not None:  # uWSGI ended before the verdict: the check says whether the app was the cause
+                failed = self._settle_check(check, held, wait=True)
+        if failed:
+            return failed
         if self._stopping and status in (0, -signal.SIGKILL, 30):  # 30: uWSGI's "end" code after a graceful stop
             return 0
         return status if status > 0 else 128 - status
+
+    @staticmethod
+    def _settle_check(check: tuple[int, int], held: appcheck.HeldLines, wait: bool) -> int | None:
+        """The app check's verdict (``wait``: until it is known), its descriptors closed and the held lines passed
+        on (the app loads) or dropped (it does not: its one line says why); None while it is still out."""
+        status = appcheck.verdict(check, None if wait else 0)
+        if status is None:
+            return None
+        appcheck.close(check)
+        held.settle(not status)
+        log.removeFilter(held)
+        return status
 
     def _on_signal(self, signum: int, frame) -> None:
         if signum == signal.SIGHUP:
@@ -333,8 +363,8 @@ class Supervisor:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The supervisor (``serve`` with STACK_SERVER=uwsgi execs ``python3 uwsgi_app.py [uWSGI options]`` once the
-    serving layer validated the settings and loaded the app): serve, then remove a temporary metrics dir."""
+    """The supervisor (what ``serve`` with STACK_SERVER=uwsgi becomes once the serving layer validated the
+    settings and started the app check; ``python3 uwsgi_app.py [uWSGI options]`` behind the front): serve, then remove a temporary metrics dir."""
     options = list(sys.argv[1:] if argv is None else argv)
 
     def supervise(settings) -> int:
