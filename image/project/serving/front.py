@@ -42,7 +42,6 @@ status 2. The private directory is removed at exit.
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import os
 import re

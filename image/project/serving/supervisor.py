@@ -35,7 +35,6 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 from typing import Callable
 
 import stacksettings
