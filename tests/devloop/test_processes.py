@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import subprocess
 import time
 
-from testkit.need import missing
-from testkit.procs import alive, children_of, descendants
+from testkit.procs import alive, children_of, descendants, pid_namespace_wrapper
 
 from .conftest import HELLO
 
@@ -50,22 +47,11 @@ def test_orphans_of_the_app_are_reaped(devloop, project):
     assert loop.proc.poll() is None
 
 
-def _unshare_works() -> bool:
-    if shutil.which("unshare") is None:
-        return False
-    try:
-        return subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True,
-                              timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 def test_as_pid_1_reaps_and_stops_on_sigterm(devloop, project):
-    if not _unshare_works():
-        missing("cannot make a PID namespace here (unshare --pid needs CAP_SYS_ADMIN)")
+    wrapper = pid_namespace_wrapper()
     init = project / "__init__.py"
     init.write_text(init.read_text() + ORPHAN_CODE)
-    loop = devloop("run", project, wrapper=("unshare", "--pid", "--fork", "--mount-proc", "--kill-child"))
+    loop = devloop("run", project, wrapper=wrapper)
     loop.wait_text(HELLO)
     unshare_kids = [pid for pid in children_of(loop.proc.pid) if alive(pid)]
     assert len(unshare_kids) == 1

@@ -10,9 +10,10 @@ import uuid
 
 import pytest
 from testkit.net import free_port
-from testkit.serve import METRICS_SETTLE_SECONDS, SERVERS, VENV_BIN, get
+from testkit.procs import pid_namespace_wrapper, zombies_of
+from testkit.serve import METRICS_SETTLE_SECONDS, SERVERS, VENV_BIN, ProductionServer, copy_project, get
 
-from .harness import left_in, run_serve, sample_value, scrape
+from .harness import FIXTURE_USERAPP, left_in, run_serve, sample_value, scrape
 
 pytestmark = pytest.mark.slow
 
@@ -187,3 +188,27 @@ def test_control_socket_is_off_unless_asked(start_server, tmp_path):
     while not socket_path.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert socket_path.is_socket()
+
+
+@pytest.mark.parametrize("front", ["none", "nginx"])
+@pytest.mark.parametrize("server", SERVERS)
+def test_serve_as_pid_1_leaves_no_zombie(server, front, tmp_path):
+    """In a container ``serve`` is PID 1, so every process that ends without its parent (an orphan) becomes its
+    child: the app check it starts, whatever the server and front, is reaped once its verdict is known, not left a
+    zombie. ``serve`` runs as PID 1 of a new PID namespace; the verdict is known once the server's "serving on" line
+    is written (held until then)."""
+    srv = ProductionServer(project=copy_project(FIXTURE_USERAPP, tmp_path / "project"), workdir=tmp_path,
+                           server=server, workers=2, env={"STACK_FRONT": front}, wrapper=pid_namespace_wrapper())
+    srv.start()
+    try:
+        pid1 = srv.serve_pid()
+        with open(f"/proc/{pid1}/status") as fh:
+            assert [line.split()[-1] for line in fh if line.startswith("NSpid:")] == ["1"]
+        srv.wait_for_log(r"flask-stack serving on ")
+        deadline = time.monotonic() + 3
+        while zombies_of(pid1) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert zombies_of(pid1) == [], [open(f"/proc/{pid}/stat").read() for pid in zombies_of(pid1)]
+        assert get(srv.port, "/hello")[0] == 200
+    finally:
+        srv.stop()

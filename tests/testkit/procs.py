@@ -8,7 +8,14 @@ ticks since boot: a pid together with its start time names one process even if t
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from typing import NamedTuple
+
+from .need import missing
+
+#: Runs a command as PID 1 of a new PID namespace (what a container's first process is), killed with ``unshare``.
+PID_NAMESPACE = ("unshare", "--pid", "--fork", "--mount-proc", "--kill-child")
 
 
 class ProcStat(NamedTuple):
@@ -80,3 +87,17 @@ def still_running(processes: dict[int, str]) -> list[int]:
     table = proc_stats()
     return [pid for pid, start in processes.items()
             if pid in table and table[pid].start == start and table[pid].state != "Z"]
+
+
+def pid_namespace_wrapper() -> tuple[str, ...]:
+    """``PID_NAMESPACE`` when this machine can make a PID namespace (``unshare``, as root); otherwise
+    ``testkit.need.missing`` (skipped locally, failed in CI)."""
+    works = False
+    if shutil.which("unshare") is not None:
+        try:
+            works = subprocess.run([*PID_NAMESPACE[:-1], "true"], capture_output=True, timeout=20).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            works = False
+    if not works:
+        missing("cannot make a PID namespace here (unshare --pid needs CAP_SYS_ADMIN)")
+    return PID_NAMESPACE

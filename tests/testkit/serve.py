@@ -160,6 +160,7 @@ class ProductionServer:
     proc: subprocess.Popen | None = None
     metrics_dir: Path | None = None
     log_path: Path | None = None
+    wrapper: tuple[str, ...] = ()  # a command ``serve`` runs under (``testkit.procs.PID_NAMESPACE``: as PID 1)
 
     def start(self, ready_path: str = "/health/ready", ready_timeout: float = 45.0) -> "ProductionServer":
         """Start ``serve`` and wait (at most ``ready_timeout`` seconds) until ``ready_path`` answers 200 and all
@@ -192,7 +193,7 @@ class ProductionServer:
                 env[key] = value
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [str(SERVE)], env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            [*self.wrapper, str(SERVE)], env=env, cwd=self.workdir, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         log.close()
         deadline = time.monotonic() + ready_timeout
@@ -239,13 +240,20 @@ class ProductionServer:
         """Whether nginx is in front (STACK_FRONT=nginx: ``serve`` -> nginx and the server's master)."""
         return self.env.get("STACK_FRONT") == "nginx"
 
-    def master_pid(self) -> int | None:
-        """The server's master: the process ``serve`` became or, with the nginx front, its child that is not nginx."""
+    def serve_pid(self) -> int | None:
+        """The process ``serve`` runs in (under a ``wrapper``: the wrapper's one child), None when it is gone."""
         if not self.proc or self.proc.poll() is not None:
             return None
-        if not self.front:
+        if not self.wrapper:
             return self.proc.pid
-        return next((pid for pid in children_of(self.proc.pid)
+        return next(iter(children_of(self.proc.pid)), None)
+
+    def master_pid(self) -> int | None:
+        """The server's master: the process ``serve`` became or, with the nginx front, its child that is not nginx."""
+        serve = self.serve_pid()
+        if serve is None or not self.front:
+            return serve
+        return next((pid for pid in children_of(serve)
                      if _comm(pid) != "nginx" and "serving.access_relay" not in _cmdline(pid)), None)
 
     def nginx_pids(self) -> list[int]:

@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import time
 
 import stacksettings
 
@@ -31,29 +32,70 @@ ENV = "STACK_APP_CHECK_FD"
 EXIT_APP_LOAD = 4
 
 
+_pid: int | None = None  # the check this process started, until it is reaped (``reap``)
+
+
+def _forget_in_child() -> None:
+    global _pid
+    _pid = None
+
+
+os.register_at_fork(after_in_child=_forget_in_child)  # a forked worker did not start the check: it reaps nothing
+
+
 def start(nice: int = 0) -> str:
     """Start the check (at ``nice`` added niceness, so workers loading the app at the same time go first) and return
     the value of STACK_APP_CHECK_FD for the processes that wait for it; the descriptors are inheritable. The check
     is a grandchild, forked through a child that ends at once: it is no child of the server's master that this
-    process becomes (no extra "worker" beside the server's own) and whoever adopts it reaps it."""
+    process becomes (no extra "worker" beside the server's own) and whoever adopts it reaps it, except that in a
+    container this very process, PID 1, adopts it: ``reap`` it once the verdict is known, or it stays a zombie."""
+    global _pid
     read_fd, write_fd = os.pipe()
     memfd = os.memfd_create("flask-stack-app-check", 0)
+    pid_read, pid_write = os.pipe()  # the grandchild's pid, from the child
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
     if pid:
         os.close(write_fd)
+        os.close(pid_write)
         os.waitpid(pid, 0)
+        try:
+            _pid = int(os.read(pid_read, 32) or 0) or None
+        finally:
+            os.close(pid_read)
         os.set_inheritable(read_fd, True)
         os.set_inheritable(memfd, True)
         return f"{read_fd},{memfd}"
     try:  # pragma: no cover - the short-lived child
-        if os.fork():
+        os.close(pid_read)
+        grandchild = os.fork()
+        if grandchild:
+            os.write(pid_write, str(grandchild).encode())
             os._exit(0)
+        os.close(pid_write)
         os.close(read_fd)
         _check(write_fd, memfd, nice)
     finally:
         os._exit(1)
+
+
+def reap(timeout: float = 2.0) -> None:
+    """Reap the check this process started when this process is PID 1 (which adopted it), waiting at most
+    ``timeout`` seconds for it to end (it ends right after its verdict); nothing to do otherwise (another process
+    adopted it, or it was reaped already: gunicorn's arbiter reaps every child)."""
+    global _pid
+    pid, _pid = _pid, None
+    if os.getpid() != 1:  # init (or a subreaper) adopted it; its pid may even be reused by a child of this process
+        return
+    deadline = time.monotonic() + timeout
+    while pid is not None:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] or time.monotonic() > deadline:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.01)
 
 
 def _check(write_fd: int, memfd: int, nice: int) -> None:  # pragma: no cover - runs in the forked child
@@ -135,8 +177,8 @@ def take() -> tuple[int, int] | None:
 
 def await_verdict() -> int:
     """For a master that waits before any worker starts: the verdict of the check named in STACK_APP_CHECK_FD
-    (removed from the environment, its descriptors closed), 0 when there is none (the server was not started by
-    ``serve``)."""
+    (removed from the environment, its descriptors closed, the check reaped), 0 when there is none (the server was
+    not started by ``serve``)."""
     fds = take()
     if fds is None:
         return 0
@@ -144,6 +186,7 @@ def await_verdict() -> int:
         return verdict(fds)
     finally:
         close(fds)
+        reap()
 
 
 class HeldLines(logging.Filter):

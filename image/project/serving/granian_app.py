@@ -247,6 +247,7 @@ def _beside_app_check(server) -> list[int]:
 
     def wait() -> None:
         status = appcheck.verdict(check)
+        appcheck.reap()
         held.settle(not status)
         if status:
             failed[0] = status

@@ -186,6 +186,7 @@ def check_app_loads() -> int:
         return appcheck.verdict(fds)
     finally:
         appcheck.close(fds)
+        appcheck.reap()
 
 
 # --- entry point ---------------------------------------------------------------------------------------------

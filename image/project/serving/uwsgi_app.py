@@ -313,6 +313,7 @@ class Supervisor:
         if status is None:
             return None
         appcheck.close(check)
+        appcheck.reap()
         held.settle(not status)
         log.removeFilter(held)
         return status
