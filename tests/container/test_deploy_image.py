@@ -367,3 +367,54 @@ def test_production_profile_and_mounted_secrets_show_nowhere(engine: str, app_im
         assert SECRET not in text
     finally:
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=120)
+
+
+STATE_PROBE = r"""
+import os
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        comm = open(f"/proc/{pid}/comm").read().strip()
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    print(pid, fields[1], fields[0], comm)
+"""
+
+
+@pytest.mark.timeout(420)  # its waits add up to 360 s
+def test_serves_without_the_front_as_pid_1(engine: str, app_image: str) -> None:
+    """STACK_FRONT=none (what `deploy --ingress` and `--nginx-sidecar` set): PID 1 is the serving layer become
+    granian's master (named ``granian``) with its two workers; the app check it adopted is reaped once its verdict
+    is in (no zombie); it answers, and `<engine> stop` ends it with exit status 0."""
+    name = f"flask-stack-test-nofront-{os.getpid()}"
+    port = free_port()
+    try:
+        subprocess.run([engine, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", "-e", "STACK_FRONT=none",
+                        "-e", "WEB_CONCURRENCY=2", app_image], check=True, capture_output=True, timeout=120)
+        base = f"http://127.0.0.1:{port}"
+        assert wait_for(f"{base}/hello") == "Hello from Appsody!"
+        deadline = time.monotonic() + 30  # the master's "serving on" line is held until the check's verdict
+        while True:
+            logs = subprocess.run([engine, "logs", name], capture_output=True, text=True, timeout=60)
+            if "flask-stack serving on" in logs.stdout + logs.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert "with granian, 2 workers" in logs.stdout + logs.stderr, logs.stdout[-2000:] + logs.stderr[-2000:]
+        deadline = time.monotonic() + 5
+        while True:
+            table = [line.split(" ", 3) for line in subprocess.run(
+                [engine, "exec", name, "python3", "-c", STATE_PROBE], capture_output=True, text=True, check=True,
+                timeout=60).stdout.splitlines()]
+            zombies = [row for row in table if row[2] == "Z"]
+            if not zombies or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert zombies == [], table
+        assert [row[3] for row in table if row[0] == "1"] == ["granian"], table
+        assert len([row for row in table if row[1] == "1" and row[3] == "granian"]) == 2, table  # its workers
+        subprocess.run([engine, "stop", "-t", "60", name], check=True, capture_output=True, timeout=120)
+        code = subprocess.run([engine, "inspect", "--format", "{{.State.ExitCode}}", name],
+                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        assert code == "0"
+    finally:
+        subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
