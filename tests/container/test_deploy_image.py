@@ -381,7 +381,7 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
 """
 
 
-@pytest.mark.timeout(420)  # its waits add up to 360 s
+@pytest.mark.timeout(540)  # its waits add up to 480 s
 def test_serves_without_the_front_as_pid_1(engine: str, app_image: str) -> None:
     """STACK_FRONT=none (what `deploy --ingress` and `--nginx-sidecar` set): PID 1 is the serving layer become
     granian's master (named ``granian``) with its two workers; the app check it adopted is reaped once its verdict
