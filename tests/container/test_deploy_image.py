@@ -198,6 +198,32 @@ def test_healthcheck_follows_the_url_prefix(engine: str, app_image: str) -> None
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
 
 
+STATE_PROBE = r"""
+import os
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        comm = open(f"/proc/{pid}/comm").read().strip()
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        continue
+    print(pid, fields[1], fields[0], comm)
+"""
+
+
+def process_states(engine: str, name: str) -> list[list[str]]:
+    """[pid, ppid, state (``S``, ``Z``...), name] of every process in the running container ``name``."""
+    return [line.split(" ", 3) for line in subprocess.run(
+        [engine, "exec", name, "python3", "-c", STATE_PROBE], capture_output=True, text=True, check=True,
+        timeout=60).stdout.splitlines()]
+
+
+def stop_exit_code(engine: str, name: str) -> str:
+    """`<engine> stop` (SIGTERM, SIGKILL after 60 s) the container ``name``; its exit code."""
+    subprocess.run([engine, "stop", "-t", "60", name], check=True, capture_output=True, timeout=120)
+    return subprocess.run([engine, "inspect", "--format", "{{.State.ExitCode}}", name],
+                          capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+
+
 @pytest.mark.timeout(420)  # its waits add up to 360 s
 def test_sigterm_stops_cleanly(engine: str, app_image: str) -> None:
     """`<engine> stop` (SIGTERM) drains and stops the server with exit status 0, no SIGKILL needed."""
@@ -207,22 +233,9 @@ def test_sigterm_stops_cleanly(engine: str, app_image: str) -> None:
         subprocess.run([engine, "run", "-d", "--name", name, "-p", f"127.0.0.1:{port}:8080", app_image],
                        check=True, capture_output=True, timeout=120)
         wait_for(f"http://127.0.0.1:{port}/health/ready")
-        subprocess.run([engine, "stop", "-t", "60", name], check=True, capture_output=True, timeout=120)
-        code = subprocess.run([engine, "inspect", "--format", "{{.State.ExitCode}}", name],
-                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
-        assert code == "0"
+        assert stop_exit_code(engine, name) == "0"
     finally:
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)
-
-
-COMM_PROBE = r"""
-import os
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        print(pid, open(f"/proc/{pid}/comm").read().strip())
-    except OSError:
-        pass
-"""
 
 
 @pytest.mark.timeout(540)  # its waits add up to 480 s
@@ -245,15 +258,12 @@ def test_serves_with_uwsgi(engine: str, app_image: str) -> None:
         assert_production_server(container_processes(engine, name), server="/project/serving/uwsgi_app.py")
         deadline = time.monotonic() + 30  # each worker names itself once it has loaded the app
         while True:
-            names = subprocess.run([engine, "exec", name, "python3", "-c", COMM_PROBE], capture_output=True,
-                                   text=True, check=True, timeout=60).stdout.split("\n")
-            if sum(line.endswith(" uwsgi worker") for line in names) == 2 or time.monotonic() > deadline:
+            table = process_states(engine, name)
+            if sum(row[3] == "uwsgi worker" for row in table) == 2 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)
-        assert sum(line.endswith(" uwsgi worker") for line in names) == 2, names
-        subprocess.run([engine, "stop", "-t", "60", name], check=True, capture_output=True, timeout=120)
-        code = subprocess.run([engine, "inspect", "--format", "{{.State.ExitCode}}", name],
-                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        assert sum(row[3] == "uwsgi worker" for row in table) == 2, table
+        code = stop_exit_code(engine, name)
         logs = subprocess.run([engine, "logs", name], capture_output=True, text=True, timeout=60)
         assert code == "0", logs.stdout[-3000:] + logs.stderr[-3000:]
         assert "with uWSGI, 2 workers x 4 threads" in logs.stderr + logs.stdout
@@ -369,18 +379,6 @@ def test_production_profile_and_mounted_secrets_show_nowhere(engine: str, app_im
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=120)
 
 
-STATE_PROBE = r"""
-import os
-for pid in filter(str.isdigit, os.listdir("/proc")):
-    try:
-        comm = open(f"/proc/{pid}/comm").read().strip()
-        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    except OSError:
-        continue
-    print(pid, fields[1], fields[0], comm)
-"""
-
-
 @pytest.mark.timeout(540)  # its waits add up to 480 s
 def test_serves_without_the_front_as_pid_1(engine: str, app_image: str) -> None:
     """STACK_FRONT=none (what `deploy --ingress` and `--nginx-sidecar` set): PID 1 is the serving layer become
@@ -402,9 +400,7 @@ def test_serves_without_the_front_as_pid_1(engine: str, app_image: str) -> None:
         assert "with granian, 2 workers" in logs.stdout + logs.stderr, logs.stdout[-2000:] + logs.stderr[-2000:]
         deadline = time.monotonic() + 5
         while True:
-            table = [line.split(" ", 3) for line in subprocess.run(
-                [engine, "exec", name, "python3", "-c", STATE_PROBE], capture_output=True, text=True, check=True,
-                timeout=60).stdout.splitlines()]
+            table = process_states(engine, name)
             zombies = [row for row in table if row[2] == "Z"]
             if not zombies or time.monotonic() > deadline:
                 break
@@ -412,9 +408,6 @@ def test_serves_without_the_front_as_pid_1(engine: str, app_image: str) -> None:
         assert zombies == [], table
         assert [row[3] for row in table if row[0] == "1"] == ["granian"], table
         assert len([row for row in table if row[1] == "1" and row[3] == "granian"]) == 2, table  # its workers
-        subprocess.run([engine, "stop", "-t", "60", name], check=True, capture_output=True, timeout=120)
-        code = subprocess.run([engine, "inspect", "--format", "{{.State.ExitCode}}", name],
-                              capture_output=True, text=True, check=True, timeout=60).stdout.strip()
-        assert code == "0"
+        assert stop_exit_code(engine, name) == "0"
     finally:
         subprocess.run([engine, "rm", "-f", name], capture_output=True, check=False, timeout=60)

@@ -32,7 +32,7 @@ ENV = "STACK_APP_CHECK_FD"
 EXIT_APP_LOAD = 4
 
 
-_pid: int | None = None  # the check this process started, until it is reaped (``reap``)
+_pid: int | None = None  # the check this process started, until it is reaped (``_reap``)
 
 
 def _forget_in_child() -> None:
@@ -48,7 +48,8 @@ def start(nice: int = 0) -> str:
     the value of STACK_APP_CHECK_FD for the processes that wait for it; the descriptors are inheritable. The check
     is a grandchild, forked through a child that ends at once: it is no child of the server's master that this
     process becomes (no extra "worker" beside the server's own) and whoever adopts it reaps it, except that in a
-    container this very process, PID 1, adopts it: ``reap`` it once the verdict is known, or it stays a zombie."""
+    container this very process, PID 1, adopts it: ``verdict`` reaps it once it is known (else it would stay a
+    zombie)."""
     global _pid
     read_fd, write_fd = os.pipe()
     memfd = os.memfd_create("flask-stack-app-check", 0)
@@ -80,7 +81,7 @@ def start(nice: int = 0) -> str:
         os._exit(1)
 
 
-def reap(timeout: float = 2.0) -> None:
+def _reap(timeout: float = 2.0) -> None:
     """Reap the check this process started when this process is PID 1 (which adopted it), waiting at most
     ``timeout`` seconds for it to end (it ends right after its verdict); nothing to do otherwise (another process
     adopted it, or it was reaped already: gunicorn's arbiter reaps every child)."""
@@ -143,7 +144,8 @@ def parse(value: str | None) -> tuple[int, int] | None:
 
 def verdict(fds: tuple[int, int], timeout: float | None = None) -> int | None:
     """The check's exit status (0: the app loads; 4 or another non-zero: it does not, its line written), waiting
-    at most ``timeout`` seconds (None: until it is known); None when it is not known by then. A check that died
+    at most ``timeout`` seconds (None: until it is known); None when it is not known by then. Once it is known,
+    the check is reaped when this process started it and is PID 1 (which adopted it). A check that died
     without a verdict, or a descriptor that is not the check's (closed), counts as 0: nothing to report."""
     read_fd, memfd = fds
     poller = select.poll()
@@ -154,6 +156,7 @@ def verdict(fds: tuple[int, int], timeout: float | None = None) -> int | None:
         data = os.pread(memfd, 1, 0)
     except OSError:
         return 0
+    _reap()  # the check ends right after its verdict (or ended without one): no zombie of PID 1
     return data[0] if data else 0
 
 
@@ -177,7 +180,7 @@ def take() -> tuple[int, int] | None:
 
 def await_verdict() -> int:
     """For a master that waits before any worker starts: the verdict of the check named in STACK_APP_CHECK_FD
-    (removed from the environment, its descriptors closed, the check reaped), 0 when there is none (the server was
+    (removed from the environment, its descriptors closed), 0 when there is none (the server was
     not started by ``serve``)."""
     fds = take()
     if fds is None:
@@ -186,7 +189,6 @@ def await_verdict() -> int:
         return verdict(fds)
     finally:
         close(fds)
-        reap()
 
 
 class HeldLines(logging.Filter):

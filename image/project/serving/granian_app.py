@@ -247,7 +247,6 @@ def _beside_app_check(server) -> list[int]:
 
     def wait() -> None:
         status = appcheck.verdict(check)
-        appcheck.reap()
         held.settle(not status)
         if status:
             failed[0] = status
@@ -259,7 +258,8 @@ def _beside_app_check(server) -> list[int]:
 
 def main() -> int:
     """The granian master (what ``serve`` with STACK_SERVER=granian becomes once the serving layer validated the
-    settings and started the app check; ``python3 granian_app.py`` behind the front): serve, then remove a temporary metrics dir."""
+    settings and started the app check; ``python3 granian_app.py`` behind the front): serve, then remove a temporary
+    metrics dir."""
     return supervisor.run_master("granian_app", run_granian)
 
 

@@ -103,7 +103,6 @@ def _await_check() -> None:
     (``on_exit`` then exits with the check's status)."""
     global _failed
     status = appcheck.verdict(_check)
-    appcheck.reap()  # (or gunicorn's arbiter did already)
     _held.settle(not status)
     if status:
         _failed = status

@@ -18,8 +18,8 @@ dead workers' metric files are folded by one, and the workers import the runtime
 4. runs the chosen server through its thin mapping of these settings onto its own options and hooks
    (``gunicorn.conf.py``; ``granian_app.py``; ``uwsgi_app.py``, which supervises uWSGI; all in this package), in
    this very process (``run_server``: it becomes gunicorn's or granian's master, or uWSGI's supervisor, with no
-   second interpreter to start); with STACK_FRONT=nginx (the deployable image's default) this
-   process stays, with nginx in front of that server (``serving.front``).
+   second interpreter to start); with STACK_FRONT=nginx (the deployable image's default) this process stays, with
+   nginx in front of that server (``serving.front``).
 
 Every server's worker handles SIGTERM through ``serving.worker.Drain``: readiness DOWN at once, ``Connection: close`` on every
 response (so clients that hold connections move away), new connections accepted until STACK_SHUTDOWN_DELAY
@@ -186,7 +186,6 @@ def check_app_loads() -> int:
         return appcheck.verdict(fds)
     finally:
         appcheck.close(fds)
-        appcheck.reap()
 
 
 # --- entry point ---------------------------------------------------------------------------------------------
@@ -242,17 +241,13 @@ def run_server(server: str, argv: list[str]) -> int:
     process (a second interpreter would cost about 60 ms before the server starts, and import again what this
     one has): gunicorn through its console entry point ``gunicorn.app.wsgiapp.run`` (which ends in
     ``SystemExit``), granian through ``granian_app.main``, uWSGI through ``uwsgi_app.main``. Returns the exit
-    status. The process is named after the server (``/proc/self/comm``: ``gunicorn``, ``granian``,
-    ``uwsgi_app``), since its command line stays ``serve``'s; its forked workers inherit the name."""
-    try:
-        with open("/proc/self/comm", "w", encoding="ascii") as fh:
-            fh.write("uwsgi_app" if server == "uwsgi" else server)
-    except OSError:
-        pass
+    status. The process is named after the server (``gunicorn``, ``granian``, ``uwsgi_app``), since its command
+    line stays ``serve``'s; its forked workers inherit the name."""
+    name_process("uwsgi_app" if server == "uwsgi" else server)
     if server == "gunicorn":
         from gunicorn.app.wsgiapp import run
 
-        sys.argv = ["gunicorn", "--config", os.path.join(HERE, "gunicorn.conf.py"), *argv, "serving.worker:app"]
+        sys.argv = ["gunicorn", *_gunicorn_args(argv)]
         run(prog="gunicorn")
         return 0  # pragma: no cover - gunicorn's arbiter ends in SystemExit
     if server == "granian":
@@ -267,8 +262,8 @@ def run_server(server: str, argv: list[str]) -> int:
 def server_command(server: str, argv: list[str]) -> list[str]:
     """The command of the server's master: ``python3 -m gunicorn --config gunicorn.conf.py [argv]
     serving.worker:app``, ``python3 granian_app.py`` or ``python3 uwsgi_app.py [argv]``. With STACK_FRONT=nginx
-    ``main`` starts it behind nginx; without, ``run_server`` does the same in this process. From then on the server's mapping removes a temporary metrics dir at
-    exit (gunicorn.conf.py's ``on_exit``, the others' ``main``).
+    ``main`` starts it behind nginx; without, ``run_server`` does the same in this process. From then on the
+    server's mapping removes a temporary metrics dir at exit (gunicorn.conf.py's ``on_exit``, the others' ``main``).
 
     Raises:
         ServingError: the server is not installed in this Python environment.
@@ -281,8 +276,22 @@ def server_command(server: str, argv: list[str]) -> list[str]:
         return [sys.executable, "-P", os.path.join(HERE, "granian_app.py")]
     if server == "uwsgi":
         return [sys.executable, "-P", os.path.join(HERE, "uwsgi_app.py"), *argv]
-    return [sys.executable, "-P", "-m", "gunicorn", "--config", os.path.join(HERE, "gunicorn.conf.py"), *argv,
-            "serving.worker:app"]
+    return [sys.executable, "-P", "-m", "gunicorn", *_gunicorn_args(argv)]
+
+
+def _gunicorn_args(argv: list[str]) -> list[str]:
+    """gunicorn's arguments: this package's config file, ``argv`` (extra options), the app ``serving.worker:app``."""
+    return ["--config", os.path.join(HERE, "gunicorn.conf.py"), *argv, "serving.worker:app"]
+
+
+def name_process(name: str) -> None:
+    """Name this process ``name`` (``/proc/self/comm``, at most 15 bytes: what ``ps`` and ``top`` show); nothing
+    when it cannot be written."""
+    try:
+        with open("/proc/self/comm", "w", encoding="ascii") as fh:
+            fh.write(name)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

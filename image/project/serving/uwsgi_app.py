@@ -116,11 +116,8 @@ def _worker_app():
                                        closefd=False)
     while "." in sys.path:
         sys.path.remove(".")
-    try:  # a name for ps and top (uWSGI's --auto-procname cannot rename an embedding Python's processes)
-        with open("/proc/self/comm", "w", encoding="ascii") as fh:
-            fh.write(WORKER_NAME)
-    except OSError:
-        pass
+    # a name for ps and top (uWSGI's --auto-procname cannot rename an embedding Python's processes)
+    supervisor.name_process(WORKER_NAME)
     settings = supervisor.serving_settings()
     serving_worker.app_check = appcheck.take()  # the supervisor's app check, when still out as uWSGI started
     drain = serving_worker.drain = serving_worker.Drain(settings.shutdown_delay, lambda: None, log)
@@ -313,7 +310,6 @@ class Supervisor:
         if status is None:
             return None
         appcheck.close(check)
-        appcheck.reap()
         held.settle(not status)
         log.removeFilter(held)
         return status
@@ -365,7 +361,8 @@ class Supervisor:
 
 def main(argv: list[str] | None = None) -> int:
     """The supervisor (what ``serve`` with STACK_SERVER=uwsgi becomes once the serving layer validated the
-    settings and started the app check; ``python3 uwsgi_app.py [uWSGI options]`` behind the front): serve, then remove a temporary metrics dir."""
+    settings and started the app check; ``python3 uwsgi_app.py [uWSGI options]`` behind the front): serve, then
+    remove a temporary metrics dir."""
     options = list(sys.argv[1:] if argv is None else argv)
 
     def supervise(settings) -> int:
