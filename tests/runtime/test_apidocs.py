@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 
 import pytest
 from openapi_spec_validator import validate
 
-from .support import write_userapp
+from .support import PYTHON, subprocess_env, write_userapp
 
 
 def test_spec_valid_and_lists_user_and_stack_routes(make_app):
@@ -136,3 +138,84 @@ def test_flasgger_response_headers_only_when_configured(make_app, tmp_path, head
         assert flasgger_hooks == [] and "X-Docs" not in response.headers
     else:
         assert len(flasgger_hooks) == 1 and response.headers["X-Docs"] == "yes"
+
+
+DOCS_APP = (
+    "from flask import Blueprint\n"
+    "blueprint = Blueprint('d', __name__)\n"
+    "@blueprint.route('/thing')\n"
+    "def thing():\n"
+    "    '''A thing\n    ---\n    responses:\n      200:\n        description: ok\n    '''\n"
+    "    return 'thing'\n"
+)
+
+
+def _docs_apps(make_app, tmp_path):
+    """The same user app twice: flasgger deferred (the default) and flasgger set up at once (``SWAGGER`` in its
+    config, here empty: flasgger's defaults)."""
+    write_userapp(tmp_path / "deferred", DOCS_APP)
+    write_userapp(tmp_path / "eager", DOCS_APP + "def init_app(app):\n    app.config['SWAGGER'] = {}\n")
+    deferred = make_app(None, USERAPP="userapp_deferred", USERAPP_DIR=str(tmp_path / "deferred"))
+    eager = make_app(None, USERAPP="userapp_eager", USERAPP_DIR=str(tmp_path / "eager"))
+    return deferred, eager
+
+
+def _flasgger_layout(app):
+    """The flasgger blueprint's rules (URL, endpoint, methods) and its template and static folders."""
+    rules = sorted((r.rule, r.endpoint, tuple(sorted(r.methods))) for r in app.url_map.iter_rules()
+                   if r.endpoint.startswith("flasgger."))
+    blueprint = app.blueprints["flasgger"]
+    return rules, blueprint.jinja_loader.searchpath, blueprint.static_folder, blueprint.static_url_path
+
+
+def test_deferred_docs_have_flaggers_own_routes(make_app, tmp_path):
+    """The deferred docs copy flasgger 0.9's route layout (``Swagger.register_views``): this fails when flasgger
+    changes it, and the copy in ``server.apidocs.DeferredDocs`` must follow."""
+    deferred, eager = _docs_apps(make_app, tmp_path)
+    assert getattr(deferred, "swag", None) is None and eager.swag is not None
+    layout = _flasgger_layout(deferred)
+    assert layout == _flasgger_layout(eager)
+    assert {rule for rule, _, _ in layout[0]} == {"/apidocs/", "/apispec_1.json", "/oauth2-redirect.html",
+                                                  "/apidocs/index.html", "/flasgger_static/<path:filename>"}
+
+
+@pytest.mark.parametrize("path", ["/apidocs/", "/apispec_1.json", "/oauth2-redirect.html", "/apidocs/index.html",
+                                  "/apidocs/?json=1", "/flasgger_static/swagger-ui.css"])
+def test_deferred_docs_answer_as_flasgger_does(make_app, tmp_path, path):
+    """Every docs URL answers the same with flasgger deferred as with flasgger set up at once (the apps' names,
+    their titles, aside)."""
+    deferred, eager = _docs_apps(make_app, tmp_path)
+    got, want = deferred.test_client().get(path), eager.test_client().get(path)
+    assert got.status_code == want.status_code and got.status_code in (200, 302)
+    assert got.headers.get("Location") == want.headers.get("Location")
+    assert got.headers["Content-Type"] == want.headers["Content-Type"]
+    assert got.data.replace(b"userapp_deferred", b"userapp_eager") == want.data
+    if path == "/apispec_1.json":
+        assert "/thing" in got.get_json()["paths"]
+
+
+def test_flasgger_is_imported_on_the_first_docs_request(tmp_path):
+    """A worker's start does not import flasgger (nor jsonschema, PyYAML, mistune); the first docs request does,
+    once, even when many threads ask at the same time."""
+    write_userapp(tmp_path / "lazy", DOCS_APP)
+    script = """
+import json, sys, threading
+from server import create_app
+app = create_app({"USERAPP_DIR": sys.argv[1], "USERAPP": "userapp", "TESTING": True})
+before = sorted(m for m in ("flasgger", "jsonschema", "yaml", "mistune") if m in sys.modules)
+statuses, swags = [], set()
+def ask():
+    statuses.append(app.test_client().get("/apispec_1.json").status_code)
+    swags.add(id(app.swag))
+threads = [threading.Thread(target=ask) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+page = app.test_client().get("/apidocs/")
+print(json.dumps({"before": before, "after": "flasgger" in sys.modules, "statuses": statuses,
+                  "swags": len(swags), "page": page.status_code}))
+"""
+    done = subprocess.run([PYTHON, "-c", script, str(tmp_path / "lazy")], env=subprocess_env(), capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"before": [], "after": True, "statuses": [200] * 8, "swags": 1, "page": 200}

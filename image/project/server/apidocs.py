@@ -6,35 +6,39 @@ STACK_APP_VERSION, a ``stack`` tag) is deep-merged with the user's ``swagger_tem
 nested dicts merge, ``tags`` lists are combined. A user template with ``openapi: 3.x`` switches the spec to
 OpenAPI 3.
 
-If the user's code already set up flasgger (``Swagger(app)``, which sets ``app.swag``), the stack leaves it alone.
+If the user's code already set up flasgger (``Swagger(app)``, which sets ``app.swag`` and registers the
+``flasgger`` blueprint), the stack leaves it alone.
+
+flasgger is imported when the docs are first asked for, not when the app is made: importing it (with jsonschema,
+PyYAML and mistune) is about 60 ms of every worker's start, more than half of what the stack adds to bare Flask's.
+``DeferredDocs`` registers the routes ``flasgger.Swagger.init_app`` would (the same blueprint name, endpoints, URLs
+and static files, found with ``importlib.util.find_spec`` without importing flasgger) and makes the real
+``server.swagger.StackSwagger`` on the first request to one of them. An app whose config has a ``SWAGGER`` key
+(flasgger's own settings, which can move those routes) gets flasgger set up at once, as flasgger itself does it.
+The route layout is flasgger 0.9's (``Swagger.register_views``); ``tests/runtime/test_apidocs.py`` compares it
+with flasgger's own and fails when flasgger changes it.
 
 The UI works offline: its JavaScript and CSS come from flasgger's bundled static files, and the stack's templates
 ``server/templates/flasgger/head.html`` and ``footer.html`` replace flasgger's, which load Google Fonts and link
 to GitHub. They come from a blueprint (``server.stack.templates_blueprint``) registered before flasgger's, so
 Flask's template loader finds them after the app's own templates and before flasgger's.
-
-Only flasgger's public API is used: ``StackSwagger`` overrides two public methods of ``flasgger.Swagger``,
-``add_headers`` (no per-request hook when no ``SWAGGER["headers"]`` are configured) and ``get_apispecs`` (an
-OpenAPI 3 spec gets the stack's Swagger-2-style parts rewritten, see ``swagger2_responses_to_openapi3``; under a
-URL prefix, the spec gets ``basePath`` (Swagger 2) or ``servers`` (OpenAPI 3) set to the request's
-``SCRIPT_NAME``, unless the user's template sets them, so "Try it out" calls the prefixed URLs).
 """
 
 from __future__ import annotations
 
 import copy
 import os
-from typing import Any, Mapping
+import threading
+from importlib.util import find_spec
+from typing import Any, Callable, Mapping
 
-from flasgger import Swagger
-from flask import Flask, current_app, has_request_context, request
+from flask import Blueprint, Flask, current_app, redirect, url_for
 from werkzeug.routing import Rule
-
-from .routes.health import HEALTH_SCHEMA
 
 STACK_TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
 SPEC_URL = "/apispec_1.json"
 UI_URL = "/apidocs/"
+SPEC_ENDPOINT = "apispec_1"
 
 
 def merge_template(base: Mapping[str, Any], extra: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -75,85 +79,103 @@ def _has_view(rule: Rule) -> bool:
     return rule.endpoint in current_app.view_functions
 
 
-class StackSwagger(Swagger):
-    """``flasgger.Swagger`` with two of its public methods overridden (see the module docstring)."""
-
-    def add_headers(self, app: Flask) -> None:
-        """Install flasgger's header hook only when ``SWAGGER["headers"]`` configures some."""
-        if self.config.get("headers"):
-            super().add_headers(app)
-
-    def get_apispecs(self, endpoint: str = "apispec_1") -> dict[str, Any]:
-        """flasgger's spec; for OpenAPI 3, with the Health schema and Swagger-2-style parts rewritten."""
-        spec = super().get_apispecs(endpoint)
-        openapi3 = str(self.config.get("openapi", "")).startswith("3")
-        if openapi3:
-            spec.setdefault("components", {}).setdefault("schemas", {}).setdefault("Health", HEALTH_SCHEMA)
-            spec = swagger2_responses_to_openapi3(spec)
-        root = request.script_root if has_request_context() else ""
-        if root:  # mounted under a prefix (STACK_URL_PREFIX, X-Forwarded-Prefix): the operations' URLs carry it
-            if openapi3 and "servers" not in spec:
-                spec = {**spec, "servers": [{"url": root}]}  # a copy: flasgger caches the spec it returned
-            elif not openapi3 and "basePath" not in spec:
-                spec = {**spec, "basePath": root}
-        return spec
+def _all_models(tag: Any) -> bool:
+    """flasgger's ``model_filter``: every definition model."""
+    return True
 
 
 def setup_apidocs(app: Flask, title: str, version: str | None, user_template: Mapping[str, Any] | None) -> None:
-    """Set up flasgger on ``app`` unless the user's code did already (``app.swag`` is set).
+    """Set up the API docs on ``app`` unless they are already (the user's ``Swagger(app)`` set ``app.swag``, or
+    an earlier call registered the ``flasgger`` blueprint):
+    flasgger at once when ``app.config`` has a ``SWAGGER`` key, otherwise its routes now and flasgger on their
+    first request (``DeferredDocs``).
 
     Raises:
         TypeError: ``user_template`` is not a dict.
     """
     if user_template is not None and not isinstance(user_template, Mapping):
         raise TypeError(f"swagger_template must be a dict, not {type(user_template).__name__}")
-    if getattr(app, "swag", None) is not None:
+    if getattr(app, "swag", None) is not None or "flasgger" in app.blueprints:  # set up already (by the user)
         return
     template = merge_template(base_template(title, version), user_template)
     config: dict[str, Any] = {
         "title": f"{title} API", "specs_route": UI_URL, "hide_top_bar": False,
-        "specs": [{"endpoint": "apispec_1", "route": SPEC_URL, "rule_filter": _has_view,
-                   "model_filter": lambda tag: True}],
+        "specs": [{"endpoint": SPEC_ENDPOINT, "route": SPEC_URL, "rule_filter": _has_view,
+                   "model_filter": _all_models}],
     }
     if "openapi" in template:  # flasgger reads the OpenAPI version from its config, not from the template
         config["openapi"] = template["openapi"]
-    StackSwagger(app, template=template, config=config, merge=True)
+    if "SWAGGER" in app.config:
+        from .swagger import StackSwagger
+
+        StackSwagger(app, template=template, config=config, merge=True)
+    else:
+        DeferredDocs(app, template, config)
 
 
-def swagger2_responses_to_openapi3(spec: dict[str, Any]) -> dict[str, Any]:
-    """Rewrite Swagger-2-style parts (``produces``, response ``schema``, ``#/definitions/`` refs, ``x-nullable``)
-    of an OpenAPI 3 spec into OpenAPI 3 form (``content`` by media type, ``#/components/schemas/``,
-    ``nullable``), in place; returns ``spec``.
+class DeferredDocs:
+    """flasgger's routes on ``app`` (Swagger UI 3's layout, flasgger's defaults with the stack's ``config``), served
+    by flasgger's own views once the first request to one of them made ``server.swagger.StackSwagger`` (which then
+    is ``app.swag``, as ``Swagger.init_app`` sets it). Thread-safe: concurrent first requests make one.
 
-    The stack's own endpoints are documented Swagger-2-style; this keeps an OpenAPI 3 spec valid with them.
+    Raises:
+        ModuleNotFoundError: flasgger is not installed (a dependency of the stack).
     """
 
-    def fix_refs(node: Any) -> Any:
-        if isinstance(node, dict):
-            fixed = {}
-            for key, value in node.items():
-                if key == "$ref" and isinstance(value, str):
-                    fixed[key] = value.replace("#/definitions/", "#/components/schemas/")
-                elif key == "x-nullable":
-                    fixed["nullable"] = bool(value)
-                else:
-                    fixed[key] = fix_refs(value)
-            return fixed
-        if isinstance(node, list):
-            return [fix_refs(v) for v in node]
-        return node
+    def __init__(self, app: Flask, template: dict[str, Any], config: dict[str, Any]):
+        self._app = app
+        self._template = template
+        self._config = config
+        self._views: dict[str, Callable[..., Any]] | None = None
+        self._lock = threading.Lock()
+        spec = find_spec("flasgger")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModuleNotFoundError("flasgger is not installed", name="flasgger")
+        blueprint = Blueprint("flasgger", "flasgger", root_path=list(spec.submodule_search_locations)[0],
+                              template_folder="ui3/templates", static_folder="ui3/static",
+                              static_url_path="/flasgger_static")
+        # flasgger's MethodViews define get only: GET (HEAD and OPTIONS added by Flask), as flasgger's rules
+        blueprint.add_url_rule(UI_URL, "apidocs", self._view("apidocs"), methods=["GET"])
+        blueprint.add_url_rule("/oauth2-redirect.html", "oauth_redirect", self._view("oauth_redirect"), methods=["GET"])
+        blueprint.add_url_rule("/apidocs/index.html", "<lambda>", _index_html)
+        blueprint.add_url_rule(SPEC_URL, SPEC_ENDPOINT, self._view(SPEC_ENDPOINT), methods=["GET"])
+        app.register_blueprint(blueprint)
 
-    schemas = (spec.get("components") or {}).get("schemas")
-    if isinstance(schemas, dict):
-        spec["components"]["schemas"] = fix_refs(schemas)
+    def _view(self, endpoint: str) -> Callable[..., Any]:
+        """A view for ``endpoint`` that calls flasgger's own, made on the first call."""
 
-    for item in (spec.get("paths") or {}).values():
-        for operation in item.values():
-            if not isinstance(operation, dict):
-                continue
-            media = operation.pop("produces", None) or ["application/json"]
-            for response in (operation.get("responses") or {}).values():
-                if isinstance(response, dict) and "schema" in response:
-                    schema = fix_refs(response.pop("schema"))
-                    response["content"] = {m: {"schema": schema} for m in media}
-    return spec
+        def view(**kwargs: Any) -> Any:
+            return self.flasgger_views()[endpoint](**kwargs)
+
+        view.__name__ = endpoint  # no ``methods`` attribute: flasgger's spec builder reads it as a MethodView's
+        return view
+
+    def flasgger_views(self) -> dict[str, Callable[..., Any]]:
+        """flasgger's view functions by endpoint, made (with ``StackSwagger``, importing flasgger) on first use."""
+        if self._views is None:
+            with self._lock:
+                if self._views is None:
+                    self._views = self._make_views()
+        return self._views
+
+    def _make_views(self) -> dict[str, Callable[..., Any]]:
+        from flasgger.base import APIDocsView, APISpecsView, OAuthRedirect  # the views Swagger.register_views uses
+
+        from .swagger import StackSwagger
+
+        swagger = StackSwagger(template=self._template, config=self._config, merge=True)
+        swagger.load_config(self._app)
+        swagger.app = self._app
+        swagger.endpoints.append(SPEC_ENDPOINT)
+        self._app.swag = swagger
+        return {
+            "apidocs": APIDocsView.as_view("apidocs", view_args={"config": swagger.config}),
+            "oauth_redirect": OAuthRedirect.as_view("oauth_redirect"),
+            SPEC_ENDPOINT: APISpecsView.as_view(SPEC_ENDPOINT,
+                                                loader=lambda: swagger.get_apispecs(endpoint=SPEC_ENDPOINT)),
+        }
+
+
+def _index_html() -> Any:
+    """flasgger's old URL ``/apidocs/index.html``: a redirect to the UI."""
+    return redirect(url_for("flasgger.apidocs"))
