@@ -71,6 +71,33 @@ def test_app_that_fails_to_load_exits_4_with_one_line(server, workers, tmp_path)
 
 
 @pytest.mark.parametrize("server", SERVERS)
+def test_the_check_leaves_the_app_to_the_workers_when_one_loaded_it(server, tmp_path):
+    """Beside the workers the app check waits for the first worker's own load and does not load the app a second
+    time on two cores' worth of start: with 2 workers the user package is imported twice, not three times (a check
+    that loads it, at a lower priority, imports it within a second of the start on an idle machine: the test
+    watches for 2 s after the "serving on" line)."""
+    project = tmp_path / "project"
+    project.mkdir()
+    marks = tmp_path / "imports"
+    (project / "__init__.py").write_text(
+        "import os\nfrom flask import Blueprint\n"
+        f"with open({str(marks)!r}, 'a') as fh:\n    fh.write(f'{{os.getpid()}}\\n')\n"
+        "blueprint = Blueprint('marked', __name__)\n"
+        "@blueprint.route('/hello')\ndef hello():\n    return 'hello'\n")
+    srv = ProductionServer(project=project, workdir=tmp_path, server=server, workers=2).start()
+    try:
+        srv.wait_for_log(r"flask-stack serving on ")
+        assert get(srv.port, "/hello")[0] == 200
+        deadline = time.monotonic() + 2
+        while len(marks.read_text().split()) <= 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pids = marks.read_text().split()
+        assert len(pids) == 2 and len(set(pids)) == 2, pids
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("server", SERVERS)
 def test_stale_metric_files_are_wiped_before_start(server, start_server, tmp_path):
     """A previous run's counter files in PROMETHEUS_MULTIPROC_DIR must not leak into the new run's totals."""
     metrics_dir = tmp_path / "stale-metrics"

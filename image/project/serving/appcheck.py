@@ -3,10 +3,16 @@ servers' masters import it, and they never import Flask).
 
 ``start`` forks a child that loads the app once (``server.app``) and records its verdict: 0 when the app loads, 4
 (``server.app``'s one-line message written by the child) when it does not. The verdict reaches every process that
-inherited the check's two file descriptors, named in STACK_APP_CHECK_FD (``"<pipe>,<memfd>"``): the child writes
-its status into the memfd, then one byte into the pipe, which nobody reads, so every process that polls the pipe
-wakes (``verdict``). A child that died without a verdict (killed: the server is being stopped, or out of memory)
-wrote no line and decides nothing: the workers' own load of the app does.
+inherited the check's file descriptors, named in STACK_APP_CHECK_FD (``"<pipe>,<memfd>[,<report>]"``): the child
+writes its status into the memfd, then one byte into the pipe, which nobody reads, so every process that polls the
+pipe wakes (``verdict``). A child that died without a verdict (killed: the server is being stopped, or out of
+memory) wrote no line and decides nothing: the workers' own load of the app does.
+
+Beside the workers (``start(beside_workers=True)``) the check does not load the app while they do, which would
+take a third of two cores' time from the first worker's start: it waits for the first worker's own load
+(``report``, through the third descriptor). A worker that loaded the app is the verdict 0, and the check ends
+without loading it; a worker whose load failed (or no report within ``REPORT_WAIT`` seconds) sets the check
+loading the app, for its one line.
 
 The server's master starts its workers at once and holds its own log lines until the verdict (``HeldLines``;
 for uWSGI its supervisor, which rewrites uWSGI's lines, holds them; a master started without ``serve``'s check:
@@ -21,6 +27,7 @@ import logging
 import os
 import select
 import shutil
+import socket
 import sys
 import tempfile
 import threading
@@ -30,6 +37,7 @@ import stacksettings
 
 ENV = "STACK_APP_CHECK_FD"
 EXIT_APP_LOAD = 4
+REPORT_WAIT = 5.0  # seconds the check beside the workers waits for a worker's report before it loads the app
 
 
 _pid: int | None = None  # the check this process started, until it is reaped (``_reap``)
@@ -43,9 +51,10 @@ def _forget_in_child() -> None:
 os.register_at_fork(after_in_child=_forget_in_child)  # a forked worker did not start the check: it reaps nothing
 
 
-def start(nice: int = 0) -> str:
-    """Start the check (at ``nice`` added niceness, so workers loading the app at the same time go first) and return
-    the value of STACK_APP_CHECK_FD for the processes that wait for it; the descriptors are inheritable. The check
+def start(nice: int = 0, beside_workers: bool = False) -> str:
+    """Start the check (at ``nice`` added niceness; ``beside_workers``: it loads the app only once a worker's load
+    failed, see the module docstring) and return the value of STACK_APP_CHECK_FD for the processes that wait for
+    it; the descriptors are inheritable. The check
     is a grandchild, forked through a child that ends at once: it is no child of the server's master that this
     process becomes (no extra "worker" beside the server's own) and whoever adopts it reaps it, except that in a
     container this very process, PID 1, adopts it: ``verdict`` reaps it once it is known (else it would stay a
@@ -54,6 +63,9 @@ def start(nice: int = 0) -> str:
     read_fd, write_fd = os.pipe()
     memfd = os.memfd_create("flask-stack-app-check", 0)
     pid_read, pid_write = os.pipe()  # the grandchild's pid, from the child
+    # the first worker's load, to the check: a socket, whose send cannot raise SIGPIPE in a worker (uWSGI's) once
+    # the check is gone
+    report_read, report_write = (s.detach() for s in socket.socketpair()) if beside_workers else (-1, -1)
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -67,7 +79,11 @@ def start(nice: int = 0) -> str:
             os.close(pid_read)
         os.set_inheritable(read_fd, True)
         os.set_inheritable(memfd, True)
-        return f"{read_fd},{memfd}"
+        if not beside_workers:
+            return f"{read_fd},{memfd}"
+        os.close(report_read)
+        os.set_inheritable(report_write, True)
+        return f"{read_fd},{memfd},{report_write}"
     try:  # pragma: no cover - the short-lived child
         os.close(pid_read)
         grandchild = os.fork()
@@ -76,7 +92,9 @@ def start(nice: int = 0) -> str:
             os._exit(0)
         os.close(pid_write)
         os.close(read_fd)
-        _check(write_fd, memfd, nice)
+        if beside_workers:
+            os.close(report_write)
+        _check(write_fd, memfd, nice, report_read)
     finally:
         os._exit(1)
 
@@ -99,12 +117,15 @@ def _reap(timeout: float = 2.0) -> None:
         time.sleep(0.01)
 
 
-def _check(write_fd: int, memfd: int, nice: int) -> None:  # pragma: no cover - runs in the forked child
+def _check(write_fd: int, memfd: int, nice: int, report_fd: int) -> None:  # pragma: no cover - forked child
     status = 1
     scratch = ""
     try:
         if nice:
             os.nice(nice)
+        if report_fd >= 0 and _worker_loaded(report_fd):
+            status = 0
+            return
         scratch = tempfile.mkdtemp(prefix="flask-stack-check.")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = scratch
         os.environ["STACK_LOG_FLUSH_SECONDS"] = "0"
@@ -133,21 +154,48 @@ def _check(write_fd: int, memfd: int, nice: int) -> None:  # pragma: no cover - 
             os._exit(status)
 
 
-def parse(value: str | None) -> tuple[int, int] | None:
-    """The two descriptors named by a STACK_APP_CHECK_FD value, or None (unset or not two whole numbers)."""
+def _worker_loaded(report_fd: int) -> bool:
+    """True when the first worker's report (``report``) says it loaded the app; False when it failed, when every
+    process that could report is gone, or after ``REPORT_WAIT`` seconds without a report."""
     try:
-        read_fd, memfd = (int(part) for part in (value or "").split(","))
+        ready, _, _ = select.select([report_fd], [], [], REPORT_WAIT)
+        return bool(ready) and os.read(report_fd, 1) == b"+"
+    except OSError:
+        return False
+    finally:
+        os.close(report_fd)
+
+
+def report(fds: tuple[int, ...] | None, loaded: bool) -> None:
+    """A worker's own load of the app is over (``loaded``: it succeeded): tell the check waiting beside the workers
+    (``start(beside_workers=True)``); the first report decides, later ones (and a check that ended) are ignored."""
+    if fds is None or len(fds) < 3:
+        return
+    sock = socket.socket(fileno=fds[2])
+    try:
+        sock.send(b"+" if loaded else b"-", socket.MSG_NOSIGNAL | socket.MSG_DONTWAIT)
+    except OSError:  # the check ended (its end is closed), or it has unread reports enough
+        pass
+    finally:
+        sock.detach()  # the descriptor stays open: later workers forked from this process report through it
+
+
+def parse(value: str | None) -> tuple[int, ...] | None:
+    """The descriptors named by a STACK_APP_CHECK_FD value (the pipe, the memfd and, beside the workers, the report
+    pipe's write end), or None (unset, or not two or three whole numbers)."""
+    try:
+        fds = tuple(int(part) for part in (value or "").split(","))
     except ValueError:
         return None
-    return read_fd, memfd
+    return fds if len(fds) in (2, 3) else None
 
 
-def verdict(fds: tuple[int, int], timeout: float | None = None) -> int | None:
+def verdict(fds: tuple[int, ...], timeout: float | None = None) -> int | None:
     """The check's exit status (0: the app loads; 4 or another non-zero: it does not, its line written), waiting
     at most ``timeout`` seconds (None: until it is known); None when it is not known by then. Once it is known,
     the check is reaped when this process started it and is PID 1 (which adopted it). A check that died
     without a verdict, or a descriptor that is not the check's (closed), counts as 0: nothing to report."""
-    read_fd, memfd = fds
+    read_fd, memfd = fds[:2]
     poller = select.poll()
     poller.register(read_fd, select.POLLIN | select.POLLHUP)
     try:
@@ -160,7 +208,7 @@ def verdict(fds: tuple[int, int], timeout: float | None = None) -> int | None:
     return data[0] if data else 0
 
 
-def close(fds: tuple[int, int] | None) -> None:
+def close(fds: tuple[int, ...] | None) -> None:
     """Close the check's descriptors in this process (the verdict is known and nothing it starts needs it)."""
     for fd in fds or ():
         try:
@@ -169,7 +217,7 @@ def close(fds: tuple[int, int] | None) -> None:
             pass
 
 
-def take() -> tuple[int, int] | None:
+def take() -> tuple[int, ...] | None:
     """The check named in STACK_APP_CHECK_FD (``parse``), the variable removed from this process's environment so
     that nothing it starts sees it; None when there is none."""
     fds = parse(stacksettings.raw(ENV))

@@ -210,7 +210,7 @@ def main(argv: list[str]) -> int:
             return run_front(settings, command)
         # the check runs while the server starts, at a lower priority: the workers load the app beside it and the
         # server's master (uWSGI's: its supervisor) holds its lines until the verdict
-        os.environ[appcheck.ENV] = appcheck.start(nice=10)
+        os.environ[appcheck.ENV] = appcheck.start(nice=10, beside_workers=True)
         return run_server(settings.server, argv)
     except StackError as exc:  # SettingsError, ServingError, FrontError
         sys.stderr.write(f"serve: {exc}\n")

@@ -252,7 +252,7 @@ class Supervisor:
         drain_read, self._drain_write = os.pipe()
         env = dict(os.environ, **{DRAIN_FD_ENV: str(drain_read)})
         if check is not None:  # for the workers (``serving.worker._load_app``)
-            env[appcheck.ENV] = f"{check[0]},{check[1]}"
+            env[appcheck.ENV] = ",".join(map(str, check))
         command = [sys.executable, "-P", "-c", "import sys, pyuwsgi; pyuwsgi.run(sys.argv[1:])",
                    *uwsgi_options(self.settings, self.rundir), *self.argv]
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -303,7 +303,7 @@ class Supervisor:
         return status if status > 0 else 128 - status
 
     @staticmethod
-    def _settle_check(check: tuple[int, int], held: appcheck.HeldLines, wait: bool) -> int | None:
+    def _settle_check(check: tuple[int, ...], held: appcheck.HeldLines, wait: bool) -> int | None:
         """The app check's verdict (``wait``: until it is known), its descriptors closed and the held lines passed
         on (the app loads) or dropped (it does not: its one line says why); None while it is still out."""
         status = appcheck.verdict(check, None if wait else 0)

@@ -74,7 +74,7 @@ class Drain:
 drain: Drain | None = None  # this worker's (set by the server's mapping once it installed its SIGTERM handling)
 # ``serve``'s app check (``serving.appcheck.parse``'s descriptors) when it was still out as this worker started: set
 # in gunicorn's master (gunicorn.conf.py), whose workers load the app beside the check
-app_check: tuple[int, int] | None = None
+app_check: tuple[int, ...] | None = None
 
 
 def _wait_to_be_stopped() -> None:
@@ -89,8 +89,9 @@ def _wait_to_be_stopped() -> None:
 
 
 def _load_app():
-    """``server.app``, loaded now. While ``serve``'s app check is out (``app_check``), the runtime's log lines wait
-    for it: when this load fails, this worker waits for the check's verdict, and if the check failed too (it wrote
+    """``server.app``, loaded now. While ``serve``'s app check is out (``app_check``), this load's outcome is
+    reported to it (``appcheck.report``: the first worker's decides whether the check loads the app too) and the
+    runtime's log lines wait for it: when this load fails, this worker waits for the check's verdict, and if the check failed too (it wrote
     the one line, and the master stops the server with its status) waits, silent, to be stopped (its exit would
     make the master log and race the stop); otherwise its own lines are written and the error raised as without a
     check."""
@@ -106,12 +107,14 @@ def _load_app():
     try:
         app = server.app
     except BaseException:
+        appcheck.report(app_check, loaded=False)
         logger.removeFilter(held)
         status = appcheck.verdict(app_check)
         held.settle(not status)
         if status:
             _wait_to_be_stopped()
         raise
+    appcheck.report(app_check, loaded=True)
     logger.removeFilter(held)
     held.settle(True)
     return app
