@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import random
 import string
 import subprocess
@@ -104,6 +105,7 @@ def test_process_platform_and_info_metrics(make_app):
     assert info.labels["stack_version"] == "0.4.0"
     assert info.labels["app_version"] == "1.2.3"
     assert info.labels["python_version"] == "%d.%d.%d" % sys.version_info[:3]
+    assert info.labels["flask_version"] == importlib.metadata.version("flask")
 
 
 def test_openmetrics_on_request(make_app):

@@ -88,18 +88,20 @@ def _multiprocess_dir() -> str | None:
 
 
 class InfoCollector:
-    """Yields ``flask_stack_info`` (constant 1) with the stack, app, Python and Flask versions as labels."""
+    """Yields ``flask_stack_info`` (constant 1) with the stack, app, Python and Flask versions as labels (Flask's
+    looked up on the first scrape, not in every worker's start: ``dist_version`` scans ``sys.path``)."""
 
     def __init__(self, stack_version: str, app_version: str | None):
         self._labels = {
             "stack_version": stack_version,
             "app_version": app_version or "",
             "python_version": platform.python_version(),
-            "flask_version": dist_version("flask"),
+            "flask_version": "",
         }
 
     def collect(self) -> Iterable[Metric]:
         """Return the info family (prometheus_client collector protocol)."""
+        self._labels["flask_version"] = dist_version("flask")
         family = GaugeMetricFamily("flask_stack_info", "python-flask stack and app versions", labels=list(self._labels))
         family.add_metric(list(self._labels.values()), 1)
         return [family]

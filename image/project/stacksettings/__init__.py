@@ -288,8 +288,8 @@ _DECLARED = (
     _S("STACK_UWSGI_DRAIN_FD", _ranged(0), None, ("serving",),
        "the pipe uWSGI's workers watch to begin draining, set by the serving layer", internal=True),
     _S("STACK_APP_CHECK_FD", parse_text, None, ("serving",),
-       "the descriptors and pid of `serve`'s app load check, which the server's master waits for "
-       "(`serving/appcheck.py`)", internal=True),
+       "the descriptors of `serve`'s app load check: its verdict, which the server's master waits for, and beside "
+       "the workers the first worker's report of its own load (`serving/appcheck.py`)", internal=True),
 )
 
 #: Every setting, by environment variable.
