@@ -157,9 +157,10 @@ def _check(write_fd: int, memfd: int, nice: int, report_fd: int) -> None:  # pra
 def _worker_loaded(report_fd: int) -> bool:
     """True when the first worker's report (``report``) says it loaded the app; False when it failed, when every
     process that could report is gone, or after ``REPORT_WAIT`` seconds without a report."""
+    poller = select.poll()
+    poller.register(report_fd, select.POLLIN | select.POLLHUP)
     try:
-        ready, _, _ = select.select([report_fd], [], [], REPORT_WAIT)
-        return bool(ready) and os.read(report_fd, 1) == b"+"
+        return bool(poller.poll(int(REPORT_WAIT * 1000))) and os.read(report_fd, 1) == b"+"
     except OSError:
         return False
     finally:
@@ -182,7 +183,7 @@ def report(fds: tuple[int, ...] | None, loaded: bool) -> None:
 
 def parse(value: str | None) -> tuple[int, ...] | None:
     """The descriptors named by a STACK_APP_CHECK_FD value (the pipe, the memfd and, beside the workers, the report
-    pipe's write end), or None (unset, or not two or three whole numbers)."""
+    socket's sending end), or None (unset, or not two or three whole numbers)."""
     try:
         fds = tuple(int(part) for part in (value or "").split(","))
     except ValueError:

@@ -91,10 +91,10 @@ def _wait_to_be_stopped() -> None:
 def _load_app():
     """``server.app``, loaded now. While ``serve``'s app check is out (``app_check``), this load's outcome is
     reported to it (``appcheck.report``: the first worker's decides whether the check loads the app too) and the
-    runtime's log lines wait for it: when this load fails, this worker waits for the check's verdict, and if the check failed too (it wrote
-    the one line, and the master stops the server with its status) waits, silent, to be stopped (its exit would
-    make the master log and race the stop); otherwise its own lines are written and the error raised as without a
-    check."""
+    runtime's log lines wait for it: when this load fails, this worker waits for the check's verdict, and if the
+    check failed too (it wrote the one line, and the master stops the server with its status) waits, silent, to be
+    stopped (its exit would make the master log and race the stop); otherwise its own lines are written and the
+    error raised as without a check."""
     import server
 
     if app_check is None:
