@@ -118,12 +118,12 @@ def test_request_ids_come_from_the_os_csprng(monkeypatch):
                 if isinstance(node, (ast.Import, ast.ImportFrom))
                 for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])}
     assert "random" not in imported and requestid._token_bytes is secrets.token_bytes
-    ids = [requestid.request_id_from(None) for _ in range(10_000)]
+    ids = [requestid.new_request_id() for _ in range(10_000)]
     assert len(set(ids)) == 10_000 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
     reads = []
     monkeypatch.setattr(requestid, "_token_bytes", lambda n: reads.append(n) or bytes(range(256)) * (n // 256))
     requestid._ready.clear()
-    assert requestid.request_id_from(None) == bytes(range(16)).hex() and reads == [16 * requestid.IDS_PER_READ]
+    assert requestid.new_request_id() == bytes(range(16)).hex() and reads == [16 * requestid.IDS_PER_READ]
     assert requestid.new_request_id() == bytes(range(16, 32)).hex() and len(reads) == 1  # from the same read
     read, write = os.pipe()
     pid = os.fork()

@@ -4,7 +4,7 @@
 Flask's documented way to add WSGI middleware). ``create_app`` installs it before the user's code runs, so a
 middleware the user adds (``ProxyFix``, say) wraps it and its changes to the environ are seen here. Per request:
 
-* the request id: the incoming ``X-Request-ID`` when usable, else a new one (``server.requestid.request_id_from``),
+* the request id: the incoming ``X-Request-ID`` when usable (``server.requestid.is_safe_request_id``), else a new one,
   kept in the WSGI environ under ``REQUEST_ID_ENVIRON`` (``request.environ["flask_stack.request_id"]``) and
   readable as ``g.request_id`` (``server.apps.StackGlobals``); echoed in the response's ``X-Request-ID`` header unless the app
   set that header itself;

@@ -47,12 +47,4 @@ def new_request_id() -> str:
         return hexed[:32]
 
 
-def request_id_from(header: str | None) -> str:
-    """Return the request id for a request whose ``X-Request-ID`` header is ``header`` (None: absent): ``header``
-    itself when it is 1-128 safe characters, else a new id (:func:`new_request_id`)."""
-    if header and _SAFE.fullmatch(header):
-        return header
-    return new_request_id()
-
-
 os.register_at_fork(after_in_child=_ready.clear)
