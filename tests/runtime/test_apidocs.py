@@ -168,7 +168,7 @@ def _flasgger_layout(app):
     return rules, blueprint.jinja_loader.searchpath, blueprint.static_folder, blueprint.static_url_path
 
 
-def test_deferred_docs_have_flaggers_own_routes(make_app, tmp_path):
+def test_deferred_docs_have_flasggers_own_routes(make_app, tmp_path):
     """The deferred docs copy flasgger 0.9's route layout (``Swagger.register_views``): this fails when flasgger
     changes it, and the copy in ``server.apidocs.DeferredDocs`` must follow."""
     deferred, eager = _docs_apps(make_app, tmp_path)

@@ -96,14 +96,13 @@ class InfoCollector:
             "stack_version": stack_version,
             "app_version": app_version or "",
             "python_version": platform.python_version(),
-            "flask_version": "",
         }
 
     def collect(self) -> Iterable[Metric]:
         """Return the info family (prometheus_client collector protocol)."""
-        self._labels["flask_version"] = dist_version("flask")
-        family = GaugeMetricFamily("flask_stack_info", "python-flask stack and app versions", labels=list(self._labels))
-        family.add_metric(list(self._labels.values()), 1)
+        labels = {**self._labels, "flask_version": dist_version("flask")}
+        family = GaugeMetricFamily("flask_stack_info", "python-flask stack and app versions", labels=list(labels))
+        family.add_metric(list(labels.values()), 1)
         return [family]
 
 
