@@ -157,8 +157,40 @@ def test_changes_between_scrapes(tmp_path):
     check()
     write(tmp_path, "counter_12.db", requests({"/b": 2.0, "/a": 1.0, "/c": 1.0}, help_text="HTTP requests.")).close()
     check()
+    gauge_11 = files[6]  # gauges: merged by prometheus_client again only when a file's bytes change
+    gauge_11.write_value(mmap_key("worker_rss_bytes", "worker_rss_bytes", [], [], "RSS."), 3.5e7, 0.0)
+    check()
+    write(tmp_path, f"gauge_liveall_{GONE}.db", [("worker_rss_bytes", "worker_rss_bytes", {}, "RSS.", 1.0)]).close()
+    check()
+    os.unlink(tmp_path / f"gauge_liveall_{GONE}.db")
+    check()
     for file in files:
         file.close()
+
+
+VALUE_TEXTS = [0.0, -0.0, 1.0, 3.0, 0.1, 1e-07, 2.5e-05, 123.456, 999999.0, 999999.9999, 1e6, 1000000.5, 1234567.0,
+               12345678.9, 9.999999999e15, 1e16, 1.5e16, 2.0 ** 70, 1e22, -1.0, -999999.0, -1e6, -2.5e7, -1e17,
+               float("inf"), float("-inf"), float("nan"), 0.1 + 0.2, 4503599627370497.0]
+
+
+@pytest.mark.parametrize("accept", ACCEPTS[:2])
+def test_every_kind_of_value_has_prometheus_clients_text(tmp_path, accept):
+    """Each value's text is ``floatToGoString``'s: the scraper makes most of them with ``repr`` (the module
+    docstring); Go's exponents from 1e6, the infinities and NaN, negatives, tiny and huge values included. Each value
+    is in its own series, twice over two files (the merge sums them), and once alone."""
+    entries = [("values", "values_total", {"n": str(n)}, "Values.", value) for n, value in enumerate(VALUE_TEXTS)]
+    half = [(*entry[:4], entry[4] / 2) for entry in entries]
+    write(tmp_path, "counter_11.db", entries).close()
+    write(tmp_path, "counter_12.db", half).close()
+    write(tmp_path, "counter_13.db", [("alone", "alone_total", {"n": str(n)}, "Alone.", value)
+                                      for n, value in enumerate(VALUE_TEXTS)]).close()
+    encoder, content_type = choose_encoder(accept)
+    scraper = DirectoryScraper(str(tmp_path))
+    for _ in range(2):
+        got = scraper.expose(encoder)
+        assert sorted(got.splitlines()) == sorted(expected(tmp_path, encoder).splitlines())
+    for text in (b" NaN", b" +Inf", b" -Inf", b" 1.234567e+06", b" 1e+06", b" 9.999999999e+15", b" -1e+17"):
+        assert text in got, text
 
 
 def test_a_file_not_yet_sized_is_empty(tmp_path):

@@ -16,22 +16,25 @@ keeps what does not change between scrapes:
   a fold does, has another inode or none and is parsed afresh);
 * per set of series, the exposition text with a ``%s`` where each value goes, made once per format by
   prometheus_client's own encoder (the one ``choose_encoder`` picked) on the merged families with a sentinel value
-  in every sample, then checked line by line (one line per sample, each ending in the sentinel's text); a scrape
-  fills in ``floatToGoString`` of each merged value. An encoder whose output does not have that shape gets the
-  merged families themselves, every scrape (as exact, slower).
+  in every sample, then checked line by line (one line per sample, each ending in the sentinel's text); an encoder
+  whose output does not have that shape gets the merged families themselves, every scrape (as exact, slower);
+* per value, its text (``floatToGoString``'s), made in bulk for the values not seen before: ``repr`` (which is
+  ``floatToGoString``'s text of every finite value below 1e6) through ``map`` in C, ``floatToGoString`` itself for
+  the others (Go's exponents, the infinities, NaN); the exposition tests fail when these texts differ;
+* the gauges' merge, while the bytes of their files stay the same.
 
 The merge is prometheus_client's ``MultiProcessCollector.merge(files, accumulate=True)`` for counters, histograms
 and summaries: values of one series summed over the files in the same order (so sums are the same floats), a
 histogram's buckets made cumulative and its ``_count`` the ``+Inf`` bucket. Gauges (a few per worker, with the
-``pid`` label and a mode each) and the families of ``others`` go through prometheus_client's merge and encoder as
-before. Files are read under the directory's shared lock (``server.metric_files.directory_lock``), so a fold is
-never seen half done.
+``pid`` label and a mode each) and the families of ``others`` go through prometheus_client's merge and encoder.
+Files are read under the directory's shared lock (``server.metric_files.directory_lock``), so a fold is never seen
+half done, with few system calls (one ``scandir``, one ``pread`` per file through descriptors kept open): under
+load each lets the scraping thread wait for the GIL again behind the worker's request threads.
 """
 
 from __future__ import annotations
 
 import fcntl
-import glob
 import itertools
 import json
 import os
@@ -45,14 +48,16 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.utils import floatToGoString
 
-from .metric_files import directory_lock
+from .metric_files import directory_lock, metric_file_listing
 
 FAST_TYPES = ("counter", "histogram", "summary")  #: file types merged here; the others by prometheus_client
 _HEAD = 1 << 16  # bytes read first: prometheus_client makes every file 64 KiB at least
 _INT = struct.Struct("i")
 _SENTINEL = 1.5e30  # the value in every sample of a template; its text ends each sample line
 _MAX_TEMPLATES = 8  # formats kept per set of series (an Accept header may name any version)
-_MAX_TEXTS = 50_000  # value texts kept (floatToGoString of recent values)
+_MAX_TEXTS = 50_000  # value texts kept (those of recent values)
+_REPR_BELOW = 1e6  # floatToGoString(v) == repr(v) for every float v with -inf < v < this (Go's exponents above)
+_MINUS_INF = float("-inf")
 
 Encoder = Callable[[Any], bytes]
 
@@ -72,7 +77,7 @@ class _File:
 
     __slots__ = ("fd", "ident", "typ", "used", "index", "slots", "getter", "serial", "gather", "targets", "span")
 
-    def __init__(self, fd: int, ident: tuple[int, int], typ: str):
+    def __init__(self, fd: int, ident: int, typ: str):
         self.fd, self.ident, self.typ = fd, ident, typ
         self.used = 8  # bytes parsed (the file's header is 8 bytes)
         self.index: list[int] = []  # per entry: where its value is, in doubles from the file's start
@@ -137,7 +142,9 @@ class DirectoryScraper:
         self._program: list[tuple[int, Any]] = []  # how the merged values are read off the sums, in text order
         self._families: list[Metric] = []  # the merged families, value-less (samples made on demand)
         self._templates: dict[Any, str | None] = {}  # encoder -> exposition with %s per value, None: no template
-        self._texts: dict[float, str] = {}
+        self._texts: dict[float, str] = {}  # value -> its text
+        self._gauge_bytes: tuple = ()  # the files prometheus_client merges (gauges): (path, bytes used) of each...
+        self._gauges: list[Metric] = []  # ... and their merged families, made again when those bytes change
 
     def expose(self, encoder: Encoder, others: Iterable[Any] = ()) -> bytes:
         """The exposition of every metric file in the directory plus the families of the collectors ``others``,
@@ -153,10 +160,10 @@ class DirectoryScraper:
             self._reset()
         with self._lock:
             with directory_lock(self.directory, fcntl.LOCK_SH):
-                paths = sorted(glob.glob(os.path.join(self.directory, "*.db")))
-                slow = [path for path in paths if os.path.basename(path).split("_")[0] not in FAST_TYPES]
-                read = self._read([path for path in paths if path not in slow])
-                gauges = list(MultiProcessCollector.merge(slow, accumulate=True))
+                listing = metric_file_listing(self.directory)
+                self._close_gone(listing)
+                read = self._read([entry for entry in listing if entry[2] in FAST_TYPES])
+                gauges = self._merged_gauges([entry for entry in listing if entry[2] not in FAST_TYPES])
             layout = tuple(file.serial for file, _ in read)
             if layout != self._layout:
                 self._compile([file for file, _ in read], layout)
@@ -169,14 +176,17 @@ class DirectoryScraper:
 
     # --- reading ---------------------------------------------------------------------------------------------
 
-    def _read(self, paths: list[str]) -> list[tuple[_File, tuple]]:
-        """Read ``paths`` (closing the files no longer there); return each file read with its values, in the
-        order of its entries."""
-        seen = set(paths)
+    def _close_gone(self, listing: list[tuple[str, int, str]]) -> None:
+        """Close the cached files whose paths are no longer in ``listing``."""
+        seen = {path for path, _, _ in listing}
         for path in [path for path in self._files if path not in seen]:
             self._files.pop(path).close()
+
+    def _read(self, listing: list[tuple[str, int, str]]) -> list[tuple[_File, tuple]]:
+        """Read the files of ``listing``; return each file read with its values, in the order of its entries."""
         read = []
-        for file, data in map(self._open, paths):
+        for path, inode, typ in listing:
+            file, data = self._open(path, inode, typ)
             if file is None:
                 continue
             doubles = memoryview(data)[: len(data) // 8 * 8].cast("d")
@@ -185,6 +195,21 @@ class DirectoryScraper:
             finally:
                 doubles.release()
         return read
+
+    def _merged_gauges(self, listing: list[tuple[str, int, str]]) -> list[Metric]:
+        """prometheus_client's merge (``MultiProcessCollector.merge``) of the files of ``listing`` (gauges, whose
+        modes it knows), made again only when their bytes changed since the previous scrape (read through the
+        cached descriptors, one ``pread`` each: a merge opens and reads each file again)."""
+        current = []
+        for path, inode, typ in listing:
+            file, data = self._open(path, inode, typ, parse=False)
+            if file is not None:
+                current.append((path, data))
+        snapshot = tuple(current)
+        if snapshot != self._gauge_bytes:
+            self._gauges = list(MultiProcessCollector.merge([path for path, _ in current], accumulate=True))
+            self._gauge_bytes = snapshot
+        return self._gauges
 
     def _sum(self, read: list[tuple[_File, tuple]]) -> list[float]:
         """The sum of the files' values per series present (files in the order given, entries in file order, as
@@ -199,23 +224,19 @@ class DirectoryScraper:
                     sums[target] += value
         return sums
 
-    def _open(self, path: str) -> tuple[_File | None, bytes]:
-        """The cached file at ``path`` (opened afresh when the path now names another file) with its layout
-        brought up to date, and its bytes; (None, b"") when it is gone."""
+    def _open(self, path: str, inode: int, typ: str, parse: bool = True) -> tuple[_File | None, bytes]:
+        """The cached file at ``path`` (opened afresh when the path now names another file than the cached one:
+        ``inode`` from the directory listing) with its layout brought up to date (``parse``), and its bytes in
+        use; (None, b"") when it is gone."""
         file = self._files.get(path)
-        try:
-            stat = os.stat(path)
-            if file is None or file.ident != (stat.st_dev, stat.st_ino):
-                if file is not None:
-                    self._files.pop(path).close()
+        if file is None or file.ident != inode:
+            if file is not None:
+                self._files.pop(path).close()
+            try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-                stat = os.fstat(fd)
-                file = self._files[path] = _File(fd, (stat.st_dev, stat.st_ino), os.path.basename(path).split("_")[0])
-        except FileNotFoundError:
-            stale = self._files.pop(path, None)
-            if stale is not None:
-                stale.close()
-            return None, b""
+            except FileNotFoundError:
+                return None, b""
+            file = self._files[path] = _File(fd, os.fstat(fd).st_ino, typ)
         data = os.pread(file.fd, max(_HEAD, file.used), 0)  # all of it, unless it grew
         used = _INT.unpack_from(data, 0)[0] if len(data) >= 8 else 0  # shorter: being created, not sized yet
         if used > len(data):
@@ -223,6 +244,8 @@ class DirectoryScraper:
             if used > len(data):
                 raise RuntimeError("Read beyond file size detected, file is corrupted.")
         used = max(used, 8)
+        if not parse:
+            return file, data[:used]
         if used < file.used:  # cannot happen to an MmapedDict file; parse it again rather than misread it
             file.used, file.index, file.slots = 8, [], []
             file.getter, file.serial = _getter([]), next(self._serials)
@@ -361,12 +384,18 @@ class DirectoryScraper:
         return self._templates[key]
 
     def _fill(self, template: str, values: list[float]) -> bytes:
-        """``template`` with the text of each value (``floatToGoString``, remembered per value)."""
+        """``template`` with the text of each value (``floatToGoString``'s, kept per value; see the module
+        docstring): the values not yet known are looked up and made in bulk, the rest read from the cache."""
         texts = self._texts
         if len(texts) > _MAX_TEXTS:
             texts.clear()
-        strings = tuple([texts[v] if v in texts else texts.setdefault(v, floatToGoString(v)) for v in values])
-        return (template % strings).encode("utf-8")
+        new = set(values).difference(texts)
+        if new:
+            texts.update(zip(new, map(repr, new)))
+            for value in new:
+                if not _MINUS_INF < value < _REPR_BELOW:  # NaN too: every comparison with it is False
+                    texts[value] = floatToGoString(value)
+        return (template % tuple(map(texts.__getitem__, values))).encode("utf-8")
 
     def _template(self, encoder: Encoder, count: int) -> str | None:
         """``encoder``'s text of ``_families`` with ``%s`` for each value, None when its output is not one line

@@ -24,8 +24,8 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
   text kept between scrapes), so counters and histograms are exact totals over all workers. ``process_*`` cannot
   work there, so each worker exports ``flask_stack_worker_*{pid}`` gauges (mode ``liveall``): resident and virtual
   memory (bytes), CPU time (seconds), open fds, start time (unix seconds); metrics the user made, in any registry,
-  come from the mmap files like the stack's. Refreshed when that worker serves a
-  scrape and at most every ``WORKER_REFRESH_SECONDS`` on requests. The serving layer calls ``mark_process_dead(pid)``
+  come from the mmap files like the stack's. Refreshed at most every ``WORKER_REFRESH_SECONDS`` by requests
+  (the batch thread) and by a scrape that worker serves, so a scrape sees its own worker's values at most that old. The serving layer calls ``mark_process_dead(pid)``
   when a worker is gone: its gauges disappear and its counts are folded into one file per type
   (``server.metric_files``), so a scrape's cost does not grow with the workers that ever lived.
 """
@@ -273,7 +273,8 @@ class HttpMetrics:
             if self.batch is not None:
                 self.batch.flush()  # this process's requests so far
             return encoder(self.registry), content_type
-        self.refresh_worker()
+        if time.monotonic() - self._last_refresh >= WORKER_REFRESH_SECONDS:
+            self.refresh_worker()  # (under load the batch thread has: no /proc reads in the scrape then)
         directory = _multiprocess_dir() or ""
         with self._lock:
             if self._scraper is None or self._scraper.directory != directory:
