@@ -6,9 +6,11 @@ Instruction counts do not depend on what else the machine is doing, so this spli
 work where wall-clock benchmarks (``run.py``) are too noisy to. Each variant calls the WSGI app in-process (no
 server, no sockets) under ``valgrind --tool=callgrind`` (Debian package valgrind) twice, for 500 and for 2,500
 requests after a 2,000-request warm-up; the difference divided by 2,000 is the count per request, start-up
-excluded. ``stack-serving`` is the app the production servers serve (``serving.worker.production_app``: the
-stack plus the serving layer's body check and drain header). ``--parts`` adds the stack with one part switched off at a time (metrics, access line, request id, the
-whole middleware), to show what each costs. Kernel work (system calls) is not counted. Takes 1-3 minutes.
+excluded. ``bare`` (the baseline) is bare Flask serving the template's Blueprint, as the stack does;
+``stack-serving`` is the app the production servers serve (``serving.worker.production_app``: the stack plus the
+serving layer's body check and drain header). ``--parts`` adds the stack with one part switched off at a time
+(metrics, access line, request id, the whole middleware), to show what each costs, and ``bare-routes``: bare
+Flask with /hello on the app itself, no Blueprint. Kernel work (system calls) is not counted. Takes 2-4 minutes.
 
 After the warm-up the heap built so far (the app, its imports) is moved out of the garbage collector's reach
 (``gc.collect(); gc.freeze()``), in every variant alike: otherwise a full collection of it, millions of
@@ -31,8 +33,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 WARM_UP = 2000
+#: Requests per batch of metric writes and access lines (``server.request_batch``): the benchmark flushes every
+#: BATCH requests instead of the batch thread's 0.05 s timer, which under valgrind (50-100x slower) would make the
+#: batch size, and the count per request, depend on how fast valgrind ran (seen: +-10,000 per request). 50 is
+#: fewer than a worker gathers in 0.05 s under the load of ``run.py`` (1,500-3,000 req/s per worker).
+BATCH = 50
 VARIANTS = ["bare", "stack", "stack-serving"]  # stack-serving: what production servers serve (serving.worker)
-PARTS = ["stack-no-metrics", "stack-no-access-line", "stack-no-request-id", "stack-no-middleware"]
+PARTS = ["stack-no-metrics", "stack-no-access-line", "stack-no-request-id", "stack-no-middleware", "bare-routes"]
 
 
 def child(variant: str, requests: int) -> None:
@@ -40,6 +47,11 @@ def child(variant: str, requests: int) -> None:
     if variant == "bare":
         sys.path.insert(0, str(REPO / "benchmarks" / "apps"))
         from bare_flask import app
+    elif variant == "bare-routes":  # the view on the app itself, no Blueprint: Flask's Blueprint dispatch left out
+        from flask import Flask
+
+        app = Flask("bare_routes")
+        app.get("/hello")(lambda: ("Hello from Appsody!", 200, {"Content-Type": "text/plain; charset=utf-8"}))
     else:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="bench-instr-")
         os.environ["STACK_USERAPP_DIR"] = str(REPO / "templates" / "simple")
@@ -47,6 +59,7 @@ def child(variant: str, requests: int) -> None:
         sys.path.insert(0, str(REPO / "image" / "project"))
         sys.stdout = open(os.devnull, "w")  # the access lines
         import server.observe as observe
+        from server import request_batch
         from server.factory import create_app
         from server.metrics import HttpMetrics
 
@@ -55,7 +68,8 @@ def child(variant: str, requests: int) -> None:
         elif variant == "stack-no-access-line":
             observe.log_access_records = lambda *args: None
         elif variant == "stack-no-request-id":
-            observe.new_request_id = lambda: "0123456789abcdef0123456789abcdef"
+            observe.new_request_id = observe._next_ready_id = lambda: "0123456789abcdef0123456789abcdef"
+        request_batch.RequestBatch._run = lambda self: None  # no timed batches: ``serve`` flushes every BATCH
         if variant == "stack-serving":
             from serving.worker import production_app
 
@@ -71,12 +85,16 @@ def child(variant: str, requests: int) -> None:
     def start_response(status, headers, exc_info=None):
         return None
 
+    flush = None if variant.startswith("bare") else request_batch.flush_pending_requests
+
     def serve(count: int) -> None:
-        for _ in range(count):
+        for n in range(1, count + 1):
             body = app(dict(environ), start_response)
             for _chunk in body:
                 pass
             body.close()
+            if flush is not None and n % BATCH == 0:
+                flush()
 
     serve(WARM_UP)
     gc.collect()

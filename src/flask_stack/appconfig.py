@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from .errors import CliError
+from .paths import stacksettings
 
-FILES = ("settings.yaml", "settings.yml", "settings.toml")  # as server.userconfig.FILES
+FILES = stacksettings().USER_CONFIG_FILES  # the runtime's (server.userconfig.FILES)
 
 
 @dataclass

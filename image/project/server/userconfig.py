@@ -45,7 +45,7 @@ from .exceptions import SettingsError
 
 log = logging.getLogger("server")
 
-FILES = ("settings.yaml", "settings.yml", "settings.toml")
+FILES = stacksettings.USER_CONFIG_FILES
 DEFAULT_PROFILE = "development"
 #: Flask's CLI variables: ``from_prefixed_env`` would make config keys of them; they are not the app's config.
 _FLASK_CLI = re.compile(r"^(APP|DEBUG|ENV|RUN_.*|SKIP_DOTENV)$")

@@ -23,7 +23,6 @@ runtime and the dev loop import it, and ``stack.yaml`` holds the same literal fo
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -31,10 +30,10 @@ from typing import Any, Callable, Mapping
 from .parsers import (DEFAULT_MAX_CONTENT_LENGTH, MIB, SettingsError, parse_body_limit, parse_bool, parse_choice,
                       parse_hosts, parse_int, parse_level, parse_raw, parse_seconds, parse_text, parse_url_prefix)
 
-__all__ = ["DEFAULT_MAX_CONTENT_LENGTH", "MIB", "SETTINGS", "CONFIG_KEYS", "Setting", "SettingsError", "VERSION",
-           "closest_key", "is_set", "parse_body_limit", "parse_bool", "parse_choice", "parse_hosts",
-           "parse_int", "parse_level", "parse_raw", "parse_seconds", "parse_text", "parse_url_prefix", "raw",
-           "setting", "value"]
+__all__ = ["DEFAULT_MAX_CONTENT_LENGTH", "MIB", "SETTINGS", "CONFIG_KEYS", "Setting", "SettingsError",
+           "USER_CONFIG_FILES", "VERSION", "closest_key", "is_set", "parse_body_limit", "parse_bool", "parse_choice",
+           "parse_hosts", "parse_int", "parse_level", "parse_raw", "parse_seconds", "parse_text", "parse_url_prefix",
+           "raw", "setting", "value"]
 
 __version__ = "0.4.0"
 #: The stack's version (stack.yaml's ``version``, the wheel's, the images' label).
@@ -107,6 +106,8 @@ FRONTS = ("none", "nginx")  # STACK_FRONT; the deployable image sets nginx
 LOG_FORMATS = ("text", "json")
 DEBUGGERS = ("debugpy", "ptvsd")
 MODES = ("run", "debug", "test")
+#: The user's own configuration file in the project dir, one of these (``server.userconfig``; the CLI's ``deploy``).
+USER_CONFIG_FILES = ("settings.yaml", "settings.yml", "settings.toml")
 
 _DECLARED = (
     # --- where the app listens and what it is ---------------------------------------------------------------
@@ -343,6 +344,8 @@ def value(name: str, environ: Mapping[str, str] | None = None, default: Any = _U
 
 def closest_key(key: str) -> str | None:
     """The known ``app.config`` key closest to ``key`` (difflib), for "unknown key" warnings; None: none close."""
+    import difflib  # here: only a misspelt key needs it, and every serving process imports this module
+
     suffixes = {known.removeprefix("STACK_"): known for known in CONFIG_KEYS}  # the shared prefix says nothing
     found = difflib.get_close_matches(key.removeprefix("STACK_"), list(suffixes), n=1, cutoff=0.6)
     return suffixes[found[0]] if found else None
