@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from testkit.net import free_port
+from testkit.net import free_port, wait_until
 from testkit.procs import descendants, proc_stats
 from testkit.need import missing
 
@@ -65,9 +65,11 @@ def login_env(home: Path, cache: Path, port: int) -> dict[str, str]:
     return env
 
 
-def serve_until_hello(command: str, env: dict[str, str], port: int, log: Path) -> str:
-    """Run ``command`` in a login shell until ``/hello`` answers 200 on ``port``, then SIGTERM the flask-stack
-    process: it must exit 0, and nothing it started may be left. Return its output."""
+def serve_until_hello(command: str, env: dict[str, str], port: int, log: Path, said: str | None = None) -> str:
+    """Run ``command`` in a login shell until ``/hello`` answers 200 on ``port`` and (``said``) its output has that
+    text (the dev loop says the app's URLs from a thread once it serves, a moment after the first answer; up to
+    30 s), then SIGTERM the flask-stack process: it must exit 0, and nothing it started may be left. Return its
+    output."""
     with open(log, "wb") as sink:
         shell = subprocess.Popen(["bash", "-l", "-c", command], cwd=env["HOME"], env=env, stdout=sink,
                                  stderr=subprocess.STDOUT, start_new_session=True)
@@ -84,6 +86,11 @@ def serve_until_hello(command: str, env: dict[str, str], port: int, log: Path) -
                 pass
             time.sleep(0.2)
         assert hello.text == "Hello from Appsody!"
+        if said is not None:
+            try:
+                wait_until(lambda: True if said in log.read_text() else None, 30, running=lambda: shell.poll() is None)
+            except (TimeoutError, ChildProcessError) as exc:
+                raise AssertionError(f"{said!r} not said ({exc}):\n{log.read_text()[-3000:]}") from None
         table = proc_stats()
         cli = [pid for pid in [shell.pid, *descendants(shell.pid)] if pid in table and _is_flask_stack(pid)]
         assert cli, log.read_text()[-3000:]
@@ -135,9 +142,11 @@ def test_readme_first_command_then_every_next_line_in_a_login_shell(tmp_path, ne
         assert len(printed) >= 2, result.stderr
         assert attempt == 1 or printed == next_lines
         next_lines = printed
-        out = serve_until_hello(f"cd {shlex.quote(str(REPO))} && {serve}", env, port, tmp_path / f"run-{attempt}.log")
+        docs = f"http://127.0.0.1:{port}/apidocs/"
+        out = serve_until_hello(f"cd {shlex.quote(str(REPO))} && {serve}", env, port, tmp_path / f"run-{attempt}.log",
+                                said=docs)
         print(f"attempt {attempt}: README's first command served /hello in {time.monotonic() - started:.1f} s")
-        assert f"http://127.0.0.1:{port}/apidocs/" in out
+        assert docs in out
         assert "flask-stack: engine: local (the default" in out
 
     assert subprocess.run(["bash", "-l", "-c", "command -v flask-stack"], env=env, capture_output=True, text=True
