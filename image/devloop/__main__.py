@@ -150,7 +150,7 @@ def _serve(debug: bool, project_arg: str, host: str | None, port: int | None, de
         os.environ.setdefault("FLASK_DEBUG", "1")
         # debugpy's check for frozen stdlib modules prints 4 lines per restart; user code is never frozen.
         os.environ.setdefault("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    os.environ.setdefault("STACK_PROFILE", "development")  # the user's settings.yaml profile (server.userconfig)
+    stacksettings.set_default("STACK_PROFILE", "development")  # the user's settings.yaml profile (server.userconfig)
     process.warm_imports(debug=debug)
     spec = ChildSpec(sock_fd=sock.fileno(), host=host, port=sock.getsockname()[1], project=project, debug=debug,
                      debug_port=debug_port, debug_wait=debug_wait, debugger=debugger,

@@ -21,6 +21,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import stacksettings
+
 from . import deps
 from . import watch as watching
 from .errors import DevloopError, StopRequested
@@ -43,7 +45,7 @@ def pytest_argv(project: Path, junitxml: str | None = None, extra: list[str] | N
 def _run_once(project: Path, state: deps.DepsState, junitxml: str | None, extra: list[str]) -> int:
     env = dict(os.environ)
     env["STACK_USERAPP_DIR"] = str(project)
-    env.setdefault("STACK_PROFILE", "testing")  # the user's settings.yaml profile (server.userconfig)
+    stacksettings.set_default("STACK_PROFILE", "testing", env)  # the user's settings.yaml profile (server.userconfig)
     env["PYTHONPATH"] = deps.pythonpath(state)
     proc = subprocess.Popen(pytest_argv(project, junitxml, extra), cwd=project, env=env, stdin=subprocess.DEVNULL)
     try:

@@ -28,7 +28,7 @@ import click
 from .engine import Engine, RunOptions
 from .errors import CliError
 from .localenv import PIP, ensure_stack_env, env_python, find_uv, project_dir
-from .paths import devloop_parent, runtime_dir
+from .paths import devloop_parent, runtime_dir, stacksettings
 from .procs import require_free_port, run_foreground
 
 HOST = "127.0.0.1"
@@ -161,7 +161,7 @@ class LocalEngine(Engine):
         env.update(extra)
         env["PYTHONPATH"] = os.pathsep.join([str(runtime_dir()), str(devloop_parent())])
         env["STACK_USERAPP_DIR"] = str(project)
-        env.setdefault("STACK_UV", find_uv() or PIP)
+        stacksettings().set_default("STACK_UV", find_uv() or PIP, env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 

@@ -71,7 +71,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 @pytest.hookimpl(tryfirst=True)
 def pytest_load_initial_conftests(early_config: pytest.Config, parser: pytest.Parser, args: list[str]) -> None:
     configure_process_logging(environ=True)  # `flask-stack test` owns this process: logging once, before the app
-    os.environ.setdefault("STACK_PROFILE", "testing")  # the project's settings.yaml profile, as flask-stack test
+    stacksettings.set_default("STACK_PROFILE", "testing")  # the project's settings.yaml profile, as flask-stack test
     try:
         loaded = apply_on_import(_project_config(early_config.rootpath))
     except StackError:

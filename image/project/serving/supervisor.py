@@ -102,8 +102,8 @@ def prepare_environment() -> None:
         sys.stderr.write("serve: STACK_DEBUG is ignored in production; the debugger stays off\n")
     os.environ["STACK_DEBUG"] = "0"
     os.environ["FLASK_DEBUG"] = "0"
-    os.environ.setdefault("STACK_PROFILE", "production")  # the user's settings.yaml profile (server.userconfig)
-    os.environ.setdefault("STACK_LOG_FLUSH_SECONDS", "0.25")
+    stacksettings.set_default("STACK_PROFILE", "production")  # the user's settings.yaml profile (server.userconfig)
+    stacksettings.set_default("STACK_LOG_FLUSH_SECONDS", "0.25")
     load_settings()
     prepare_metrics_dir()
 

@@ -86,7 +86,7 @@ def project(path: Path, venv: Path, tools: Path) -> None:
         DepsError: the declaration does not resolve with the stack's ranges, a package does not install, or
             ``pip check`` finds incompatible versions.
     """
-    os.environ.setdefault("STACK_UV", str(tools / "bin" / "uv"))
+    stacksettings.set_default("STACK_UV", str(tools / "bin" / "uv"))
     python = str(venv / "bin" / "python")
     declaration = detect(path)
     if declaration.note:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, MutableMapping
 
 from .parsers import (DEFAULT_MAX_CONTENT_LENGTH, MIB, SettingsError, parse_body_limit, parse_bool, parse_choice,
                       parse_hosts, parse_int, parse_level, parse_raw, parse_seconds, parse_text, parse_url_prefix)
@@ -33,7 +33,7 @@ from .parsers import (DEFAULT_MAX_CONTENT_LENGTH, MIB, SettingsError, parse_body
 __all__ = ["DEFAULT_MAX_CONTENT_LENGTH", "MIB", "SETTINGS", "CONFIG_KEYS", "Setting", "SettingsError",
            "USER_CONFIG_FILES", "VERSION", "closest_key", "is_set", "parse_body_limit", "parse_bool", "parse_choice",
            "parse_hosts", "parse_int", "parse_level", "parse_raw", "parse_seconds", "parse_text", "parse_url_prefix",
-           "raw", "setting", "value"]
+           "raw", "set_default", "setting", "value"]
 
 __version__ = "0.4.0"
 #: The stack's version (stack.yaml's ``version``, the wheel's, the images' label).
@@ -319,6 +319,17 @@ def raw(name: str, environ: Mapping[str, str] | None = None) -> str | None:
 def is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
     """True when variable ``name`` is in the environment (even empty)."""
     return raw(name, environ) is not None
+
+
+def set_default(name: str, text: str, environ: MutableMapping[str, str] | None = None) -> None:
+    """Put ``text`` as variable ``name`` in ``environ`` (default ``os.environ``: for the processes this one starts)
+    unless the variable is set there already, even empty: ``setdefault`` for a declared setting.
+
+    Raises:
+        KeyError: ``name`` is not declared.
+    """
+    if not is_set(name, environ):
+        (os.environ if environ is None else environ)[name] = text
 
 
 def value(name: str, environ: Mapping[str, str] | None = None, default: Any = _UNSET) -> Any:
