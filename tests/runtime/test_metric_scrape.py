@@ -184,7 +184,7 @@ def test_every_kind_of_value_has_prometheus_clients_text(tmp_path, accept):
     write(tmp_path, "counter_12.db", half).close()
     write(tmp_path, "counter_13.db", [("alone", "alone_total", {"n": str(n)}, "Alone.", value)
                                       for n, value in enumerate(VALUE_TEXTS)]).close()
-    encoder, content_type = choose_encoder(accept)
+    encoder, _ = choose_encoder(accept)
     scraper = DirectoryScraper(str(tmp_path))
     for _ in range(2):
         got = scraper.expose(encoder)

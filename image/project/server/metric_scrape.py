@@ -226,8 +226,8 @@ class DirectoryScraper:
 
     def _open(self, path: str, inode: int, typ: str, parse: bool = True) -> tuple[_File | None, bytes]:
         """The cached file at ``path`` (opened afresh when the path now names another file than the cached one:
-        ``inode`` from the directory listing) with its layout brought up to date (``parse``), and its bytes in
-        use; (None, b"") when it is gone."""
+        ``inode`` from the directory listing) and its bytes: with ``parse``, its layout brought up to date and the
+        bytes read (at least those in use); without, just the bytes in use. (None, b"") when it is gone."""
         file = self._files.get(path)
         if file is None or file.ident != inode:
             if file is not None:

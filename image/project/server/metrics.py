@@ -25,9 +25,10 @@ Series (names follow Prometheus conventions; the exposition format comes from pr
   work there, so each worker exports ``flask_stack_worker_*{pid}`` gauges (mode ``liveall``): resident and virtual
   memory (bytes), CPU time (seconds), open fds, start time (unix seconds); metrics the user made, in any registry,
   come from the mmap files like the stack's. Refreshed at most every ``WORKER_REFRESH_SECONDS`` by requests
-  (the batch thread) and by a scrape that worker serves, so a scrape sees its own worker's values at most that old. The serving layer calls ``mark_process_dead(pid)``
-  when a worker is gone: its gauges disappear and its counts are folded into one file per type
-  (``server.metric_files``), so a scrape's cost does not grow with the workers that ever lived.
+  (the batch thread) and by a scrape that worker serves, so a scrape sees its own worker's values at most that
+  old. The serving layer calls ``mark_process_dead(pid)`` when a worker is gone: its gauges disappear and its
+  counts are folded into one file per type (``server.metric_files``), so a scrape's cost does not grow with the
+  workers that ever lived.
 """
 
 from __future__ import annotations
@@ -212,8 +213,7 @@ class HttpMetrics:
                 durations.append(ended - started)
         for (method, endpoint, status), durations in series.items():
             self._write_series(method, endpoint, status[:3], durations)
-        if self.multiprocess and time.monotonic() - self._last_refresh >= WORKER_REFRESH_SECONDS:
-            self.refresh_worker()
+        self._refresh_stale_worker()
 
     def _write_series(self, method: str, endpoint: str | None, status: str, durations: list[float]) -> None:
         """Add ``durations`` (seconds, one per request) to the series of ``method``, ``endpoint`` (None:
@@ -239,6 +239,11 @@ class HttpMetrics:
             if upto > below:
                 bucket.inc(upto - below)
                 below = upto
+
+    def _refresh_stale_worker(self) -> None:
+        """``refresh_worker`` when its gauges are ``WORKER_REFRESH_SECONDS`` old or older (multiprocess mode)."""
+        if self.multiprocess and time.monotonic() - self._last_refresh >= WORKER_REFRESH_SECONDS:
+            self.refresh_worker()
 
     def refresh_worker(self) -> None:
         """Update this worker's ``flask_stack_worker_*`` gauges from /proc (multiprocess mode only)."""
@@ -273,8 +278,7 @@ class HttpMetrics:
             if self.batch is not None:
                 self.batch.flush()  # this process's requests so far
             return encoder(self.registry), content_type
-        if time.monotonic() - self._last_refresh >= WORKER_REFRESH_SECONDS:
-            self.refresh_worker()  # (under load the batch thread has: no /proc reads in the scrape then)
+        self._refresh_stale_worker()  # under load the batch thread has already: no /proc reads in the scrape
         directory = _multiprocess_dir() or ""
         with self._lock:
             if self._scraper is None or self._scraper.directory != directory:
